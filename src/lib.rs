@@ -1,0 +1,2 @@
+pub mod sip;
+pub mod transaction;

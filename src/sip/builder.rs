@@ -1,0 +1,273 @@
+//! Writing messages: a response built from a request (RFC 3261 §8.2.6), and byte-faithful
+//! forwarding edits for the proxy (§16.6): add or remove the top Via, add Record-Route,
+//! decrement Max-Forwards, rewrite the Request-URI, remove the top Route. Every header we
+//! do not touch, and the body, is copied byte for byte from the received buffer.
+//!
+//! It must not decide policy (which status, which Via): callers pass that in.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::header::HeaderName;
+use super::message::Message;
+use super::scan::split_commas;
+
+/// Where the request really came from, for RFC 3261 §18.2.1 `received` and RFC 3581 `rport`.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaReceived {
+    pub addr: std::net::SocketAddr,
+}
+
+/// A response under construction. Extra headers are written in the order added, after the
+/// copied ones and before Server and Content-Length, so replies are byte-stable.
+#[derive(Debug)]
+pub struct ResponseBuilder<'a> {
+    req: &'a Message,
+    status: u16,
+    reason: &'a str,
+    to_tag: Option<&'a str>,
+    received: Option<ViaReceived>,
+    extra: BytesMut,
+    server: Option<&'a str>,
+    body: Option<(&'a str, &'a [u8])>,
+}
+
+impl<'a> ResponseBuilder<'a> {
+    pub fn new(req: &'a Message, status: u16, reason: &'a str) -> ResponseBuilder<'a> {
+        ResponseBuilder {
+            req,
+            status,
+            reason,
+            to_tag: None,
+            received: None,
+            extra: BytesMut::new(),
+            server: None,
+            body: None,
+        }
+    }
+
+    /// Adds `;tag=` to To unless the request's To already has one.
+    pub fn to_tag(mut self, tag: &'a str) -> Self {
+        self.to_tag = Some(tag);
+        self
+    }
+
+    /// Adds `received` (and fills an empty `rport`) on the top Via.
+    pub fn received(mut self, r: ViaReceived) -> Self {
+        self.received = Some(r);
+        self
+    }
+
+    /// The Server header value; `None` or empty writes none.
+    pub fn server(mut self, server: Option<&'a str>) -> Self {
+        self.server = server.filter(|s| !s.is_empty());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.extra.put_slice(name.as_bytes());
+        self.extra.put_slice(b": ");
+        self.extra.put_slice(value.as_bytes());
+        self.extra.put_slice(b"\r\n");
+        self
+    }
+
+    pub fn body(mut self, content_type: &'a str, body: &'a [u8]) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+
+    pub fn build(self) -> Bytes {
+        let req = self.req;
+        let mut out = BytesMut::with_capacity(512 + self.extra.len());
+        let mut line = String::with_capacity(64);
+        let _ = write!(line, "SIP/2.0 {} {}\r\n", self.status, self.reason);
+        out.put_slice(line.as_bytes());
+        let mut first_via = true;
+        for h in req.headers() {
+            match h.kind {
+                HeaderName::Via => {
+                    out.put_slice(b"Via: ");
+                    let value = req.text(h.value);
+                    if first_via {
+                        first_via = false;
+                        write_top_via(&mut out, value, self.received);
+                    } else {
+                        out.put_slice(value.as_bytes());
+                    }
+                    out.put_slice(b"\r\n");
+                }
+                HeaderName::To => {
+                    out.put_slice(b"To: ");
+                    out.put_slice(req.text(h.value).as_bytes());
+                    if let Some(tag) = self.to_tag {
+                        if req.to().map(|t| t.tag().is_none()).unwrap_or(true) {
+                            out.put_slice(b";tag=");
+                            out.put_slice(tag.as_bytes());
+                        }
+                    }
+                    out.put_slice(b"\r\n");
+                }
+                HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    out.put_slice(h.kind.as_str().as_bytes());
+                    out.put_slice(b": ");
+                    out.put_slice(req.text(h.value).as_bytes());
+                    out.put_slice(b"\r\n");
+                }
+                _ => {}
+            }
+        }
+        out.put_slice(&self.extra);
+        if let Some(server) = self.server {
+            out.put_slice(b"Server: ");
+            out.put_slice(server.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        let (ct, body) = self.body.unwrap_or(("", b""));
+        if !ct.is_empty() {
+            out.put_slice(b"Content-Type: ");
+            out.put_slice(ct.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        line.clear();
+        let _ = write!(line, "Content-Length: {}\r\n\r\n", body.len());
+        out.put_slice(line.as_bytes());
+        out.put_slice(body);
+        out.freeze()
+    }
+}
+
+/// Writes the first Via value of a header line with `received`/`rport` filled in, then the
+/// other values of that line unchanged.
+fn write_top_via(out: &mut BytesMut, line_value: &str, received: Option<ViaReceived>) {
+    let mut parts = split_commas(line_value);
+    let first = match parts.next() {
+        Some(Ok(v)) => v,
+        _ => {
+            out.put_slice(line_value.as_bytes());
+            return;
+        }
+    };
+    let rest = &line_value[line_value.find(first).map(|p| p + first.len()).unwrap_or(line_value.len())..];
+    match (received, super::views::Via::parse(first)) {
+        (Some(r), Ok(via)) => {
+            let params_start = first.len() - via.params.as_str().len();
+            out.put_slice(first[..params_start].as_bytes());
+            let mut wrote_rport = false;
+            for p in via.params.clone().filter_map(Result::ok) {
+                if p.name.eq_ignore_ascii_case("received") {
+                    continue;
+                }
+                out.put_u8(b';');
+                out.put_slice(p.name.as_bytes());
+                if p.name.eq_ignore_ascii_case("rport") {
+                    wrote_rport = true;
+                    let _ = write!(ByteWriter(out), "={}", r.addr.port());
+                } else if let Some(v) = p.value {
+                    out.put_u8(b'=');
+                    out.put_slice(v.as_bytes());
+                }
+            }
+            let ip = r.addr.ip();
+            if wrote_rport || via.host.trim_matches(['[', ']']) != ip.to_string() {
+                let _ = write!(ByteWriter(out), ";received={ip}");
+            }
+        }
+        _ => out.put_slice(first.as_bytes()),
+    }
+    out.put_slice(rest.as_bytes());
+}
+
+struct ByteWriter<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Edits a proxy applies when forwarding; everything else is copied byte for byte.
+#[derive(Debug, Default, Clone)]
+pub struct ForwardEdits<'a> {
+    pub request_uri: Option<&'a str>,
+    /// A new top Via value (requests).
+    pub push_via: Option<&'a str>,
+    /// Remove the top Via value (responses, which carry ours on top).
+    pub pop_via: bool,
+    /// Record-Route values to add on top, in order.
+    pub record_route: &'a [&'a str],
+    /// Decrement Max-Forwards (insert `Max-Forwards: 70` if absent), requests only.
+    pub decrement_max_forwards: bool,
+    /// Remove the top Route value (loose routing past ourselves).
+    pub pop_route: bool,
+}
+
+/// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
+pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
+    let buf = msg.bytes();
+    let mut out = BytesMut::with_capacity(msg.wire_len() + 256);
+    let start = msg.start_line_span();
+    match (edits.request_uri, msg.start_line()) {
+        (Some(uri), super::message::StartLine::Request { method_span, .. }) => {
+            out.put_slice(msg.text(method_span).as_bytes());
+            out.put_u8(b' ');
+            out.put_slice(uri.as_bytes());
+            out.put_slice(b" SIP/2.0\r\n");
+        }
+        _ => out.put_slice(&buf[start.range()]),
+    }
+    if let Some(via) = edits.push_via {
+        out.put_slice(b"Via: ");
+        out.put_slice(via.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    for rr in edits.record_route {
+        out.put_slice(b"Record-Route: ");
+        out.put_slice(rr.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    let mut via_popped = !edits.pop_via;
+    let mut route_popped = !edits.pop_route;
+    let mut saw_max_forwards = false;
+    for h in msg.headers() {
+        match h.kind {
+            HeaderName::Via if !via_popped => {
+                via_popped = true;
+                write_without_first(&mut out, msg, h, "Via");
+            }
+            HeaderName::Route if !route_popped => {
+                route_popped = true;
+                write_without_first(&mut out, msg, h, "Route");
+            }
+            HeaderName::MaxForwards if edits.decrement_max_forwards => {
+                saw_max_forwards = true;
+                let n = msg.max_forwards().ok().flatten().unwrap_or(70);
+                let _ = write!(ByteWriter(&mut out), "Max-Forwards: {}\r\n", n.saturating_sub(1));
+            }
+            _ => out.put_slice(&buf[h.line.range()]),
+        }
+    }
+    if edits.decrement_max_forwards && !saw_max_forwards && msg.is_request() {
+        out.put_slice(b"Max-Forwards: 70\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(msg.body());
+    out.freeze()
+}
+
+/// Writes a list header without its first value; nothing if that was its only value.
+fn write_without_first(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    let value = msg.text(h.value);
+    let mut parts = split_commas(value);
+    let _first = parts.next();
+    let remaining: Vec<&str> = parts.filter_map(Result::ok).collect();
+    if remaining.is_empty() {
+        return;
+    }
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(remaining.join(", ").as_bytes());
+    out.put_slice(b"\r\n");
+}

@@ -1,0 +1,177 @@
+//! Stream framing for TCP and TLS (RFC 3261 §18.3): buffer bytes, find the end of the
+//! header section, require Content-Length, cut exactly one message, and recognise RFC 5626
+//! CRLF keep-alives. Input may be split at any byte.
+//!
+//! It owns the connection's receive buffer and its limits. It must not parse more than the
+//! Content-Length it needs; `Message::parse` does the rest.
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::ParseError;
+use super::message::{parse_content_length, Limits};
+
+/// What the framer found at the front of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// One whole message (header section and body), ready for `Message::parse`.
+    Message(Bytes),
+    /// A double-CRLF keep-alive ping: answer with a single CRLF (RFC 5626 §3.5.1).
+    Ping,
+}
+
+/// Per-connection framer. Worst-case memory: `max_header_bytes + max_body_bytes` plus one
+/// read's worth of bytes.
+#[derive(Debug)]
+pub struct StreamFramer {
+    buf: BytesMut,
+    limits: Limits,
+    /// How far the header-end search has looked, so a slow sender costs O(n) not O(n²).
+    scanned: usize,
+}
+
+impl StreamFramer {
+    pub fn new(limits: Limits) -> StreamFramer {
+        StreamFramer { buf: BytesMut::with_capacity(4096), limits, scanned: 0 }
+    }
+
+    /// The buffer to read into (for `AsyncReadExt::read_buf`).
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(4096);
+        }
+        &mut self.buf
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered and not yet framed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a partial message has started (used for the header-section deadline).
+    pub fn in_message(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed, or an error after
+    /// which the connection must be closed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ParseError> {
+        // Keep-alives and stray CRLFs between messages.
+        loop {
+            if self.buf.starts_with(b"\r\n\r\n") {
+                let _ = self.buf.split_to(4);
+                self.scanned = 0;
+                return Ok(Some(Frame::Ping));
+            }
+            if self.buf.starts_with(b"\r\n") && self.buf.len() >= 3 && self.buf[2] != b'\r' {
+                // a lone CRLF (a pong, or padding): drop it
+                let _ = self.buf.split_to(2);
+                self.scanned = 0;
+                continue;
+            }
+            if self.buf.is_empty() || self.buf.starts_with(b"\r") && self.buf.len() < 4 && b"\r\n\r\n".starts_with(&self.buf) {
+                return Ok(None);
+            }
+            break;
+        }
+        let from = self.scanned.saturating_sub(3);
+        let limit = self.limits.max_header_bytes + 4;
+        let window_end = self.buf.len().min(limit);
+        let header_end = match memchr::memmem::find(&self.buf[from..window_end], b"\r\n\r\n") {
+            Some(p) => from + p + 2,
+            None => {
+                if self.buf.len() >= limit {
+                    return Err(ParseError::HeaderSectionTooLarge);
+                }
+                self.scanned = self.buf.len();
+                return Ok(None);
+            }
+        };
+        let content_length = content_length_of(&self.buf[..header_end], &self.limits)?;
+        if content_length > self.limits.max_body_bytes {
+            return Err(ParseError::BodyTooLarge);
+        }
+        let total = header_end + 2 + content_length;
+        if self.buf.len() < total {
+            self.scanned = header_end;
+            return Ok(None);
+        }
+        self.scanned = 0;
+        Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+}
+
+/// Finds the single Content-Length (long or compact name) in a header section.
+fn content_length_of(head: &[u8], limits: &Limits) -> Result<usize, ParseError> {
+    let mut found = None;
+    let mut lines = 0usize;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        lines += 1;
+        if lines > limits.max_headers + 1 {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            if found.is_some() {
+                return Err(ParseError::DuplicateContentLength);
+            }
+            let value = std::str::from_utf8(line[colon + 1..].trim_ascii())
+                .map_err(|_| ParseError::InvalidContentLength)?;
+            found = Some(parse_content_length(value)?);
+        }
+    }
+    found.ok_or(ParseError::MissingContentLength)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 3\r\n\r\nabc";
+
+    fn frames(chunks: &[&[u8]]) -> Result<Vec<Frame>, ParseError> {
+        let mut f = StreamFramer::new(Limits::default());
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c);
+            while let Some(fr) = f.next_frame()? {
+                out.push(fr);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn one_byte_at_a_time_and_two_in_one() {
+        let chunks: Vec<&[u8]> = MSG.chunks(1).collect();
+        assert_eq!(frames(&chunks).unwrap(), vec![Frame::Message(Bytes::from_static(MSG))]);
+        let two = [MSG, MSG].concat();
+        assert_eq!(frames(&[&two]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn keepalives() {
+        let mut input = b"\r\n\r\n".to_vec();
+        input.extend_from_slice(MSG);
+        input.extend_from_slice(b"\r\n\r\n");
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            frames(&chunks).unwrap(),
+            vec![Frame::Ping, Frame::Message(Bytes::from_static(MSG)), Frame::Ping]
+        );
+    }
+
+    #[test]
+    fn faults_are_distinct() {
+        assert_eq!(frames(&[b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"]), Err(ParseError::MissingContentLength));
+        assert_eq!(frames(&[b"A\r\nl: -999\r\n\r\n"]), Err(ParseError::InvalidContentLength));
+        assert_eq!(frames(&[b"A\r\nl: 1\r\nContent-Length: 2\r\n\r\n"]), Err(ParseError::DuplicateContentLength));
+        assert_eq!(frames(&[b"A\r\nl: 99999999\r\n\r\n"]), Err(ParseError::BodyTooLarge));
+        let big = vec![b'a'; 20_000];
+        assert_eq!(frames(&[&big]), Err(ParseError::HeaderSectionTooLarge));
+    }
+}

@@ -1,0 +1,437 @@
+//! A parsed SIP message: the received `Bytes`, the start line, an index of header lines as
+//! offsets, and the body as a range. Parsing copies no header text; the index is the only
+//! heap allocation. Typed views (`views.rs`) are parsed lazily from the index.
+//!
+//! `Message::parse` applies the checks every element needs before it can even answer:
+//! start line and version, header line syntax, Content-Length framing, single-valued
+//! headers not repeated, the required headers present, and CSeq (number ≤ 2^32-1, method
+//! equal to the request method). It must not look deeper into header values.
+
+use bytes::Bytes;
+
+use super::error::ParseError;
+use super::header::HeaderName;
+use super::scan::{is_token, parse_u32_strict};
+
+/// Limits applied while parsing and framing; each has a default and a worst case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header section (start line to the empty line). Default 16 KiB: a long but
+    /// legitimate REGISTER is under 2 KiB. Worst case per stream connection: this many bytes
+    /// buffered while waiting for the header end.
+    pub max_header_bytes: usize,
+    /// Largest body. Default 64 KiB (SDP and small MIME bodies).
+    pub max_body_bytes: usize,
+    /// Most header lines. Default 128; each costs 20 bytes in the index.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_header_bytes: 16 * 1024, max_body_bytes: 64 * 1024, max_headers: 128 }
+    }
+}
+
+/// A byte range into the message buffer. `u32` keeps the header index small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Span {
+        // Message sizes are bounded by `Limits` far below u32::MAX.
+        Span { start: start as u32, end: end as u32 }
+    }
+
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// The methods the stack treats specially; anything else is `Extension`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Options,
+    Bye,
+    Cancel,
+    Register,
+    Subscribe,
+    Notify,
+    Refer,
+    Message,
+    Info,
+    Update,
+    Prack,
+    Publish,
+    Extension,
+}
+
+impl Method {
+    /// Methods are case-sensitive tokens (RFC 3261 §7.1): `register` and `RE%47IST%45R`
+    /// are extension methods, not REGISTER.
+    pub fn from_token(t: &str) -> Method {
+        match t {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "OPTIONS" => Method::Options,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "REGISTER" => Method::Register,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "INFO" => Method::Info,
+            "UPDATE" => Method::Update,
+            "PRACK" => Method::Prack,
+            "PUBLISH" => Method::Publish,
+            _ => Method::Extension,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, method_span: Span, uri: Span },
+    Response { code: u16, reason: Span },
+}
+
+/// One header line of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: HeaderName,
+    /// The name as written.
+    pub name: Span,
+    /// The value, leading and trailing white space removed; folded lines included.
+    pub value: Span,
+    /// The whole line including continuation lines and the final CRLF, for forwarding.
+    pub line: Span,
+}
+
+/// A parsed message. Cheap to clone (the buffer is reference-counted).
+#[derive(Debug, Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    /// The start line including its CRLF.
+    start_line: Span,
+    headers: Vec<Header>,
+    body: Span,
+    /// Bytes after the body in a datagram (RFC 3261 §18.3: ignored, never parsed).
+    trailing: usize,
+}
+
+impl Message {
+    /// Parses one message from a datagram or a framed stream message. The body is exactly
+    /// Content-Length bytes; without Content-Length (allowed on UDP only) it is the rest of
+    /// the buffer. Bytes after the body are ignored.
+    pub fn parse(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+        // RFC 3261 §7.5: CRLFs before the start line are ignored.
+        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        if skip == buf.len() {
+            return Err(ParseError::Empty);
+        }
+        let search_end = buf.len().min(limits.max_header_bytes.saturating_add(skip + 4));
+        let header_end = match memchr::memmem::find(&buf[skip..search_end], b"\r\n\r\n") {
+            Some(pos) => skip + pos + 2,
+            None if buf.len() > search_end => return Err(ParseError::HeaderSectionTooLarge),
+            None => return Err(ParseError::IncompleteHeaders),
+        };
+        let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| ParseError::NotUtf8)?;
+
+        let first_crlf = head[skip..].find("\r\n").map(|p| p + skip).unwrap_or(header_end);
+        let start = parse_start_line(head, skip, first_crlf)?;
+        let is_request = matches!(start, StartLine::Request { .. });
+
+        let mut headers = Vec::with_capacity(32);
+        let mut seen: u64 = 0;
+        let mut content_length: Option<usize> = None;
+        let mut pos = first_crlf + 2;
+        let hb = head.as_bytes();
+        while pos < header_end {
+            // A header line runs to a CRLF not followed by SP/HT (RFC 3261 §7.3.1 folding).
+            let mut end = pos;
+            loop {
+                let rel = memchr::memmem::find(&hb[end..header_end], b"\r\n")
+                    .ok_or(ParseError::MalformedHeader)?;
+                end += rel;
+                if end + 2 < header_end && matches!(hb[end + 2], b' ' | b'\t') {
+                    end += 2;
+                    continue;
+                }
+                break;
+            }
+            if matches!(hb[pos], b' ' | b'\t') {
+                return Err(ParseError::MalformedHeader);
+            }
+            let name_end = hb[pos..end].iter().position(|&b| !is_token(b)).map(|p| p + pos).unwrap_or(end);
+            let mut colon = name_end;
+            while colon < end && matches!(hb[colon], b' ' | b'\t') {
+                colon += 1;
+            }
+            if name_end == pos || colon >= end || hb[colon] != b':' {
+                return Err(ParseError::MalformedHeader);
+            }
+            let mut vs = colon + 1;
+            while vs < end && matches!(hb[vs], b' ' | b'\t' | b'\r' | b'\n') {
+                vs += 1;
+            }
+            let mut ve = end;
+            while ve > vs && matches!(hb[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
+                ve -= 1;
+            }
+            let kind = HeaderName::from_wire(&hb[pos..name_end]);
+            if headers.len() >= limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
+            }
+            if kind != HeaderName::Other {
+                let bit = 1u64 << (kind as u8);
+                if kind.single_valued() && seen & bit != 0 {
+                    return Err(if kind == HeaderName::ContentLength {
+                        ParseError::DuplicateContentLength
+                    } else {
+                        ParseError::DuplicateHeader(kind)
+                    });
+                }
+                seen |= bit;
+            }
+            if kind == HeaderName::ContentLength {
+                content_length = Some(parse_content_length(&head[vs..ve])?);
+            }
+            headers.push(Header {
+                kind,
+                name: Span::new(pos, name_end),
+                value: Span::new(vs, ve),
+                line: Span::new(pos, end + 2),
+            });
+            pos = end + 2;
+        }
+
+        let body_start = header_end + 2;
+        let available = buf.len() - body_start;
+        let body_len = match content_length {
+            Some(n) if n > limits.max_body_bytes => return Err(ParseError::BodyTooLarge),
+            Some(n) if n > available => return Err(ParseError::BodyTruncated),
+            Some(n) => n,
+            None if available > limits.max_body_bytes => return Err(ParseError::BodyTooLarge),
+            None => available,
+        };
+
+        for required in [HeaderName::Via, HeaderName::CSeq] {
+            if seen & (1u64 << (required as u8)) == 0 {
+                return Err(ParseError::MissingHeader(required));
+            }
+        }
+        if is_request {
+            for required in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+                if seen & (1u64 << (required as u8)) == 0 {
+                    return Err(ParseError::MissingHeader(required));
+                }
+            }
+        }
+
+        let msg = Message {
+            start,
+            start_line: Span::new(skip, first_crlf + 2),
+            headers,
+            body: Span::new(body_start, body_start + body_len),
+            trailing: available - body_len,
+            buf,
+        };
+        let cseq = msg.cseq()?;
+        if let StartLine::Request { method_span, .. } = msg.start {
+            if cseq.method != msg.text(method_span) {
+                return Err(ParseError::CSeqMethodMismatch);
+            }
+        }
+        Ok(msg)
+    }
+
+    /// The whole received buffer.
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The text of a span of the header section. Spans come from this message's index,
+    /// which lies inside the UTF-8 checked header section.
+    pub fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(&self.buf[span.range()]).unwrap_or("")
+    }
+
+    pub fn start_line(&self) -> StartLine {
+        self.start
+    }
+
+    pub(crate) fn start_line_span(&self) -> Span {
+        self.start_line
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method, `None` for a response.
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The method token as written (requests), or the CSeq method (responses).
+    pub fn method_str(&self) -> &str {
+        match self.start {
+            StartLine::Request { method_span, .. } => self.text(method_span),
+            StartLine::Response { .. } => self.cseq().map(|c| c.method).unwrap_or(""),
+        }
+    }
+
+    /// The Request-URI text (requests only).
+    pub fn request_uri(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(self.text(uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(self.text(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// Header lines in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// Values of every header of this kind, in order.
+    pub fn values(&self, kind: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.headers.iter().filter(move |h| h.kind == kind).map(|h| self.text(h.value))
+    }
+
+    /// The first value of a header of this kind.
+    pub fn value(&self, kind: HeaderName) -> Option<&str> {
+        self.values(kind).next()
+    }
+
+    /// Values of a header not known by name, matched case-insensitively.
+    pub fn values_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| self.text(h.name).eq_ignore_ascii_case(name))
+            .map(|h| self.text(h.value))
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body.range()]
+    }
+
+    /// Bytes after the body that a datagram carried (ignored per RFC 3261 §18.3).
+    pub fn trailing_bytes(&self) -> usize {
+        self.trailing
+    }
+
+    /// Length of the message itself (without trailing bytes).
+    pub fn wire_len(&self) -> usize {
+        self.body.end as usize
+    }
+}
+
+fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, ParseError> {
+    let line = &head[start..end];
+    if let Some(rest) = line.strip_prefix("SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = rest.find(' ').ok_or(ParseError::MalformedStartLine)?;
+        check_version(&line[..4 + sp])?;
+        let after = &rest[sp + 1..];
+        let code_end = after.find(' ').ok_or(ParseError::InvalidStatusCode)?;
+        let code_text = &after[..code_end];
+        let code = match parse_u32_strict(code_text) {
+            Some(c) if code_text.len() == 3 && (100..=699).contains(&c) => c as u16,
+            _ => return Err(ParseError::InvalidStatusCode),
+        };
+        let reason_start = start + 4 + sp + 1 + code_end + 1;
+        return Ok(StartLine::Response { code, reason: Span::new(reason_start, end) });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version, single spaces, nothing after.
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(if line.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && line.contains(' ')
+        {
+            ParseError::MalformedRequestLine
+        } else {
+            ParseError::MalformedStartLine
+        });
+    };
+    if method.is_empty() || !method.bytes().all(is_token) {
+        return Err(ParseError::InvalidMethod);
+    }
+    if uri.is_empty() {
+        return Err(ParseError::MalformedRequestLine);
+    }
+    check_version(version)?;
+    if uri.starts_with('<') {
+        return Err(ParseError::InvalidRequestUri);
+    }
+    let parsed = super::uri::Uri::parse(uri).map_err(|_| ParseError::InvalidRequestUri)?;
+    if parsed.is_sip() && parsed.headers.is_some() {
+        return Err(ParseError::RequestUriHeaders);
+    }
+    let method_start = start;
+    let uri_start = method_start + method.len() + 1;
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        method_span: Span::new(method_start, method_start + method.len()),
+        uri: Span::new(uri_start, uri_start + uri.len()),
+    })
+}
+
+/// `SIP/2.0`, case-insensitive per the ABNF. Another well-formed version is
+/// `UnsupportedVersion` (505); anything else is a malformed line.
+fn check_version(v: &str) -> Result<(), ParseError> {
+    let b = v.as_bytes();
+    if b.len() < 7 || !b[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(ParseError::MalformedRequestLine);
+    }
+    let rest = &v[4..];
+    let (major, minor) = rest.split_once('.').ok_or(ParseError::MalformedRequestLine)?;
+    if major.is_empty()
+        || minor.is_empty()
+        || !major.bytes().all(|b| b.is_ascii_digit())
+        || !minor.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ParseError::MalformedRequestLine);
+    }
+    if rest != "2.0" {
+        return Err(ParseError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
+/// Content-Length: 1*DIGIT. A sign, letters or a value past our address space are invalid.
+pub(crate) fn parse_content_length(v: &str) -> Result<usize, ParseError> {
+    parse_u32_strict(v).map(|n| n as usize).ok_or(ParseError::InvalidContentLength)
+}

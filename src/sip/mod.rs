@@ -1,0 +1,38 @@
+//! The SIP message layer: parse, typed views, URIs, Digest credentials, stream framing and
+//! building. It is the only code that reads raw header bytes; everything above asks it for
+//! typed views. It knows nothing of sockets, transactions, users or policy.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `message.rs` | `Message::parse`: start line, header index (offsets), body, eager checks; `Limits`, `Method` |
+//! | `header.rs` | `HeaderName`: canonical names and compact forms |
+//! | `scan.rs` | lexing: tokens, LWS, quoted strings, `Params`, comma lists, numbers |
+//! | `uri.rs` | `Uri` (sip, sips, tel, others raw), §19.1.4 comparison key, AoR form |
+//! | `views.rs` | `Via`, `NameAddr`, `Contact`, `CSeq` and the `Message` accessors |
+//! | `digest.rs` | `Credentials`/`DigestParams` from Authorization headers |
+//! | `framing.rs` | `StreamFramer` for TCP/TLS, CRLF keep-alives |
+//! | `builder.rs` | `ResponseBuilder`, `forward` edits for the proxy |
+//! | `error.rs` | `ParseError` and the `Reaction` a server takes |
+//!
+//! Why our own parser: see DESIGN.md (`rsip` rejects what real phones send and is slow).
+//! The header section must be UTF-8 (SIP is UTF-8 text); a message that is not is dropped.
+
+mod builder;
+mod digest;
+mod error;
+mod framing;
+mod header;
+mod message;
+mod scan;
+mod uri;
+mod views;
+
+pub use builder::{forward, ForwardEdits, ResponseBuilder, ViaReceived};
+pub use digest::{Credentials, DigestParams};
+pub use error::{ParseError, Reaction};
+pub use framing::{Frame, StreamFramer};
+pub use header::HeaderName;
+pub use message::{Header, Limits, Message, Method, Span, StartLine};
+pub use scan::{Param, Params};
+pub use uri::{Host, Scheme, Uri};
+pub use views::{CSeq, Contact, ContactAddr, NameAddr, Via};

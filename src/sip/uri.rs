@@ -1,0 +1,414 @@
+//! URIs (RFC 3261 §19, RFC 3986 escapes): `sip:`, `sips:`, `tel:`, and any other scheme
+//! kept raw. Also §19.1.4 comparison (as a canonical key) and the AoR canonical form.
+//!
+//! A `Uri` borrows from the message; parsing never allocates. Only `aor()` and
+//! `comparison_key()` build strings, for storage. It must not resolve or route anything.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::error::ParseError;
+use super::scan::Params;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// Any other scheme, kept raw (`isbn:`, `http:`, `soap.beep:` ...).
+    Other,
+}
+
+/// The host part of a SIP URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host<'a> {
+    Name(&'a str),
+    V4(Ipv4Addr),
+    /// An IPv6 reference; the text keeps the brackets as written.
+    V6(Ipv6Addr, &'a str),
+}
+
+impl<'a> Host<'a> {
+    /// The host as written (IPv6 with brackets).
+    pub fn as_written(&self, raw: &'a str) -> &'a str {
+        match self {
+            Host::Name(s) | Host::V6(_, s) => s,
+            Host::V4(_) => raw,
+        }
+    }
+}
+
+/// A parsed URI. For `Other` schemes only `scheme` and `raw` are meaningful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    /// The whole URI as received.
+    pub raw: &'a str,
+    /// The user part as written (escapes kept); for `tel:` the number.
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// The host text as written (IPv6 with brackets). Empty for `tel:` and `Other`.
+    pub host_raw: &'a str,
+    pub host: Option<Host<'a>>,
+    pub port: Option<u16>,
+    /// `;name=value` parameters, raw, starting with `;` (or empty).
+    pub params_raw: &'a str,
+    /// The `?` headers part without the `?`.
+    pub headers: Option<&'a str>,
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a URI. `sip:`/`sips:` must be well-formed; `tel:` must have a number;
+    /// any other scheme only needs a valid scheme name.
+    pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
+        let colon = raw.find(':').ok_or(ParseError::InvalidUri)?;
+        let scheme_text = &raw[..colon];
+        if scheme_text.is_empty()
+            || !scheme_text.as_bytes()[0].is_ascii_alphabetic()
+            || !scheme_text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(ParseError::InvalidUri);
+        }
+        if raw.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"') {
+            return Err(ParseError::InvalidUri);
+        }
+        let rest = &raw[colon + 1..];
+        let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_text.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_text.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            return Ok(Uri {
+                scheme: Scheme::Other,
+                raw,
+                user: None,
+                password: None,
+                host_raw: "",
+                host: None,
+                port: None,
+                params_raw: "",
+                headers: None,
+            });
+        };
+        if scheme == Scheme::Tel {
+            let end = rest.find(';').unwrap_or(rest.len());
+            let number = &rest[..end];
+            if number.is_empty() {
+                return Err(ParseError::InvalidUri);
+            }
+            let params = &rest[end..];
+            Params::new(params).validate().map_err(|_| ParseError::InvalidUri)?;
+            return Ok(Uri {
+                scheme,
+                raw,
+                user: Some(number),
+                password: None,
+                host_raw: "",
+                host: None,
+                port: None,
+                params_raw: params,
+                headers: None,
+            });
+        }
+        let (before_headers, headers) = match rest.find('?') {
+            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
+            None => (rest, None),
+        };
+        let (userinfo, hostpart) = match before_headers.rfind('@') {
+            Some(at) => (Some(&before_headers[..at]), &before_headers[at + 1..]),
+            None => (None, before_headers),
+        };
+        let (user, password) = match userinfo {
+            Some(ui) => {
+                let (u, p) = match ui.find(':') {
+                    Some(c) => (&ui[..c], Some(&ui[c + 1..])),
+                    None => (ui, None),
+                };
+                if u.is_empty() || !valid_escapes(u) || !p.is_none_or(valid_escapes) {
+                    return Err(ParseError::InvalidUri);
+                }
+                (Some(u), p)
+            }
+            None => (None, None),
+        };
+        let (host_raw, host, after_host) = parse_host(hostpart)?;
+        let (port, params_raw) = if let Some(after_colon) = after_host.strip_prefix(':') {
+            let end = after_colon.find(';').unwrap_or(after_colon.len());
+            let digits = &after_colon[..end];
+            let port = super::scan::parse_u32_strict(digits)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(ParseError::InvalidUri)?;
+            (Some(port), &after_colon[end..])
+        } else {
+            (None, after_host)
+        };
+        if !params_raw.is_empty() && !params_raw.starts_with(';') {
+            return Err(ParseError::InvalidUri);
+        }
+        Params::new(params_raw).validate().map_err(|_| ParseError::InvalidUri)?;
+        if headers.is_some_and(|h| !valid_escapes(h)) {
+            return Err(ParseError::InvalidUri);
+        }
+        Ok(Uri {
+            scheme,
+            raw,
+            user,
+            password,
+            host_raw,
+            host: Some(host),
+            port,
+            params_raw,
+            headers,
+        })
+    }
+
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    pub fn params(&self) -> Params<'a> {
+        Params::new(self.params_raw)
+    }
+
+    /// A URI parameter by name (case-insensitive): `Some(None)` for a flag such as `lr`.
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params().find(name)
+    }
+
+    pub fn transport(&self) -> Option<&'a str> {
+        self.param("transport").flatten()
+    }
+
+    pub fn lr(&self) -> bool {
+        self.param("lr").is_some()
+    }
+
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.param("maddr").flatten()
+    }
+
+    /// The AoR canonical form: scheme, user with unreserved escapes decoded and other
+    /// escapes upper-cased (so `%00` stays visible and is never cut), host lower-cased,
+    /// no port, no parameters. `None` for URIs that cannot be an AoR.
+    pub fn aor(&self) -> Option<String> {
+        if !self.is_sip() {
+            return None;
+        }
+        let mut out = String::with_capacity(self.raw.len());
+        out.push_str(if self.scheme == Scheme::Sips { "sips:" } else { "sip:" });
+        if let Some(user) = self.user {
+            normalize_escapes(user, &mut out);
+            out.push('@');
+        }
+        push_lower(self.host_raw, &mut out);
+        Some(out)
+    }
+
+    /// A canonical key such that two URIs are equal per RFC 3261 §19.1.4 when their keys
+    /// are equal: scheme and host case-insensitive, user and password case-sensitive after
+    /// escape normalization, port as written (absent ≠ 5060), and the parameters that §19.1.4
+    /// makes significant when present (`user`, `ttl`, `method`, `maddr`, `transport`) in a
+    /// fixed order. Other URI parameters and the headers are left out (approximation:
+    /// §19.1.4 compares other parameters only when both URIs carry them).
+    pub fn comparison_key(&self) -> String {
+        let mut out = String::with_capacity(self.raw.len());
+        if !self.is_sip() {
+            push_lower(self.raw, &mut out);
+            return out;
+        }
+        out.push_str(if self.scheme == Scheme::Sips { "sips:" } else { "sip:" });
+        if let Some(user) = self.user {
+            normalize_escapes(user, &mut out);
+            if let Some(pw) = self.password {
+                out.push(':');
+                normalize_escapes(pw, &mut out);
+            }
+            out.push('@');
+        }
+        push_lower(self.host_raw, &mut out);
+        if let Some(port) = self.port {
+            let _ = write!(out, ":{port}");
+        }
+        for name in ["user", "ttl", "method", "maddr", "transport"] {
+            if let Some(v) = self.param(name) {
+                out.push(';');
+                out.push_str(name);
+                if let Some(v) = v {
+                    out.push('=');
+                    push_lower(v, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn parse_host(s: &str) -> Result<(&str, Host<'_>, &str), ParseError> {
+    if s.starts_with('[') {
+        let close = s.find(']').ok_or(ParseError::InvalidUri)?;
+        let inner = &s[1..close];
+        // Policy (RFC 5118 §4.10): only addresses that are valid RFC 4291 text parse;
+        // `[2001:db8:::192.0.2.1]` (three colons) is rejected.
+        let addr: Ipv6Addr = inner.parse().map_err(|_| ParseError::InvalidUri)?;
+        let host_raw = &s[..=close];
+        return Ok((host_raw, Host::V6(addr, host_raw), &s[close + 1..]));
+    }
+    let end = s.find([':', ';']).unwrap_or(s.len());
+    let host = &s[..end];
+    if host.is_empty()
+        || host.len() > 255
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(ParseError::InvalidUri);
+    }
+    let parsed = match host.parse::<Ipv4Addr>() {
+        Ok(v4) => Host::V4(v4),
+        Err(_) => Host::Name(host),
+    };
+    Ok((host, parsed, &s[end..]))
+}
+
+/// Every `%` must start a two-hex-digit escape.
+fn valid_escapes(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() {
+                return false;
+            }
+            if !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+}
+
+fn hex_val(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// Decodes escapes of unreserved characters, upper-cases the hex of every other escape.
+fn normalize_escapes(s: &str, out: &mut String) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut run = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push_str(&s[run..i]);
+            let v = (hex_val(b[i + 1]) << 4) | hex_val(b[i + 2]);
+            if is_unreserved(v) {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push(b[i + 1].to_ascii_uppercase() as char);
+                out.push(b[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+            run = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&s[run..]);
+}
+
+fn push_lower(s: &str, out: &mut String) {
+    for c in s.chars() {
+        out.push(c.to_ascii_lowercase());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = Uri::parse("sip:alice:pw@Example.COM:5070;transport=tcp;lr?Subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("pw"));
+        assert_eq!(u.host_raw, "Example.COM");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.transport(), Some("tcp"));
+        assert!(u.lr());
+        assert_eq!(u.headers, Some("Subject=x"));
+        assert_eq!(u.aor().unwrap(), "sip:alice@example.com");
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons() {
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some("user;par=u%40example.net"));
+        assert_eq!(u.host_raw, "example.com");
+    }
+
+    #[test]
+    fn ipv6_references() {
+        let u = Uri::parse("sip:[2001:db8::10]:5070").unwrap();
+        assert!(matches!(u.host, Some(Host::V6(_, "[2001:db8::10]"))));
+        assert_eq!(u.port, Some(5070));
+        let u = Uri::parse("sip:[2001:db8::10:5070]").unwrap();
+        assert_eq!(u.port, None);
+        assert!(Uri::parse("sip:2001:db8::10").is_err());
+        // Pinned policy for RFC 5118 §4.10: three colons are rejected.
+        assert!(Uri::parse("sip:[2001:db8:::192.0.2.1]").is_err());
+        assert!(Uri::parse("sip:[2001:db8::192.0.2.1]").is_ok());
+    }
+
+    #[test]
+    fn escapes_normalize_but_never_truncate() {
+        let a = Uri::parse("sip:null-%00-null@example.com").unwrap();
+        assert_eq!(a.aor().unwrap(), "sip:null-%00-null@example.com");
+        let b = Uri::parse("sip:%61lice@EXAMPLE.com").unwrap();
+        assert_eq!(b.aor().unwrap(), "sip:alice@example.com");
+        assert_ne!(
+            Uri::parse("sip:%00@h").unwrap().comparison_key(),
+            Uri::parse("sip:%00%00@h").unwrap().comparison_key()
+        );
+        assert!(Uri::parse("sip:bad%4@h").is_err());
+        assert!(Uri::parse("sip:bad%zz@h").is_err());
+    }
+
+    #[test]
+    fn comparison_follows_19_1_4() {
+        let k = |s: &str| Uri::parse(s).unwrap().comparison_key();
+        assert_eq!(k("sip:%61lice@atlanta.com;transport=TCP"), k("sip:alice@AtLanTa.CoM;Transport=tcp"));
+        assert_ne!(k("sip:alice@atlanta.com"), k("sip:ALICE@atlanta.com"));
+        assert_ne!(k("sip:bob@biloxi.com"), k("sip:bob@biloxi.com:5060"));
+        assert_ne!(k("sip:bob@biloxi.com"), k("sip:bob@biloxi.com;transport=udp"));
+        assert_eq!(k("sip:carol@chicago.com;newparam=5"), k("sip:carol@chicago.com;security=on"));
+    }
+
+    #[test]
+    fn other_schemes_are_kept_raw_and_tel_parses() {
+        let u = Uri::parse("isbn:2983792873").unwrap();
+        assert_eq!(u.scheme, Scheme::Other);
+        assert!(u.aor().is_none());
+        let t = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(t.user, Some("+1-201-555-0123"));
+        assert!(Uri::parse("sip:").is_err());
+        assert!(Uri::parse("sip:host:99999").is_err());
+        assert!(Uri::parse("sip:a b@h").is_err());
+        assert!(Uri::parse("nocolon").is_err());
+    }
+}

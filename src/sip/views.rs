@@ -1,0 +1,502 @@
+//! Typed, lazy views over header values: Via, name-addr headers (From, To, Contact,
+//! Route, Record-Route, Path), CSeq, Call-ID, Max-Forwards, Expires, option-tag lists,
+//! and the `Message` accessors that return them.
+//!
+//! A view borrows from the message and is parsed on each call; nothing here allocates.
+//! It must not apply registrar or proxy policy: it only says what the bytes mean.
+
+use super::error::ParseError;
+use super::header::HeaderName;
+use super::message::Message;
+use super::scan::{
+    is_lws, is_token, parse_u32_strict, parse_u64_saturating, skip_quoted, split_commas,
+    trim_lws, Params,
+};
+use super::uri::Uri;
+
+/// One Via value: `SIP/2.0/UDP host:port;params`.
+#[derive(Debug, Clone)]
+pub struct Via<'a> {
+    /// The whole value as written.
+    pub raw: &'a str,
+    pub transport: &'a str,
+    /// host[:port] as written.
+    pub sent_by: &'a str,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    pub fn parse(raw: &'a str) -> Result<Via<'a>, ParseError> {
+        let b = raw.as_bytes();
+        let mut i = 0;
+        let mut fields = [""; 3];
+        for (n, field) in fields.iter_mut().enumerate() {
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            let s = i;
+            while i < b.len() && is_token(b[i]) {
+                i += 1;
+            }
+            *field = &raw[s..i];
+            if field.is_empty() {
+                return Err(ParseError::InvalidVia);
+            }
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            if n < 2 {
+                if i >= b.len() || b[i] != b'/' {
+                    return Err(ParseError::InvalidVia);
+                }
+                i += 1;
+            }
+        }
+        if !fields[0].eq_ignore_ascii_case("SIP") || fields[1] != "2.0" {
+            return Err(ParseError::InvalidVia);
+        }
+        let transport = fields[2];
+        let sb_start = i;
+        let (host, rest) = if b.get(i) == Some(&b'[') {
+            let close = raw[i..].find(']').ok_or(ParseError::InvalidVia)? + i;
+            raw[i + 1..close].parse::<std::net::Ipv6Addr>().map_err(|_| ParseError::InvalidVia)?;
+            (&raw[i..=close], &raw[close + 1..])
+        } else {
+            let s = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'.' | b'_')) {
+                i += 1;
+            }
+            (&raw[s..i], &raw[i..])
+        };
+        if host.is_empty() {
+            return Err(ParseError::InvalidVia);
+        }
+        let rest_trim = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        let (port, params_raw) = if let Some(p) = rest_trim.strip_prefix(':') {
+            let p = p.trim_start_matches([' ', '\t', '\r', '\n']);
+            let end = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+            let port = parse_u32_strict(&p[..end])
+                .and_then(|v| u16::try_from(v).ok())
+                .ok_or(ParseError::InvalidVia)?;
+            (Some(port), &p[end..])
+        } else {
+            (None, rest_trim)
+        };
+        let sent_by_end = raw.len() - params_raw.len();
+        let sent_by = trim_lws(&raw[sb_start..sent_by_end]);
+        let params = Params::new(params_raw);
+        params.validate().map_err(|_| ParseError::InvalidVia)?;
+        Ok(Via { raw, transport, sent_by, host, port, params })
+    }
+
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.find("branch").flatten()
+    }
+
+    pub fn received(&self) -> Option<&'a str> {
+        self.params.find("received").flatten()
+    }
+
+    /// `None`: no rport; `Some(None)`: rport without value (RFC 3581 request);
+    /// `Some(Some(p))`: rport=p. An rport value that is not a port counts as absent value.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .find("rport")
+            .map(|v| v.and_then(|v| parse_u32_strict(v).and_then(|p| u16::try_from(p).ok())))
+    }
+
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.find("maddr").flatten()
+    }
+
+    pub fn ttl(&self) -> Option<u8> {
+        self.params.find("ttl").flatten().and_then(|v| parse_u32_strict(v)).and_then(|v| u8::try_from(v).ok())
+    }
+}
+
+/// `[display-name] <uri> ;params` or `uri ;params` (From, To, Contact, Route, Path ...).
+#[derive(Debug, Clone)]
+pub struct NameAddr<'a> {
+    /// Display name as written (a quoted string keeps its quotes), if any.
+    pub display_name: Option<&'a str>,
+    pub uri: Uri<'a>,
+    /// Whether the URI was enclosed in `<>`.
+    pub bracketed: bool,
+    /// Header parameters after the URI, raw (`;tag=…;expires=…`).
+    pub params: Params<'a>,
+}
+
+impl<'a> NameAddr<'a> {
+    pub fn parse(raw: &'a str) -> Result<NameAddr<'a>, ()> {
+        let s = trim_lws(raw);
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return Err(());
+        }
+        // Find a top-level '<' (outside quotes); what precedes it is the display name.
+        let mut i = 0;
+        let mut lt = None;
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = skip_quoted(b, i).ok_or(())?;
+                    continue;
+                }
+                b'<' => {
+                    lt = Some(i);
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        match lt {
+            Some(lt) => {
+                let dn = trim_lws(&s[..lt]);
+                let display_name = if dn.is_empty() {
+                    None
+                } else {
+                    if !valid_display_name(dn) {
+                        return Err(());
+                    }
+                    Some(dn)
+                };
+                let gt = s[lt..].find('>').ok_or(())? + lt;
+                let inner = &s[lt + 1..gt];
+                // No LWS inside the brackets (RFC 4475 badaspec).
+                if inner.is_empty() || inner.bytes().any(is_lws) {
+                    return Err(());
+                }
+                let uri = Uri::parse(inner).map_err(|_| ())?;
+                let params = Params::new(&s[gt + 1..]);
+                params.validate()?;
+                Ok(NameAddr { display_name, uri, bracketed: true, params })
+            }
+            None => {
+                // addr-spec: a URI with ',', '?' or ';' must be bracketed, so the URI ends
+                // at the first ';' and may not hold '?' (RFC 3261 §20.10, RFC 4475 regbadct).
+                if b[0] == b'"' {
+                    return Err(());
+                }
+                let end = s.find(';').unwrap_or(s.len());
+                let uri_text = trim_lws(&s[..end]);
+                if uri_text.contains('?') || uri_text.bytes().any(is_lws) {
+                    return Err(());
+                }
+                let uri = Uri::parse(uri_text).map_err(|_| ())?;
+                let params = Params::new(&s[end..]);
+                params.validate()?;
+                Ok(NameAddr { display_name: None, uri, bracketed: false, params })
+            }
+        }
+    }
+
+    pub fn tag(&self) -> Option<&'a str> {
+        self.params.find("tag").flatten()
+    }
+
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params.find(name)
+    }
+}
+
+/// A display name is a quoted string or tokens separated by LWS (RFC 3261 §25.1).
+fn valid_display_name(dn: &str) -> bool {
+    let b = dn.as_bytes();
+    if b[0] == b'"' {
+        return skip_quoted(b, 0) == Some(b.len());
+    }
+    b.iter().all(|&c| is_token(c) || is_lws(c))
+}
+
+/// One Contact value.
+#[derive(Debug, Clone)]
+pub enum Contact<'a> {
+    /// `Contact: *`
+    Star,
+    Addr(ContactAddr<'a>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ContactAddr<'a> {
+    pub addr: NameAddr<'a>,
+}
+
+impl<'a> ContactAddr<'a> {
+    /// The `expires` parameter, saturating (never wraps). `Err` if not a number.
+    pub fn expires(&self) -> Result<Option<u64>, ParseError> {
+        match self.addr.param("expires") {
+            None => Ok(None),
+            Some(v) => v.and_then(parse_u64_saturating).map(Some).ok_or(ParseError::InvalidContact),
+        }
+    }
+
+    /// The q-value in thousandths (0..=1000).
+    pub fn q(&self) -> Result<Option<u16>, ParseError> {
+        match self.addr.param("q") {
+            None => Ok(None),
+            Some(v) => v.and_then(parse_qvalue).map(Some).ok_or(ParseError::InvalidContact),
+        }
+    }
+
+    /// `+sip.instance`, without its quotes.
+    pub fn instance(&self) -> Option<&'a str> {
+        self.addr.params.clone().filter_map(Result::ok).find(|p| p.name.eq_ignore_ascii_case("+sip.instance")).and_then(|p| p.unquoted())
+    }
+
+    pub fn reg_id(&self) -> Result<Option<u32>, ParseError> {
+        match self.addr.param("reg-id") {
+            None => Ok(None),
+            Some(v) => v.and_then(parse_u32_strict).map(Some).ok_or(ParseError::InvalidContact),
+        }
+    }
+
+    pub fn methods(&self) -> Option<&'a str> {
+        self.addr.param("methods").flatten().map(super::scan::unquote)
+    }
+
+    /// The header parameters as written, minus `expires` (which the registrar rewrites).
+    /// Returned as the raw list and the spans to skip; callers rebuild it when storing.
+    pub fn params_without_expires(&self) -> impl Iterator<Item = super::scan::Param<'a>> + 'a {
+        self.addr
+            .params
+            .clone()
+            .filter_map(Result::ok)
+            .filter(|p| !p.name.eq_ignore_ascii_case("expires"))
+    }
+}
+
+/// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in thousandths.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (v, ""),
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths: u16 = 0;
+    for (n, d) in frac.bytes().enumerate() {
+        thousandths += u16::from(d - b'0') * [100, 10, 1][n];
+    }
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: &'a str,
+}
+
+impl<'a> CSeq<'a> {
+    pub fn parse(v: &'a str) -> Result<CSeq<'a>, ParseError> {
+        let v = trim_lws(v);
+        let sp = v.find(|c: char| c.is_ascii() && is_lws(c as u8)).ok_or(ParseError::InvalidCSeq)?;
+        let seq = parse_u32_strict(&v[..sp]).ok_or(ParseError::InvalidCSeq)?;
+        let method = trim_lws(&v[sp..]);
+        if method.is_empty() || !method.bytes().all(is_token) {
+            return Err(ParseError::InvalidCSeq);
+        }
+        Ok(CSeq { seq, method })
+    }
+}
+
+impl Message {
+    /// Every Via value, top first, across header lines.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ParseError>> + '_ {
+        self.values(HeaderName::Via).flat_map(|v| {
+            split_commas(v).map(|r| match r {
+                Ok(s) if !s.is_empty() => Via::parse(s),
+                _ => Err(ParseError::InvalidVia),
+            })
+        })
+    }
+
+    pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        self.vias().next().unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
+    }
+
+    fn name_addr(&self, kind: HeaderName) -> Result<NameAddr<'_>, ParseError> {
+        let v = self.value(kind).ok_or(ParseError::MissingHeader(kind))?;
+        NameAddr::parse(v).map_err(|_| ParseError::InvalidNameAddr(kind))
+    }
+
+    pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr(HeaderName::From)
+    }
+
+    pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr(HeaderName::To)
+    }
+
+    pub fn call_id(&self) -> Result<&str, ParseError> {
+        let v = self.value(HeaderName::CallId).ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
+        if v.is_empty() || v.bytes().any(|b| is_lws(b) || !b.is_ascii_graphic()) {
+            return Err(ParseError::InvalidCallId);
+        }
+        Ok(v)
+    }
+
+    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        CSeq::parse(self.value(HeaderName::CSeq).ok_or(ParseError::MissingHeader(HeaderName::CSeq))?)
+    }
+
+    /// Max-Forwards, saturating at u32::MAX; `None` when absent.
+    pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
+        match self.value(HeaderName::MaxForwards) {
+            None => Ok(None),
+            Some(v) => parse_u64_saturating(v)
+                .map(|n| Some(u32::try_from(n).unwrap_or(u32::MAX)))
+                .ok_or(ParseError::InvalidMaxForwards),
+        }
+    }
+
+    /// The Expires header (delta-seconds), saturating; `None` when absent.
+    pub fn expires(&self) -> Result<Option<u64>, ParseError> {
+        match self.value(HeaderName::Expires) {
+            None => Ok(None),
+            Some(v) => parse_u64_saturating(v).map(Some).ok_or(ParseError::InvalidExpires),
+        }
+    }
+
+    pub fn min_expires(&self) -> Option<u64> {
+        self.value(HeaderName::MinExpires).and_then(parse_u64_saturating)
+    }
+
+    /// Every Contact value across header lines.
+    pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'_>, ParseError>> + '_ {
+        self.values(HeaderName::Contact).flat_map(|v| {
+            split_commas(v).map(|r| match r {
+                Ok("*") => Ok(Contact::Star),
+                Ok(s) if !s.is_empty() => NameAddr::parse(s)
+                    .map(|addr| Contact::Addr(ContactAddr { addr }))
+                    .map_err(|_| ParseError::InvalidContact),
+                _ => Err(ParseError::InvalidContact),
+            })
+        })
+    }
+
+    /// Route, Record-Route or Path values, in order.
+    pub fn route_set(&self, kind: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.values(kind).flat_map(move |v| {
+            split_commas(v).map(move |r| match r {
+                Ok(s) if !s.is_empty() => NameAddr::parse(s).map_err(|_| ParseError::InvalidNameAddr(kind)),
+                _ => Err(ParseError::InvalidNameAddr(kind)),
+            })
+        })
+    }
+
+    /// Option tags of Supported, Require, Proxy-Require or Unsupported.
+    pub fn option_tags(&self, kind: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.values(kind).flat_map(|v| v.split(',').map(trim_lws).filter(|t| !t.is_empty()))
+    }
+
+    pub fn supports(&self, tag: &str) -> bool {
+        self.option_tags(HeaderName::Supported).any(|t| t.eq_ignore_ascii_case(tag))
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.value(HeaderName::UserAgent)
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.value(HeaderName::ContentType)
+    }
+
+    /// Flow-Timer (RFC 5626), when present and numeric.
+    pub fn flow_timer(&self) -> Option<u64> {
+        self.value(HeaderName::FlowTimer).and_then(parse_u64_saturating)
+    }
+
+    /// The checks a server applies before handing a request to its core: every Via,
+    /// From/To name-addrs, Call-ID, Max-Forwards, and every Contact parse. This is where
+    /// RFC 4475's malformed-but-framable messages are caught (badinv01, quotbal, baddn,
+    /// badaspec, regbadct ...).
+    pub fn check_core_headers(&self) -> Result<(), ParseError> {
+        for via in self.vias() {
+            via?;
+        }
+        self.from()?;
+        self.to()?;
+        self.call_id()?;
+        self.max_forwards()?;
+        self.expires()?;
+        for c in self.contacts() {
+            if let Contact::Addr(a) = c? {
+                a.expires()?;
+                a.q()?;
+                a.reg_id()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_fields() {
+        let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport;received=[2001:db8::9:255]").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "192.0.2.1");
+        assert_eq!(v.port, Some(5060));
+        assert_eq!(v.sent_by, "192.0.2.1:5060");
+        assert_eq!(v.branch(), Some("z9hG4bK776"));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received(), Some("[2001:db8::9:255]"));
+        let v = Via::parse("SIP / 2.0 / TCP [2001:db8::1] ; branch=x;rport=7;ttl=3;maddr=1.2.3.4").unwrap();
+        assert_eq!(v.host, "[2001:db8::1]");
+        assert_eq!(v.rport(), Some(Some(7)));
+        assert_eq!(v.ttl(), Some(3));
+        assert_eq!(v.maddr(), Some("1.2.3.4"));
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;,").is_err());
+        assert!(Via::parse("SIP/2.0/UDP").is_err());
+        assert!(Via::parse("SIP/3.0/UDP h").is_err());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse("\"Alice \\\"A\\\"\" <sip:alice@example.com;lr>;tag=1").unwrap();
+        assert_eq!(n.display_name, Some("\"Alice \\\"A\\\"\""));
+        assert!(n.uri.lr());
+        assert_eq!(n.tag(), Some("1"));
+        let n = NameAddr::parse("sip:+1972@gw1.example.net;unknownparam").unwrap();
+        assert!(!n.bracketed);
+        assert!(n.uri.param("unknownparam").is_none());
+        assert_eq!(n.param("unknownparam"), Some(None));
+        let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(n.display_name, Some("caller"));
+        assert!(NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>").is_err());
+        assert!(NameAddr::parse("Bell, Alexander <sip:a@b>").is_err());
+        assert!(NameAddr::parse("\"W\" < sip:t@example.org >").is_err());
+        assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:x%3E").is_err());
+        assert!(NameAddr::parse("<sip:user@example.com?Route=%3Csip:x%3E>").is_ok());
+    }
+
+    #[test]
+    fn qvalues() {
+        assert_eq!(parse_qvalue("0.7"), Some(700));
+        assert_eq!(parse_qvalue("1"), Some(1000));
+        assert_eq!(parse_qvalue("1.000"), Some(1000));
+        assert_eq!(parse_qvalue("0.001"), Some(1));
+        assert_eq!(parse_qvalue("1.5"), None);
+        assert_eq!(parse_qvalue("0.0001"), None);
+        assert_eq!(parse_qvalue("x"), None);
+    }
+
+    #[test]
+    fn cseq_bounds() {
+        assert_eq!(CSeq::parse("0009 INVITE").unwrap(), CSeq { seq: 9, method: "INVITE" });
+        assert_eq!(CSeq::parse("4294967295 REGISTER").unwrap().seq, u32::MAX);
+        assert!(CSeq::parse("4294967296 REGISTER").is_err());
+        assert!(CSeq::parse("-1 REGISTER").is_err());
+        assert!(CSeq::parse("1").is_err());
+    }
+}

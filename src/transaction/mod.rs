@@ -1,0 +1,146 @@
+//! RFC 3261 §17.2.2 non-INVITE server transactions, with no I/O.
+//!
+//! This module owns the transaction key (§17.2.3), the per-transaction state machine
+//! (Trying → Proceeding → Completed → Terminated) and the shared table that absorbs request
+//! retransmissions, replays the last response and expires transactions on Timer J. It must not
+//! touch sockets, spawn tasks, sleep or read the clock: every event takes `now: Instant`, and the
+//! one async driver in the transport/app layer owns sending and sleeping (it sleeps until
+//! [`TransactionTable::next_deadline`] and then calls [`TransactionTable::poll`]). It does not
+//! parse SIP either: callers pass the typed values the `sip` layer already extracted.
+//!
+//! INVITE server transactions (§17.2.1) and client transactions are not handled here.
+
+use std::time::{Duration, Instant};
+
+mod key;
+mod server;
+mod table;
+
+pub use key::{is_rfc3261_branch, TransactionKey, MAGIC_COOKIE};
+pub use server::{Retransmission, ServerTransaction, State};
+pub use table::{RequestDisposition, TransactionTable};
+
+/// Default T1, the RTT estimate of RFC 3261 §17.1.1.1.
+pub const DEFAULT_T1: Duration = Duration::from_millis(500);
+
+/// Default cap on live server transactions, see [`TransactionConfig::max_transactions`].
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
+
+/// Largest T1 accepted by [`TransactionConfig::new`]; 64*T1 is then at most 64 minutes.
+pub const MAX_T1: Duration = Duration::from_secs(60);
+
+/// Errors of the transaction layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    /// The top Via branch lacks the `z9hG4bK` magic cookie (or is only the cookie): the caller
+    /// must build an RFC 2543 key instead.
+    #[error("Via branch is not an RFC 3261 branch")]
+    NotRfc3261Branch,
+    /// The Via sent-by is not `host[:port]` (empty host, bad port, unbalanced IPv6 brackets).
+    #[error("invalid Via sent-by")]
+    InvalidSentBy,
+    /// No live transaction has this key: it never existed, timed out, or already terminated.
+    #[error("no live server transaction for this key")]
+    UnknownTransaction,
+    /// The transaction already has a final response; RFC 3261 §17.2.2 says later responses from
+    /// the TU are discarded, so the caller must not send this one.
+    #[error("server transaction already has a final response")]
+    AlreadyCompleted,
+    /// A response status outside 100..=699.
+    #[error("response status {0} is outside 100..=699")]
+    InvalidStatus(u16),
+    /// T1 of zero or above [`MAX_T1`].
+    #[error("T1 must be between 1 ms and {MAX_T1:?}, got {0:?}")]
+    InvalidT1(Duration),
+}
+
+/// Timers and limits of the server transaction layer, validated once at construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionConfig {
+    t1: Duration,
+    max_transactions: usize,
+}
+
+impl TransactionConfig {
+    /// Builds a config; `t1` must be in 1 ms..=[`MAX_T1`] so that deadlines cannot overflow.
+    pub fn new(t1: Duration, max_transactions: usize) -> Result<Self, TransactionError> {
+        if t1 < Duration::from_millis(1) || t1 > MAX_T1 {
+            return Err(TransactionError::InvalidT1(t1));
+        }
+        Ok(Self {
+            t1,
+            max_transactions,
+        })
+    }
+
+    /// T1, the RTT estimate (default [`DEFAULT_T1`], 500 ms).
+    pub fn t1(&self) -> Duration {
+        self.t1
+    }
+
+    /// Cap on live transactions (default [`DEFAULT_MAX_TRANSACTIONS`]); beyond it new requests
+    /// get [`RequestDisposition::Overloaded`].
+    ///
+    /// Worst-case memory is `max_transactions × (≈ 200 B of table/queue overhead + key length +
+    /// stored response length)`. Keys are about 60–300 B; responses are bounded only by the
+    /// transport's message size limit, so with 100 000 entries this is ≈ 50 MB with 250-byte
+    /// responses, ≈ 130 MB with 1 KiB responses, and ≈ 6.6 GB in the pathological case of
+    /// 64 KiB responses (a REGISTER 200 OK listing many bindings is the largest realistic one).
+    pub fn max_transactions(&self) -> usize {
+        self.max_transactions
+    }
+
+    /// 64*T1: Timer J on unreliable transports, and also how long a transaction may stay in
+    /// Trying/Proceeding without a final response (the client's Timer F gives up then).
+    pub fn timeout(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+
+    /// Timer J for this transport: 64*T1 on unreliable transports, zero on reliable ones.
+    pub fn timer_j(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            self.timeout()
+        }
+    }
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            t1: DEFAULT_T1,
+            max_transactions: DEFAULT_MAX_TRANSACTIONS,
+        }
+    }
+}
+
+/// `now + after`, saturating at `now` instead of panicking on overflow (unreachable with a
+/// validated [`TransactionConfig`], but this module never panics).
+fn deadline_after(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = TransactionConfig::default();
+        assert_eq!(config.t1(), Duration::from_millis(500));
+        assert_eq!(config.max_transactions(), 100_000);
+        assert_eq!(config.timer_j(false), Duration::from_secs(32));
+        assert_eq!(config.timer_j(true), Duration::ZERO);
+    }
+
+    #[test]
+    fn t1_is_validated() {
+        assert_eq!(
+            TransactionConfig::new(Duration::ZERO, 10),
+            Err(TransactionError::InvalidT1(Duration::ZERO))
+        );
+        assert!(TransactionConfig::new(Duration::from_secs(61), 10).is_err());
+        assert!(TransactionConfig::new(Duration::from_millis(100), 10).is_ok());
+    }
+}

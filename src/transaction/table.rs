@@ -1,0 +1,512 @@
+//! The table of live non-INVITE server transactions that every receive task shares.
+//!
+//! This file owns the map from [`TransactionKey`] to [`ServerTransaction`], the cap on its size,
+//! and the ordered expiry queue that the one driver task drains with [`TransactionTable::poll`].
+//! It must not do I/O, sleep, spawn or read the clock: callers pass `now` and send whatever bytes
+//! it hands back. No lock is held beyond one map shard plus, briefly and always in that order,
+//! the expiry queue's mutex; `poll` takes them one after the other, never nested, so there is no
+//! lock-order inversion, and nothing here awaits.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::{
+    Retransmission, ServerTransaction, State, TransactionConfig, TransactionError, TransactionKey,
+};
+
+/// How many due entries `poll` pops per hold of the expiry mutex, so a burst of expiries never
+/// blocks receive tasks for long.
+const POLL_BATCH: usize = 256;
+
+/// What the receive path must do with an incoming request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDisposition {
+    /// A new transaction was opened: process the request and answer through
+    /// [`TransactionTable::on_response`].
+    New,
+    /// A retransmission while the TU is still working (Trying): drop it.
+    Absorb,
+    /// A retransmission after a response: send these bytes again, do nothing else.
+    Retransmit(Bytes),
+    /// The table holds `max_transactions`: answer 503 statelessly or drop the request.
+    Overloaded,
+}
+
+/// The shared server transaction table: a cheap `Clone` handle.
+#[derive(Debug, Clone)]
+pub struct TransactionTable {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: TransactionConfig,
+    transactions: DashMap<TransactionKey, Slot>,
+    /// Live entries; kept apart from `DashMap::len` (which locks every shard) so the cap is
+    /// checked and reserved atomically.
+    live: AtomicUsize,
+    expiry: Mutex<Expiry>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    transaction: ServerTransaction,
+    /// The expiry queue entry that currently stands for this transaction's deadline.
+    scheduled: Option<Scheduled>,
+}
+
+/// One expiry queue entry's identity. The generation makes entries with equal deadlines
+/// distinct and lets `poll` tell a stale popped entry from the one the slot holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    deadline: Instant,
+    generation: u64,
+}
+
+/// Deadlines in order. A `BTreeMap` rather than a FIFO: every deadline is `now + 64*T1`, but
+/// `now` comes from many tasks and is not monotonic across them, and eager removal on
+/// reschedule keeps the queue exactly as large as the table. O(log n) per operation.
+#[derive(Debug, Default)]
+struct Expiry {
+    queue: BTreeMap<Scheduled, TransactionKey>,
+    next_generation: u64,
+}
+
+impl Expiry {
+    fn schedule(&mut self, deadline: Instant, key: TransactionKey) -> Scheduled {
+        let scheduled = Scheduled {
+            deadline,
+            generation: self.next_generation,
+        };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.queue.insert(scheduled, key);
+        scheduled
+    }
+}
+
+impl TransactionTable {
+    /// An empty table.
+    pub fn new(config: TransactionConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                transactions: DashMap::new(),
+                live: AtomicUsize::new(0),
+                expiry: Mutex::new(Expiry::default()),
+            }),
+        }
+    }
+
+    /// The config the table was built with.
+    pub fn config(&self) -> &TransactionConfig {
+        &self.inner.config
+    }
+
+    /// A request with `key` arrived at `now` over a `reliable` (TCP/TLS) or unreliable (UDP)
+    /// transport. A request whose transaction has ended (deadline reached but not yet polled)
+    /// opens a new one, as RFC 3261 prescribes after termination.
+    pub fn on_request(
+        &self,
+        key: TransactionKey,
+        reliable: bool,
+        now: Instant,
+    ) -> RequestDisposition {
+        let config = &self.inner.config;
+        match self.inner.transactions.entry(key) {
+            Entry::Occupied(mut occupied) => {
+                let key = occupied.key().clone();
+                let slot = occupied.get_mut();
+                match slot.transaction.on_retransmission(now) {
+                    Retransmission::Absorb => RequestDisposition::Absorb,
+                    Retransmission::Send(response) => RequestDisposition::Retransmit(response),
+                    Retransmission::Terminated => {
+                        slot.transaction = ServerTransaction::new(reliable, now, config);
+                        self.sync_expiry(&key, slot);
+                        RequestDisposition::New
+                    }
+                }
+            }
+            Entry::Vacant(vacant) => {
+                if !self.reserve() {
+                    return RequestDisposition::Overloaded;
+                }
+                let mut slot = Slot {
+                    transaction: ServerTransaction::new(reliable, now, config),
+                    scheduled: None,
+                };
+                self.sync_expiry(vacant.key(), &mut slot);
+                vacant.insert(slot);
+                RequestDisposition::New
+            }
+        }
+    }
+
+    /// The TU answers the transaction `key` with `response` (`status` 100..=699) at `now`.
+    ///
+    /// A provisional response moves it to Proceeding; a final one to Completed with Timer J
+    /// scheduled, or, on a reliable transport, terminates it and frees the entry at once. `Ok`
+    /// means the caller sends `response`; an error means it must not (see
+    /// [`TransactionError`]).
+    pub fn on_response(
+        &self,
+        key: &TransactionKey,
+        response: Bytes,
+        status: u16,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let Entry::Occupied(mut occupied) = self.inner.transactions.entry(key.clone()) else {
+            return Err(TransactionError::UnknownTransaction);
+        };
+        let slot = occupied.get_mut();
+        let result = slot.transaction.on_response(response, status, now);
+        self.sync_expiry(key, slot);
+        if slot.transaction.state() == State::Terminated {
+            occupied.remove();
+            self.release();
+        }
+        result
+    }
+
+    /// Removes every transaction whose deadline is at or before `now`; returns how many.
+    pub fn poll(&self, now: Instant) -> usize {
+        let mut removed = 0;
+        let mut due = Vec::with_capacity(POLL_BATCH);
+        loop {
+            {
+                let mut expiry = self.expiry();
+                while due.len() < POLL_BATCH {
+                    match expiry.queue.first_key_value() {
+                        Some((scheduled, _)) if scheduled.deadline <= now => {}
+                        _ => break,
+                    }
+                    if let Some(entry) = expiry.queue.pop_first() {
+                        due.push(entry);
+                    }
+                }
+            }
+            let batch_was_full = due.len() == POLL_BATCH;
+            for (scheduled, key) in due.drain(..) {
+                // A slot rescheduled since the pop holds a newer entry and stays.
+                let gone = self
+                    .inner
+                    .transactions
+                    .remove_if(&key, |_, slot| slot.scheduled == Some(scheduled));
+                if gone.is_some() {
+                    self.release();
+                    removed += 1;
+                }
+            }
+            if !batch_was_full {
+                return removed;
+            }
+        }
+    }
+
+    /// The earliest deadline in the table, for the driver task to sleep until.
+    ///
+    /// `None` means the table has nothing scheduled; the driver may then sleep for
+    /// [`TransactionConfig::timeout`] (64*T1): every deadline is set at least that far after the
+    /// event that sets it, so no transaction created meanwhile can fall due earlier.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.expiry()
+            .queue
+            .first_key_value()
+            .map(|(scheduled, _)| scheduled.deadline)
+    }
+
+    /// The state of the transaction `key`, if the table holds it (as of its last event).
+    pub fn state(&self, key: &TransactionKey) -> Option<State> {
+        self.inner
+            .transactions
+            .get(key)
+            .map(|slot| slot.transaction.state())
+    }
+
+    /// Live transactions, for a metrics gauge.
+    pub fn len(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether the table holds no transaction.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the expiry queue hold exactly the slot's current deadline. Called with the slot's
+    /// shard locked; takes the expiry mutex inside it (the only nesting order in this file).
+    fn sync_expiry(&self, key: &TransactionKey, slot: &mut Slot) {
+        let wanted = slot.transaction.deadline();
+        if slot.scheduled.map(|scheduled| scheduled.deadline) == wanted {
+            return;
+        }
+        let mut expiry = self.expiry();
+        if let Some(old) = slot.scheduled.take() {
+            expiry.queue.remove(&old);
+        }
+        slot.scheduled = wanted.map(|deadline| expiry.schedule(deadline, key.clone()));
+    }
+
+    /// Claims room for one more transaction, or reports the table full.
+    fn reserve(&self) -> bool {
+        let max = self.inner.config.max_transactions();
+        self.inner
+            .live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                (live < max).then_some(live + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.inner.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The expiry queue; a poisoned mutex is still usable because no code path here can leave
+    /// the queue half-updated.
+    fn expiry(&self) -> MutexGuard<'_, Expiry> {
+        self.inner
+            .expiry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const NANO: Duration = Duration::from_nanos(1);
+    const UDP: bool = false;
+    const TCP: bool = true;
+
+    fn key(branch: &str, method: &str) -> TransactionKey {
+        TransactionKey::rfc3261(branch, "pc33.example.com", method).expect("valid key")
+    }
+
+    fn table() -> TransactionTable {
+        TransactionTable::new(TransactionConfig::default())
+    }
+
+    fn ok() -> Bytes {
+        Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n")
+    }
+
+    #[test]
+    fn new_then_retransmission_absorbed_in_trying() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        assert_eq!(
+            table.on_request(k.clone(), UDP, t0),
+            RequestDisposition::New
+        );
+        assert_eq!(
+            table.on_request(k.clone(), UDP, t0 + SECOND),
+            RequestDisposition::Absorb
+        );
+        assert_eq!(table.state(&k), Some(State::Trying));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn provisional_then_final_response_are_replayed() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        table.on_request(k.clone(), UDP, t0);
+        let trying = Bytes::from_static(b"SIP/2.0 100 Trying\r\n\r\n");
+        assert_eq!(table.on_response(&k, trying.clone(), 100, t0), Ok(()));
+        assert_eq!(
+            table.on_request(k.clone(), UDP, t0 + SECOND),
+            RequestDisposition::Retransmit(trying)
+        );
+        assert_eq!(table.on_response(&k, ok(), 200, t0 + SECOND), Ok(()));
+        for _ in 0..2 {
+            assert_eq!(
+                table.on_request(k.clone(), UDP, t0 + 2 * SECOND),
+                RequestDisposition::Retransmit(ok())
+            );
+        }
+        assert_eq!(
+            table.on_response(&k, ok(), 200, t0 + 2 * SECOND),
+            Err(TransactionError::AlreadyCompleted)
+        );
+    }
+
+    #[test]
+    fn timer_j_expires_at_exactly_32_seconds_on_udp() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        table.on_request(k.clone(), UDP, t0);
+        let answered = t0 + 5 * SECOND;
+        assert_eq!(table.on_response(&k, ok(), 200, answered), Ok(()));
+        assert_eq!(table.next_deadline(), Some(answered + 32 * SECOND));
+
+        assert_eq!(table.poll(answered + 32 * SECOND - NANO), 0);
+        assert_eq!(table.len(), 1);
+        assert_eq!(
+            table.on_request(k.clone(), UDP, answered + 32 * SECOND - NANO),
+            RequestDisposition::Retransmit(ok())
+        );
+
+        assert_eq!(table.poll(answered + 32 * SECOND), 1);
+        assert!(table.is_empty());
+        assert_eq!(table.next_deadline(), None);
+        assert_eq!(table.state(&k), None);
+    }
+
+    #[test]
+    fn reliable_final_response_frees_the_entry_at_once() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        assert_eq!(
+            table.on_request(k.clone(), TCP, t0),
+            RequestDisposition::New
+        );
+        assert_eq!(table.on_response(&k, ok(), 200, t0), Ok(()));
+        assert!(table.is_empty());
+        assert_eq!(table.next_deadline(), None);
+        assert_eq!(table.poll(t0 + 64 * SECOND), 0);
+    }
+
+    #[test]
+    fn reliable_provisional_keeps_the_entry() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        table.on_request(k.clone(), TCP, t0);
+        assert_eq!(table.on_response(&k, Bytes::new(), 100, t0), Ok(()));
+        assert_eq!(table.state(&k), Some(State::Proceeding));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn trying_without_answer_times_out_after_64_t1() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        table.on_request(k.clone(), UDP, t0);
+        assert_eq!(table.next_deadline(), Some(t0 + 32 * SECOND));
+        assert_eq!(table.poll(t0 + 32 * SECOND - NANO), 0);
+        assert_eq!(table.poll(t0 + 32 * SECOND), 1);
+        assert!(table.is_empty());
+        assert_eq!(
+            table.on_response(&k, ok(), 200, t0 + 33 * SECOND),
+            Err(TransactionError::UnknownTransaction)
+        );
+    }
+
+    #[test]
+    fn expired_but_unpolled_transaction_behaves_as_terminated() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        table.on_request(k.clone(), UDP, t0);
+        // The hung TU answers after 64*T1, before the driver polled: not sent, entry freed.
+        assert_eq!(
+            table.on_response(&k, ok(), 200, t0 + 40 * SECOND),
+            Err(TransactionError::UnknownTransaction)
+        );
+        assert!(table.is_empty());
+        assert_eq!(table.next_deadline(), None);
+
+        // A request arriving after Timer J but before the poll opens a fresh transaction.
+        table.on_request(k.clone(), UDP, t0);
+        table.on_response(&k, ok(), 200, t0).expect("answered");
+        assert_eq!(
+            table.on_request(k.clone(), UDP, t0 + 32 * SECOND),
+            RequestDisposition::New
+        );
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.next_deadline(), Some(t0 + 64 * SECOND));
+        // The stale Timer J entry was replaced, so polling at 32 s removes nothing.
+        assert_eq!(table.poll(t0 + 32 * SECOND), 0);
+        assert_eq!(table.poll(t0 + 64 * SECOND), 1);
+    }
+
+    #[test]
+    fn table_full_is_overloaded_until_room_frees() {
+        let config = TransactionConfig::new(Duration::from_millis(500), 2).expect("config");
+        let (table, t0) = (TransactionTable::new(config), Instant::now());
+        assert_eq!(
+            table.on_request(key("z9hG4bK1", "REGISTER"), UDP, t0),
+            RequestDisposition::New
+        );
+        assert_eq!(
+            table.on_request(key("z9hG4bK2", "REGISTER"), TCP, t0),
+            RequestDisposition::New
+        );
+        assert_eq!(
+            table.on_request(key("z9hG4bK3", "REGISTER"), UDP, t0),
+            RequestDisposition::Overloaded
+        );
+        // Retransmissions of known transactions are still served when full.
+        assert_eq!(
+            table.on_request(key("z9hG4bK1", "REGISTER"), UDP, t0),
+            RequestDisposition::Absorb
+        );
+        assert_eq!(table.len(), 2);
+        table
+            .on_response(&key("z9hG4bK2", "REGISTER"), ok(), 200, t0)
+            .expect("answered");
+        assert_eq!(
+            table.on_request(key("z9hG4bK3", "REGISTER"), UDP, t0),
+            RequestDisposition::New
+        );
+    }
+
+    #[test]
+    fn cancel_and_register_with_same_branch_are_separate_transactions() {
+        let (table, t0) = (table(), Instant::now());
+        let register = key("z9hG4bK1", "REGISTER");
+        let cancel = key("z9hG4bK1", "CANCEL");
+        assert_eq!(
+            table.on_request(register.clone(), UDP, t0),
+            RequestDisposition::New
+        );
+        assert_eq!(
+            table.on_request(cancel.clone(), UDP, t0),
+            RequestDisposition::New
+        );
+        table.on_response(&cancel, ok(), 200, t0).expect("answered");
+        assert_eq!(table.state(&register), Some(State::Trying));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn poll_drains_more_than_one_batch_in_deadline_order() {
+        let (table, t0) = (table(), Instant::now());
+        let count = POLL_BATCH * 2 + 7;
+        for i in 0..count {
+            let k = key(&format!("z9hG4bK{i}"), "REGISTER");
+            // Arrival times are deliberately out of order, as from concurrent tasks.
+            let at = t0 + Duration::from_millis((count - i) as u64);
+            assert_eq!(table.on_request(k, UDP, at), RequestDisposition::New);
+        }
+        assert_eq!(
+            table.next_deadline(),
+            Some(t0 + 32 * SECOND + Duration::from_millis(1))
+        );
+        assert_eq!(table.poll(t0 + 32 * SECOND + Duration::from_millis(10)), 10);
+        assert_eq!(table.poll(t0 + 33 * SECOND), count - 10);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn concurrent_first_copies_open_exactly_one_transaction() {
+        let (table, t0, k) = (table(), Instant::now(), key("z9hG4bK1", "REGISTER"));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (table, k) = (table.clone(), k.clone());
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|_| table.on_request(k.clone(), UDP, t0) == RequestDisposition::New)
+                        .count()
+                })
+            })
+            .collect();
+        let opened: usize = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("thread"))
+            .sum();
+        assert_eq!(opened, 1);
+        assert_eq!(table.len(), 1);
+    }
+}
