@@ -149,7 +149,10 @@ fn write_top_via(out: &mut BytesMut, line_value: &str, received: Option<ViaRecei
             return;
         }
     };
-    let rest = &line_value[line_value.find(first).map(|p| p + first.len()).unwrap_or(line_value.len())..];
+    let rest = &line_value[line_value
+        .find(first)
+        .map(|p| p + first.len())
+        .unwrap_or(line_value.len())..];
     match (received, super::views::Via::parse(first)) {
         (Some(r), Ok(via)) => {
             let params_start = first.len() - via.params.as_str().len();
@@ -244,7 +247,11 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
             HeaderName::MaxForwards if edits.decrement_max_forwards => {
                 saw_max_forwards = true;
                 let n = msg.max_forwards().ok().flatten().unwrap_or(70);
-                let _ = write!(ByteWriter(&mut out), "Max-Forwards: {}\r\n", n.saturating_sub(1));
+                let _ = write!(
+                    ByteWriter(&mut out),
+                    "Max-Forwards: {}\r\n",
+                    n.saturating_sub(1)
+                );
             }
             _ => out.put_slice(&buf[h.line.range()]),
         }

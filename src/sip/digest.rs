@@ -144,7 +144,10 @@ impl<'a> Credentials<'a> {
 
 impl Message {
     /// Every Authorization (or Proxy-Authorization) header, parsed.
-    pub fn credentials(&self, kind: HeaderName) -> impl Iterator<Item = Result<Credentials<'_>, ParseError>> + '_ {
+    pub fn credentials(
+        &self,
+        kind: HeaderName,
+    ) -> impl Iterator<Item = Result<Credentials<'_>, ParseError>> + '_ {
         self.values(kind).map(Credentials::parse)
     }
 }
@@ -160,7 +163,9 @@ mod tests {
              response=\"0123\", algorithm=SHA-256, cnonce=\"xyz\", qop=auth, nc=0000000a, opaque=\"o\"",
         )
         .unwrap();
-        let Credentials::Digest(p) = c else { panic!("not digest") };
+        let Credentials::Digest(p) = c else {
+            panic!("not digest")
+        };
         assert_eq!(p.username, Some("alice"));
         assert_eq!(p.uri, Some("sip:example.test"));
         assert_eq!(p.algorithm, Some("SHA-256"));

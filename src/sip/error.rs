@@ -93,15 +93,22 @@ impl ParseError {
         }
         use ParseError::*;
         match self {
-            Empty | IncompleteHeaders | HeaderSectionTooLarge | TooManyHeaders | BodyTooLarge
-            | NotUtf8 | MalformedStartLine | InvalidStatusCode => Reaction::Drop,
+            Empty
+            | IncompleteHeaders
+            | HeaderSectionTooLarge
+            | TooManyHeaders
+            | BodyTooLarge
+            | NotUtf8
+            | MalformedStartLine
+            | InvalidStatusCode => Reaction::Drop,
             UnsupportedVersion => Reaction::Respond(505, "Version Not Supported"),
             MalformedRequestLine | InvalidMethod => Reaction::Respond(400, "Bad Request-Line"),
             InvalidRequestUri | RequestUriHeaders => Reaction::Respond(400, "Bad Request-URI"),
             MalformedHeader => Reaction::Respond(400, "Bad Header"),
-            InvalidContentLength | DuplicateContentLength | MissingContentLength | BodyTruncated => {
-                Reaction::Respond(400, "Bad Content-Length")
-            }
+            InvalidContentLength
+            | DuplicateContentLength
+            | MissingContentLength
+            | BodyTruncated => Reaction::Respond(400, "Bad Content-Length"),
             DuplicateHeader(_) => Reaction::Respond(400, "Duplicate Header"),
             MissingHeader(_) => Reaction::Respond(400, "Missing Header"),
             InvalidCSeq | CSeqMethodMismatch => Reaction::Respond(400, "Bad CSeq"),

@@ -31,7 +31,11 @@ pub struct StreamFramer {
 
 impl StreamFramer {
     pub fn new(limits: Limits) -> StreamFramer {
-        StreamFramer { buf: BytesMut::with_capacity(4096), limits, scanned: 0 }
+        StreamFramer {
+            buf: BytesMut::with_capacity(4096),
+            limits,
+            scanned: 0,
+        }
     }
 
     /// The buffer to read into (for `AsyncReadExt::read_buf`).
@@ -72,7 +76,11 @@ impl StreamFramer {
                 self.scanned = 0;
                 continue;
             }
-            if self.buf.is_empty() || self.buf.starts_with(b"\r") && self.buf.len() < 4 && b"\r\n\r\n".starts_with(&self.buf) {
+            if self.buf.is_empty()
+                || self.buf.starts_with(b"\r")
+                    && self.buf.len() < 4
+                    && b"\r\n\r\n".starts_with(&self.buf)
+            {
                 return Ok(None);
             }
             break;
@@ -113,7 +121,9 @@ fn content_length_of(head: &[u8], limits: &Limits) -> Result<usize, ParseError> 
         if lines > limits.max_headers + 1 {
             return Err(ParseError::TooManyHeaders);
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             if found.is_some() {
@@ -131,7 +141,8 @@ fn content_length_of(head: &[u8], limits: &Limits) -> Result<usize, ParseError> 
 mod tests {
     use super::*;
 
-    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 3\r\n\r\nabc";
+    const MSG: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 3\r\n\r\nabc";
 
     fn frames(chunks: &[&[u8]]) -> Result<Vec<Frame>, ParseError> {
         let mut f = StreamFramer::new(Limits::default());
@@ -148,7 +159,10 @@ mod tests {
     #[test]
     fn one_byte_at_a_time_and_two_in_one() {
         let chunks: Vec<&[u8]> = MSG.chunks(1).collect();
-        assert_eq!(frames(&chunks).unwrap(), vec![Frame::Message(Bytes::from_static(MSG))]);
+        assert_eq!(
+            frames(&chunks).unwrap(),
+            vec![Frame::Message(Bytes::from_static(MSG))]
+        );
         let two = [MSG, MSG].concat();
         assert_eq!(frames(&[&two]).unwrap().len(), 2);
     }
@@ -161,16 +175,32 @@ mod tests {
         let chunks: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(
             frames(&chunks).unwrap(),
-            vec![Frame::Ping, Frame::Message(Bytes::from_static(MSG)), Frame::Ping]
+            vec![
+                Frame::Ping,
+                Frame::Message(Bytes::from_static(MSG)),
+                Frame::Ping
+            ]
         );
     }
 
     #[test]
     fn faults_are_distinct() {
-        assert_eq!(frames(&[b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"]), Err(ParseError::MissingContentLength));
-        assert_eq!(frames(&[b"A\r\nl: -999\r\n\r\n"]), Err(ParseError::InvalidContentLength));
-        assert_eq!(frames(&[b"A\r\nl: 1\r\nContent-Length: 2\r\n\r\n"]), Err(ParseError::DuplicateContentLength));
-        assert_eq!(frames(&[b"A\r\nl: 99999999\r\n\r\n"]), Err(ParseError::BodyTooLarge));
+        assert_eq!(
+            frames(&[b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"]),
+            Err(ParseError::MissingContentLength)
+        );
+        assert_eq!(
+            frames(&[b"A\r\nl: -999\r\n\r\n"]),
+            Err(ParseError::InvalidContentLength)
+        );
+        assert_eq!(
+            frames(&[b"A\r\nl: 1\r\nContent-Length: 2\r\n\r\n"]),
+            Err(ParseError::DuplicateContentLength)
+        );
+        assert_eq!(
+            frames(&[b"A\r\nl: 99999999\r\n\r\n"]),
+            Err(ParseError::BodyTooLarge)
+        );
         let big = vec![b'a'; 20_000];
         assert_eq!(frames(&[&big]), Err(ParseError::HeaderSectionTooLarge));
     }

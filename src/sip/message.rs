@@ -28,7 +28,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 16 * 1024, max_body_bytes: 64 * 1024, max_headers: 128 }
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_headers: 128,
+        }
     }
 }
 
@@ -42,7 +46,10 @@ pub struct Span {
 impl Span {
     fn new(start: usize, end: usize) -> Span {
         // Message sizes are bounded by `Limits` far below u32::MAX.
-        Span { start: start as u32, end: end as u32 }
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
 
     pub fn range(self) -> std::ops::Range<usize> {
@@ -104,8 +111,15 @@ impl Method {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, method_span: Span, uri: Span },
-    Response { code: u16, reason: Span },
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+    },
 }
 
 /// One header line of the index.
@@ -139,11 +153,16 @@ impl Message {
     /// the buffer. Bytes after the body are ignored.
     pub fn parse(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         // RFC 3261 §7.5: CRLFs before the start line are ignored.
-        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let skip = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
         if skip == buf.len() {
             return Err(ParseError::Empty);
         }
-        let search_end = buf.len().min(limits.max_header_bytes.saturating_add(skip + 4));
+        let search_end = buf
+            .len()
+            .min(limits.max_header_bytes.saturating_add(skip + 4));
         let header_end = match memchr::memmem::find(&buf[skip..search_end], b"\r\n\r\n") {
             Some(pos) => skip + pos + 2,
             None if buf.len() > search_end => return Err(ParseError::HeaderSectionTooLarge),
@@ -151,7 +170,10 @@ impl Message {
         };
         let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| ParseError::NotUtf8)?;
 
-        let first_crlf = head[skip..].find("\r\n").map(|p| p + skip).unwrap_or(header_end);
+        let first_crlf = head[skip..]
+            .find("\r\n")
+            .map(|p| p + skip)
+            .unwrap_or(header_end);
         let start = parse_start_line(head, skip, first_crlf)?;
         let is_request = matches!(start, StartLine::Request { .. });
 
@@ -176,7 +198,11 @@ impl Message {
             if matches!(hb[pos], b' ' | b'\t') {
                 return Err(ParseError::MalformedHeader);
             }
-            let name_end = hb[pos..end].iter().position(|&b| !is_token(b)).map(|p| p + pos).unwrap_or(end);
+            let name_end = hb[pos..end]
+                .iter()
+                .position(|&b| !is_token(b))
+                .map(|p| p + pos)
+                .unwrap_or(end);
             let mut colon = name_end;
             while colon < end && matches!(hb[colon], b' ' | b'\t') {
                 colon += 1;
@@ -327,7 +353,10 @@ impl Message {
 
     /// Values of every header of this kind, in order.
     pub fn values(&self, kind: HeaderName) -> impl Iterator<Item = &str> + '_ {
-        self.headers.iter().filter(move |h| h.kind == kind).map(|h| self.text(h.value))
+        self.headers
+            .iter()
+            .filter(move |h| h.kind == kind)
+            .map(|h| self.text(h.value))
     }
 
     /// The first value of a header of this kind.
@@ -372,19 +401,23 @@ fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, P
             _ => return Err(ParseError::InvalidStatusCode),
         };
         let reason_start = start + 4 + sp + 1 + code_end + 1;
-        return Ok(StartLine::Response { code, reason: Span::new(reason_start, end) });
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(reason_start, end),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces, nothing after.
     let mut parts = line.split(' ');
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(if line.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && line.contains(' ')
-        {
-            ParseError::MalformedRequestLine
-        } else {
-            ParseError::MalformedStartLine
-        });
+        return Err(
+            if line.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && line.contains(' ') {
+                ParseError::MalformedRequestLine
+            } else {
+                ParseError::MalformedStartLine
+            },
+        );
     };
     if method.is_empty() || !method.bytes().all(is_token) {
         return Err(ParseError::InvalidMethod);
@@ -417,7 +450,9 @@ fn check_version(v: &str) -> Result<(), ParseError> {
         return Err(ParseError::MalformedRequestLine);
     }
     let rest = &v[4..];
-    let (major, minor) = rest.split_once('.').ok_or(ParseError::MalformedRequestLine)?;
+    let (major, minor) = rest
+        .split_once('.')
+        .ok_or(ParseError::MalformedRequestLine)?;
     if major.is_empty()
         || minor.is_empty()
         || !major.bytes().all(|b| b.is_ascii_digit())
@@ -433,5 +468,7 @@ fn check_version(v: &str) -> Result<(), ParseError> {
 
 /// Content-Length: 1*DIGIT. A sign, letters or a value past our address space are invalid.
 pub(crate) fn parse_content_length(v: &str) -> Result<usize, ParseError> {
-    parse_u32_strict(v).map(|n| n as usize).ok_or(ParseError::InvalidContentLength)
+    parse_u32_strict(v)
+        .map(|n| n as usize)
+        .ok_or(ParseError::InvalidContentLength)
 }

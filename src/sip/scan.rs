@@ -46,7 +46,11 @@ pub(crate) struct CommaSplit<'a> {
 }
 
 pub(crate) fn split_commas(s: &str) -> CommaSplit<'_> {
-    CommaSplit { s, pos: 0, done: false }
+    CommaSplit {
+        s,
+        pos: 0,
+        done: false,
+    }
 }
 
 impl<'a> Iterator for CommaSplit<'a> {
@@ -124,7 +128,11 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     pub(crate) fn new(s: &'a str) -> Params<'a> {
-        Params { s, pos: 0, failed: false }
+        Params {
+            s,
+            pos: 0,
+            failed: false,
+        }
     }
 
     /// The first parameter with this name (case-insensitive), as `Some(value)`.
@@ -251,7 +259,13 @@ mod tests {
             .unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].value, Some("z9hG4bK1"));
-        assert_eq!(p[1], Param { name: "rport", value: None });
+        assert_eq!(
+            p[1],
+            Param {
+                name: "rport",
+                value: None
+            }
+        );
         assert_eq!(p[2].unquoted(), Some("a;b"));
     }
 

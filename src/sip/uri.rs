@@ -71,7 +71,10 @@ impl<'a> Uri<'a> {
         {
             return Err(ParseError::InvalidUri);
         }
-        if raw.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"') {
+        if raw
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"')
+        {
             return Err(ParseError::InvalidUri);
         }
         let rest = &raw[colon + 1..];
@@ -101,7 +104,9 @@ impl<'a> Uri<'a> {
                 return Err(ParseError::InvalidUri);
             }
             let params = &rest[end..];
-            Params::new(params).validate().map_err(|_| ParseError::InvalidUri)?;
+            Params::new(params)
+                .validate()
+                .map_err(|_| ParseError::InvalidUri)?;
             return Ok(Uri {
                 scheme,
                 raw,
@@ -114,13 +119,15 @@ impl<'a> Uri<'a> {
                 headers: None,
             });
         }
-        let (before_headers, headers) = match rest.find('?') {
-            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-            None => (rest, None),
+        // '@' cannot appear in URI parameters or headers (RFC 3261 §25.1), while the user
+        // part may hold '?', ';' and ','; so split the userinfo off first.
+        let (userinfo, after_user) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
         };
-        let (userinfo, hostpart) = match before_headers.rfind('@') {
-            Some(at) => (Some(&before_headers[..at]), &before_headers[at + 1..]),
-            None => (None, before_headers),
+        let (hostpart, headers) = match after_user.find('?') {
+            Some(q) => (&after_user[..q], Some(&after_user[q + 1..])),
+            None => (after_user, None),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
@@ -149,7 +156,9 @@ impl<'a> Uri<'a> {
         if !params_raw.is_empty() && !params_raw.starts_with(';') {
             return Err(ParseError::InvalidUri);
         }
-        Params::new(params_raw).validate().map_err(|_| ParseError::InvalidUri)?;
+        Params::new(params_raw)
+            .validate()
+            .map_err(|_| ParseError::InvalidUri)?;
         if headers.is_some_and(|h| !valid_escapes(h)) {
             return Err(ParseError::InvalidUri);
         }
@@ -199,7 +208,11 @@ impl<'a> Uri<'a> {
             return None;
         }
         let mut out = String::with_capacity(self.raw.len());
-        out.push_str(if self.scheme == Scheme::Sips { "sips:" } else { "sip:" });
+        out.push_str(if self.scheme == Scheme::Sips {
+            "sips:"
+        } else {
+            "sip:"
+        });
         if let Some(user) = self.user {
             normalize_escapes(user, &mut out);
             out.push('@');
@@ -220,7 +233,11 @@ impl<'a> Uri<'a> {
             push_lower(self.raw, &mut out);
             return out;
         }
-        out.push_str(if self.scheme == Scheme::Sips { "sips:" } else { "sip:" });
+        out.push_str(if self.scheme == Scheme::Sips {
+            "sips:"
+        } else {
+            "sip:"
+        });
         if let Some(user) = self.user {
             normalize_escapes(user, &mut out);
             if let Some(pw) = self.password {
@@ -261,7 +278,9 @@ fn parse_host(s: &str) -> Result<(&str, Host<'_>, &str), ParseError> {
     let host = &s[..end];
     if host.is_empty()
         || host.len() > 255
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
         return Err(ParseError::InvalidUri);
     }
@@ -294,7 +313,10 @@ fn valid_escapes(s: &str) -> bool {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 fn hex_val(b: u8) -> u8 {
@@ -392,11 +414,20 @@ mod tests {
     #[test]
     fn comparison_follows_19_1_4() {
         let k = |s: &str| Uri::parse(s).unwrap().comparison_key();
-        assert_eq!(k("sip:%61lice@atlanta.com;transport=TCP"), k("sip:alice@AtLanTa.CoM;Transport=tcp"));
+        assert_eq!(
+            k("sip:%61lice@atlanta.com;transport=TCP"),
+            k("sip:alice@AtLanTa.CoM;Transport=tcp")
+        );
         assert_ne!(k("sip:alice@atlanta.com"), k("sip:ALICE@atlanta.com"));
         assert_ne!(k("sip:bob@biloxi.com"), k("sip:bob@biloxi.com:5060"));
-        assert_ne!(k("sip:bob@biloxi.com"), k("sip:bob@biloxi.com;transport=udp"));
-        assert_eq!(k("sip:carol@chicago.com;newparam=5"), k("sip:carol@chicago.com;security=on"));
+        assert_ne!(
+            k("sip:bob@biloxi.com"),
+            k("sip:bob@biloxi.com;transport=udp")
+        );
+        assert_eq!(
+            k("sip:carol@chicago.com;newparam=5"),
+            k("sip:carol@chicago.com;security=on")
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::Message;
 use super::scan::{
-    is_lws, is_token, parse_u32_strict, parse_u64_saturating, skip_quoted, split_commas,
-    trim_lws, Params,
+    is_lws, is_token, parse_u32_strict, parse_u64_saturating, skip_quoted, split_commas, trim_lws,
+    Params,
 };
 use super::uri::Uri;
 
@@ -61,11 +61,15 @@ impl<'a> Via<'a> {
         let sb_start = i;
         let (host, rest) = if b.get(i) == Some(&b'[') {
             let close = raw[i..].find(']').ok_or(ParseError::InvalidVia)? + i;
-            raw[i + 1..close].parse::<std::net::Ipv6Addr>().map_err(|_| ParseError::InvalidVia)?;
+            raw[i + 1..close]
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| ParseError::InvalidVia)?;
             (&raw[i..=close], &raw[close + 1..])
         } else {
             let s = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'.' | b'_')) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'.' | b'_'))
+            {
                 i += 1;
             }
             (&raw[s..i], &raw[i..])
@@ -88,7 +92,14 @@ impl<'a> Via<'a> {
         let sent_by = trim_lws(&raw[sb_start..sent_by_end]);
         let params = Params::new(params_raw);
         params.validate().map_err(|_| ParseError::InvalidVia)?;
-        Ok(Via { raw, transport, sent_by, host, port, params })
+        Ok(Via {
+            raw,
+            transport,
+            sent_by,
+            host,
+            port,
+            params,
+        })
     }
 
     pub fn branch(&self) -> Option<&'a str> {
@@ -112,7 +123,11 @@ impl<'a> Via<'a> {
     }
 
     pub fn ttl(&self) -> Option<u8> {
-        self.params.find("ttl").flatten().and_then(|v| parse_u32_strict(v)).and_then(|v| u8::try_from(v).ok())
+        self.params
+            .find("ttl")
+            .flatten()
+            .and_then(|v| parse_u32_strict(v))
+            .and_then(|v| u8::try_from(v).ok())
     }
 }
 
@@ -171,7 +186,12 @@ impl<'a> NameAddr<'a> {
                 let uri = Uri::parse(inner).map_err(|_| ())?;
                 let params = Params::new(&s[gt + 1..]);
                 params.validate()?;
-                Ok(NameAddr { display_name, uri, bracketed: true, params })
+                Ok(NameAddr {
+                    display_name,
+                    uri,
+                    bracketed: true,
+                    params,
+                })
             }
             None => {
                 // addr-spec: a URI with ',', '?' or ';' must be bracketed, so the URI ends
@@ -187,7 +207,12 @@ impl<'a> NameAddr<'a> {
                 let uri = Uri::parse(uri_text).map_err(|_| ())?;
                 let params = Params::new(&s[end..]);
                 params.validate()?;
-                Ok(NameAddr { display_name: None, uri, bracketed: false, params })
+                Ok(NameAddr {
+                    display_name: None,
+                    uri,
+                    bracketed: false,
+                    params,
+                })
             }
         }
     }
@@ -228,7 +253,10 @@ impl<'a> ContactAddr<'a> {
     pub fn expires(&self) -> Result<Option<u64>, ParseError> {
         match self.addr.param("expires") {
             None => Ok(None),
-            Some(v) => v.and_then(parse_u64_saturating).map(Some).ok_or(ParseError::InvalidContact),
+            Some(v) => v
+                .and_then(parse_u64_saturating)
+                .map(Some)
+                .ok_or(ParseError::InvalidContact),
         }
     }
 
@@ -236,24 +264,38 @@ impl<'a> ContactAddr<'a> {
     pub fn q(&self) -> Result<Option<u16>, ParseError> {
         match self.addr.param("q") {
             None => Ok(None),
-            Some(v) => v.and_then(parse_qvalue).map(Some).ok_or(ParseError::InvalidContact),
+            Some(v) => v
+                .and_then(parse_qvalue)
+                .map(Some)
+                .ok_or(ParseError::InvalidContact),
         }
     }
 
     /// `+sip.instance`, without its quotes.
     pub fn instance(&self) -> Option<&'a str> {
-        self.addr.params.clone().filter_map(Result::ok).find(|p| p.name.eq_ignore_ascii_case("+sip.instance")).and_then(|p| p.unquoted())
+        self.addr
+            .params
+            .clone()
+            .filter_map(Result::ok)
+            .find(|p| p.name.eq_ignore_ascii_case("+sip.instance"))
+            .and_then(|p| p.unquoted())
     }
 
     pub fn reg_id(&self) -> Result<Option<u32>, ParseError> {
         match self.addr.param("reg-id") {
             None => Ok(None),
-            Some(v) => v.and_then(parse_u32_strict).map(Some).ok_or(ParseError::InvalidContact),
+            Some(v) => v
+                .and_then(parse_u32_strict)
+                .map(Some)
+                .ok_or(ParseError::InvalidContact),
         }
     }
 
     pub fn methods(&self) -> Option<&'a str> {
-        self.addr.param("methods").flatten().map(super::scan::unquote)
+        self.addr
+            .param("methods")
+            .flatten()
+            .map(super::scan::unquote)
     }
 
     /// The header parameters as written, minus `expires` (which the registrar rewrites).
@@ -296,7 +338,9 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(v: &'a str) -> Result<CSeq<'a>, ParseError> {
         let v = trim_lws(v);
-        let sp = v.find(|c: char| c.is_ascii() && is_lws(c as u8)).ok_or(ParseError::InvalidCSeq)?;
+        let sp = v
+            .find(|c: char| c.is_ascii() && is_lws(c as u8))
+            .ok_or(ParseError::InvalidCSeq)?;
         let seq = parse_u32_strict(&v[..sp]).ok_or(ParseError::InvalidCSeq)?;
         let method = trim_lws(&v[sp..]);
         if method.is_empty() || !method.bytes().all(is_token) {
@@ -318,7 +362,9 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias().next().unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
     }
 
     fn name_addr(&self, kind: HeaderName) -> Result<NameAddr<'_>, ParseError> {
@@ -335,7 +381,9 @@ impl Message {
     }
 
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        let v = self.value(HeaderName::CallId).ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
+        let v = self
+            .value(HeaderName::CallId)
+            .ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
         if v.is_empty() || v.bytes().any(|b| is_lws(b) || !b.is_ascii_graphic()) {
             return Err(ParseError::InvalidCallId);
         }
@@ -343,7 +391,10 @@ impl Message {
     }
 
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        CSeq::parse(self.value(HeaderName::CSeq).ok_or(ParseError::MissingHeader(HeaderName::CSeq))?)
+        CSeq::parse(
+            self.value(HeaderName::CSeq)
+                .ok_or(ParseError::MissingHeader(HeaderName::CSeq))?,
+        )
     }
 
     /// Max-Forwards, saturating at u32::MAX; `None` when absent.
@@ -360,12 +411,15 @@ impl Message {
     pub fn expires(&self) -> Result<Option<u64>, ParseError> {
         match self.value(HeaderName::Expires) {
             None => Ok(None),
-            Some(v) => parse_u64_saturating(v).map(Some).ok_or(ParseError::InvalidExpires),
+            Some(v) => parse_u64_saturating(v)
+                .map(Some)
+                .ok_or(ParseError::InvalidExpires),
         }
     }
 
     pub fn min_expires(&self) -> Option<u64> {
-        self.value(HeaderName::MinExpires).and_then(parse_u64_saturating)
+        self.value(HeaderName::MinExpires)
+            .and_then(parse_u64_saturating)
     }
 
     /// Every Contact value across header lines.
@@ -382,10 +436,15 @@ impl Message {
     }
 
     /// Route, Record-Route or Path values, in order.
-    pub fn route_set(&self, kind: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+    pub fn route_set(
+        &self,
+        kind: HeaderName,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
         self.values(kind).flat_map(move |v| {
             split_commas(v).map(move |r| match r {
-                Ok(s) if !s.is_empty() => NameAddr::parse(s).map_err(|_| ParseError::InvalidNameAddr(kind)),
+                Ok(s) if !s.is_empty() => {
+                    NameAddr::parse(s).map_err(|_| ParseError::InvalidNameAddr(kind))
+                }
                 _ => Err(ParseError::InvalidNameAddr(kind)),
             })
         })
@@ -393,11 +452,13 @@ impl Message {
 
     /// Option tags of Supported, Require, Proxy-Require or Unsupported.
     pub fn option_tags(&self, kind: HeaderName) -> impl Iterator<Item = &str> + '_ {
-        self.values(kind).flat_map(|v| v.split(',').map(trim_lws).filter(|t| !t.is_empty()))
+        self.values(kind)
+            .flat_map(|v| v.split(',').map(trim_lws).filter(|t| !t.is_empty()))
     }
 
     pub fn supports(&self, tag: &str) -> bool {
-        self.option_tags(HeaderName::Supported).any(|t| t.eq_ignore_ascii_case(tag))
+        self.option_tags(HeaderName::Supported)
+            .any(|t| t.eq_ignore_ascii_case(tag))
     }
 
     pub fn user_agent(&self) -> Option<&str> {
@@ -410,7 +471,8 @@ impl Message {
 
     /// Flow-Timer (RFC 5626), when present and numeric.
     pub fn flow_timer(&self) -> Option<u64> {
-        self.value(HeaderName::FlowTimer).and_then(parse_u64_saturating)
+        self.value(HeaderName::FlowTimer)
+            .and_then(parse_u64_saturating)
     }
 
     /// The checks a server applies before handing a request to its core: every Via,
@@ -443,7 +505,10 @@ mod tests {
 
     #[test]
     fn via_fields() {
-        let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport;received=[2001:db8::9:255]").unwrap();
+        let v = Via::parse(
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport;received=[2001:db8::9:255]",
+        )
+        .unwrap();
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "192.0.2.1");
         assert_eq!(v.port, Some(5060));
@@ -451,7 +516,8 @@ mod tests {
         assert_eq!(v.branch(), Some("z9hG4bK776"));
         assert_eq!(v.rport(), Some(None));
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
-        let v = Via::parse("SIP / 2.0 / TCP [2001:db8::1] ; branch=x;rport=7;ttl=3;maddr=1.2.3.4").unwrap();
+        let v = Via::parse("SIP / 2.0 / TCP [2001:db8::1] ; branch=x;rport=7;ttl=3;maddr=1.2.3.4")
+            .unwrap();
         assert_eq!(v.host, "[2001:db8::1]");
         assert_eq!(v.rport(), Some(Some(7)));
         assert_eq!(v.ttl(), Some(3));
@@ -493,7 +559,13 @@ mod tests {
 
     #[test]
     fn cseq_bounds() {
-        assert_eq!(CSeq::parse("0009 INVITE").unwrap(), CSeq { seq: 9, method: "INVITE" });
+        assert_eq!(
+            CSeq::parse("0009 INVITE").unwrap(),
+            CSeq {
+                seq: 9,
+                method: "INVITE"
+            }
+        );
         assert_eq!(CSeq::parse("4294967295 REGISTER").unwrap().seq, u32::MAX);
         assert!(CSeq::parse("4294967296 REGISTER").is_err());
         assert!(CSeq::parse("-1 REGISTER").is_err());
