@@ -1,1 +1,125 @@
-fn main() {}
+//! Parse-and-read cost of one realistic softphone REGISTER (with Digest credentials):
+//! `sipward::sip` against `rsip` 0.4, both reading what a registrar reads (top Via branch,
+//! From/To AoR and tags, Call-ID, CSeq, each Contact with its expires, Expires and the
+//! Authorization parameters).
+//!
+//! Run with `cargo bench --bench parse`.
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message};
+
+/// A REGISTER as a softphone sends it after a 401 (Zoiper-like header order).
+const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-524287-1---9c8d7f6e5a4b3c2d;rport\r\n\
+Max-Forwards: 70\r\n\
+Contact: <sip:alice@192.0.2.10:5060;rinstance=6f8d2e1a4c3b5a79;transport=UDP>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0011223344AB>\";reg-id=1;expires=3600\r\n\
+To: \"Alice\" <sip:alice@example.com>\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=3f1b9e27\r\n\
+Call-ID: NzBkY2Q0MzI2ZWY4ZGM2OTk5YjM4MjVhYzQ2Y2Q5NGM\r\n\
+CSeq: 2 REGISTER\r\n\
+Expires: 3600\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE\r\n\
+Supported: replaces, outbound, path, gruu\r\n\
+User-Agent: Zoiper rv2.10.20.3\r\n\
+Authorization: Digest username=\"alice\",realm=\"example.com\",nonce=\"Y2M3ZmFkNTctMmEwZi00ZjEzLWE2NDgtZWE3NjA1ZTk3MTQ0\",uri=\"sip:example.com\",response=\"6629fae49393a05397450978507c4ef1\",cnonce=\"0a4f113b\",nc=00000001,qop=auth,algorithm=MD5\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+/// Everything a registrar reads, folded into a number so nothing is optimised away.
+fn read_sipward(msg: &Message) -> usize {
+    let mut acc = 0;
+    let via = msg.top_via().expect("via");
+    acc += via.branch().map_or(0, str::len);
+    let from = msg.from().expect("from");
+    let to = msg.to().expect("to");
+    acc += from.tag().map_or(0, str::len) + to.tag().map_or(0, str::len);
+    acc += from.uri.user.map_or(0, str::len) + from.uri.host_raw.len();
+    acc += to.uri.aor().map_or(0, |a| a.len());
+    acc += msg.call_id().expect("call-id").len();
+    let cseq = msg.cseq().expect("cseq");
+    acc += cseq.seq as usize + cseq.method.len();
+    for c in msg.contacts() {
+        if let Contact::Addr(c) = c.expect("contact") {
+            acc += c.addr.uri.host_raw.len();
+            acc += c.expires().expect("contact expires").unwrap_or(0) as usize;
+            acc += c.instance().map_or(0, str::len);
+            acc += c.reg_id().expect("reg-id").unwrap_or(0) as usize;
+        }
+    }
+    acc += msg.expires().expect("expires").unwrap_or(0) as usize;
+    for cred in msg.credentials(HeaderName::Authorization) {
+        if let Credentials::Digest(d) = cred.expect("credentials") {
+            for v in [d.username, d.realm, d.nonce, d.uri, d.response, d.algorithm, d.cnonce, d.qop]
+            {
+                acc += v.map_or(0, str::len);
+            }
+            acc += d.nc.unwrap_or(0) as usize;
+        }
+    }
+    acc
+}
+
+/// The same reads through rsip's typed headers.
+fn read_rsip(msg: &rsip::SipMessage) -> usize {
+    use rsip::prelude::*;
+    let mut acc = 0;
+    let via = msg.via_header().expect("via").typed().expect("typed via");
+    acc += via.branch().map_or(0, |b| b.to_string().len());
+    let from = msg.from_header().expect("from").typed().expect("typed from");
+    let to = msg.to_header().expect("to").typed().expect("typed to");
+    acc += from.tag().map_or(0, |t| t.value().len()) + to.tag().map_or(0, |t| t.value().len());
+    acc += from.uri.user().map_or(0, str::len) + from.uri.host().to_string().len();
+    acc += to.uri.user().map_or(0, str::len) + to.uri.host().to_string().len();
+    acc += msg.call_id_header().expect("call-id").value().len();
+    let cseq = msg.cseq_header().expect("cseq").typed().expect("typed cseq");
+    acc += cseq.seq as usize + cseq.method.to_string().len();
+    for c in msg.contact_headers() {
+        let c = c.typed().expect("typed contact");
+        acc += c.uri.host().to_string().len();
+        acc += c
+            .expires()
+            .map_or(0, |e| e.seconds().unwrap_or(0) as usize);
+    }
+    acc += msg
+        .expires_header()
+        .map_or(0, |e| e.seconds().unwrap_or(0) as usize);
+    if let Some(auth) = msg.authorization_header() {
+        let a = auth.typed().expect("typed authorization");
+        acc += a.username.len() + a.realm.len() + a.nonce.len() + a.response.len();
+        acc += a.uri.to_string().len() + a.opaque.map_or(0, |o| o.len());
+        acc += a.algorithm.map_or(0, |_| 1) + a.qop.map_or(0, |_| 1);
+    }
+    acc
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let bytes = Bytes::from_static(REGISTER);
+    let limits = Limits::default();
+    // Both parsers must accept the very message they are timed on.
+    let msg = Message::parse(bytes.clone(), &limits).expect("sipward parses");
+    msg.check_core_headers().expect("core headers");
+    let ours = read_sipward(&msg);
+    let theirs = read_rsip(&rsip::SipMessage::try_from(REGISTER).expect("rsip parses"));
+    assert!(ours > 0 && theirs > 0);
+
+    let mut g = c.benchmark_group("register_parse_and_read");
+    g.bench_function("sipward", |b| {
+        b.iter(|| {
+            let msg = Message::parse(black_box(bytes.clone()), &limits).expect("parse");
+            black_box(read_sipward(&msg))
+        })
+    });
+    g.bench_function("rsip", |b| {
+        b.iter(|| {
+            let msg = rsip::SipMessage::try_from(black_box(REGISTER)).expect("parse");
+            black_box(read_rsip(&msg))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_parse);
+criterion_main!(benches);

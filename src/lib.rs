@@ -1,2 +1,9 @@
+pub mod auth;
+pub mod config;
+pub mod credentials;
+pub mod dispatch;
+pub mod metrics;
+pub mod registrar;
 pub mod sip;
 pub mod transaction;
+pub mod transport;

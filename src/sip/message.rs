@@ -177,73 +177,8 @@ impl Message {
         let start = parse_start_line(head, skip, first_crlf)?;
         let is_request = matches!(start, StartLine::Request { .. });
 
-        let mut headers = Vec::with_capacity(32);
-        let mut seen: u64 = 0;
-        let mut content_length: Option<usize> = None;
-        let mut pos = first_crlf + 2;
-        let hb = head.as_bytes();
-        while pos < header_end {
-            // A header line runs to a CRLF not followed by SP/HT (RFC 3261 §7.3.1 folding).
-            let mut end = pos;
-            loop {
-                let rel = memchr::memmem::find(&hb[end..header_end], b"\r\n")
-                    .ok_or(ParseError::MalformedHeader)?;
-                end += rel;
-                if end + 2 < header_end && matches!(hb[end + 2], b' ' | b'\t') {
-                    end += 2;
-                    continue;
-                }
-                break;
-            }
-            if matches!(hb[pos], b' ' | b'\t') {
-                return Err(ParseError::MalformedHeader);
-            }
-            let name_end = hb[pos..end]
-                .iter()
-                .position(|&b| !is_token(b))
-                .map(|p| p + pos)
-                .unwrap_or(end);
-            let mut colon = name_end;
-            while colon < end && matches!(hb[colon], b' ' | b'\t') {
-                colon += 1;
-            }
-            if name_end == pos || colon >= end || hb[colon] != b':' {
-                return Err(ParseError::MalformedHeader);
-            }
-            let mut vs = colon + 1;
-            while vs < end && matches!(hb[vs], b' ' | b'\t' | b'\r' | b'\n') {
-                vs += 1;
-            }
-            let mut ve = end;
-            while ve > vs && matches!(hb[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
-                ve -= 1;
-            }
-            let kind = HeaderName::from_wire(&hb[pos..name_end]);
-            if headers.len() >= limits.max_headers {
-                return Err(ParseError::TooManyHeaders);
-            }
-            if kind != HeaderName::Other {
-                let bit = 1u64 << (kind as u8);
-                if kind.single_valued() && seen & bit != 0 {
-                    return Err(if kind == HeaderName::ContentLength {
-                        ParseError::DuplicateContentLength
-                    } else {
-                        ParseError::DuplicateHeader(kind)
-                    });
-                }
-                seen |= bit;
-            }
-            if kind == HeaderName::ContentLength {
-                content_length = Some(parse_content_length(&head[vs..ve])?);
-            }
-            headers.push(Header {
-                kind,
-                name: Span::new(pos, name_end),
-                value: Span::new(vs, ve),
-                line: Span::new(pos, end + 2),
-            });
-            pos = end + 2;
-        }
+        let (headers, seen, content_length) =
+            index_headers(head, first_crlf + 2, header_end, limits, true)?;
 
         let body_start = header_end + 2;
         let available = buf.len() - body_start;
@@ -283,6 +218,43 @@ impl Message {
             }
         }
         Ok(msg)
+    }
+
+    /// A best-effort parse of a request that failed `parse`, so that a stateless error
+    /// response (400, 505 ...) can copy its Via, From, To, Call-ID and CSeq. Only the header
+    /// line syntax must hold; the start line just has to look like a request. Never use the
+    /// result for anything but building that reply.
+    pub fn parse_for_error_reply(buf: Bytes, limits: &Limits) -> Option<Message> {
+        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let search_end = buf.len().min(limits.max_header_bytes.saturating_add(skip + 4));
+        let header_end = skip + memchr::memmem::find(buf.get(skip..search_end)?, b"\r\n\r\n")? + 2;
+        let head = std::str::from_utf8(&buf[..header_end]).ok()?;
+        let first_crlf = head[skip..].find("\r\n")? + skip;
+        let line = &head[skip..first_crlf];
+        if line.starts_with("SIP/") {
+            return None;
+        }
+        let method_len = line.find(' ').unwrap_or(line.len());
+        if method_len == 0 || !line[..method_len].bytes().all(is_token) {
+            return None;
+        }
+        let (headers, seen, _) = index_headers(head, first_crlf + 2, header_end, limits, false).ok()?;
+        if seen & (1u64 << (HeaderName::Via as u8)) == 0 {
+            return None;
+        }
+        let method_span = Span::new(skip, skip + method_len);
+        Some(Message {
+            start: StartLine::Request {
+                method: Method::from_token(&line[..method_len]),
+                method_span,
+                uri: Span::new(skip + method_len, skip + method_len),
+            },
+            start_line: Span::new(skip, first_crlf + 2),
+            headers,
+            body: Span::new(header_end + 2, header_end + 2),
+            trailing: 0,
+            buf,
+        })
     }
 
     /// The whole received buffer.
@@ -385,6 +357,90 @@ impl Message {
     pub fn wire_len(&self) -> usize {
         self.body.end as usize
     }
+}
+
+/// Indexes the header lines of `head[from..header_end]`. `strict` rejects repeated
+/// single-valued headers and bad Content-Length; the lenient mode only needs line syntax.
+fn index_headers(
+    head: &str,
+    from: usize,
+    header_end: usize,
+    limits: &Limits,
+    strict: bool,
+) -> Result<(Vec<Header>, u64, Option<usize>), ParseError> {
+    let mut headers = Vec::with_capacity(32);
+    let mut seen: u64 = 0;
+    let mut content_length: Option<usize> = None;
+    let mut pos = from;
+    let hb = head.as_bytes();
+    while pos < header_end {
+        // A header line runs to a CRLF not followed by SP/HT (RFC 3261 §7.3.1 folding).
+        let mut end = pos;
+        loop {
+            let rel = memchr::memmem::find(&hb[end..header_end], b"\r\n")
+                .ok_or(ParseError::MalformedHeader)?;
+            end += rel;
+            if end + 2 < header_end && matches!(hb[end + 2], b' ' | b'\t') {
+                end += 2;
+                continue;
+            }
+            break;
+        }
+        if matches!(hb[pos], b' ' | b'\t') {
+            return Err(ParseError::MalformedHeader);
+        }
+        let name_end = hb[pos..end]
+            .iter()
+            .position(|&b| !is_token(b))
+            .map(|p| p + pos)
+            .unwrap_or(end);
+        let mut colon = name_end;
+        while colon < end && matches!(hb[colon], b' ' | b'\t') {
+            colon += 1;
+        }
+        if name_end == pos || colon >= end || hb[colon] != b':' {
+            return Err(ParseError::MalformedHeader);
+        }
+        let mut vs = colon + 1;
+        while vs < end && matches!(hb[vs], b' ' | b'\t' | b'\r' | b'\n') {
+            vs += 1;
+        }
+        let mut ve = end;
+        while ve > vs && matches!(hb[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
+            ve -= 1;
+        }
+        let kind = HeaderName::from_wire(&hb[pos..name_end]);
+        if headers.len() >= limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        if kind != HeaderName::Other {
+            let bit = 1u64 << (kind as u8);
+            if strict && kind.single_valued() && seen & bit != 0 {
+                return Err(if kind == HeaderName::ContentLength {
+                    ParseError::DuplicateContentLength
+                } else {
+                    ParseError::DuplicateHeader(kind)
+                });
+            }
+            seen |= bit;
+        }
+        if kind == HeaderName::ContentLength {
+            match parse_content_length(&head[vs..ve]) {
+                Ok(n) => content_length = Some(n),
+                Err(e) if strict => return Err(e),
+                Err(_) => {}
+            }
+        }
+        headers.push(Header {
+            kind,
+            name: Span::new(pos, name_end),
+            value: Span::new(vs, ve),
+            line: Span::new(pos, end + 2),
+        });
+        pos = end + 2;
+    }
+
+    Ok((headers, seen, content_length))
 }
 
 fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, ParseError> {

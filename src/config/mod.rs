@@ -1,0 +1,382 @@
+//! Configuration: one TOML file, read once at start, parsed into the validated domain types below.
+//! This module owns the file format (serde structs with `deny_unknown_fields` in `raw`), every
+//! default and range, reading the secret files the TOML names (relative to the TOML file's
+//! folder), and the embedded development profile. It reports every problem at once, each as
+//! `key.path: problem`, and never puts a secret in a message. It must not open sockets, start
+//! tasks, or know how other modules use the values; they receive ready types (`SocketAddr`,
+//! `Duration`, enums) and never see a string that still needs checking.
+
+mod raw;
+mod secret;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+pub use secret::{AdminToken, Secret};
+
+/// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
+/// domain `example.test`, two demo accounts, a known admin token. Development only.
+pub const DEV_PROFILE: &str = include_str!("../../config/dev.toml");
+
+/// A validated configuration. Build it with [`Config::load`], [`Config::from_toml_str`] or
+/// [`Config::dev`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub sip: SipConfig,
+    pub registrar: RegistrarConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    /// At least one; names are lowercase and unique.
+    pub domains: Vec<Domain>,
+    /// `(username, domain)` is unique; `domain` names an entry of `domains`.
+    pub accounts: Vec<Account>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `sipward=debug,info`. `RUST_LOG`, when set,
+    /// wins; the caller applies that rule.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Value of the `Server` header in responses; `None` sends no header.
+    pub server_header: Option<String>,
+    /// On SIGTERM: stop reading, let open transactions finish, exit within this.
+    pub drain_grace: Duration,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipConfig {
+    /// UDP sockets to bind; may be empty when `tcp` is not.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners to bind; may be empty when `udp` is not.
+    pub tcp: Vec<SocketAddr>,
+    /// Receive loops per UDP socket; `None` means one per core.
+    pub udp_workers: Option<NonZeroUsize>,
+    /// `SO_RCVBUF` requested for each UDP socket (the kernel may cap it).
+    pub udp_recv_buffer_bytes: usize,
+    /// Largest whole message: a UDP datagram or one framed stream message.
+    pub max_message_bytes: usize,
+    /// Largest header section; never above `max_message_bytes`.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    /// Slowloris deadline: a stream must deliver one whole header section within this.
+    pub tcp_header_timeout: Duration,
+    /// RFC 3261 T1, the RTT estimate that scales every transaction timer.
+    pub t1: Duration,
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Shortest expiry granted; shorter requests get 423 with `Min-Expires`.
+    pub min_expires: Duration,
+    /// Longest expiry granted; longer requests are shortened to it.
+    pub max_expires: Duration,
+    /// Granted when the REGISTER names no expiry. `min <= default <= max`.
+    pub default_expires: Duration,
+    pub max_bindings_per_aor: usize,
+    pub max_aors: usize,
+    /// Granted expiries are shortened by a random 0..=N percent to spread re-registration storms.
+    pub expiry_jitter_percent: u8,
+    /// A binding learned over a stream is removed when its connection closes.
+    pub remove_bindings_on_close: bool,
+    pub purge_interval: Duration,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub nonce_lifetime: Duration,
+    /// How far a nonce's timestamp may lie in the future (clock skew between cluster nodes).
+    pub nonce_max_drift: Duration,
+    /// At least 32 bytes. `None`: draw a random secret at start (nonces die with the process, and
+    /// nodes of a cluster cannot verify each other's nonces).
+    pub nonce_secret: Option<Secret>,
+    /// Bind each nonce to the client's source address, so it is useless from elsewhere.
+    pub bind_nonce_to_source: bool,
+    pub replay_table_size: usize,
+    pub max_failures_per_source: u32,
+    pub max_failures_per_user: u32,
+    pub failure_window: Duration,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// API, health and metrics listener; `None` disables HTTP.
+    pub listen: Option<SocketAddr>,
+    /// `None`: no admin token is configured, so the admin endpoints refuse every request.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// `[[domains]]`: a SIP domain, which is also its Digest realm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// Lowercase.
+    pub name: String,
+    /// Challenged in this order; not empty, no repeats.
+    pub algorithms: Vec<DigestAlgorithmName>,
+}
+
+/// A Digest algorithm as named in the file (RFC 7616 / RFC 8760 spelling). The auth module maps
+/// it to its own algorithm type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DigestAlgorithmName {
+    Md5,
+    Sha256,
+    Sha512_256,
+}
+
+/// `[[accounts]]`: a static SIP account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub username: String,
+    /// Lowercase; names a configured domain, whose name is the realm.
+    pub domain: String,
+    pub kind: AccountKind,
+    pub secret: AccountSecret,
+    /// Algorithms challenged for this account, in order, never empty. The account's own list if
+    /// given; otherwise the domain's list, minus algorithms an `Ha1` secret has no value for.
+    pub algorithms: Vec<DigestAlgorithmName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountKind {
+    Device,
+    Trunk,
+    Human,
+    BreakGlass,
+}
+
+/// What the server knows to verify an account's Digest response.
+#[derive(Clone)]
+pub enum AccountSecret {
+    /// The password itself (file content, trailing line ending stripped; never empty).
+    Password(Secret),
+    /// Precomputed `H(username:realm:password)`, lowercase hex, per algorithm; at least one is
+    /// set. These are password-equivalent for the realm, so `Debug` redacts them.
+    Ha1 {
+        md5: Option<String>,
+        sha256: Option<String>,
+        sha512_256: Option<String>,
+    },
+}
+
+/// Every problem found in a configuration; `Display` prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(.problems))]
+pub struct ConfigErrors {
+    problems: Vec<ConfigProblem>,
+}
+
+/// One problem: the key it concerns (`registrar.min_expires`, `accounts[1].domain`) and what is
+/// wrong with it. Displays as `key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    key: String,
+    message: String,
+}
+
+impl Config {
+    /// Reads and validates the TOML file at `path`. Secret files it names are resolved relative
+    /// to the folder holding `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigErrors::one(
+                "config",
+                format!("cannot read {:?}: {}", path, secret::io_reason(&err)),
+            )
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
+        Config::from_toml_str(&text, base_dir)
+    }
+
+    /// Parses and validates TOML text. Relative secret file paths are resolved against
+    /// `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text)
+            .map_err(|err| ConfigErrors::from_problems(vec![validate::toml_problem(text, &err)]))?;
+        validate::config(raw, base_dir)
+    }
+
+    /// The embedded development profile, [`DEV_PROFILE`]. Development only: its passwords and
+    /// admin token are published.
+    pub fn dev() -> Config {
+        // The profile is compiled in and a unit test validates it, so this cannot fail at run time.
+        Config::from_toml_str(DEV_PROFILE, Path::new("")).expect("embedded dev profile is valid")
+    }
+
+    /// The configured domain called `name` (compared case-insensitively).
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains
+            .iter()
+            .find(|domain| domain.name.eq_ignore_ascii_case(name))
+    }
+}
+
+impl DigestAlgorithmName {
+    pub const ALL: [DigestAlgorithmName; 3] = [Self::Md5, Self::Sha256, Self::Sha512_256];
+
+    /// The RFC 7616 / RFC 8760 token: `MD5`, `SHA-256`, `SHA-512-256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Md5 => "MD5",
+            Self::Sha256 => "SHA-256",
+            Self::Sha512_256 => "SHA-512-256",
+        }
+    }
+
+    /// Parses the token, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|algorithm| algorithm.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Hex digits in an HA1 (and any digest) of this algorithm.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Self::Md5 => 32,
+            Self::Sha256 | Self::Sha512_256 => 64,
+        }
+    }
+}
+
+impl fmt::Display for DigestAlgorithmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AccountKind {
+    /// The spelling used in the file: `device`, `trunk`, `human`, `break-glass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Trunk => "trunk",
+            Self::Human => "human",
+            Self::BreakGlass => "break-glass",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::Device, Self::Trunk, Self::Human, Self::BreakGlass]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+impl AccountSecret {
+    /// The HA1 hex for `algorithm`, if this secret is given as HA1 values and has that one.
+    pub fn ha1(&self, algorithm: DigestAlgorithmName) -> Option<&str> {
+        match self {
+            Self::Password(_) => None,
+            Self::Ha1 {
+                md5,
+                sha256,
+                sha512_256,
+            } => match algorithm {
+                DigestAlgorithmName::Md5 => md5.as_deref(),
+                DigestAlgorithmName::Sha256 => sha256.as_deref(),
+                DigestAlgorithmName::Sha512_256 => sha512_256.as_deref(),
+            },
+        }
+    }
+
+    /// Whether this secret can answer a challenge with `algorithm`.
+    pub fn supports(&self, algorithm: DigestAlgorithmName) -> bool {
+        matches!(self, Self::Password(_)) || self.ha1(algorithm).is_some()
+    }
+}
+
+impl fmt::Debug for AccountSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |value: &Option<String>| value.as_ref().map(|_| secret::REDACTED);
+        match self {
+            Self::Password(secret) => f.debug_tuple("Password").field(secret).finish(),
+            Self::Ha1 {
+                md5,
+                sha256,
+                sha512_256,
+            } => f
+                .debug_struct("Ha1")
+                .field("md5", &redact(md5))
+                .field("sha256", &redact(sha256))
+                .field("sha512_256", &redact(sha512_256))
+                .finish(),
+        }
+    }
+}
+
+impl ConfigErrors {
+    /// The problems, in the order found (file order, then cross-checks).
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::from_problems(vec![ConfigProblem::new(key, message)])
+    }
+
+    fn from_problems(problems: Vec<ConfigProblem>) -> Self {
+        debug_assert!(!problems.is_empty());
+        Self { problems }
+    }
+}
+
+impl ConfigProblem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The dotted key path, such as `sip.udp[0]` or `accounts[2].ha1_md5`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn lines(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ConfigProblem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests;

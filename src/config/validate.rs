@@ -1,0 +1,761 @@
+//! From `raw` to the domain types: every range, every cross-check, every secret file read. Each
+//! check records its problem and carries on, so one run reports everything wrong with a file.
+//! Messages name the key and may quote non-secret values (addresses, names); they never quote a
+//! password, an HA1, a token or the content of any secret file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{self, RawConfig};
+use super::secret::{self, AdminToken, Secret};
+use super::{
+    Account, AccountKind, AccountSecret, AuthConfig, Config, ConfigErrors, ConfigProblem,
+    DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat, RegistrarConfig, ServerConfig,
+    SipConfig,
+};
+
+/// The nonce key must hold at least this many bytes (256 bits).
+const MIN_NONCE_SECRET_BYTES: usize = 32;
+/// An admin token read from a file must be at least this long.
+const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+const MAX_SERVER_HEADER_BYTES: usize = 256;
+const MAX_USERNAME_BYTES: usize = 256;
+const MAX_DOMAIN_NAME_BYTES: usize = 253;
+
+/// Problems found so far.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem::new(key, message));
+    }
+
+    /// Records a problem when `value` is outside `range`; returns `value` either way.
+    fn range(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> u64 {
+        if !range.contains(&value) {
+            self.push(
+                key,
+                format!(
+                    "must be between {} and {} (got {value})",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+        value
+    }
+
+    fn range_usize(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> usize {
+        usize::try_from(self.range(key, value, range)).unwrap_or(usize::MAX)
+    }
+
+    fn range_secs(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> Duration {
+        Duration::from_secs(self.range(key, value, range))
+    }
+}
+
+pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut problems = Problems::default();
+    let log = log(&mut problems, raw.log);
+    let server = server(&mut problems, raw.server);
+    let sip = sip(&mut problems, raw.sip);
+    let registrar = registrar(&mut problems, raw.registrar);
+    let auth = auth(&mut problems, raw.auth, base_dir);
+    let http = http(&mut problems, raw.http, base_dir);
+    let domains = domains(&mut problems, raw.domains);
+    let accounts = accounts(&mut problems, raw.accounts, &domains, base_dir);
+    if !problems.0.is_empty() {
+        return Err(ConfigErrors::from_problems(problems.0));
+    }
+    Ok(Config {
+        log,
+        server,
+        sip,
+        registrar,
+        auth,
+        http,
+        domains,
+        accounts,
+    })
+}
+
+fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {
+    let format = match raw.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(
+                "log.format",
+                format!("{other:?} is not one of \"text\", \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    if raw.level.trim().is_empty() {
+        problems.push(
+            "log.level",
+            "must not be empty (use a tracing filter such as \"info\")",
+        );
+    }
+    LogConfig {
+        format,
+        level: raw.level,
+    }
+}
+
+fn server(problems: &mut Problems, raw: raw::RawServer) -> ServerConfig {
+    let header = raw.server_header;
+    if header.chars().any(char::is_control) {
+        problems.push(
+            "server.server_header",
+            "must not contain control characters",
+        );
+    } else if header.len() > MAX_SERVER_HEADER_BYTES {
+        problems.push(
+            "server.server_header",
+            format!("must not be longer than {MAX_SERVER_HEADER_BYTES} bytes"),
+        );
+    }
+    ServerConfig {
+        server_header: (!header.is_empty()).then_some(header),
+        drain_grace: problems.range_secs(
+            "server.drain_grace_secs",
+            raw.drain_grace_secs,
+            raw::DRAIN_GRACE_SECS,
+        ),
+    }
+}
+
+fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
+    let udp = listeners(problems, "sip.udp", &raw.udp);
+    let tcp = listeners(problems, "sip.tcp", &raw.tcp);
+    if raw.udp.is_empty() && raw.tcp.is_empty() {
+        problems.push(
+            "sip",
+            "at least one listener is required in sip.udp or sip.tcp",
+        );
+    }
+    let udp_workers = problems.range_usize("sip.udp_workers", raw.udp_workers, raw::UDP_WORKERS);
+    let max_message_bytes = problems.range_usize(
+        "sip.max_message_bytes",
+        raw.max_message_bytes,
+        raw::MAX_MESSAGE_BYTES,
+    );
+    let max_header_bytes = problems.range_usize(
+        "sip.max_header_bytes",
+        raw.max_header_bytes,
+        raw::MAX_HEADER_BYTES,
+    );
+    if raw.max_header_bytes > raw.max_message_bytes {
+        problems.push(
+            "sip.max_header_bytes",
+            format!(
+                "must not exceed sip.max_message_bytes ({} > {})",
+                raw.max_header_bytes, raw.max_message_bytes
+            ),
+        );
+    }
+    let tcp_idle_timeout = problems.range_secs(
+        "sip.tcp_idle_timeout_secs",
+        raw.tcp_idle_timeout_secs,
+        raw::TCP_IDLE_TIMEOUT_SECS,
+    );
+    let tcp_header_timeout = problems.range_secs(
+        "sip.tcp_header_timeout_secs",
+        raw.tcp_header_timeout_secs,
+        raw::TCP_HEADER_TIMEOUT_SECS,
+    );
+    if raw.tcp_header_timeout_secs > raw.tcp_idle_timeout_secs {
+        problems.push(
+            "sip.tcp_header_timeout_secs",
+            format!(
+                "must not exceed sip.tcp_idle_timeout_secs ({} > {})",
+                raw.tcp_header_timeout_secs, raw.tcp_idle_timeout_secs
+            ),
+        );
+    }
+    SipConfig {
+        udp,
+        tcp,
+        udp_workers: NonZeroUsize::new(udp_workers),
+        udp_recv_buffer_bytes: problems.range_usize(
+            "sip.udp_recv_buffer_bytes",
+            raw.udp_recv_buffer_bytes,
+            raw::UDP_RECV_BUFFER_BYTES,
+        ),
+        max_message_bytes,
+        max_header_bytes,
+        max_headers: problems.range_usize("sip.max_headers", raw.max_headers, raw::MAX_HEADERS),
+        tcp_max_connections: problems.range_usize(
+            "sip.tcp_max_connections",
+            raw.tcp_max_connections,
+            raw::TCP_MAX_CONNECTIONS,
+        ),
+        tcp_idle_timeout,
+        tcp_header_timeout,
+        t1: Duration::from_millis(problems.range("sip.t1_ms", raw.t1_ms, raw::T1_MS)),
+    }
+}
+
+/// Parses a listener list; each entry must be an IP `address:port`, listed once.
+fn listeners(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<SocketAddr> {
+    let mut parsed: Vec<SocketAddr> = Vec::with_capacity(raw.len());
+    for (index, text) in raw.iter().enumerate() {
+        let item_key = format!("{key}[{index}]");
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if parsed.contains(&addr) => {
+                problems.push(item_key, format!("{text:?} is listed twice"));
+            }
+            Ok(addr) => parsed.push(addr),
+            Err(_) => problems.push(item_key, format!("{text:?} is not an address:port")),
+        }
+    }
+    parsed
+}
+
+fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
+    let min = problems.range("registrar.min_expires", raw.min_expires, raw::EXPIRES_SECS);
+    let max = problems.range("registrar.max_expires", raw.max_expires, raw::EXPIRES_SECS);
+    let default = problems.range(
+        "registrar.default_expires",
+        raw.default_expires,
+        raw::EXPIRES_SECS,
+    );
+    if min > max {
+        problems.push(
+            "registrar.min_expires",
+            format!("must not exceed registrar.max_expires ({min} > {max})"),
+        );
+    } else if !(min..=max).contains(&default) {
+        problems.push(
+            "registrar.default_expires",
+            format!(
+                "must lie between registrar.min_expires and registrar.max_expires \
+                 ({min}..={max}, got {default})"
+            ),
+        );
+    }
+    let jitter = problems.range(
+        "registrar.expiry_jitter_percent",
+        raw.expiry_jitter_percent,
+        raw::EXPIRY_JITTER_PERCENT,
+    );
+    RegistrarConfig {
+        min_expires: Duration::from_secs(min),
+        max_expires: Duration::from_secs(max),
+        default_expires: Duration::from_secs(default),
+        max_bindings_per_aor: problems.range_usize(
+            "registrar.max_bindings_per_aor",
+            raw.max_bindings_per_aor,
+            raw::MAX_BINDINGS_PER_AOR,
+        ),
+        max_aors: problems.range_usize("registrar.max_aors", raw.max_aors, raw::MAX_AORS),
+        expiry_jitter_percent: u8::try_from(jitter).unwrap_or(u8::MAX),
+        remove_bindings_on_close: raw.remove_bindings_on_close,
+        purge_interval: problems.range_secs(
+            "registrar.purge_interval_secs",
+            raw.purge_interval_secs,
+            raw::PURGE_INTERVAL_SECS,
+        ),
+    }
+}
+
+fn auth(problems: &mut Problems, raw: raw::RawAuth, base_dir: &Path) -> AuthConfig {
+    let lifetime = problems.range(
+        "auth.nonce_lifetime_secs",
+        raw.nonce_lifetime_secs,
+        raw::NONCE_LIFETIME_SECS,
+    );
+    let drift = problems.range(
+        "auth.nonce_max_drift_secs",
+        raw.nonce_max_drift_secs,
+        raw::NONCE_MAX_DRIFT_SECS,
+    );
+    if drift >= lifetime {
+        problems.push(
+            "auth.nonce_max_drift_secs",
+            format!("must be less than auth.nonce_lifetime_secs ({drift} >= {lifetime})"),
+        );
+    }
+    let nonce_secret = if raw.nonce_secret_file.is_empty() {
+        None
+    } else {
+        let path = secret::resolve(base_dir, &raw.nonce_secret_file);
+        match secret::read_file(&path).and_then(|bytes| nonce_secret(&path, bytes)) {
+            Ok(secret) => Some(secret),
+            Err(message) => {
+                problems.push("auth.nonce_secret_file", message);
+                None
+            }
+        }
+    };
+    let max_failures = |problems: &mut Problems, key: &str, value: u64| {
+        u32::try_from(problems.range(key, value, raw::MAX_FAILURES)).unwrap_or(u32::MAX)
+    };
+    AuthConfig {
+        nonce_lifetime: Duration::from_secs(lifetime),
+        nonce_max_drift: Duration::from_secs(drift),
+        nonce_secret,
+        bind_nonce_to_source: raw.bind_nonce_to_source,
+        replay_table_size: problems.range_usize(
+            "auth.replay_table_size",
+            raw.replay_table_size,
+            raw::REPLAY_TABLE_SIZE,
+        ),
+        max_failures_per_source: max_failures(
+            problems,
+            "auth.max_failures_per_source",
+            raw.max_failures_per_source,
+        ),
+        max_failures_per_user: max_failures(
+            problems,
+            "auth.max_failures_per_user",
+            raw.max_failures_per_user,
+        ),
+        failure_window: problems.range_secs(
+            "auth.failure_window_secs",
+            raw.failure_window_secs,
+            raw::FAILURE_WINDOW_SECS,
+        ),
+    }
+}
+
+/// A nonce key file holds hex (an even number of hex digits, surrounding whitespace ignored) or
+/// raw bytes (used exactly as stored). Either way it must yield at least 32 bytes.
+fn nonce_secret(path: &Path, bytes: Vec<u8>) -> Result<Secret, String> {
+    let trimmed = bytes.trim_ascii();
+    let looks_hex =
+        !trimmed.is_empty() && trimmed.len() % 2 == 0 && trimmed.iter().all(u8::is_ascii_hexdigit);
+    let (secret, form) = if looks_hex {
+        let decoded = hex::decode(trimmed).map_err(|_| format!("{path:?} holds malformed hex"))?;
+        (decoded, "hex-encoded ")
+    } else {
+        (bytes, "")
+    };
+    if secret.len() < MIN_NONCE_SECRET_BYTES {
+        return Err(format!(
+            "{path:?} holds {} bytes of {form}secret; at least {MIN_NONCE_SECRET_BYTES} are required",
+            secret.len()
+        ));
+    }
+    Ok(Secret::new(secret))
+}
+
+fn http(problems: &mut Problems, raw: raw::RawHttp, base_dir: &Path) -> HttpConfig {
+    let listen = if raw.listen.is_empty() {
+        None
+    } else {
+        match raw.listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = format!("{:?} is not an address:port", raw.listen);
+                problems.push("http.listen", message);
+                None
+            }
+        }
+    };
+    let admin_token = match (
+        raw.admin_token_file.is_empty(),
+        raw.admin_token_sha256.is_empty(),
+    ) {
+        (true, true) => None,
+        (false, false) => {
+            problems.push(
+                "http",
+                "give either admin_token_file or admin_token_sha256, not both",
+            );
+            None
+        }
+        (false, true) => {
+            let path = secret::resolve(base_dir, &raw.admin_token_file);
+            let token = secret::read_file(&path).map(secret::strip_line_endings);
+            match token {
+                Ok(token) if token.len() < MIN_ADMIN_TOKEN_BYTES => {
+                    problems.push(
+                        "http.admin_token_file",
+                        format!(
+                            "{path:?} holds a token shorter than {MIN_ADMIN_TOKEN_BYTES} bytes"
+                        ),
+                    );
+                    None
+                }
+                Ok(token) => Some(AdminToken::from_token(&token)),
+                Err(message) => {
+                    problems.push("http.admin_token_file", message);
+                    None
+                }
+            }
+        }
+        (true, false) => match hex_digest::<32>(&raw.admin_token_sha256) {
+            Some(hash) => Some(AdminToken::Sha256(hash)),
+            None => {
+                problems.push(
+                    "http.admin_token_sha256",
+                    "must be 64 hex digits (the SHA-256 of the token)",
+                );
+                None
+            }
+        },
+    };
+    HttpConfig {
+        listen,
+        admin_token,
+    }
+}
+
+fn hex_digest<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
+    if raw.is_empty() {
+        problems.push("domains", "at least one [[domains]] entry is required");
+    }
+    let mut domains: Vec<Domain> = Vec::with_capacity(raw.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, raw) in raw.into_iter().enumerate() {
+        let key = format!("domains[{index}]");
+        let name = raw.name.to_ascii_lowercase();
+        let algorithms = algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
+        if raw.algorithms.is_empty() {
+            problems.push(
+                format!("{key}.algorithms"),
+                "must list at least one algorithm",
+            );
+        }
+        if !is_domain_name(&name) {
+            problems.push(
+                format!("{key}.name"),
+                format!("{:?} is not a valid domain name", raw.name),
+            );
+        } else if let Some(first) = seen.get(&name) {
+            problems.push(
+                format!("{key}.name"),
+                format!("{name:?} is already configured by domains[{first}]"),
+            );
+        } else {
+            seen.insert(name.clone(), index);
+            domains.push(Domain { name, algorithms });
+        }
+    }
+    domains
+}
+
+/// Hostname syntax: dot-separated labels of letters, digits and `-`, no empty label. IPv4
+/// literals pass too.
+fn is_domain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DOMAIN_NAME_BYTES
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Parses algorithm names; unknown and repeated names are problems.
+fn algorithm_list(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<DigestAlgorithmName> {
+    let mut algorithms = Vec::with_capacity(raw.len());
+    for (index, name) in raw.iter().enumerate() {
+        match DigestAlgorithmName::from_name(name) {
+            Some(algorithm) if algorithms.contains(&algorithm) => {
+                problems.push(
+                    format!("{key}[{index}]"),
+                    format!("{name:?} is listed twice"),
+                );
+            }
+            Some(algorithm) => algorithms.push(algorithm),
+            None => problems.push(
+                format!("{key}[{index}]"),
+                format!("{name:?} is not one of \"MD5\", \"SHA-256\", \"SHA-512-256\""),
+            ),
+        }
+    }
+    algorithms
+}
+
+fn accounts(
+    problems: &mut Problems,
+    raw: Vec<raw::RawAccount>,
+    domains: &[Domain],
+    base_dir: &Path,
+) -> Vec<Account> {
+    let mut accounts = Vec::with_capacity(raw.len());
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for (index, raw) in raw.into_iter().enumerate() {
+        let key = format!("accounts[{index}]");
+        let username_ok = check_username(problems, &key, &raw.username);
+        let domain_name = raw.domain.to_ascii_lowercase();
+        let domain = domains.iter().find(|domain| domain.name == domain_name);
+        if domain.is_none() {
+            problems.push(
+                format!("{key}.domain"),
+                format!("{:?} is not a configured domain", raw.domain),
+            );
+        }
+        let kind = AccountKind::from_name(&raw.kind);
+        if kind.is_none() {
+            problems.push(
+                format!("{key}.kind"),
+                format!(
+                    "{:?} is not one of \"device\", \"trunk\", \"human\", \"break-glass\"",
+                    raw.kind
+                ),
+            );
+        }
+        let secret = account_secret(problems, &key, &raw, base_dir);
+        let own_algorithms =
+            algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
+        let algorithms = match (&secret, domain) {
+            (Some(secret), Some(domain)) => effective_algorithms(
+                problems,
+                &key,
+                secret,
+                domain,
+                &raw.algorithms,
+                own_algorithms,
+            ),
+            _ => Vec::new(),
+        };
+        if username_ok && domain.is_some() {
+            let identity = (raw.username.clone(), domain_name.clone());
+            if let Some(first) = seen.get(&identity) {
+                problems.push(
+                    key.clone(),
+                    format!(
+                        "{}@{} is already configured by accounts[{first}]",
+                        raw.username, domain_name
+                    ),
+                );
+            } else {
+                seen.insert(identity, index);
+            }
+        }
+        if let (Some(kind), Some(secret)) = (kind, secret) {
+            accounts.push(Account {
+                username: raw.username,
+                domain: domain_name,
+                kind,
+                secret,
+                algorithms,
+            });
+        }
+    }
+    accounts
+}
+
+/// Usernames appear in `username:realm:password` and in quoted Digest parameters, so a colon, a
+/// quote, a backslash, whitespace or a control character would make them ambiguous.
+fn check_username(problems: &mut Problems, key: &str, username: &str) -> bool {
+    let message = if username.is_empty() {
+        "must not be empty".to_owned()
+    } else if username.len() > MAX_USERNAME_BYTES {
+        format!("must not be longer than {MAX_USERNAME_BYTES} bytes")
+    } else if username
+        .chars()
+        .any(|c| matches!(c, ':' | '"' | '\\') || c.is_whitespace() || c.is_control())
+    {
+        "must not contain ':', '\"', '\\', whitespace or control characters".to_owned()
+    } else {
+        return true;
+    };
+    problems.push(format!("{key}.username"), message);
+    false
+}
+
+fn account_secret(
+    problems: &mut Problems,
+    key: &str,
+    raw: &raw::RawAccount,
+    base_dir: &Path,
+) -> Option<AccountSecret> {
+    let ha1_fields = [
+        ("ha1_md5", &raw.ha1_md5, DigestAlgorithmName::Md5),
+        ("ha1_sha256", &raw.ha1_sha256, DigestAlgorithmName::Sha256),
+        (
+            "ha1_sha512_256",
+            &raw.ha1_sha512_256,
+            DigestAlgorithmName::Sha512_256,
+        ),
+    ];
+    let has_ha1 = ha1_fields.iter().any(|(_, value, _)| !value.is_empty());
+    match (raw.password_file.is_empty(), has_ha1) {
+        (false, true) => {
+            problems.push(key, "give either password_file or ha1_* values, not both");
+            None
+        }
+        (true, false) => {
+            problems.push(key, "give password_file or at least one ha1_* value");
+            None
+        }
+        (false, false) => {
+            let path = secret::resolve(base_dir, &raw.password_file);
+            match secret::read_file(&path).map(secret::strip_line_endings) {
+                Ok(password) if password.is_empty() => {
+                    problems.push(
+                        format!("{key}.password_file"),
+                        format!("{path:?} holds an empty password"),
+                    );
+                    None
+                }
+                Ok(password) => Some(AccountSecret::Password(Secret::new(password))),
+                Err(message) => {
+                    problems.push(format!("{key}.password_file"), message);
+                    None
+                }
+            }
+        }
+        (true, true) => {
+            let mut values: [Option<String>; 3] = [None, None, None];
+            let mut ok = true;
+            for (slot, (field, value, algorithm)) in values.iter_mut().zip(ha1_fields) {
+                if value.is_empty() {
+                    continue;
+                }
+                let digits = algorithm.hex_len();
+                if value.len() == digits && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    *slot = Some(value.to_ascii_lowercase());
+                } else {
+                    ok = false;
+                    problems.push(
+                        format!("{key}.{field}"),
+                        format!(
+                            "must be {digits} hex digits, the {algorithm} of \
+                             username:realm:password (got {} characters)",
+                            value.chars().count()
+                        ),
+                    );
+                }
+            }
+            let [md5, sha256, sha512_256] = values;
+            ok.then_some(AccountSecret::Ha1 {
+                md5,
+                sha256,
+                sha512_256,
+            })
+        }
+    }
+}
+
+/// The account's own list (every entry must be answerable with its secret) or, when it gives
+/// none, the domain's list narrowed to what its secret can answer.
+fn effective_algorithms(
+    problems: &mut Problems,
+    key: &str,
+    secret: &AccountSecret,
+    domain: &Domain,
+    raw_own: &[String],
+    own: Vec<DigestAlgorithmName>,
+) -> Vec<DigestAlgorithmName> {
+    if !raw_own.is_empty() {
+        for (index, algorithm) in own.iter().enumerate() {
+            if !secret.supports(*algorithm) {
+                problems.push(
+                    format!("{key}.algorithms[{index}]"),
+                    format!("{algorithm} is listed but no ha1 value for it is given"),
+                );
+            }
+        }
+        return own;
+    }
+    let inherited: Vec<_> = domain
+        .algorithms
+        .iter()
+        .copied()
+        .filter(|algorithm| secret.supports(*algorithm))
+        .collect();
+    if inherited.is_empty() {
+        let names: Vec<_> = domain.algorithms.iter().map(|a| a.as_str()).collect();
+        problems.push(
+            key,
+            format!(
+                "no ha1_* value matches an algorithm of domain {:?} ({})",
+                domain.name,
+                names.join(", ")
+            ),
+        );
+    }
+    inherited
+}
+
+/// Turns a serde/toml error into one problem. toml reports a message and a byte span; the key
+/// is recovered from the span's line (`key = value` under the nearest `[table]` header) when that
+/// line has the usual shape, and the line and column are always given.
+pub(super) fn toml_problem(text: &str, err: &toml::de::Error) -> ConfigProblem {
+    let message = err.message().trim().replace('\n', " ");
+    let Some(start) = err
+        .span()
+        .map(|span| span.start)
+        .filter(|start| text.is_char_boundary(*start))
+    else {
+        return ConfigProblem::new("config", message);
+    };
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |at| start + at);
+    let line_number = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let location = format!("line {line_number}, column {column}");
+    match key_at(&text[..line_end]) {
+        Some(key) => ConfigProblem::new(key, format!("{message} ({location})")),
+        None => ConfigProblem::new(location, message),
+    }
+}
+
+/// The dotted key of the last line of `text`: a table header's own path, or `table.key` for a
+/// `key = value` line. `None` when the line has neither shape (say, inside a multi-line array).
+fn key_at(text: &str) -> Option<String> {
+    let mut table = String::new();
+    let mut array_counts: HashMap<&str, usize> = HashMap::new();
+    let mut last = "";
+    for line in text.lines() {
+        last = line;
+        let trimmed = line.trim();
+        if let Some(name) = header(trimmed, "[[", "]]") {
+            let count = array_counts.entry(name).or_insert(0);
+            table = format!("{name}[{count}]");
+            *count += 1;
+        } else if let Some(name) = header(trimmed, "[", "]") {
+            table = name.to_owned();
+        }
+    }
+    let last = last.trim();
+    if last.starts_with('[') {
+        return (!table.is_empty()).then_some(table);
+    }
+    let (key, _) = last.split_once('=')?;
+    let key = key.trim();
+    if !is_bare_key(key) {
+        return None;
+    }
+    Some(if table.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{table}.{key}")
+    })
+}
+
+/// The name of a `[name]` or `[[name]]` header line made of bare keys.
+fn header<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(open)?;
+    let name = rest[..rest.find(close)?].trim();
+    is_bare_key(name).then_some(name)
+}
+
+fn is_bare_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}

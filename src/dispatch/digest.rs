@@ -1,0 +1,220 @@
+//! Authenticating one request with Digest, in the order that keeps known and unknown users
+//! indistinguishable (TESTING.md §3): limits by source, credentials for our realm (two for
+//! the same realm is a 400), algorithm allowed, Digest `uri` equal to the Request-URI, the
+//! nonce checked **before** any user lookup, per-user limit, verification against the
+//! account's HA1 or a dummy one, and only after success the nonce-count replay check.
+//!
+//! Every refusal becomes the same fresh challenge; the reason goes to metrics and debug logs.
+
+use std::time::Instant;
+
+use super::{unix_now, Dispatcher, Response};
+use crate::auth::{self, Algorithm, Challenge, DigestCredentials, NonceStatus, Verdict};
+use crate::credentials::Account;
+use crate::metrics::{AuthFailure, DropReason, RegisterOutcome};
+use crate::sip::{Credentials, DigestParams, HeaderName, Message, Method, Uri};
+use crate::transport::Source;
+
+/// Registrar (401, WWW-Authenticate, Authorization) or proxy (407, Proxy-*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Registrar,
+    Proxy,
+}
+
+impl Role {
+    fn credentials_header(self) -> HeaderName {
+        match self {
+            Role::Registrar => HeaderName::Authorization,
+            Role::Proxy => HeaderName::ProxyAuthorization,
+        }
+    }
+}
+
+pub(crate) enum AuthStep<'a> {
+    /// Verified: the account's AoR (`sip:user@domain`).
+    Authenticated(&'a str),
+    /// Answer with this (a challenge or a 400), or drop (`None`).
+    Reply(Option<Response>),
+}
+
+impl Dispatcher {
+    pub(crate) fn authenticate(
+        &self,
+        msg: &Message,
+        realm: &str,
+        src: &Source,
+        now: Instant,
+        role: Role,
+    ) -> AuthStep<'_> {
+        let i = &self.inner;
+        let ip = auth::source_key(src.peer.ip());
+        if i.source_limiter.is_blocked(&ip, now) {
+            return self.throttled(msg);
+        }
+        let mut ours: Option<DigestParams<'_>> = None;
+        for c in msg.credentials(role.credentials_header()) {
+            match c {
+                Err(_) => return self.bad_credentials(msg, src, role),
+                Ok(Credentials::Digest(p)) if p.realm.is_some_and(|r| r.eq_ignore_ascii_case(realm)) => {
+                    if ours.is_some() {
+                        // A21: two credentials for one realm; never pick one that happens to pass.
+                        return self.bad_credentials(msg, src, role);
+                    }
+                    ours = Some(p);
+                }
+                Ok(_) => {} // another realm or scheme (RFC 4475 regaut01): not ours, ignored
+            }
+        }
+        let Some(p) = ours else {
+            return self.challenge(msg, src, realm, false, None, role, None);
+        };
+        let (Some(username), Some(nonce), Some(uri), Some(response)) = (p.username, p.nonce, p.uri, p.response) else {
+            return self.bad_credentials(msg, src, role);
+        };
+        let domain_algs = &i.domains.get(realm).map(|d| d.algorithms.as_slice()).unwrap_or(&[]);
+        let algorithm = match Algorithm::from_param(p.algorithm.unwrap_or("MD5")) {
+            Some(a) if domain_algs.contains(&a) => a,
+            _ => {
+                i.metrics.auth_failure(AuthFailure::Algorithm);
+                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Algorithm));
+            }
+        };
+        if !same_uri(uri, msg.request_uri().unwrap_or("")) {
+            i.metrics.auth_failure(AuthFailure::Malformed);
+            return AuthStep::Reply(Some(self.respond(msg, src, 400, "Digest URI Mismatch", &[])));
+        }
+        let bound = i.bind_nonce_to_source.then_some(src.peer.ip());
+        match i.nonces.check(nonce, realm, bound, unix_now()) {
+            NonceStatus::Valid { .. } => {}
+            NonceStatus::Stale => {
+                i.metrics.auth_failure(AuthFailure::StaleNonce);
+                return self.challenge(msg, src, realm, true, None, role, Some(AuthFailure::StaleNonce));
+            }
+            NonceStatus::Invalid => {
+                i.metrics.auth_failure(AuthFailure::InvalidNonce);
+                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::InvalidNonce));
+            }
+        }
+        if i.user_limiter.is_blocked(username, now) {
+            return self.throttled(msg);
+        }
+        let account = i.accounts.lookup(username, realm);
+        let ha1 = account
+            .filter(|a| a.algorithms.contains(&algorithm))
+            .and_then(|a| a.ha1(algorithm))
+            .unwrap_or_else(|| i.dummy.get(algorithm));
+        let creds = DigestCredentials {
+            username,
+            realm: p.realm.unwrap_or(realm),
+            nonce,
+            uri,
+            response,
+            algorithm: p.algorithm,
+            cnonce: p.cnonce,
+            qop: p.qop,
+            nc: p.nc,
+            nc_raw: p.nc_raw,
+            opaque: p.opaque,
+            userhash: p.userhash,
+        };
+        match auth::verify(&creds, msg.method_str(), ha1) {
+            Verdict::Accepted => {}
+            Verdict::Mismatch => {
+                i.metrics.auth_failure(AuthFailure::WrongResponse);
+                i.source_limiter.record_failure(ip, now);
+                i.user_limiter.record_failure(username.to_owned(), now);
+                tracing::debug!(peer = %src.peer, username, "digest response did not verify");
+                return self.challenge(msg, src, realm, false, account, role, Some(AuthFailure::WrongResponse));
+            }
+            Verdict::Refused(why) => {
+                i.metrics.auth_failure(AuthFailure::Malformed);
+                tracing::debug!(peer = %src.peer, ?why, "digest credentials refused");
+                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Malformed));
+            }
+        }
+        let Some(account) = account else {
+            // verify never accepts a dummy HA1; this is unreachable in practice.
+            return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::WrongResponse));
+        };
+        let call_id = msg.call_id().unwrap_or("");
+        if let Err(e) = i.replay.check_and_record(nonce, p.nc.unwrap_or(0), call_id, Some(src.peer.ip()), unix_now()) {
+            i.metrics.auth_failure(AuthFailure::Replay);
+            tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
+            return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Replay));
+        }
+        AuthStep::Authenticated(&account.aor)
+    }
+
+    /// A fresh challenge: one header per algorithm, in the configured order. An existing
+    /// account named in the refused credentials gets its own algorithm list (config
+    /// `accounts[].algorithms`); note that a list differing from the domain's tells a client
+    /// that guessed the username that it exists.
+    #[allow(clippy::too_many_arguments)]
+    fn challenge(
+        &self,
+        msg: &Message,
+        src: &Source,
+        realm: &str,
+        stale: bool,
+        account: Option<&Account>,
+        role: Role,
+        failure: Option<AuthFailure>,
+    ) -> AuthStep<'_> {
+        let i = &self.inner;
+        if msg.method() == Some(Method::Register) {
+            i.metrics.register(if failure.is_some() && !stale {
+                RegisterOutcome::AuthFailed
+            } else {
+                RegisterOutcome::Challenged
+            });
+        }
+        let bound = i.bind_nonce_to_source.then_some(src.peer.ip());
+        let nonce = i.nonces.mint(realm, bound, unix_now());
+        let algorithms = match account {
+            Some(a) => a.algorithms.as_slice(),
+            None => i.domains.get(realm).map(|d| d.algorithms.as_slice()).unwrap_or(&[]),
+        };
+        let values: Vec<String> = algorithms
+            .iter()
+            .map(|&algorithm| {
+                let mut v = String::with_capacity(128);
+                Challenge { realm, nonce: &nonce, algorithm, stale, opaque: None }.write_to(&mut v);
+                v
+            })
+            .collect();
+        let (status, reason, header) = match role {
+            Role::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+            Role::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        };
+        let extra: Vec<(&str, &str)> = values.iter().map(|v| (header, v.as_str())).collect();
+        AuthStep::Reply(Some(self.respond(msg, src, status, reason, &extra)))
+    }
+
+    fn bad_credentials(&self, msg: &Message, src: &Source, role: Role) -> AuthStep<'_> {
+        self.inner.metrics.auth_failure(AuthFailure::Malformed);
+        if role == Role::Registrar {
+            self.inner.metrics.register(RegisterOutcome::BadRequest);
+        }
+        AuthStep::Reply(Some(self.respond(msg, src, 400, "Bad Authorization", &[])))
+    }
+
+    fn throttled(&self, msg: &Message) -> AuthStep<'_> {
+        self.inner.metrics.dropped(DropReason::Throttled);
+        if msg.method() == Some(Method::Register) {
+            self.inner.metrics.register(RegisterOutcome::Throttled);
+        }
+        AuthStep::Reply(None)
+    }
+}
+
+/// The Digest `uri` must name the Request-URI: byte-equal, or equal under RFC 3261 §19.1.4.
+fn same_uri(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    match (Uri::parse(digest_uri), Uri::parse(request_uri)) {
+        (Ok(a), Ok(b)) => a.is_sip() && a.comparison_key() == b.comparison_key(),
+        _ => false,
+    }
+}

@@ -1,0 +1,407 @@
+//! Dispatch: the `Handler` between transports and the application. For each message it
+//! parses, answers parse faults statelessly, runs the server transaction, and routes the
+//! request to the registrar (REGISTER), answers OPTIONS aimed at us, or authenticates and
+//! answers other requests for our users (the proxy comes later).
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | `Dispatcher`, parse → transaction → route, reply addressing (RFC 3261 §18.2.2, RFC 3581) |
+//! | `digest.rs` | authentication of a request: credentials, nonce, limits, verification, challenges |
+//! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location` |
+//!
+//! It must not do I/O or sleep: it runs inline on the receive task and only touches memory.
+
+mod digest;
+mod register;
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable};
+use crate::credentials::StaticAccounts;
+use crate::metrics::{DropReason, Metrics};
+use crate::registrar::Location;
+use crate::sip::{HeaderName, Limits, Message, Method, ParseError, Reaction, ResponseBuilder, Uri, ViaReceived};
+use crate::transaction::{RequestDisposition, TransactionKey, TransactionTable};
+use crate::transport::{FlowId, Handler, Reply, Source, Transport};
+
+/// Option tags we support (RFC 3327 Path, RFC 5626 outbound).
+pub const SUPPORTED: &[&str] = &["path", "outbound"];
+/// Methods answered here today; the proxy issue adds the rest.
+pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, PRACK, REFER";
+
+/// Per-domain policy derived from config.
+#[derive(Debug)]
+pub struct DomainPolicy {
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Everything dispatch needs; built once by `app`.
+pub struct DispatchParts {
+    pub limits: Limits,
+    pub domains: Vec<(String, DomainPolicy)>,
+    pub accounts: StaticAccounts,
+    pub nonces: NonceIssuer,
+    pub bind_nonce_to_source: bool,
+    pub replay: ReplayTable,
+    pub source_limiter: FailureLimiter<IpAddr>,
+    pub user_limiter: FailureLimiter<String>,
+    pub location: Location,
+    pub transactions: TransactionTable,
+    pub metrics: Metrics,
+    pub server_header: Option<String>,
+    pub remove_bindings_on_close: bool,
+}
+
+/// Cheap `Clone` handle over the shared state.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: Limits,
+    domains: std::collections::HashMap<String, DomainPolicy>,
+    local_hosts: HashSet<String>,
+    accounts: StaticAccounts,
+    nonces: NonceIssuer,
+    bind_nonce_to_source: bool,
+    replay: ReplayTable,
+    source_limiter: FailureLimiter<IpAddr>,
+    user_limiter: FailureLimiter<String>,
+    dummy: DummyHa1s,
+    location: Location,
+    transactions: TransactionTable,
+    metrics: Metrics,
+    server_header: Option<String>,
+    remove_bindings_on_close: bool,
+    /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
+    tag_hasher: std::collections::hash_map::RandomState,
+}
+
+/// A response produced by the core, with its status for the transaction layer and metrics.
+pub(crate) struct Response {
+    pub status: u16,
+    pub bytes: Bytes,
+}
+
+impl Dispatcher {
+    pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
+        let mut local_hosts: HashSet<String> = local_addrs.iter().map(|a| a.ip().to_string()).collect();
+        local_hosts.insert("localhost".into());
+        Dispatcher {
+            inner: Arc::new(Inner {
+                limits: parts.limits,
+                domains: parts.domains.into_iter().collect(),
+                local_hosts,
+                accounts: parts.accounts,
+                nonces: parts.nonces,
+                bind_nonce_to_source: parts.bind_nonce_to_source,
+                replay: parts.replay,
+                source_limiter: parts.source_limiter,
+                user_limiter: parts.user_limiter,
+                dummy: DummyHa1s::new(),
+                location: parts.location,
+                transactions: parts.transactions,
+                metrics: parts.metrics,
+                server_header: parts.server_header,
+                remove_bindings_on_close: parts.remove_bindings_on_close,
+                tag_hasher: std::collections::hash_map::RandomState::new(),
+            }),
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    pub fn transactions(&self) -> &TransactionTable {
+        &self.inner.transactions
+    }
+
+    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries,
+    /// and refresh the gauges. Called by the one purge task.
+    pub fn purge(&self, now: Instant) {
+        let i = &self.inner;
+        i.location.purge(now);
+        i.transactions.poll(now);
+        i.replay.purge(unix_now());
+        i.source_limiter.purge(now);
+        i.user_limiter.purge(now);
+        i.metrics.bindings.set(i.location.binding_count() as i64);
+        i.metrics.aors.set(i.location.aor_count() as i64);
+        i.metrics.transactions.set(i.transactions.len() as i64);
+    }
+
+    fn handle(&self, data: Bytes, src: &Source) -> Reply {
+        let i = &self.inner;
+        let now = Instant::now();
+        let msg = match Message::parse(data.clone(), &i.limits) {
+            Ok(m) => m,
+            Err(e) => return self.parse_failure(e, data, src),
+        };
+        if !msg.is_request() {
+            // No client transactions yet (the proxy adds them): responses go nowhere.
+            i.metrics.dropped(DropReason::Response);
+            return Reply::none();
+        }
+        i.metrics.request(msg.method(), src.transport);
+        if msg.method() == Some(Method::Ack) {
+            // ACK for our non-2xx finals is absorbed by the INVITE transaction; nothing to send.
+            i.metrics.dropped(DropReason::Ack);
+            return Reply::none();
+        }
+        if let Err(e) = msg.check_core_headers() {
+            return self.reject(&msg, e, src);
+        }
+        let Some(key) = transaction_key(&msg) else {
+            return self.reject(&msg, ParseError::InvalidVia, src);
+        };
+        let reliable = src.transport != Transport::Udp;
+        match i.transactions.on_request(key.clone(), reliable, now) {
+            RequestDisposition::New => {}
+            RequestDisposition::Absorb => return Reply::none(),
+            RequestDisposition::Retransmit(bytes) => return self.reply_to(&msg, src, bytes),
+            RequestDisposition::Overloaded => {
+                i.metrics.dropped(DropReason::Overloaded);
+                let r = self.respond(&msg, src, 503, "Service Unavailable", &[("Retry-After", "5")]);
+                return self.reply_to(&msg, src, r.bytes);
+            }
+        }
+        let Some(response) = self.route(&msg, src, now) else {
+            return Reply::none();
+        };
+        let _ = i.transactions.on_response(&key, response.bytes.clone(), response.status, now);
+        self.reply_to(&msg, src, response.bytes)
+    }
+
+    fn route(&self, msg: &Message, src: &Source, now: Instant) -> Option<Response> {
+        let uri_text = msg.request_uri().unwrap_or("");
+        let ruri = match Uri::parse(uri_text) {
+            Ok(u) if u.is_sip() => u,
+            _ => return Some(self.respond(msg, src, 416, "Unsupported URI Scheme", &[])),
+        };
+        let method = msg.method();
+        if method != Some(Method::Cancel) {
+            let unsupported: Vec<&str> = msg
+                .option_tags(HeaderName::Require)
+                .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+                .collect();
+            if !unsupported.is_empty() {
+                if method == Some(Method::Register) {
+                    self.inner.metrics.register(crate::metrics::RegisterOutcome::BadExtension);
+                }
+                let list = unsupported.join(", ");
+                return Some(self.respond(msg, src, 420, "Bad Extension", &[("Unsupported", &list)]));
+            }
+        }
+        match method {
+            Some(Method::Register) => self.register(msg, &ruri, src, now),
+            Some(Method::Options) if ruri.user.is_none() && self.is_us(&ruri) => Some(self.options(msg, src)),
+            Some(Method::Cancel) => {
+                Some(self.respond(msg, src, 481, "Call/Transaction Does Not Exist", &[]))
+            }
+            _ => self.request_for_user(msg, &ruri, src, now),
+        }
+    }
+
+    /// Requests for our users: authenticate first (E5: nothing about the callee is looked
+    /// up before that), then answer from the location service. Forwarding is the proxy's.
+    fn request_for_user(&self, msg: &Message, ruri: &Uri<'_>, src: &Source, now: Instant) -> Option<Response> {
+        let Some(domain) = self.domain_of(ruri) else {
+            return Some(self.respond(msg, src, 403, "Domain Not Served", &[]));
+        };
+        if msg.max_forwards().ok().flatten() == Some(0) {
+            return Some(self.respond(msg, src, 483, "Too Many Hops", &[]));
+        }
+        let identity = match self.authenticate(msg, &domain, src, now, digest::Role::Proxy) {
+            digest::AuthStep::Authenticated(account) => account,
+            digest::AuthStep::Reply(r) => return r,
+        };
+        let from_ok = msg.from().ok().and_then(|f| f.uri.aor()).is_some_and(|aor| aor == identity);
+        if !from_ok {
+            return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+        }
+        let user = ruri.user.unwrap_or("");
+        if !self.inner.accounts.exists_aor(user, &domain) {
+            return Some(self.respond(msg, src, 404, "Not Found", &[]));
+        }
+        let aor = crate::registrar::Aor::from_canonical(&ruri.aor().unwrap_or_default());
+        if self.inner.location.lookup(&aor, now).is_empty() {
+            return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
+        }
+        Some(self.respond(msg, src, 501, "Not Implemented", &[("Allow", "REGISTER, OPTIONS")]))
+    }
+
+    fn options(&self, msg: &Message, src: &Source) -> Response {
+        self.respond(
+            msg,
+            src,
+            200,
+            "OK",
+            &[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "path, outbound")],
+        )
+    }
+
+    /// The domain a Request-URI names: one of ours, or a local address standing for our
+    /// only domain. `None` if the request is for someone else.
+    fn domain_of(&self, ruri: &Uri<'_>) -> Option<String> {
+        let host = ruri.host_raw.to_ascii_lowercase();
+        if self.inner.domains.contains_key(&host) {
+            return Some(host);
+        }
+        if self.inner.local_hosts.contains(host.trim_matches(['[', ']'])) && self.inner.domains.len() == 1 {
+            return self.inner.domains.keys().next().cloned();
+        }
+        None
+    }
+
+    fn is_us(&self, ruri: &Uri<'_>) -> bool {
+        let host = ruri.host_raw.to_ascii_lowercase();
+        self.inner.domains.contains_key(&host) || self.inner.local_hosts.contains(host.trim_matches(['[', ']']))
+    }
+
+    fn parse_failure(&self, e: ParseError, data: Bytes, src: &Source) -> Reply {
+        let i = &self.inner;
+        i.metrics.parse_error(src.transport);
+        let is_request = !data.starts_with(b"SIP/");
+        let close = src.transport != Transport::Udp && e.breaks_stream();
+        let mut reply = match e.reaction(is_request) {
+            Reaction::Drop => {
+                i.metrics.dropped(DropReason::Unparseable);
+                Reply::none()
+            }
+            Reaction::Respond(status, reason) => match Message::parse_for_error_reply(data, &i.limits) {
+                Some(req) => {
+                    tracing::debug!(peer = %src.peer, error = %e, "rejecting malformed request");
+                    let r = self.respond(&req, src, status, reason, &[]);
+                    self.reply_to(&req, src, r.bytes)
+                }
+                None => {
+                    i.metrics.dropped(DropReason::Unparseable);
+                    Reply::none()
+                }
+            },
+        };
+        reply.close = close;
+        reply
+    }
+
+    fn reject(&self, msg: &Message, e: ParseError, src: &Source) -> Reply {
+        self.inner.metrics.parse_error(src.transport);
+        if msg.method() == Some(Method::Register) {
+            self.inner.metrics.register(crate::metrics::RegisterOutcome::BadRequest);
+        }
+        match e.reaction(true) {
+            Reaction::Respond(status, reason) => {
+                let r = self.respond(msg, src, status, reason, &[]);
+                self.reply_to(msg, src, r.bytes)
+            }
+            Reaction::Drop => Reply::none(),
+        }
+    }
+
+    /// Builds a response with our To-tag, received/rport, extra headers and Server.
+    pub(crate) fn respond(
+        &self,
+        msg: &Message,
+        src: &Source,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let tag = self.to_tag(msg);
+        let mut b = ResponseBuilder::new(msg, status, reason)
+            .received(ViaReceived { addr: src.peer })
+            .server(self.inner.server_header.as_deref());
+        if status > 100 {
+            b = b.to_tag(&tag);
+        }
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        self.inner.metrics.response(status, src.transport);
+        Response { status, bytes: b.build() }
+    }
+
+    /// A To-tag stable for one request (retransmissions get the same) and unguessable.
+    fn to_tag(&self, msg: &Message) -> String {
+        let mut h = self.inner.tag_hasher.build_hasher();
+        h.write(msg.call_id().unwrap_or("").as_bytes());
+        h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
+        h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
+        format!("{:016x}", h.finish())
+    }
+
+    /// Where a response goes: streams answer on the connection; UDP per RFC 3261 §18.2.2
+    /// with RFC 3581: the source address when `rport` was asked for, else the source IP
+    /// and the Via port. Never to a broadcast or multicast address (RFC 4475 bcast).
+    fn reply_to(&self, msg: &Message, src: &Source, bytes: Bytes) -> Reply {
+        if src.transport != Transport::Udp {
+            return Reply { bytes: Some(bytes), to: None, close: false };
+        }
+        let via = msg.top_via().ok();
+        let to = match via {
+            Some(v) if v.rport().is_some() => src.peer,
+            Some(v) => SocketAddr::new(src.peer.ip(), v.port.unwrap_or(5060)),
+            None => src.peer,
+        };
+        if is_unroutable(to.ip()) {
+            return Reply::none();
+        }
+        Reply { bytes: Some(bytes), to: Some(to), close: false }
+    }
+}
+
+impl Handler for Dispatcher {
+    fn on_message(&self, data: Bytes, src: &Source) -> Reply {
+        self.handle(data, src)
+    }
+
+    fn on_flow_closed(&self, flow: FlowId) {
+        if self.inner.remove_bindings_on_close {
+            let removed = self.inner.location.remove_flow(flow);
+            if removed > 0 {
+                tracing::debug!(flow = flow.0, removed, "connection closed; bindings removed");
+            }
+        }
+    }
+}
+
+fn is_unroutable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
+    }
+}
+
+/// RFC 3261 §17.2.3 key, with the RFC 2543 fallback for branches without the cookie.
+fn transaction_key(msg: &Message) -> Option<TransactionKey> {
+    let via = msg.top_via().ok()?;
+    let cseq = msg.cseq().ok()?;
+    if let Some(branch) = via.branch() {
+        if let Ok(k) = TransactionKey::rfc3261(branch, via.sent_by, cseq.method) {
+            return Some(k);
+        }
+    }
+    let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
+    let to_tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or("");
+    Some(TransactionKey::rfc2543(
+        msg.request_uri().unwrap_or(""),
+        msg.call_id().ok()?,
+        from_tag,
+        to_tag,
+        cseq.seq,
+        cseq.method,
+        via.raw,
+    ))
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,233 @@
+//! The one Prometheus registry, owned by the app (no globals, so tests run in parallel),
+//! with typed families whose label values come from fixed enums: cardinality is bounded.
+//! Never label by user, AoR or IP.
+//!
+//! Metric names are `pub const` so tests scrape by the same names.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::transport::Transport;
+
+pub const SIP_REQUESTS: &str = "sipward_sip_requests_total";
+pub const SIP_RESPONSES: &str = "sipward_sip_responses_sent_total";
+pub const REGISTER_OUTCOMES: &str = "sipward_register_outcomes_total";
+pub const AUTH_FAILURES: &str = "sipward_auth_failures_total";
+pub const PARSE_ERRORS: &str = "sipward_parse_errors_total";
+pub const BINDINGS: &str = "sipward_bindings";
+pub const AORS: &str = "sipward_aors";
+pub const TCP_CONNECTIONS: &str = "sipward_tcp_connections";
+pub const TRANSACTIONS: &str = "sipward_transactions";
+pub const DROPPED: &str = "sipward_sip_dropped_total";
+
+/// What happened to one REGISTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 200: bindings changed or fetched.
+    Ok,
+    /// 401 with a challenge (no or stale credentials).
+    Challenged,
+    /// 401 after credentials that did not verify.
+    AuthFailed,
+    /// 403: the identity may not bind this AoR, or the domain is not ours.
+    Forbidden,
+    /// 400 of any kind.
+    BadRequest,
+    /// 423.
+    IntervalTooBrief,
+    /// 503: binding or AoR limits.
+    TooManyBindings,
+    /// Dropped by the failure limiter.
+    Throttled,
+    /// 420.
+    BadExtension,
+}
+
+impl RegisterOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            RegisterOutcome::Ok => "ok",
+            RegisterOutcome::Challenged => "challenged",
+            RegisterOutcome::AuthFailed => "auth_failed",
+            RegisterOutcome::Forbidden => "forbidden",
+            RegisterOutcome::BadRequest => "bad_request",
+            RegisterOutcome::IntervalTooBrief => "interval_too_brief",
+            RegisterOutcome::TooManyBindings => "too_many_bindings",
+            RegisterOutcome::Throttled => "throttled",
+            RegisterOutcome::BadExtension => "bad_extension",
+        }
+    }
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    WrongResponse,
+    StaleNonce,
+    InvalidNonce,
+    Replay,
+    Algorithm,
+    Malformed,
+}
+
+impl AuthFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::WrongResponse => "wrong_response",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::InvalidNonce => "invalid_nonce",
+            AuthFailure::Replay => "replay",
+            AuthFailure::Algorithm => "algorithm",
+            AuthFailure::Malformed => "malformed",
+        }
+    }
+}
+
+/// Why a message was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Unparseable,
+    Response,
+    Throttled,
+    Overloaded,
+    Ack,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unparseable => "unparseable",
+            DropReason::Response => "response",
+            DropReason::Throttled => "throttled",
+            DropReason::Overloaded => "overloaded",
+            DropReason::Ack => "ack",
+        }
+    }
+}
+
+/// Method label: the RFC methods, everything else is `other`.
+pub fn method_label(m: Option<crate::sip::Method>) -> &'static str {
+    use crate::sip::Method::*;
+    match m {
+        Some(Register) => "REGISTER",
+        Some(Invite) => "INVITE",
+        Some(Ack) => "ACK",
+        Some(Options) => "OPTIONS",
+        Some(Bye) => "BYE",
+        Some(Cancel) => "CANCEL",
+        Some(Subscribe) => "SUBSCRIBE",
+        Some(Notify) => "NOTIFY",
+        Some(Message) => "MESSAGE",
+        Some(Refer) => "REFER",
+        Some(Info) => "INFO",
+        Some(Update) => "UPDATE",
+        Some(Prack) => "PRACK",
+        Some(Publish) => "PUBLISH",
+        Some(Extension) | None => "other",
+    }
+}
+
+/// Cheap to clone; every field is an `Arc` inside prometheus.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    register: IntCounterVec,
+    auth_failures: IntCounterVec,
+    parse_errors: IntCounterVec,
+    dropped: IntCounterVec,
+    pub bindings: IntGauge,
+    pub aors: IntGauge,
+    pub tcp_connections: IntGauge,
+    pub transactions: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("unique metric name");
+            c
+        };
+        let requests = counter(SIP_REQUESTS, "SIP requests received", &["method", "transport"]);
+        let responses = counter(SIP_RESPONSES, "SIP responses sent", &["class", "transport"]);
+        let register = counter(REGISTER_OUTCOMES, "REGISTER requests by outcome", &["outcome"]);
+        let auth_failures = counter(AUTH_FAILURES, "Refused credentials by reason", &["reason"]);
+        let parse_errors = counter(PARSE_ERRORS, "Messages that failed to parse", &["transport"]);
+        let dropped = counter(DROPPED, "Messages dropped without an answer", &["reason"]);
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("unique metric name");
+            g
+        };
+        Metrics {
+            bindings: gauge(BINDINGS, "Current bindings in the location service"),
+            aors: gauge(AORS, "Current AoRs with at least one binding"),
+            tcp_connections: gauge(TCP_CONNECTIONS, "Open TCP connections"),
+            transactions: gauge(TRANSACTIONS, "Server transactions held"),
+            registry,
+            requests,
+            responses,
+            register,
+            auth_failures,
+            parse_errors,
+            dropped,
+        }
+    }
+
+    pub fn request(&self, method: Option<crate::sip::Method>, t: Transport) {
+        self.requests.with_label_values(&[method_label(method), t.as_str()]).inc();
+    }
+
+    pub fn response(&self, status: u16, t: Transport) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "6xx",
+        };
+        self.responses.with_label_values(&[class, t.as_str()]).inc();
+    }
+
+    pub fn register(&self, o: RegisterOutcome) {
+        self.register.with_label_values(&[o.as_str()]).inc();
+    }
+
+    pub fn auth_failure(&self, r: AuthFailure) {
+        self.auth_failures.with_label_values(&[r.as_str()]).inc();
+    }
+
+    pub fn parse_error(&self, t: Transport) {
+        self.parse_errors.with_label_values(&[t.as_str()]).inc();
+    }
+
+    pub fn dropped(&self, r: DropReason) {
+        self.dropped.with_label_values(&[r.as_str()]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,479 @@
+//! The location service: every AoR's bindings in a sharded map, plus the flow index and the
+//! expiry index that keep `remove_flow` and `purge` from scanning everything.
+//!
+//! A REGISTER is decided and applied while holding its AoR's map entry, so two requests for the
+//! same AoR are serialised and a request is applied entirely or not at all. Lock order is always
+//! AoR entry → flow index entry → expiry mutex; no code holds two AoR entries at once or holds
+//! a lock across `.await` (there is none here). A binding past its deadline is invisible to
+//! every read even before the purge task removes it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
+use super::expiry::{ExpiryEntry, ExpiryQueue};
+use super::rules::{self, Change, Plan, RegisterError, RegisterInput, RegistrarPolicy};
+
+/// Most expiry entries handled per lock acquisition in [`Location::purge`].
+const PURGE_BATCH: usize = 1024;
+
+/// The result of an accepted REGISTER (including a fetch).
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    /// Every live binding of the AoR after the change, by q descending, most recently
+    /// updated first among equals: the Contacts of the 200 OK.
+    pub bindings: Vec<BindingSnapshot>,
+    pub added: usize,
+    pub refreshed: usize,
+    pub removed: usize,
+    /// Refreshed bindings whose source address, transport or flow changed (NAT rebinding,
+    /// RFC 5626 re-registration over a new flow). Allowed; the caller logs them.
+    pub rebound: Vec<Rebound>,
+    /// Whether the AoR had live bindings before the request (lets the caller answer 404 to
+    /// `Contact: *` on an unknown AoR, TESTING.md A16).
+    pub had_bindings: bool,
+}
+
+/// A refreshed binding that now comes from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebound {
+    /// The contact URI after the refresh.
+    pub uri: Box<str>,
+    pub old_source: std::net::SocketAddr,
+    pub old_transport: Transport,
+    pub old_flow: Option<FlowId>,
+    pub new_source: std::net::SocketAddr,
+    pub new_transport: Transport,
+    pub new_flow: Option<FlowId>,
+}
+
+/// The shared location service. Cloning is cheap; all clones see the same bindings.
+#[derive(Clone, Debug)]
+pub struct Location {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: RegistrarPolicy,
+    /// Bindings per AoR; an AoR with no binding has no entry.
+    aors: DashMap<Aor, Vec<Binding>>,
+    /// Bindings per TCP/TLS connection, so a closed connection costs only its own bindings.
+    flows: DashMap<FlowId, Vec<(Aor, BindingId)>>,
+    expiry: ExpiryQueue,
+    next_id: AtomicU64,
+    /// Gauges kept by hand: `DashMap::len` locks every shard.
+    aor_count: AtomicUsize,
+    binding_count: AtomicUsize,
+}
+
+/// Index updates collected while an AoR entry is held, applied before it is released.
+#[derive(Default)]
+struct IndexChanges {
+    expiry_remove: Vec<ExpiryEntry>,
+    expiry_insert: Vec<ExpiryEntry>,
+    flow_remove: Vec<(FlowId, BindingId)>,
+    flow_insert: Vec<(FlowId, BindingId)>,
+}
+
+impl IndexChanges {
+    fn detach(&mut self, aor: &Aor, b: &Binding) {
+        self.expiry_remove.push(ExpiryEntry {
+            deadline: b.deadline,
+            id: b.id,
+            aor: aor.clone(),
+        });
+        if let Some(flow) = b.flow {
+            self.flow_remove.push((flow, b.id));
+        }
+    }
+
+    fn attach(&mut self, aor: &Aor, b: &Binding) {
+        self.expiry_insert.push(ExpiryEntry {
+            deadline: b.deadline,
+            id: b.id,
+            aor: aor.clone(),
+        });
+        if let Some(flow) = b.flow {
+            self.flow_insert.push((flow, b.id));
+        }
+    }
+
+    /// Replaces `old` by `new` (same id), touching only the indexes that changed.
+    fn replace(&mut self, aor: &Aor, old: &Binding, new: &Binding) {
+        if old.deadline != new.deadline {
+            self.expiry_remove.push(ExpiryEntry {
+                deadline: old.deadline,
+                id: old.id,
+                aor: aor.clone(),
+            });
+            self.expiry_insert.push(ExpiryEntry {
+                deadline: new.deadline,
+                id: new.id,
+                aor: aor.clone(),
+            });
+        }
+        if old.flow != new.flow {
+            if let Some(flow) = old.flow {
+                self.flow_remove.push((flow, old.id));
+            }
+            if let Some(flow) = new.flow {
+                self.flow_insert.push((flow, new.id));
+            }
+        }
+    }
+}
+
+impl Location {
+    /// An empty location service. Check the policy with [`RegistrarPolicy::validate`] when
+    /// loading configuration; an inconsistent one is used as given.
+    pub fn new(policy: RegistrarPolicy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policy,
+                aors: DashMap::new(),
+                flows: DashMap::new(),
+                expiry: ExpiryQueue::default(),
+                next_id: AtomicU64::new(1),
+                aor_count: AtomicUsize::new(0),
+                binding_count: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> &RegistrarPolicy {
+        &self.inner.policy
+    }
+
+    /// RFC 3261 §10.3 steps 6–8 for one authenticated REGISTER: validates the whole request,
+    /// then applies it atomically, and returns the AoR's bindings afterwards. A REGISTER
+    /// without Contact (and without `*`) is a fetch and changes nothing.
+    pub fn register(
+        &self,
+        input: &RegisterInput<'_>,
+        now: Instant,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let inner = &*self.inner;
+        if !input.star && input.contacts.is_empty() {
+            let bindings = self.lookup(input.aor, now);
+            return Ok(RegisterOutcome {
+                had_bindings: !bindings.is_empty(),
+                bindings,
+                added: 0,
+                refreshed: 0,
+                removed: 0,
+                rebound: Vec::new(),
+            });
+        }
+        match inner.aors.entry(input.aor.clone()) {
+            Entry::Vacant(vacant) => {
+                let plan = rules::plan(&[], input, now, &inner.policy)?;
+                let mut bindings = Vec::new();
+                if plan.final_count() == 0 {
+                    return Ok(inner.apply(input, &mut bindings, plan, now));
+                }
+                inner.reserve_aor()?;
+                let outcome = inner.apply(input, &mut bindings, plan, now);
+                vacant.insert(bindings);
+                Ok(outcome)
+            }
+            Entry::Occupied(mut occupied) => {
+                let plan = rules::plan(occupied.get(), input, now, &inner.policy)?;
+                let outcome = inner.apply(input, occupied.get_mut(), plan, now);
+                if occupied.get().is_empty() {
+                    occupied.remove();
+                    inner.aor_count.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// The live bindings of `aor` for routing: q descending (a missing q counts as 1.0), most
+    /// recently updated first among equals.
+    pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<BindingSnapshot> {
+        match self.inner.aors.get(aor) {
+            Some(bindings) => snapshots(&bindings, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes every binding that arrived on `flow` (its TCP/TLS connection closed). Uses the
+    /// flow index: the cost is the flow's own bindings, not the whole table.
+    pub fn remove_flow(&self, flow: FlowId) -> usize {
+        let Some((_, members)) = self.inner.flows.remove(&flow) else {
+            return 0;
+        };
+        let mut by_aor: HashMap<Aor, Vec<BindingId>> = HashMap::new();
+        for (aor, id) in members {
+            by_aor.entry(aor).or_default().push(id);
+        }
+        let mut removed = 0;
+        for (aor, ids) in by_aor {
+            removed += self
+                .inner
+                .remove_where(&aor, |b| b.flow == Some(flow) && ids.contains(&b.id));
+        }
+        removed
+    }
+
+    /// Removes every binding of `aor` (admin, deprovisioning, revoked device). Returns how many
+    /// were stored, including any past their deadline not yet purged.
+    pub fn remove_aor(&self, aor: &Aor) -> usize {
+        self.inner.remove_where(aor, |_| true)
+    }
+
+    /// Admin listing: up to `limit` AoRs with live bindings (only `filter` when given), in no
+    /// particular order. Each shard is read-locked briefly while it is walked.
+    pub fn dump(
+        &self,
+        filter: Option<&Aor>,
+        limit: usize,
+        now: Instant,
+    ) -> Vec<(Aor, Vec<BindingSnapshot>)> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        if let Some(aor) = filter {
+            let bindings = self.lookup(aor, now);
+            return if bindings.is_empty() {
+                Vec::new()
+            } else {
+                vec![(aor.clone(), bindings)]
+            };
+        }
+        let mut out = Vec::new();
+        for entry in self.inner.aors.iter() {
+            let bindings = snapshots(entry.value(), now);
+            if !bindings.is_empty() {
+                out.push((entry.key().clone(), bindings));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes every binding whose deadline is at or before `now`; returns how many. Called by
+    /// the one purge task, which sleeps until [`Location::next_deadline`] (or a fixed tick).
+    pub fn purge(&self, now: Instant) -> usize {
+        let mut purged = 0;
+        loop {
+            let due = self.inner.expiry.pop_due(now, PURGE_BATCH);
+            let batch = due.len();
+            for entry in due {
+                purged += self
+                    .inner
+                    .remove_where(&entry.aor, |b| b.id == entry.id && !b.is_live(now));
+            }
+            if batch < PURGE_BATCH {
+                return purged;
+            }
+        }
+    }
+
+    /// The earliest deadline of any stored binding.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.inner.expiry.next_deadline()
+    }
+
+    /// Stored bindings (a gauge; includes any past their deadline until purge runs).
+    pub fn binding_count(&self) -> usize {
+        self.inner.binding_count.load(Ordering::Relaxed)
+    }
+
+    /// AoRs with at least one stored binding (a gauge).
+    pub fn aor_count(&self) -> usize {
+        self.inner.aor_count.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(super) fn index_sizes(&self) -> (usize, usize) {
+        let flow_entries = self.inner.flows.iter().map(|e| e.value().len()).sum();
+        (self.inner.expiry.len(), flow_entries)
+    }
+}
+
+impl Inner {
+    /// Takes one unit of the global AoR budget.
+    fn reserve_aor(&self) -> Result<(), RegisterError> {
+        self.aor_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.policy.max_aors).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| RegisterError::Full)
+    }
+
+    /// Applies a validated plan to the AoR's bindings (whose entry the caller holds). Cannot
+    /// fail.
+    fn apply(
+        &self,
+        input: &RegisterInput<'_>,
+        bindings: &mut Vec<Binding>,
+        plan: Plan,
+        now: Instant,
+    ) -> RegisterOutcome {
+        let aor = input.aor;
+        let had_bindings = plan.had_bindings();
+        let old_len = bindings.len();
+        let mut old: Vec<Option<Binding>> =
+            std::mem::take(bindings).into_iter().map(Some).collect();
+        let mut index = IndexChanges::default();
+        let (mut added, mut refreshed, mut removed) = (0, 0, 0);
+        let mut rebound = Vec::new();
+
+        for i in plan.expired {
+            if let Some(b) = old.get_mut(i).and_then(Option::take) {
+                index.detach(aor, &b);
+            }
+        }
+        for slot in plan.slots {
+            let previous = slot
+                .existing
+                .and_then(|i| old.get_mut(i))
+                .and_then(Option::take);
+            match (previous, slot.change) {
+                (Some(b), Change::Keep) => bindings.push(b),
+                (Some(b), Change::Remove) => {
+                    index.detach(aor, &b);
+                    removed += 1;
+                }
+                (previous, Change::Update(u)) => {
+                    let id = match &previous {
+                        Some(b) => b.id,
+                        None => BindingId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+                    };
+                    let new = Binding {
+                        id,
+                        deadline: u.deadline,
+                        text: u.text,
+                        path: plan.path.clone(),
+                        source: input.source,
+                        flow: input.flow,
+                        reg_id: u.reg_id,
+                        cseq: input.cseq,
+                        granted: u.granted,
+                        q: u.q,
+                        transport: input.transport,
+                    };
+                    match previous {
+                        Some(b) => {
+                            index.replace(aor, &b, &new);
+                            if (b.source, b.transport, b.flow)
+                                != (new.source, new.transport, new.flow)
+                            {
+                                rebound.push(Rebound {
+                                    uri: Box::from(new.text.uri()),
+                                    old_source: b.source,
+                                    old_transport: b.transport,
+                                    old_flow: b.flow,
+                                    new_source: new.source,
+                                    new_transport: new.transport,
+                                    new_flow: new.flow,
+                                });
+                            }
+                            refreshed += 1;
+                        }
+                        None => {
+                            index.attach(aor, &new);
+                            added += 1;
+                        }
+                    }
+                    bindings.push(new);
+                }
+                (None, Change::Keep | Change::Remove) => {}
+            }
+        }
+        // The plan covers every index; anything left is kept rather than lost.
+        bindings.extend(old.into_iter().flatten());
+        bindings.shrink_to_fit();
+
+        self.commit(aor, index);
+        let new_len = bindings.len();
+        if new_len >= old_len {
+            self.binding_count
+                .fetch_add(new_len - old_len, Ordering::Relaxed);
+        } else {
+            self.binding_count
+                .fetch_sub(old_len - new_len, Ordering::Relaxed);
+        }
+        RegisterOutcome {
+            bindings: snapshots(bindings, now),
+            added,
+            refreshed,
+            removed,
+            rebound,
+            had_bindings,
+        }
+    }
+
+    /// Applies index changes; called while the AoR entry is still held.
+    fn commit(&self, aor: &Aor, index: IndexChanges) {
+        for (flow, id) in index.flow_remove {
+            self.unindex_flow(flow, id);
+        }
+        for (flow, id) in index.flow_insert {
+            self.flows.entry(flow).or_default().push((aor.clone(), id));
+        }
+        self.expiry
+            .update(&index.expiry_remove, index.expiry_insert);
+    }
+
+    fn unindex_flow(&self, flow: FlowId, id: BindingId) {
+        if let Entry::Occupied(mut members) = self.flows.entry(flow) {
+            members.get_mut().retain(|(_, member)| *member != id);
+            if members.get().is_empty() {
+                members.remove();
+            }
+        }
+    }
+
+    /// Removes the bindings of `aor` that `doomed` selects, with their index entries; drops
+    /// the AoR when it becomes empty. Returns how many were removed.
+    fn remove_where(&self, aor: &Aor, doomed: impl Fn(&Binding) -> bool) -> usize {
+        let Entry::Occupied(mut entry) = self.aors.entry(aor.clone()) else {
+            return 0;
+        };
+        let mut index = IndexChanges::default();
+        let bindings = entry.get_mut();
+        let before = bindings.len();
+        bindings.retain(|b| {
+            let remove = doomed(b);
+            if remove {
+                index.detach(aor, b);
+            }
+            !remove
+        });
+        let removed = before - bindings.len();
+        if removed == 0 {
+            return 0;
+        }
+        bindings.shrink_to_fit();
+        self.commit(aor, index);
+        self.binding_count.fetch_sub(removed, Ordering::Relaxed);
+        if entry.get().is_empty() {
+            entry.remove();
+            self.aor_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+}
+
+/// Snapshots of the live bindings, q descending then most recently updated first.
+fn snapshots(bindings: &[Binding], now: Instant) -> Vec<BindingSnapshot> {
+    let mut live: Vec<&Binding> = bindings.iter().filter(|b| b.is_live(now)).collect();
+    live.sort_by(|a, b| {
+        b.q.unwrap_or(1000)
+            .cmp(&a.q.unwrap_or(1000))
+            .then_with(|| b.updated_at().cmp(&a.updated_at()))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    live.into_iter().map(|b| b.snapshot(now)).collect()
+}

@@ -1,0 +1,28 @@
+//! The registrar: RFC 3261 §10.3 binding rules (steps 6–8), RFC 5626/5627 instance and
+//! reg-id matching, and the in-memory location service with its expiry index.
+//!
+//! It owns the bindings of every address-of-record and decides, for one already
+//! authenticated and authorised REGISTER given as plain data ([`RegisterInput`]), whether the
+//! change is allowed and what the AoR's bindings are afterwards. It must not parse SIP,
+//! authenticate, build responses, touch sockets, spawn tasks or read the clock: the caller passes
+//! `now` and runs the single purge task that calls [`Location::purge`].
+//!
+//! Layout: `binding` holds the data kept per binding and the snapshots handed out,
+//! `rules` the pure §10.3 decision (validate everything, then a plan that cannot fail),
+//! `location` the shared map that applies plans atomically per AoR, and `expiry` the
+//! ordered `(deadline, id)` index used by purge.
+
+mod binding;
+mod expiry;
+mod location;
+mod rules;
+
+pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
+pub use location::{Location, Rebound, RegisterOutcome};
+pub use rules::{
+    ContactInput, PolicyError, RegisterError, RegisterInput, RegistrarPolicy, MAX_BINDING_TEXT,
+    MAX_PATH_TEXT, MAX_USER_AGENT,
+};
+
+#[cfg(test)]
+mod tests;

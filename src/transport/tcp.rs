@@ -1,0 +1,158 @@
+//! TCP: an accept loop that takes a connection slot before accepting (so a flood cannot
+//! exhaust descriptors), and one task per connection that frames the stream, enforces an
+//! idle timeout and a deadline for each header section (slowloris), hands each message to
+//! the handler, and writes replies and queued flow traffic back on the same connection.
+//!
+//! It must not parse beyond framing, and never holds a connection open past its deadlines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Flows, Handler, Source, Transport};
+use crate::metrics::Metrics;
+use crate::sip::{Frame, Limits, StreamFramer};
+
+/// Limits for stream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Open connections at most; each costs a descriptor and up to one framer buffer
+    /// (`max_header_bytes + max_body_bytes`) of memory.
+    pub max_connections: usize,
+    /// Close a connection that has sent nothing for this long.
+    pub idle_timeout: Duration,
+    /// A header section must complete within this long after its first byte.
+    pub header_timeout: Duration,
+    /// A write that cannot complete in this long closes the connection.
+    pub write_timeout: Duration,
+    pub framing: Limits,
+}
+
+/// Everything a connection task needs.
+#[derive(Clone)]
+pub struct StreamContext {
+    pub handler: Arc<dyn Handler>,
+    pub flows: Flows,
+    pub limits: StreamLimits,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+}
+
+pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "tcp listener has no local address");
+            return;
+        }
+    };
+    loop {
+        let permit = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; UDP keeps serving.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let src = Source { transport: Transport::Tcp, peer, local, flow: None };
+            serve_stream(stream, src, ctx).await;
+        });
+    }
+}
+
+/// Serves one established stream (TCP, or TLS after its handshake).
+pub async fn serve_stream<S>(stream: S, mut src: Source, ctx: StreamContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (flow, mut outbound) = ctx.flows.open();
+    src.flow = Some(flow);
+    ctx.metrics.tcp_connections.inc();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut framer = StreamFramer::new(ctx.limits.framing);
+    let mut idle_deadline = Instant::now() + ctx.limits.idle_timeout;
+    let mut header_deadline: Option<Instant> = None;
+    'conn: loop {
+        let deadline = header_deadline.map_or(idle_deadline, |h| h.min(idle_deadline));
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(peer = %src.peer, "stream deadline passed; closing");
+                break;
+            }
+            out = outbound.recv() => {
+                let Some(bytes) = out else { break };
+                if !write(&mut writer, &bytes, ctx.limits.write_timeout).await {
+                    break;
+                }
+            }
+            read = reader.read_buf(framer.read_buf()) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                idle_deadline = Instant::now() + ctx.limits.idle_timeout;
+                loop {
+                    match framer.next_frame() {
+                        Ok(Some(Frame::Ping)) => {
+                            if !write(&mut writer, b"\r\n", ctx.limits.write_timeout).await {
+                                break 'conn;
+                            }
+                        }
+                        Ok(Some(Frame::Message(data))) => {
+                            let reply = ctx.handler.on_message(data, &src);
+                            if let Some(bytes) = reply.bytes {
+                                if !write(&mut writer, &bytes, ctx.limits.write_timeout).await {
+                                    break 'conn;
+                                }
+                            }
+                            if reply.close {
+                                break 'conn;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(peer = %src.peer, error = %e, "stream framing error; closing");
+                            ctx.metrics.parse_error(src.transport);
+                            break 'conn;
+                        }
+                    }
+                }
+                header_deadline = if framer.in_message() {
+                    Some(header_deadline.unwrap_or_else(|| Instant::now() + ctx.limits.header_timeout))
+                } else {
+                    None
+                };
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    ctx.flows.close(flow);
+    ctx.metrics.tcp_connections.dec();
+    ctx.handler.on_flow_closed(flow);
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], limit: Duration) -> bool {
+    matches!(tokio::time::timeout(limit, w.write_all(bytes)).await, Ok(Ok(())))
+}
