@@ -52,8 +52,16 @@ fn read_sipward(msg: &Message) -> usize {
     acc += msg.expires().expect("expires").unwrap_or(0) as usize;
     for cred in msg.credentials(HeaderName::Authorization) {
         if let Credentials::Digest(d) = cred.expect("credentials") {
-            for v in [d.username, d.realm, d.nonce, d.uri, d.response, d.algorithm, d.cnonce, d.qop]
-            {
+            for v in [
+                d.username,
+                d.realm,
+                d.nonce,
+                d.uri,
+                d.response,
+                d.algorithm,
+                d.cnonce,
+                d.qop,
+            ] {
                 acc += v.map_or(0, str::len);
             }
             acc += d.nc.unwrap_or(0) as usize;
@@ -68,20 +76,26 @@ fn read_rsip(msg: &rsip::SipMessage) -> usize {
     let mut acc = 0;
     let via = msg.via_header().expect("via").typed().expect("typed via");
     acc += via.branch().map_or(0, |b| b.to_string().len());
-    let from = msg.from_header().expect("from").typed().expect("typed from");
+    let from = msg
+        .from_header()
+        .expect("from")
+        .typed()
+        .expect("typed from");
     let to = msg.to_header().expect("to").typed().expect("typed to");
     acc += from.tag().map_or(0, |t| t.value().len()) + to.tag().map_or(0, |t| t.value().len());
     acc += from.uri.user().map_or(0, str::len) + from.uri.host().to_string().len();
     acc += to.uri.user().map_or(0, str::len) + to.uri.host().to_string().len();
     acc += msg.call_id_header().expect("call-id").value().len();
-    let cseq = msg.cseq_header().expect("cseq").typed().expect("typed cseq");
+    let cseq = msg
+        .cseq_header()
+        .expect("cseq")
+        .typed()
+        .expect("typed cseq");
     acc += cseq.seq as usize + cseq.method.to_string().len();
     for c in msg.contact_headers() {
         let c = c.typed().expect("typed contact");
         acc += c.uri.host().to_string().len();
-        acc += c
-            .expires()
-            .map_or(0, |e| e.seconds().unwrap_or(0) as usize);
+        acc += c.expires().map_or(0, |e| e.seconds().unwrap_or(0) as usize);
     }
     acc += msg
         .expires_header()

@@ -1,3 +1,5 @@
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod credentials;

@@ -152,19 +152,36 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("unique metric name");
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
             c
         };
-        let requests = counter(SIP_REQUESTS, "SIP requests received", &["method", "transport"]);
+        let requests = counter(
+            SIP_REQUESTS,
+            "SIP requests received",
+            &["method", "transport"],
+        );
         let responses = counter(SIP_RESPONSES, "SIP responses sent", &["class", "transport"]);
-        let register = counter(REGISTER_OUTCOMES, "REGISTER requests by outcome", &["outcome"]);
+        let register = counter(
+            REGISTER_OUTCOMES,
+            "REGISTER requests by outcome",
+            &["outcome"],
+        );
         let auth_failures = counter(AUTH_FAILURES, "Refused credentials by reason", &["reason"]);
-        let parse_errors = counter(PARSE_ERRORS, "Messages that failed to parse", &["transport"]);
+        let parse_errors = counter(
+            PARSE_ERRORS,
+            "Messages that failed to parse",
+            &["transport"],
+        );
         let dropped = counter(DROPPED, "Messages dropped without an answer", &["reason"]);
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("unique metric name");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
             g
         };
         Metrics {
@@ -183,7 +200,9 @@ impl Metrics {
     }
 
     pub fn request(&self, method: Option<crate::sip::Method>, t: Transport) {
-        self.requests.with_label_values(&[method_label(method), t.as_str()]).inc();
+        self.requests
+            .with_label_values(&[method_label(method), t.as_str()])
+            .inc();
     }
 
     pub fn response(&self, status: u16, t: Transport) {

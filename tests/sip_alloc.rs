@@ -161,13 +161,19 @@ fn per_iteration(with_aor: bool) -> Option<u64> {
 #[test]
 fn register_parse_and_views_allocate_only_the_header_index() {
     if let Some(n) = per_iteration(false) {
-        assert!(n <= 1, "{n} heap allocations per parse-and-read, want at most 1");
+        assert!(
+            n <= 1,
+            "{n} heap allocations per parse-and-read, want at most 1"
+        );
     }
 }
 
 #[test]
 fn each_aor_is_one_more_allocation() {
     if let Some(n) = per_iteration(true) {
-        assert!(n <= 2, "{n} heap allocations per parse-and-read with aor(), want at most 2");
+        assert!(
+            n <= 2,
+            "{n} heap allocations per parse-and-read with aor(), want at most 2"
+        );
     }
 }

@@ -86,7 +86,10 @@ impl StaticAccounts {
                 algorithms,
                 ha1,
             };
-            by_domain.entry(a.domain.as_str().into()).or_default().insert(a.username.as_str().into(), account);
+            by_domain
+                .entry(a.domain.as_str().into())
+                .or_default()
+                .insert(a.username.as_str().into(), account);
         }
         StaticAccounts { by_domain }
     }
@@ -118,7 +121,10 @@ mod tests {
         let alice = accounts.lookup("alice", "example.test").expect("alice");
         for alg in [Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512_256] {
             let expected = Ha1::from_password(alg, "alice", "example.test", "alice-dev-secret");
-            assert_eq!(format!("{:?}", alice.ha1(alg).unwrap()), format!("{expected:?}"));
+            assert_eq!(
+                format!("{:?}", alice.ha1(alg).unwrap()),
+                format!("{expected:?}")
+            );
         }
         assert_eq!(&*alice.aor, "sip:alice@example.test");
         assert!(accounts.lookup("mallory", "example.test").is_none());

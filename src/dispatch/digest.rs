@@ -56,7 +56,9 @@ impl Dispatcher {
         for c in msg.credentials(role.credentials_header()) {
             match c {
                 Err(_) => return self.bad_credentials(msg, src, role),
-                Ok(Credentials::Digest(p)) if p.realm.is_some_and(|r| r.eq_ignore_ascii_case(realm)) => {
+                Ok(Credentials::Digest(p))
+                    if p.realm.is_some_and(|r| r.eq_ignore_ascii_case(realm)) =>
+                {
                     if ours.is_some() {
                         // A21: two credentials for one realm; never pick one that happens to pass.
                         return self.bad_credentials(msg, src, role);
@@ -69,31 +71,67 @@ impl Dispatcher {
         let Some(p) = ours else {
             return self.challenge(msg, src, realm, false, None, role, None);
         };
-        let (Some(username), Some(nonce), Some(uri), Some(response)) = (p.username, p.nonce, p.uri, p.response) else {
+        let (Some(username), Some(nonce), Some(uri), Some(response)) =
+            (p.username, p.nonce, p.uri, p.response)
+        else {
             return self.bad_credentials(msg, src, role);
         };
-        let domain_algs = &i.domains.get(realm).map(|d| d.algorithms.as_slice()).unwrap_or(&[]);
+        let domain_algs = &i
+            .domains
+            .get(realm)
+            .map(|d| d.algorithms.as_slice())
+            .unwrap_or(&[]);
         let algorithm = match Algorithm::from_param(p.algorithm.unwrap_or("MD5")) {
             Some(a) if domain_algs.contains(&a) => a,
             _ => {
                 i.metrics.auth_failure(AuthFailure::Algorithm);
-                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Algorithm));
+                return self.challenge(
+                    msg,
+                    src,
+                    realm,
+                    false,
+                    None,
+                    role,
+                    Some(AuthFailure::Algorithm),
+                );
             }
         };
         if !same_uri(uri, msg.request_uri().unwrap_or("")) {
             i.metrics.auth_failure(AuthFailure::Malformed);
-            return AuthStep::Reply(Some(self.respond(msg, src, 400, "Digest URI Mismatch", &[])));
+            return AuthStep::Reply(Some(self.respond(
+                msg,
+                src,
+                400,
+                "Digest URI Mismatch",
+                &[],
+            )));
         }
         let bound = i.bind_nonce_to_source.then_some(src.peer.ip());
         match i.nonces.check(nonce, realm, bound, unix_now()) {
             NonceStatus::Valid { .. } => {}
             NonceStatus::Stale => {
                 i.metrics.auth_failure(AuthFailure::StaleNonce);
-                return self.challenge(msg, src, realm, true, None, role, Some(AuthFailure::StaleNonce));
+                return self.challenge(
+                    msg,
+                    src,
+                    realm,
+                    true,
+                    None,
+                    role,
+                    Some(AuthFailure::StaleNonce),
+                );
             }
             NonceStatus::Invalid => {
                 i.metrics.auth_failure(AuthFailure::InvalidNonce);
-                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::InvalidNonce));
+                return self.challenge(
+                    msg,
+                    src,
+                    realm,
+                    false,
+                    None,
+                    role,
+                    Some(AuthFailure::InvalidNonce),
+                );
             }
         }
         if i.user_limiter.is_blocked(username, now) {
@@ -125,23 +163,61 @@ impl Dispatcher {
                 i.source_limiter.record_failure(ip, now);
                 i.user_limiter.record_failure(username.to_owned(), now);
                 tracing::debug!(peer = %src.peer, username, "digest response did not verify");
-                return self.challenge(msg, src, realm, false, account, role, Some(AuthFailure::WrongResponse));
+                return self.challenge(
+                    msg,
+                    src,
+                    realm,
+                    false,
+                    account,
+                    role,
+                    Some(AuthFailure::WrongResponse),
+                );
             }
             Verdict::Refused(why) => {
                 i.metrics.auth_failure(AuthFailure::Malformed);
                 tracing::debug!(peer = %src.peer, ?why, "digest credentials refused");
-                return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Malformed));
+                return self.challenge(
+                    msg,
+                    src,
+                    realm,
+                    false,
+                    None,
+                    role,
+                    Some(AuthFailure::Malformed),
+                );
             }
         }
         let Some(account) = account else {
             // verify never accepts a dummy HA1; this is unreachable in practice.
-            return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::WrongResponse));
+            return self.challenge(
+                msg,
+                src,
+                realm,
+                false,
+                None,
+                role,
+                Some(AuthFailure::WrongResponse),
+            );
         };
         let call_id = msg.call_id().unwrap_or("");
-        if let Err(e) = i.replay.check_and_record(nonce, p.nc.unwrap_or(0), call_id, Some(src.peer.ip()), unix_now()) {
+        if let Err(e) = i.replay.check_and_record(
+            nonce,
+            p.nc.unwrap_or(0),
+            call_id,
+            Some(src.peer.ip()),
+            unix_now(),
+        ) {
             i.metrics.auth_failure(AuthFailure::Replay);
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-            return self.challenge(msg, src, realm, false, None, role, Some(AuthFailure::Replay));
+            return self.challenge(
+                msg,
+                src,
+                realm,
+                false,
+                None,
+                role,
+                Some(AuthFailure::Replay),
+            );
         }
         AuthStep::Authenticated(&account.aor)
     }
@@ -173,13 +249,24 @@ impl Dispatcher {
         let nonce = i.nonces.mint(realm, bound, unix_now());
         let algorithms = match account {
             Some(a) => a.algorithms.as_slice(),
-            None => i.domains.get(realm).map(|d| d.algorithms.as_slice()).unwrap_or(&[]),
+            None => i
+                .domains
+                .get(realm)
+                .map(|d| d.algorithms.as_slice())
+                .unwrap_or(&[]),
         };
         let values: Vec<String> = algorithms
             .iter()
             .map(|&algorithm| {
                 let mut v = String::with_capacity(128);
-                Challenge { realm, nonce: &nonce, algorithm, stale, opaque: None }.write_to(&mut v);
+                Challenge {
+                    realm,
+                    nonce: &nonce,
+                    algorithm,
+                    stale,
+                    opaque: None,
+                }
+                .write_to(&mut v);
                 v
             })
             .collect();

@@ -26,7 +26,9 @@ use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable
 use crate::credentials::StaticAccounts;
 use crate::metrics::{DropReason, Metrics};
 use crate::registrar::Location;
-use crate::sip::{HeaderName, Limits, Message, Method, ParseError, Reaction, ResponseBuilder, Uri, ViaReceived};
+use crate::sip::{
+    HeaderName, Limits, Message, Method, ParseError, Reaction, ResponseBuilder, Uri, ViaReceived,
+};
 use crate::transaction::{RequestDisposition, TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Handler, Reply, Source, Transport};
 
@@ -92,7 +94,8 @@ pub(crate) struct Response {
 
 impl Dispatcher {
     pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
-        let mut local_hosts: HashSet<String> = local_addrs.iter().map(|a| a.ip().to_string()).collect();
+        let mut local_hosts: HashSet<String> =
+            local_addrs.iter().map(|a| a.ip().to_string()).collect();
         local_hosts.insert("localhost".into());
         Dispatcher {
             inner: Arc::new(Inner {
@@ -169,14 +172,22 @@ impl Dispatcher {
             RequestDisposition::Retransmit(bytes) => return self.reply_to(&msg, src, bytes),
             RequestDisposition::Overloaded => {
                 i.metrics.dropped(DropReason::Overloaded);
-                let r = self.respond(&msg, src, 503, "Service Unavailable", &[("Retry-After", "5")]);
+                let r = self.respond(
+                    &msg,
+                    src,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
                 return self.reply_to(&msg, src, r.bytes);
             }
         }
         let Some(response) = self.route(&msg, src, now) else {
             return Reply::none();
         };
-        let _ = i.transactions.on_response(&key, response.bytes.clone(), response.status, now);
+        let _ = i
+            .transactions
+            .on_response(&key, response.bytes.clone(), response.status, now);
         self.reply_to(&msg, src, response.bytes)
     }
 
@@ -194,15 +205,25 @@ impl Dispatcher {
                 .collect();
             if !unsupported.is_empty() {
                 if method == Some(Method::Register) {
-                    self.inner.metrics.register(crate::metrics::RegisterOutcome::BadExtension);
+                    self.inner
+                        .metrics
+                        .register(crate::metrics::RegisterOutcome::BadExtension);
                 }
                 let list = unsupported.join(", ");
-                return Some(self.respond(msg, src, 420, "Bad Extension", &[("Unsupported", &list)]));
+                return Some(self.respond(
+                    msg,
+                    src,
+                    420,
+                    "Bad Extension",
+                    &[("Unsupported", &list)],
+                ));
             }
         }
         match method {
             Some(Method::Register) => self.register(msg, &ruri, src, now),
-            Some(Method::Options) if ruri.user.is_none() && self.is_us(&ruri) => Some(self.options(msg, src)),
+            Some(Method::Options) if ruri.user.is_none() && self.is_us(&ruri) => {
+                Some(self.options(msg, src))
+            }
             Some(Method::Cancel) => {
                 Some(self.respond(msg, src, 481, "Call/Transaction Does Not Exist", &[]))
             }
@@ -212,7 +233,13 @@ impl Dispatcher {
 
     /// Requests for our users: authenticate first (E5: nothing about the callee is looked
     /// up before that), then answer from the location service. Forwarding is the proxy's.
-    fn request_for_user(&self, msg: &Message, ruri: &Uri<'_>, src: &Source, now: Instant) -> Option<Response> {
+    fn request_for_user(
+        &self,
+        msg: &Message,
+        ruri: &Uri<'_>,
+        src: &Source,
+        now: Instant,
+    ) -> Option<Response> {
         let Some(domain) = self.domain_of(ruri) else {
             return Some(self.respond(msg, src, 403, "Domain Not Served", &[]));
         };
@@ -223,7 +250,11 @@ impl Dispatcher {
             digest::AuthStep::Authenticated(account) => account,
             digest::AuthStep::Reply(r) => return r,
         };
-        let from_ok = msg.from().ok().and_then(|f| f.uri.aor()).is_some_and(|aor| aor == identity);
+        let from_ok = msg
+            .from()
+            .ok()
+            .and_then(|f| f.uri.aor())
+            .is_some_and(|aor| aor == identity);
         if !from_ok {
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
         }
@@ -235,7 +266,13 @@ impl Dispatcher {
         if self.inner.location.lookup(&aor, now).is_empty() {
             return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
         }
-        Some(self.respond(msg, src, 501, "Not Implemented", &[("Allow", "REGISTER, OPTIONS")]))
+        Some(self.respond(
+            msg,
+            src,
+            501,
+            "Not Implemented",
+            &[("Allow", "REGISTER, OPTIONS")],
+        ))
     }
 
     fn options(&self, msg: &Message, src: &Source) -> Response {
@@ -244,7 +281,11 @@ impl Dispatcher {
             src,
             200,
             "OK",
-            &[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "path, outbound")],
+            &[
+                ("Allow", ALLOW),
+                ("Accept", "application/sdp"),
+                ("Supported", "path, outbound"),
+            ],
         )
     }
 
@@ -255,7 +296,12 @@ impl Dispatcher {
         if self.inner.domains.contains_key(&host) {
             return Some(host);
         }
-        if self.inner.local_hosts.contains(host.trim_matches(['[', ']'])) && self.inner.domains.len() == 1 {
+        if self
+            .inner
+            .local_hosts
+            .contains(host.trim_matches(['[', ']']))
+            && self.inner.domains.len() == 1
+        {
             return self.inner.domains.keys().next().cloned();
         }
         None
@@ -263,7 +309,11 @@ impl Dispatcher {
 
     fn is_us(&self, ruri: &Uri<'_>) -> bool {
         let host = ruri.host_raw.to_ascii_lowercase();
-        self.inner.domains.contains_key(&host) || self.inner.local_hosts.contains(host.trim_matches(['[', ']']))
+        self.inner.domains.contains_key(&host)
+            || self
+                .inner
+                .local_hosts
+                .contains(host.trim_matches(['[', ']']))
     }
 
     fn parse_failure(&self, e: ParseError, data: Bytes, src: &Source) -> Reply {
@@ -276,17 +326,19 @@ impl Dispatcher {
                 i.metrics.dropped(DropReason::Unparseable);
                 Reply::none()
             }
-            Reaction::Respond(status, reason) => match Message::parse_for_error_reply(data, &i.limits) {
-                Some(req) => {
-                    tracing::debug!(peer = %src.peer, error = %e, "rejecting malformed request");
-                    let r = self.respond(&req, src, status, reason, &[]);
-                    self.reply_to(&req, src, r.bytes)
+            Reaction::Respond(status, reason) => {
+                match Message::parse_for_error_reply(data, &i.limits) {
+                    Some(req) => {
+                        tracing::debug!(peer = %src.peer, error = %e, "rejecting malformed request");
+                        let r = self.respond(&req, src, status, reason, &[]);
+                        self.reply_to(&req, src, r.bytes)
+                    }
+                    None => {
+                        i.metrics.dropped(DropReason::Unparseable);
+                        Reply::none()
+                    }
                 }
-                None => {
-                    i.metrics.dropped(DropReason::Unparseable);
-                    Reply::none()
-                }
-            },
+            }
         };
         reply.close = close;
         reply
@@ -295,7 +347,9 @@ impl Dispatcher {
     fn reject(&self, msg: &Message, e: ParseError, src: &Source) -> Reply {
         self.inner.metrics.parse_error(src.transport);
         if msg.method() == Some(Method::Register) {
-            self.inner.metrics.register(crate::metrics::RegisterOutcome::BadRequest);
+            self.inner
+                .metrics
+                .register(crate::metrics::RegisterOutcome::BadRequest);
         }
         match e.reaction(true) {
             Reaction::Respond(status, reason) => {
@@ -326,14 +380,23 @@ impl Dispatcher {
             b = b.header(n, v);
         }
         self.inner.metrics.response(status, src.transport);
-        Response { status, bytes: b.build() }
+        Response {
+            status,
+            bytes: b.build(),
+        }
     }
 
     /// A To-tag stable for one request (retransmissions get the same) and unguessable.
     fn to_tag(&self, msg: &Message) -> String {
         let mut h = self.inner.tag_hasher.build_hasher();
         h.write(msg.call_id().unwrap_or("").as_bytes());
-        h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
+        h.write(
+            msg.from()
+                .ok()
+                .and_then(|f| f.tag())
+                .unwrap_or("")
+                .as_bytes(),
+        );
         h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
         format!("{:016x}", h.finish())
     }
@@ -343,7 +406,11 @@ impl Dispatcher {
     /// and the Via port. Never to a broadcast or multicast address (RFC 4475 bcast).
     fn reply_to(&self, msg: &Message, src: &Source, bytes: Bytes) -> Reply {
         if src.transport != Transport::Udp {
-            return Reply { bytes: Some(bytes), to: None, close: false };
+            return Reply {
+                bytes: Some(bytes),
+                to: None,
+                close: false,
+            };
         }
         let via = msg.top_via().ok();
         let to = match via {
@@ -354,7 +421,11 @@ impl Dispatcher {
         if is_unroutable(to.ip()) {
             return Reply::none();
         }
-        Reply { bytes: Some(bytes), to: Some(to), close: false }
+        Reply {
+            bytes: Some(bytes),
+            to: Some(to),
+            close: false,
+        }
     }
 }
 
@@ -367,7 +438,11 @@ impl Handler for Dispatcher {
         if self.inner.remove_bindings_on_close {
             let removed = self.inner.location.remove_flow(flow);
             if removed > 0 {
-                tracing::debug!(flow = flow.0, removed, "connection closed; bindings removed");
+                tracing::debug!(
+                    flow = flow.0,
+                    removed,
+                    "connection closed; bindings removed"
+                );
             }
         }
     }
@@ -403,5 +478,8 @@ fn transaction_key(msg: &Message) -> Option<TransactionKey> {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

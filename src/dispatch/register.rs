@@ -18,7 +18,13 @@ use crate::sip::{Contact, HeaderName, Message, Uri};
 use crate::transport::Source;
 
 impl Dispatcher {
-    pub(crate) fn register(&self, msg: &Message, ruri: &Uri<'_>, src: &Source, now: Instant) -> Option<Response> {
+    pub(crate) fn register(
+        &self,
+        msg: &Message,
+        ruri: &Uri<'_>,
+        src: &Source,
+        now: Instant,
+    ) -> Option<Response> {
         let i = &self.inner;
         let bad = |reason: &str| {
             i.metrics.register(RegisterOutcome::BadRequest);
@@ -31,8 +37,12 @@ impl Dispatcher {
             i.metrics.register(RegisterOutcome::Forbidden);
             return Some(self.respond(msg, src, 403, "Domain Not Served", &[]));
         };
-        let Ok(to) = msg.to() else { return bad("Bad To") };
-        let Some(to_aor) = to.uri.aor() else { return bad("To Is Not A SIP AoR") };
+        let Ok(to) = msg.to() else {
+            return bad("Bad To");
+        };
+        let Some(to_aor) = to.uri.aor() else {
+            return bad("To Is Not A SIP AoR");
+        };
         if !to.uri.host_raw.eq_ignore_ascii_case(&domain) || to.uri.user.is_none() {
             i.metrics.register(RegisterOutcome::Forbidden);
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
@@ -90,11 +100,21 @@ impl Dispatcher {
                 reg_id,
             });
         }
-        let Ok(expires_header) = msg.expires() else { return bad("Bad Expires") };
+        let Ok(expires_header) = msg.expires() else {
+            return bad("Bad Expires");
+        };
         let path_supported = msg.supports("path");
-        let path: Vec<&str> = if path_supported { msg.values(HeaderName::Path).collect() } else { Vec::new() };
-        let Ok(call_id) = msg.call_id() else { return bad("Bad Call-ID") };
-        let Ok(cseq) = msg.cseq() else { return bad("Bad CSeq") };
+        let path: Vec<&str> = if path_supported {
+            msg.values(HeaderName::Path).collect()
+        } else {
+            Vec::new()
+        };
+        let Ok(call_id) = msg.call_id() else {
+            return bad("Bad Call-ID");
+        };
+        let Ok(cseq) = msg.cseq() else {
+            return bad("Bad CSeq");
+        };
         let aor = Aor::from_canonical(&to_aor);
         let input = RegisterInput {
             aor: &aor,
@@ -133,8 +153,15 @@ impl Dispatcher {
             contact_values.push(v);
         }
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let mut extra: Vec<(&str, &str)> = contact_values.iter().map(|c| ("Contact", c.as_str())).collect();
-        let path_echo: Vec<&str> = if path_supported { path.clone() } else { Vec::new() };
+        let mut extra: Vec<(&str, &str)> = contact_values
+            .iter()
+            .map(|c| ("Contact", c.as_str()))
+            .collect();
+        let path_echo: Vec<&str> = if path_supported {
+            path.clone()
+        } else {
+            Vec::new()
+        };
         for p in &path_echo {
             extra.push(("Path", p));
         }

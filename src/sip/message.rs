@@ -225,8 +225,13 @@ impl Message {
     /// line syntax must hold; the start line just has to look like a request. Never use the
     /// result for anything but building that reply.
     pub fn parse_for_error_reply(buf: Bytes, limits: &Limits) -> Option<Message> {
-        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-        let search_end = buf.len().min(limits.max_header_bytes.saturating_add(skip + 4));
+        let skip = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        let search_end = buf
+            .len()
+            .min(limits.max_header_bytes.saturating_add(skip + 4));
         let header_end = skip + memchr::memmem::find(buf.get(skip..search_end)?, b"\r\n\r\n")? + 2;
         let head = std::str::from_utf8(&buf[..header_end]).ok()?;
         let first_crlf = head[skip..].find("\r\n")? + skip;
@@ -238,7 +243,8 @@ impl Message {
         if method_len == 0 || !line[..method_len].bytes().all(is_token) {
             return None;
         }
-        let (headers, seen, _) = index_headers(head, first_crlf + 2, header_end, limits, false).ok()?;
+        let (headers, seen, _) =
+            index_headers(head, first_crlf + 2, header_end, limits, false).ok()?;
         if seen & (1u64 << (HeaderName::Via as u8)) == 0 {
             return None;
         }

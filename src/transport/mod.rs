@@ -38,7 +38,6 @@ impl Transport {
     }
 }
 
-
 /// Identifies one TCP/TLS connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);

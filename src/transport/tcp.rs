@@ -75,7 +75,12 @@ pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: Tas
         let ctx = ctx.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let src = Source { transport: Transport::Tcp, peer, local, flow: None };
+            let src = Source {
+                transport: Transport::Tcp,
+                peer,
+                local,
+                flow: None,
+            };
             serve_stream(stream, src, ctx).await;
         });
     }
@@ -154,5 +159,8 @@ where
 }
 
 async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], limit: Duration) -> bool {
-    matches!(tokio::time::timeout(limit, w.write_all(bytes)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(limit, w.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }

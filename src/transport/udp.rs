@@ -32,7 +32,11 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket>
 }
 
 /// One receive loop; run several on the same socket.
-pub async fn receive_loop(socket: Arc<UdpSocket>, handler: Arc<dyn Handler>, shutdown: CancellationToken) {
+pub async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -60,7 +64,12 @@ pub async fn receive_loop(socket: Arc<UdpSocket>, handler: Arc<dyn Handler>, shu
             continue;
         }
         let data = buf.split().freeze();
-        let src = Source { transport: Transport::Udp, peer, local, flow: None };
+        let src = Source {
+            transport: Transport::Udp,
+            peer,
+            local,
+            flow: None,
+        };
         let reply = handler.on_message(data, &src);
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {
             if let Err(e) = socket.send_to(&bytes, to).await {
