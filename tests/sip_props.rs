@@ -665,8 +665,18 @@ fn check_frames(frames: &[Frame], want: &[Frame], msgs: &[GenMessage]) {
     }
 }
 
+/// Integration tests have no `lib.rs` beside them for proptest's regression files, so
+/// persistence is off; a failure prints its minimal case.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn generated_messages_parse_to_their_fields(g in message(false)) {
@@ -699,7 +709,7 @@ proptest! {
 
 proptest! {
     // Every split point is O(n²) in the stream length: fewer, smaller cases.
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(config(24))]
 
     #[test]
     fn small_streams_frame_the_same_at_every_byte_boundary(

@@ -5,8 +5,11 @@
 //! This file owns the nonce format, the secret keys and their rotation. It must not track `nc`
 //! or first use (that is `super::replay`), and it never reads the clock: `now` is a parameter.
 //!
-//! Format: base64url without padding of `timestamp (u64 BE) | key id (u8) | MAC[..16]` where
-//! `MAC = HMAC-SHA256(key, timestamp | key id | len(realm) u32 BE | realm | source)`, always
+//! Format: base64url without padding of `timestamp (u64 BE) | key id (u8) | salt (8 random
+//! bytes) | MAC[..16]` where
+//! `MAC = HMAC-SHA256(key, timestamp | key id | salt | len(realm) u32 BE | realm | source)`. The
+//! salt makes every challenge unique, so two clients challenged in the same second never share a
+//! nonce (the replay table binds a nonce to its first Call-ID and source). Always
 //! [`NONCE_LEN`] characters. Memory: at most [`MAX_NONCE_KEYS`] keys of about 200 bytes each
 //! (the HMAC state is precomputed per key).
 
@@ -23,8 +26,8 @@ use subtle::ConstantTimeEq;
 
 use super::AuthError;
 
-/// Length in characters of every nonce we mint: 25 bytes in unpadded base64.
-pub const NONCE_LEN: usize = 34;
+/// Length in characters of every nonce we mint: 33 bytes in unpadded base64.
+pub const NONCE_LEN: usize = 44;
 
 /// Most keys accepted at once (the newest plus older ones kept during a rotation).
 pub const MAX_NONCE_KEYS: usize = 8;
@@ -36,7 +39,8 @@ pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 /// Kamailio's `nonce_auth_max_drift`.
 pub const DEFAULT_NONCE_MAX_DRIFT: Duration = Duration::from_secs(3);
 
-const RAW_LEN: usize = 8 + 1 + MAC_LEN;
+const RAW_LEN: usize = 8 + 1 + SALT_LEN + MAC_LEN;
+const SALT_LEN: usize = 8;
 const MAC_LEN: usize = 16;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -168,8 +172,10 @@ impl NonceIssuer {
         let mut raw = [0u8; RAW_LEN];
         raw[..8].copy_from_slice(&now_unix_secs.to_be_bytes());
         raw[8] = key_id;
-        let mac = mac(key, now_unix_secs, key_id, realm, source);
-        raw[9..].copy_from_slice(&mac[..MAC_LEN]);
+        let salt: [u8; SALT_LEN] = rand::random();
+        raw[9..9 + SALT_LEN].copy_from_slice(&salt);
+        let mac = mac(key, now_unix_secs, key_id, &salt, realm, source);
+        raw[9 + SALT_LEN..].copy_from_slice(&mac[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -198,8 +204,10 @@ impl NonceIssuer {
         let Some(key) = self.keys.by_id(key_id) else {
             return NonceStatus::Invalid;
         };
-        let expected = mac(key, issued_at, key_id, realm, source);
-        if !bool::from(expected[..MAC_LEN].ct_eq(&raw[9..RAW_LEN])) {
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&raw[9..9 + SALT_LEN]);
+        let expected = mac(key, issued_at, key_id, &salt, realm, source);
+        if !bool::from(expected[..MAC_LEN].ct_eq(&raw[9 + SALT_LEN..RAW_LEN])) {
             return NonceStatus::Invalid;
         }
         if issued_at > now_unix_secs.saturating_add(self.config.max_drift.as_secs()) {
@@ -216,12 +224,14 @@ fn mac(
     key: &HmacSha256,
     timestamp: u64,
     key_id: u8,
+    salt: &[u8; SALT_LEN],
     realm: &str,
     source: Option<IpAddr>,
 ) -> [u8; 32] {
     let mut mac = key.clone();
     mac.update(&timestamp.to_be_bytes());
     mac.update(&[key_id]);
+    mac.update(salt);
     // Realm length first so that realm and source can never be confused.
     let realm_len = u32::try_from(realm.len()).unwrap_or(u32::MAX);
     mac.update(&realm_len.to_be_bytes());
@@ -255,6 +265,21 @@ mod tests {
     fn issuer() -> NonceIssuer {
         let keys = NonceKeys::from_bytes(&[(1, [7; 32])]).expect("one key");
         NonceIssuer::new(keys, NonceConfig::default())
+    }
+
+    #[test]
+    fn nonces_minted_in_the_same_second_differ_and_all_verify() {
+        let issuer = issuer();
+        let a = issuer.mint("example.com", None, 1_000);
+        let b = issuer.mint("example.com", None, 1_000);
+        assert_ne!(a, b, "two clients must never share a nonce");
+        assert_eq!((a.len(), b.len()), (NONCE_LEN, NONCE_LEN));
+        for n in [a, b] {
+            assert!(matches!(
+                issuer.check(&n, "example.com", None, 1_000),
+                NonceStatus::Valid { .. }
+            ));
+        }
     }
 
     #[test]

@@ -1,0 +1,571 @@
+//! Shared harness for end-to-end tests: start the real `sipward` binary on free loopback
+//! ports with a generated config, talk SIP to it over UDP or TCP, compute Digest responses
+//! independently of the code under test (md-5/sha2 directly), and read its HTTP endpoints.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "example.test";
+/// SHA-256 of "test-admin-token-0123456789".
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Path to the shared test data (../shared/testdata from the project root).
+pub fn testdata(rel: &str) -> PathBuf {
+    let base = std::env::var("SIPWARD_TESTDATA")
+        .unwrap_or_else(|_| format!("{}/../shared/testdata", env!("CARGO_MANIFEST_DIR")));
+    Path::new(&base).join(rel)
+}
+
+/// A free port usable for both UDP and TCP on 127.0.0.1.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// An account: (username, password).
+pub type Account<'a> = (&'a str, &'a str);
+
+/// Options for a test server.
+pub struct Options<'a> {
+    pub accounts: &'a [Account<'a>],
+    pub algorithms: &'a [&'a str],
+    /// Extra TOML appended to the [registrar] table.
+    pub registrar: &'a str,
+    /// Extra TOML appended to the [auth] table.
+    pub auth: &'a str,
+    /// Extra TOML appended to the [sip] table.
+    pub sip: &'a str,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            accounts: &[("alice", "alice-secret-1"), ("bob", "bob-secret-2")],
+            algorithms: &["MD5", "SHA-256"],
+            registrar: "",
+            auth: "",
+            sip: "",
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Server {
+    pub fn start(opts: &Options<'_>) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let http_port = free_port();
+        let mut accounts = String::new();
+        for (user, pw) in opts.accounts {
+            let file = dir.path().join(format!("{user}.pw"));
+            std::fs::write(&file, pw).unwrap();
+            accounts.push_str(&format!(
+                "[[accounts]]\nusername = \"{user}\"\ndomain = \"{DOMAIN}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
+                file.display()
+            ));
+        }
+        let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
+        let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = format!(
+            "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
+             [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n\
+             [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\n\n{accounts}",
+            opts.sip,
+            opts.registrar,
+            opts.auth,
+            algs.join(", ")
+        );
+        let config_path = dir.path().join("sipward.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Server::start_with_file(config_path, dir, port, http_port)
+    }
+
+    fn start_with_file(
+        config_path: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+        http_port: u16,
+    ) -> Server {
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sipward"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sipward");
+        let server = Server {
+            child,
+            udp: SocketAddr::from(([127, 0, 0, 1], port)),
+            tcp: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            dir,
+            config_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if server
+                .http_get("/healthz", None)
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "sipward did not become healthy; stderr:\n{}",
+            server.stderr()
+        );
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A plain HTTP/1.1 GET; returns (status, body).
+    pub fn http_get(&self, path: &str, bearer: Option<&str>) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let auth = bearer
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    pub fn metrics(&self) -> String {
+        self.http_get("/metrics", None).expect("metrics").1
+    }
+
+    /// The value of one metric line (exact name with labels, e.g. `a{b="c"}`), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// H() for a Digest algorithm name, computed independently of sipward's auth module.
+pub fn h(alg: &str, data: &str) -> String {
+    use sha2::Digest;
+    match alg.to_ascii_uppercase().as_str() {
+        "MD5" => {
+            use md5::Digest as _;
+            hex::encode(md5::Md5::digest(data.as_bytes()))
+        }
+        "SHA-256" => hex::encode(sha2::Sha256::digest(data.as_bytes())),
+        "SHA-512-256" => hex::encode(sha2::Sha512_256::digest(data.as_bytes())),
+        other => panic!("unknown algorithm {other}"),
+    }
+}
+
+/// RFC 7616 response with qop=auth.
+#[allow(clippy::too_many_arguments)]
+pub fn digest_response(
+    alg: &str,
+    user: &str,
+    realm: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+) -> String {
+    let ha1 = h(alg, &format!("{user}:{realm}:{password}"));
+    let ha2 = h(alg, &format!("{method}:{uri}"));
+    h(alg, &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// Builds an Authorization header value.
+#[allow(clippy::too_many_arguments)]
+pub fn authorization(
+    alg: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: u32,
+    cnonce: &str,
+) -> String {
+    let nc = format!("{nc:08x}");
+    let resp = digest_response(alg, user, DOMAIN, password, method, uri, nonce, &nc, cnonce);
+    format!(
+        "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", \
+         algorithm={alg}, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
+    )
+}
+
+/// A SIP response as text with helpers.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub text: String,
+}
+
+impl Resp {
+    pub fn status(&self) -> u16 {
+        self.text
+            .get(8..11)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn status_line(&self) -> &str {
+        self.text.lines().next().unwrap_or("")
+    }
+
+    /// Values of a header (case-insensitive name, long form only).
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+
+    /// The nonce of the first challenge (WWW- or Proxy-Authenticate).
+    pub fn nonce(&self) -> String {
+        let ch = self
+            .header("WWW-Authenticate")
+            .or_else(|| self.header("Proxy-Authenticate"))
+            .expect("a challenge");
+        param(&ch, "nonce").expect("nonce in challenge")
+    }
+}
+
+/// A quoted or token parameter from a challenge-like value.
+pub fn param(v: &str, name: &str) -> Option<String> {
+    let i = v.find(&format!("{name}="))?;
+    let rest = &v[i + name.len() + 1..];
+    if let Some(q) = rest.strip_prefix('"') {
+        q.split('"').next().map(str::to_string)
+    } else {
+        rest.split([',', ' ']).next().map(str::to_string)
+    }
+}
+
+/// Which transport a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn via(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+/// A minimal SIP client over UDP or TCP.
+pub struct Client {
+    pub proto: Proto,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+    server: SocketAddr,
+    pub local: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(proto: Proto, server: SocketAddr) -> Client {
+        match proto {
+            Proto::Udp => {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let local = s.local_addr().unwrap();
+                Client {
+                    proto,
+                    udp: Some(s),
+                    tcp: None,
+                    server,
+                    local,
+                    buf: Vec::new(),
+                }
+            }
+            Proto::Tcp => {
+                let s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let local = s.local_addr().unwrap();
+                Client {
+                    proto,
+                    udp: None,
+                    tcp: Some(s),
+                    server,
+                    local,
+                    buf: Vec::new(),
+                }
+            }
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        match self.proto {
+            Proto::Udp => {
+                self.udp
+                    .as_ref()
+                    .unwrap()
+                    .send_to(bytes, self.server)
+                    .unwrap();
+            }
+            Proto::Tcp => {
+                self.tcp.as_mut().unwrap().write_all(bytes).unwrap();
+            }
+        }
+    }
+
+    /// Receives one response, or `None` after the timeout.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Resp> {
+        match self.proto {
+            Proto::Udp => {
+                let s = self.udp.as_ref().unwrap();
+                s.set_read_timeout(Some(timeout)).unwrap();
+                let mut b = vec![0u8; 65535];
+                let (n, _) = s.recv_from(&mut b).ok()?;
+                Some(Resp {
+                    text: String::from_utf8_lossy(&b[..n]).into_owned(),
+                })
+            }
+            Proto::Tcp => {
+                let s = self.tcp.as_mut().unwrap();
+                s.set_read_timeout(Some(timeout)).unwrap();
+                let deadline = Instant::now() + timeout;
+                loop {
+                    if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                        let cl: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (n, v) = l.split_once(':')?;
+                                let n = n.trim();
+                                (n.eq_ignore_ascii_case("content-length")
+                                    || n.eq_ignore_ascii_case("l"))
+                                .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        let total = end + 4 + cl;
+                        if self.buf.len() >= total {
+                            let msg: Vec<u8> = self.buf.drain(..total).collect();
+                            return Some(Resp {
+                                text: String::from_utf8_lossy(&msg).into_owned(),
+                            });
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    let mut b = [0u8; 8192];
+                    match s.read(&mut b) {
+                        Ok(0) => return None,
+                        Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the server closed this TCP connection (read returns EOF within the timeout).
+    pub fn closed_by_server(&mut self, timeout: Duration) -> bool {
+        let s = self.tcp.as_mut().expect("tcp client");
+        s.set_read_timeout(Some(timeout)).unwrap();
+        let mut b = [0u8; 4096];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+
+    pub fn request(&mut self, msg: &str) -> Option<Resp> {
+        self.send_raw(msg.as_bytes());
+        self.recv(Duration::from_secs(2))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A REGISTER builder with sensible defaults.
+#[derive(Clone)]
+pub struct Register {
+    pub user: String,
+    pub to_user: String,
+    pub call_id: String,
+    pub cseq: u32,
+    pub contact: Option<String>,
+    pub expires: Option<String>,
+    pub authorization: Vec<String>,
+    pub extra: Vec<String>,
+    pub ruri: String,
+    pub branch: String,
+}
+
+impl Register {
+    pub fn new(user: &str) -> Register {
+        Register {
+            user: user.into(),
+            to_user: user.into(),
+            call_id: format!("{}-{}", user, rand_token()),
+            cseq: 1,
+            contact: Some(format!("<sip:{user}@127.0.0.1:5999>")),
+            expires: None,
+            authorization: Vec::new(),
+            extra: Vec::new(),
+            ruri: format!("sip:{DOMAIN}"),
+            branch: String::new(),
+        }
+    }
+
+    pub fn build(&self, c: &Client) -> String {
+        let branch = if self.branch.is_empty() {
+            format!("z9hG4bK{}", rand_token())
+        } else {
+            self.branch.clone()
+        };
+        let mut m = format!(
+            "REGISTER {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{}@{DOMAIN}>;tag={}\r\nTo: <sip:{}@{DOMAIN}>\r\nCall-ID: {}\r\nCSeq: {} REGISTER\r\n",
+            self.ruri,
+            c.proto.via(),
+            c.local,
+            self.user,
+            rand_token(),
+            self.to_user,
+            self.call_id,
+            self.cseq
+        );
+        if let Some(contact) = &self.contact {
+            m.push_str(&format!("Contact: {contact}\r\n"));
+        }
+        if let Some(e) = &self.expires {
+            m.push_str(&format!("Expires: {e}\r\n"));
+        }
+        for a in &self.authorization {
+            m.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        for x in &self.extra {
+            m.push_str(x);
+            m.push_str("\r\n");
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    }
+}
+
+/// Registers `user` with Digest `alg`: REGISTER → 401 → REGISTER with credentials.
+/// Returns the final response.
+pub fn register(c: &mut Client, reg: &Register, password: &str, alg: &str) -> Resp {
+    let first = c.request(&reg.build(c)).expect("401");
+    assert_eq!(first.status(), 401, "{}", first.text);
+    let mut next = reg.clone();
+    next.cseq += 1;
+    next.authorization = vec![authorization(
+        alg,
+        &reg.user,
+        password,
+        "REGISTER",
+        &reg.ruri,
+        &first.nonce(),
+        1,
+        &rand_token(),
+    )];
+    c.request(&next.build(c)).expect("final response")
+}
+
+pub fn rand_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}{:x}", std::process::id(), t & 0xffff_ffff, n)
+}
