@@ -1,3 +1,23 @@
+//! sipward: a SIP registrar and proxy with a side HTTP API.
+//!
+//! The module map, lowest layer first. Dependency rule: `sip` ← `transport` ← `transaction`
+//! ← `dispatch` → `auth`, `registrar`, `credentials`; `api` reads `registrar` and `metrics`.
+//! Lower layers never name upper ones; only `app` knows every module.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
+//! | `transport` | UDP receive loops, TCP accept and connections with deadlines, the flow table, the `Handler` seam |
+//! | `transaction` | RFC 3261 §17 server transactions as state machines with no I/O |
+//! | `auth` | Digest verification, stateless nonces, nonce-count replay table, failure limiters |
+//! | `credentials` | accounts the registrar verifies against (static accounts today) |
+//! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
+//! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
+//! | `api` | HTTP: health, readiness, metrics, admin bindings |
+//! | `config` | TOML → validated domain types; the embedded development profile |
+//! | `metrics` | one Prometheus registry, label values from fixed enums |
+//! | `app` | wiring: bind, spawn, purge task, drain on shutdown |
+
 pub mod api;
 pub mod app;
 pub mod auth;

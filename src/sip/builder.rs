@@ -156,7 +156,7 @@ fn write_top_via(out: &mut BytesMut, line_value: &str, received: Option<ViaRecei
     match (received, super::views::Via::parse(first)) {
         (Some(r), Ok(via)) => {
             let params_start = first.len() - via.params.as_str().len();
-            out.put_slice(first[..params_start].as_bytes());
+            out.put_slice(&first.as_bytes()[..params_start]);
             let mut wrote_rport = false;
             for p in via.params.clone().filter_map(Result::ok) {
                 if p.name.eq_ignore_ascii_case("received") {

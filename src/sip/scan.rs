@@ -144,9 +144,9 @@ impl<'a> Params<'a> {
     }
 
     /// Checks the whole list; duplicates are allowed (RFC 3261 does not forbid them).
-    pub fn validate(&self) -> Result<(), ()> {
+    pub fn validate(&self) -> Result<(), super::error::ParseError> {
         for p in self.clone() {
-            p?;
+            p.map_err(|()| super::error::ParseError::InvalidParam)?;
         }
         Ok(())
     }

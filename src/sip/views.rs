@@ -126,7 +126,7 @@ impl<'a> Via<'a> {
         self.params
             .find("ttl")
             .flatten()
-            .and_then(|v| parse_u32_strict(v))
+            .and_then(parse_u32_strict)
             .and_then(|v| u8::try_from(v).ok())
     }
 }
@@ -144,11 +144,12 @@ pub struct NameAddr<'a> {
 }
 
 impl<'a> NameAddr<'a> {
-    pub fn parse(raw: &'a str) -> Result<NameAddr<'a>, ()> {
+    pub fn parse(raw: &'a str) -> Result<NameAddr<'a>, ParseError> {
+        const BAD: ParseError = ParseError::InvalidNameAddr(HeaderName::Other);
         let s = trim_lws(raw);
         let b = s.as_bytes();
         if b.is_empty() {
-            return Err(());
+            return Err(BAD);
         }
         // Find a top-level '<' (outside quotes); what precedes it is the display name.
         let mut i = 0;
@@ -156,7 +157,7 @@ impl<'a> NameAddr<'a> {
         while i < b.len() {
             match b[i] {
                 b'"' => {
-                    i = skip_quoted(b, i).ok_or(())?;
+                    i = skip_quoted(b, i).ok_or(BAD)?;
                     continue;
                 }
                 b'<' => {
@@ -173,17 +174,17 @@ impl<'a> NameAddr<'a> {
                     None
                 } else {
                     if !valid_display_name(dn) {
-                        return Err(());
+                        return Err(BAD);
                     }
                     Some(dn)
                 };
-                let gt = s[lt..].find('>').ok_or(())? + lt;
+                let gt = s[lt..].find('>').ok_or(BAD)? + lt;
                 let inner = &s[lt + 1..gt];
                 // No LWS inside the brackets (RFC 4475 badaspec).
                 if inner.is_empty() || inner.bytes().any(is_lws) {
-                    return Err(());
+                    return Err(BAD);
                 }
-                let uri = Uri::parse(inner).map_err(|_| ())?;
+                let uri = Uri::parse(inner).map_err(|_| BAD)?;
                 let params = Params::new(&s[gt + 1..]);
                 params.validate()?;
                 Ok(NameAddr {
@@ -197,14 +198,14 @@ impl<'a> NameAddr<'a> {
                 // addr-spec: a URI with ',', '?' or ';' must be bracketed, so the URI ends
                 // at the first ';' and may not hold '?' (RFC 3261 §20.10, RFC 4475 regbadct).
                 if b[0] == b'"' {
-                    return Err(());
+                    return Err(BAD);
                 }
                 let end = s.find(';').unwrap_or(s.len());
                 let uri_text = trim_lws(&s[..end]);
                 if uri_text.contains('?') || uri_text.bytes().any(is_lws) {
-                    return Err(());
+                    return Err(BAD);
                 }
-                let uri = Uri::parse(uri_text).map_err(|_| ())?;
+                let uri = Uri::parse(uri_text).map_err(|_| BAD)?;
                 let params = Params::new(&s[end..]);
                 params.validate()?;
                 Ok(NameAddr {
