@@ -198,6 +198,38 @@ pub struct ConfigProblem {
     message: String,
 }
 
+/// Unknown keys named in one report before giving up.
+const MAX_UNKNOWN_KEYS_REPORTED: usize = 64;
+
+/// Comments out the line holding byte `at` (for a table header, the whole table), keeping line
+/// numbers unchanged. False if nothing changed.
+fn comment_out(text: &mut String, at: usize) -> bool {
+    let Some(prefix) = text.get(..at) else {
+        return false;
+    };
+    let start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let is_header = text[start..].trim_start().starts_with('[');
+    let mut out = String::with_capacity(text.len() + 16);
+    out.push_str(&text[..start]);
+    let mut changed = false;
+    let mut in_scope = true;
+    for (n, line) in text[start..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if n > 0 && (!is_header || trimmed.starts_with('[')) {
+            in_scope = false;
+        }
+        if in_scope && !trimmed.starts_with('#') && !trimmed.is_empty() {
+            out.push('#');
+            changed = true;
+        }
+        out.push_str(line);
+    }
+    if changed {
+        *text = out;
+    }
+    changed
+}
+
 impl Config {
     /// Reads and validates the TOML file at `path`. Secret files it names are resolved relative
     /// to the folder holding `path`.
@@ -215,10 +247,36 @@ impl Config {
 
     /// Parses and validates TOML text. Relative secret file paths are resolved against
     /// `base_dir`.
+    ///
+    /// Every bad key is named in one run: an unknown key (or table) is reported, commented out
+    /// and the text parsed again, so the remaining values are still validated. Parsing stops at
+    /// the first error that is not an unknown key (a wrong type, broken TOML).
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-        let raw: raw::RawConfig = toml::from_str(text)
-            .map_err(|err| ConfigErrors::from_problems(vec![validate::toml_problem(text, &err)]))?;
-        validate::config(raw, base_dir)
+        let mut text = text.to_string();
+        let mut problems = Vec::new();
+        for _ in 0..MAX_UNKNOWN_KEYS_REPORTED {
+            match toml::from_str::<raw::RawConfig>(&text) {
+                Ok(raw) => {
+                    return match validate::config(raw, base_dir) {
+                        Ok(config) if problems.is_empty() => Ok(config),
+                        Ok(_) => Err(ConfigErrors::from_problems(problems)),
+                        Err(errors) => {
+                            problems.extend(errors.problems);
+                            Err(ConfigErrors::from_problems(problems))
+                        }
+                    };
+                }
+                Err(err) => {
+                    problems.push(validate::toml_problem(&text, &err));
+                    let unknown = err.message().starts_with("unknown field");
+                    match err.span() {
+                        Some(span) if unknown && comment_out(&mut text, span.start) => continue,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Err(ConfigErrors::from_problems(problems))
     }
 
     /// The embedded development profile, [`DEV_PROFILE`]. Development only: its passwords and
