@@ -1578,8 +1578,6 @@ fn check_config_names_each_bad_key_and_accepts_dev_toml() {
     assert!(text.contains(": ok"), "{text}");
 }
 
-/// The brief asks that one file with an unknown key *and* min_expires > max_expires names both.
-/// Today the unknown key stops parsing (serde `deny_unknown_fields`), so only it is reported.
 /// One run names every bad key: unknown keys and tables, and value problems.
 #[test]
 fn check_config_reports_an_unknown_key_and_a_bad_value_together() {

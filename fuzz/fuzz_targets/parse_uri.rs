@@ -18,6 +18,10 @@ fuzz_target!(|text: &str| {
         let again = Uri::parse(&aor)
             .unwrap_or_else(|e| panic!("AoR {aor:?} of {text:?} does not parse: {e:?}"));
         assert_eq!(again.scheme, uri.scheme);
-        assert_eq!(again.aor().as_deref(), Some(aor.as_str()), "AoR not idempotent");
+        assert_eq!(
+            again.aor().as_deref(),
+            Some(aor.as_str()),
+            "AoR not idempotent"
+        );
     }
 });

@@ -82,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.frames, split.frames, "chunking changed the frames");
     assert_eq!(whole.error, split.error, "chunking changed the error");
     if whole.error.is_none() {
-        assert_eq!(whole.buffered, split.buffered, "chunking changed what is buffered");
+        assert_eq!(
+            whole.buffered, split.buffered,
+            "chunking changed what is buffered"
+        );
     }
 
     let mut pos = 0;
@@ -92,7 +95,10 @@ fuzz_target!(|data: &[u8]| {
             Frame::Message(m) => m,
         };
         pos = skip_crlfs(stream, pos, bytes);
-        assert!(stream[pos..].starts_with(bytes), "frame is not the next input bytes");
+        assert!(
+            stream[pos..].starts_with(bytes),
+            "frame is not the next input bytes"
+        );
         pos += bytes.len();
         if let Frame::Message(m) = frame {
             check_parse(m);
@@ -112,8 +118,14 @@ fn check_parse(frame: &Bytes) {
     let Ok(msg) = Message::parse(frame.clone(), &limits()) else {
         return;
     };
-    assert_eq!(msg.trailing_bytes(), 0, "framer and parser disagree on the end");
-    let declared = msg.value(HeaderName::ContentLength).map(str::parse::<usize>);
+    assert_eq!(
+        msg.trailing_bytes(),
+        0,
+        "framer and parser disagree on the end"
+    );
+    let declared = msg
+        .value(HeaderName::ContentLength)
+        .map(str::parse::<usize>);
     assert_eq!(
         declared,
         Some(Ok(msg.body().len())),

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::ParseError;
 use super::message::{parse_content_length, Limits};
+use super::scan::is_token;
 
 /// What the framer found at the front of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,24 +114,66 @@ impl StreamFramer {
 }
 
 /// Finds the single Content-Length (long or compact name) in a header section.
+///
+/// Header lines are cut exactly as `Message::parse` cuts them (leading CR/LF skipped, lines
+/// end at a CRLF not followed by SP/HT, a bare LF ends nothing, the name is a token before
+/// optional SP/HT and `:`), so the framer never honours a Content-Length the parser does not
+/// see: a bare-LF or folded `Content-Length` inside another header would otherwise let the
+/// framer and the parser disagree on where the message ends.
 fn content_length_of(head: &[u8], limits: &Limits) -> Result<usize, ParseError> {
+    let skip = head
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let head = &head[skip..];
+    let Some(start_line_end) = memchr::memmem::find(head, b"\r\n") else {
+        return Err(ParseError::MissingContentLength);
+    };
     let mut found = None;
-    let mut lines = 0usize;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        lines += 1;
-        if lines > limits.max_headers + 1 {
+    let mut headers = 0usize;
+    let mut pos = start_line_end + 2;
+    while pos < head.len() {
+        let mut end = pos;
+        loop {
+            match memchr::memmem::find(&head[end..], b"\r\n") {
+                Some(rel) => end += rel,
+                None => end = head.len(),
+            }
+            if end + 2 < head.len() && matches!(head[end + 2], b' ' | b'\t') {
+                end += 2;
+                continue;
+            }
+            break;
+        }
+        let line = &head[pos..end];
+        pos = end + 2;
+        headers += 1;
+        if headers > limits.max_headers {
             return Err(ParseError::TooManyHeaders);
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
+        let name_end = line
+            .iter()
+            .position(|&b| !is_token(b))
+            .unwrap_or(line.len());
+        let after = &line[name_end..];
+        let colon = after.iter().position(|&b| !matches!(b, b' ' | b'\t'));
+        let Some(colon) = colon.filter(|&c| after[c] == b':') else {
+            continue; // not a header line: the parser rejects the message
         };
-        let name = line[..colon].trim_ascii();
+        let name = &line[..name_end];
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             if found.is_some() {
                 return Err(ParseError::DuplicateContentLength);
             }
-            let value = std::str::from_utf8(line[colon + 1..].trim_ascii())
-                .map_err(|_| ParseError::InvalidContentLength)?;
+            // Trimmed as the parser trims a value: SP, HT, CR, LF only.
+            let mut value = &after[colon + 1..];
+            while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = value {
+                value = rest;
+            }
+            while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = value {
+                value = rest;
+            }
+            let value = std::str::from_utf8(value).map_err(|_| ParseError::InvalidContentLength)?;
             found = Some(parse_content_length(value)?);
         }
     }
@@ -181,6 +224,41 @@ mod tests {
                 Frame::Ping
             ]
         );
+    }
+
+    /// Found by the `stream_framing` fuzz target: a bare LF or a folded line inside another
+    /// header is not a header line for the parser, so it must not be one for the framer.
+    #[test]
+    fn content_length_lines_are_cut_as_the_parser_cuts_them() {
+        let head = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n";
+        for hidden in [
+            "Subject: x\nContent-Length: 2",
+            "Subject: x\r\n Content-Length: 2",
+        ] {
+            let input = format!("{head}{hidden}\r\nl: 0\r\n\r\nab");
+            assert_eq!(
+                frames(&[input.as_bytes()]).unwrap(),
+                vec![Frame::Message(Bytes::from(
+                    input[..input.len() - 2].to_owned()
+                ))],
+                "{hidden:?}"
+            );
+            let input = format!("{head}{hidden}\r\n\r\nab");
+            assert_eq!(
+                frames(&[input.as_bytes()]),
+                Err(ParseError::MissingContentLength),
+                "{hidden:?}"
+            );
+        }
+        // A folded value is one value, as in the parser.
+        let input = format!("{head}Content-Length:\r\n 2\r\n\r\nab");
+        assert_eq!(
+            frames(&[input.as_bytes()]).unwrap(),
+            vec![Frame::Message(Bytes::from(input))]
+        );
+        // Leading CRLFs before the start line are skipped, as in the parser.
+        let input = format!("\r\n\rX{head}l: 1\r\n\r\na");
+        assert_eq!(frames(&[input.as_bytes()]).unwrap().len(), 1);
     }
 
     #[test]

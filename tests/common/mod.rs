@@ -569,3 +569,111 @@ pub fn rand_token() -> String {
         .as_nanos();
     format!("{:x}{:x}{:x}", std::process::id(), t & 0xffff_ffff, n)
 }
+
+// ---- Helpers added for the wire-corpus, SIPp and svwar tests. ----
+
+impl Server {
+    /// Like `Server::start`, plus more served domains, each with its own accounts (their
+    /// passwords in files) and the same algorithms as `opts`. The Digest realm of an account
+    /// is its domain.
+    pub fn start_with_domains(opts: &Options<'_>, extra: &[(&str, &[Account<'_>])]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let http_port = free_port();
+        let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
+        let algs = algs.join(", ");
+        let mut tables = String::new();
+        let mut n = 0;
+        let mut account = |tables: &mut String, domain: &str, user: &str, pw: &str| {
+            n += 1;
+            let file = dir.path().join(format!("account-{n}.pw"));
+            std::fs::write(&file, pw).unwrap();
+            tables.push_str(&format!(
+                "[[accounts]]\nusername = \"{user}\"\ndomain = \"{domain}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
+                file.display()
+            ));
+        };
+        tables.push_str(&format!(
+            "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{algs}]\n\n"
+        ));
+        for (domain, _) in extra {
+            tables.push_str(&format!(
+                "[[domains]]\nname = \"{domain}\"\nalgorithms = [{algs}]\n\n"
+            ));
+        }
+        for (user, pw) in opts.accounts {
+            account(&mut tables, DOMAIN, user, pw);
+        }
+        for (domain, accounts) in extra {
+            for (user, pw) in *accounts {
+                account(&mut tables, domain, user, pw);
+            }
+        }
+        let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
+        let config = format!(
+            "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
+             [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
+            opts.sip, opts.registrar, opts.auth,
+        );
+        let config_path = dir.path().join("sipward.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Server::start_with_file(config_path, dir, port, http_port)
+    }
+
+    /// The admin bindings view (`GET /admin/v1/bindings`) as JSON text.
+    pub fn admin_bindings(&self) -> String {
+        let (status, body) = self
+            .http_get("/admin/v1/bindings", Some(ADMIN_TOKEN))
+            .expect("admin bindings");
+        assert_eq!(status, 200, "admin bindings: {body}");
+        body
+    }
+
+    /// Polls `series` until `pred` holds or `timeout` passes; returns the last value and the
+    /// time it took.
+    pub fn wait_metric(
+        &self,
+        series: &str,
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> (f64, Duration) {
+        let start = Instant::now();
+        loop {
+            let v = self.metric(series);
+            if pred(v) || start.elapsed() >= timeout {
+                return (v, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Client {
+    /// Writes `bytes` on the TCP connection one byte per write (Nagle off, so each byte
+    /// leaves in its own segment).
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        let s = self.tcp.as_mut().expect("tcp client");
+        s.set_nodelay(true).unwrap();
+        for b in bytes {
+            s.write_all(std::slice::from_ref(b)).unwrap();
+        }
+    }
+}
+
+/// Whether an external tool is on PATH. When it is missing: with `CI=true` this panics (the
+/// test must fail in CI); otherwise it prints a loud SKIPPED line and returns false.
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("`{tool}` is not installed (Debian package {package}); it is required when CI=true");
+    }
+    eprintln!(
+        "\n**** SKIPPED: `{tool}` is not installed (Debian package {package}); \
+         this test did not run ****\n"
+    );
+    false
+}
