@@ -671,9 +671,14 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("`{tool}` is not installed (Debian package {package}); it is required when CI=true");
     }
-    eprintln!(
-        "\n**** SKIPPED: `{tool}` is not installed (Debian package {package}); \
-         this test did not run ****\n"
+    // Straight to the stderr handle: `eprintln!` is captured by the test harness and would
+    // hide the notice for a passing test.
+    let _ = std::io::stderr().write_all(
+        format!(
+            "\n**** SKIPPED: `{tool}` is not installed (Debian package {package}); \
+             this test did not run ****\n\n"
+        )
+        .as_bytes(),
     );
     false
 }
