@@ -651,12 +651,28 @@ impl Server {
 impl Client {
     /// Writes `bytes` on the TCP connection one byte per write (Nagle off, so each byte
     /// leaves in its own segment).
-    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+    ///
+    /// Returns how many bytes were written: the server may close the connection before the
+    /// end (framing it cannot trust, such as a negative Content-Length), after which writes
+    /// fail with EPIPE or ECONNRESET. Callers assert on what the server did, not on this.
+    pub fn send_bytewise(&mut self, bytes: &[u8]) -> usize {
         let s = self.tcp.as_mut().expect("tcp client");
         s.set_nodelay(true).unwrap();
-        for b in bytes {
-            s.write_all(std::slice::from_ref(b)).unwrap();
+        for (n, b) in bytes.iter().enumerate() {
+            match s.write_all(std::slice::from_ref(b)) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return n;
+                }
+                Err(e) => panic!("write failed: {e}"),
+            }
         }
+        bytes.len()
     }
 }
 
