@@ -109,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
         let left = stream.len() - pos;
         assert!(whole.buffered <= left);
         let dropped = left - whole.buffered;
-        assert!(dropped % 2 == 0);
+        assert!(dropped.is_multiple_of(2));
         assert!(stream[pos..pos + dropped].chunks(2).all(|c| c == b"\r\n"));
     }
 });
