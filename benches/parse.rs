@@ -12,21 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message};
 
 /// A REGISTER as a softphone sends it after a 401 (Zoiper-like header order).
-const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-524287-1---9c8d7f6e5a4b3c2d;rport\r\n\
-Max-Forwards: 70\r\n\
-Contact: <sip:alice@192.0.2.10:5060;rinstance=6f8d2e1a4c3b5a79;transport=UDP>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0011223344AB>\";reg-id=1;expires=3600\r\n\
-To: \"Alice\" <sip:alice@example.com>\r\n\
-From: \"Alice\" <sip:alice@example.com>;tag=3f1b9e27\r\n\
-Call-ID: NzBkY2Q0MzI2ZWY4ZGM2OTk5YjM4MjVhYzQ2Y2Q5NGM\r\n\
-CSeq: 2 REGISTER\r\n\
-Expires: 3600\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE\r\n\
-Supported: replaces, outbound, path, gruu\r\n\
-User-Agent: Zoiper rv2.10.20.3\r\n\
-Authorization: Digest username=\"alice\",realm=\"example.com\",nonce=\"Y2M3ZmFkNTctMmEwZi00ZjEzLWE2NDgtZWE3NjA1ZTk3MTQ0\",uri=\"sip:example.com\",response=\"6629fae49393a05397450978507c4ef1\",cnonce=\"0a4f113b\",nc=00000001,qop=auth,algorithm=MD5\r\n\
-Content-Length: 0\r\n\
-\r\n";
+const REGISTER: &[u8] = include_bytes!("../tests/data/softphone-register.sip");
 
 /// Everything a registrar reads, folded into a number so nothing is optimised away.
 fn read_sipward(msg: &Message) -> usize {

@@ -16,21 +16,7 @@ use bytes::Bytes;
 use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message};
 
 /// The REGISTER of `benches/parse.rs`.
-const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-524287-1---9c8d7f6e5a4b3c2d;rport\r\n\
-Max-Forwards: 70\r\n\
-Contact: <sip:alice@192.0.2.10:5060;rinstance=6f8d2e1a4c3b5a79;transport=UDP>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0011223344AB>\";reg-id=1;expires=3600\r\n\
-To: \"Alice\" <sip:alice@example.com>\r\n\
-From: \"Alice\" <sip:alice@example.com>;tag=3f1b9e27\r\n\
-Call-ID: NzBkY2Q0MzI2ZWY4ZGM2OTk5YjM4MjVhYzQ2Y2Q5NGM\r\n\
-CSeq: 2 REGISTER\r\n\
-Expires: 3600\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE\r\n\
-Supported: replaces, outbound, path, gruu\r\n\
-User-Agent: Zoiper rv2.10.20.3\r\n\
-Authorization: Digest username=\"alice\",realm=\"example.com\",nonce=\"Y2M3ZmFkNTctMmEwZi00ZjEzLWE2NDgtZWE3NjA1ZTk3MTQ0\",uri=\"sip:example.com\",response=\"6629fae49393a05397450978507c4ef1\",cnonce=\"0a4f113b\",nc=00000001,qop=auth,algorithm=MD5\r\n\
-Content-Length: 0\r\n\
-\r\n";
+const REGISTER: &[u8] = include_bytes!("data/softphone-register.sip");
 
 /// Set in the child: how many workload iterations `alloc_probe_child` runs.
 const ITERS_ENV: &str = "SIPWARD_ALLOC_PROBE_ITERS";
@@ -156,7 +142,10 @@ fn per_iteration(with_aor: bool) -> Option<u64> {
             "valgrind is required under CI=true (tests/run installs it)"
         );
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "SKIPPED: valgrind not on PATH: allocation count NOT checked");
+        let _ = writeln!(
+            err,
+            "SKIPPED: valgrind not on PATH: allocation count NOT checked"
+        );
         return None;
     }
     let base = allocations(0, with_aor);

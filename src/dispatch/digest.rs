@@ -84,7 +84,6 @@ impl Dispatcher {
         let algorithm = match Algorithm::from_param(p.algorithm.unwrap_or("MD5")) {
             Some(a) if domain_algs.contains(&a) => a,
             _ => {
-                i.metrics.auth_failure(AuthFailure::Algorithm);
                 return self.challenge(
                     msg,
                     src,
@@ -110,7 +109,6 @@ impl Dispatcher {
         match i.nonces.check(nonce, realm, bound, unix_now()) {
             NonceStatus::Valid { .. } => {}
             NonceStatus::Stale => {
-                i.metrics.auth_failure(AuthFailure::StaleNonce);
                 return self.challenge(
                     msg,
                     src,
@@ -122,7 +120,6 @@ impl Dispatcher {
                 );
             }
             NonceStatus::Invalid => {
-                i.metrics.auth_failure(AuthFailure::InvalidNonce);
                 return self.challenge(
                     msg,
                     src,
@@ -159,7 +156,6 @@ impl Dispatcher {
         match auth::verify(&creds, msg.method_str(), ha1) {
             Verdict::Accepted => {}
             Verdict::Mismatch => {
-                i.metrics.auth_failure(AuthFailure::WrongResponse);
                 i.source_limiter.record_failure(ip, now);
                 i.user_limiter.record_failure(username.to_owned(), now);
                 tracing::debug!(peer = %src.peer, username, "digest response did not verify");
@@ -174,7 +170,6 @@ impl Dispatcher {
                 );
             }
             Verdict::Refused(why) => {
-                i.metrics.auth_failure(AuthFailure::Malformed);
                 tracing::debug!(peer = %src.peer, ?why, "digest credentials refused");
                 return self.challenge(
                     msg,
@@ -207,7 +202,6 @@ impl Dispatcher {
             Some(src.peer.ip()),
             unix_now(),
         ) {
-            i.metrics.auth_failure(AuthFailure::Replay);
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
             return self.challenge(
                 msg,
@@ -238,6 +232,9 @@ impl Dispatcher {
         failure: Option<AuthFailure>,
     ) -> AuthStep<'_> {
         let i = &self.inner;
+        if let Some(reason) = failure {
+            i.metrics.auth_failure(reason);
+        }
         if msg.method() == Some(Method::Register) {
             i.metrics.register(if failure.is_some() && !stale {
                 RegisterOutcome::AuthFailed

@@ -200,6 +200,24 @@ impl<'a> Uri<'a> {
         self.param("maddr").flatten()
     }
 
+    /// `sip:` or `sips:`, then the user (escapes normalized), the password if asked for,
+    /// and `@`; nothing for the user when there is none.
+    fn push_scheme_and_user(&self, out: &mut String, with_password: bool) {
+        out.push_str(if self.scheme == Scheme::Sips {
+            "sips:"
+        } else {
+            "sip:"
+        });
+        if let Some(user) = self.user {
+            normalize_escapes(user, out);
+            if let (true, Some(pw)) = (with_password, self.password) {
+                out.push(':');
+                normalize_escapes(pw, out);
+            }
+            out.push('@');
+        }
+    }
+
     /// The AoR canonical form: scheme, user with unreserved escapes decoded and other
     /// escapes upper-cased (so `%00` stays visible and is never cut), host lower-cased,
     /// no port, no parameters. `None` for URIs that cannot be an AoR.
@@ -208,15 +226,7 @@ impl<'a> Uri<'a> {
             return None;
         }
         let mut out = String::with_capacity(self.raw.len());
-        out.push_str(if self.scheme == Scheme::Sips {
-            "sips:"
-        } else {
-            "sip:"
-        });
-        if let Some(user) = self.user {
-            normalize_escapes(user, &mut out);
-            out.push('@');
-        }
+        self.push_scheme_and_user(&mut out, false);
         push_lower(self.host_raw, &mut out);
         Some(out)
     }
@@ -233,19 +243,7 @@ impl<'a> Uri<'a> {
             push_lower(self.raw, &mut out);
             return out;
         }
-        out.push_str(if self.scheme == Scheme::Sips {
-            "sips:"
-        } else {
-            "sip:"
-        });
-        if let Some(user) = self.user {
-            normalize_escapes(user, &mut out);
-            if let Some(pw) = self.password {
-                out.push(':');
-                normalize_escapes(pw, &mut out);
-            }
-            out.push('@');
-        }
+        self.push_scheme_and_user(&mut out, true);
         push_lower(self.host_raw, &mut out);
         if let Some(port) = self.port {
             let _ = write!(out, ":{port}");
