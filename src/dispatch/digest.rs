@@ -71,6 +71,10 @@ impl Dispatcher {
         let Some(p) = ours else {
             return self.challenge(msg, src, realm, false, None, role, None);
         };
+        // Every refusal from here on is the same fresh challenge; only metrics see the reason.
+        let refuse = |stale: bool, reason: AuthFailure| {
+            self.challenge(msg, src, realm, stale, None, role, Some(reason))
+        };
         let (Some(username), Some(nonce), Some(uri), Some(response)) =
             (p.username, p.nonce, p.uri, p.response)
         else {
@@ -84,15 +88,7 @@ impl Dispatcher {
         let algorithm = match Algorithm::from_param(p.algorithm.unwrap_or("MD5")) {
             Some(a) if domain_algs.contains(&a) => a,
             _ => {
-                return self.challenge(
-                    msg,
-                    src,
-                    realm,
-                    false,
-                    None,
-                    role,
-                    Some(AuthFailure::Algorithm),
-                );
+                return refuse(false, AuthFailure::Algorithm);
             }
         };
         if !same_uri(uri, msg.request_uri().unwrap_or("")) {
@@ -109,26 +105,10 @@ impl Dispatcher {
         match i.nonces.check(nonce, realm, bound, unix_now()) {
             NonceStatus::Valid { .. } => {}
             NonceStatus::Stale => {
-                return self.challenge(
-                    msg,
-                    src,
-                    realm,
-                    true,
-                    None,
-                    role,
-                    Some(AuthFailure::StaleNonce),
-                );
+                return refuse(true, AuthFailure::StaleNonce);
             }
             NonceStatus::Invalid => {
-                return self.challenge(
-                    msg,
-                    src,
-                    realm,
-                    false,
-                    None,
-                    role,
-                    Some(AuthFailure::InvalidNonce),
-                );
+                return refuse(false, AuthFailure::InvalidNonce);
             }
         }
         if i.user_limiter.is_blocked(username, now) {
@@ -171,28 +151,12 @@ impl Dispatcher {
             }
             Verdict::Refused(why) => {
                 tracing::debug!(peer = %src.peer, ?why, "digest credentials refused");
-                return self.challenge(
-                    msg,
-                    src,
-                    realm,
-                    false,
-                    None,
-                    role,
-                    Some(AuthFailure::Malformed),
-                );
+                return refuse(false, AuthFailure::Malformed);
             }
         }
         let Some(account) = account else {
             // verify never accepts a dummy HA1; this is unreachable in practice.
-            return self.challenge(
-                msg,
-                src,
-                realm,
-                false,
-                None,
-                role,
-                Some(AuthFailure::WrongResponse),
-            );
+            return refuse(false, AuthFailure::WrongResponse);
         };
         let call_id = msg.call_id().unwrap_or("");
         if let Err(e) = i.replay.check_and_record(
@@ -203,15 +167,7 @@ impl Dispatcher {
             unix_now(),
         ) {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-            return self.challenge(
-                msg,
-                src,
-                realm,
-                false,
-                None,
-                role,
-                Some(AuthFailure::Replay),
-            );
+            return refuse(false, AuthFailure::Replay);
         }
         AuthStep::Authenticated(&account.aor)
     }
