@@ -96,7 +96,26 @@ pub struct DigestCredentials<'a> {
     pub userhash: bool,
 }
 
-impl DigestCredentials<'_> {
+impl<'a> DigestCredentials<'a> {
+    /// The credentials of a parsed `Authorization` header, if it carries everything a Digest
+    /// response needs (username, realm, nonce, uri, response); `None` means a malformed header.
+    pub fn from_params(p: &crate::sip::DigestParams<'a>) -> Option<DigestCredentials<'a>> {
+        Some(DigestCredentials {
+            username: p.username?,
+            realm: p.realm?,
+            nonce: p.nonce?,
+            uri: p.uri?,
+            response: p.response?,
+            algorithm: p.algorithm,
+            cnonce: p.cnonce,
+            qop: p.qop,
+            nc: p.nc,
+            nc_raw: p.nc_raw,
+            opaque: p.opaque,
+            userhash: p.userhash,
+        })
+    }
+
     /// The algorithm these credentials claim (absent means MD5), or `None` if we do not support
     /// it. The caller uses it to fetch the matching [`Ha1`] before calling [`verify`].
     pub fn algorithm(&self) -> Option<Algorithm> {

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use super::{unix_now, Dispatcher, Response};
-use crate::auth::{self, Algorithm, Challenge, DigestCredentials, NonceStatus, Verdict};
+use crate::auth::{self, Challenge, DigestCredentials, NonceStatus, Verdict};
 use crate::credentials::Account;
 use crate::metrics::{AuthFailure, DropReason, RegisterOutcome};
 use crate::sip::{Credentials, DigestParams, HeaderName, Message, Method, Uri};
@@ -75,17 +75,21 @@ impl Dispatcher {
         let refuse = |stale: bool, reason: AuthFailure| {
             self.challenge(msg, src, realm, stale, None, role, Some(reason))
         };
-        let (Some(username), Some(nonce), Some(uri), Some(response)) =
-            (p.username, p.nonce, p.uri, p.response)
-        else {
+        let Some(creds) = DigestCredentials::from_params(&p) else {
             return self.bad_credentials(msg, src, role);
         };
+        let DigestCredentials {
+            username,
+            nonce,
+            uri,
+            ..
+        } = creds;
         let domain_algs = &i
             .domains
             .get(realm)
             .map(|d| d.algorithms.as_slice())
             .unwrap_or(&[]);
-        let algorithm = match Algorithm::from_param(p.algorithm.unwrap_or("MD5")) {
+        let algorithm = match creds.algorithm() {
             Some(a) if domain_algs.contains(&a) => a,
             _ => {
                 return refuse(false, AuthFailure::Algorithm);
@@ -119,20 +123,6 @@ impl Dispatcher {
             .filter(|a| a.algorithms.contains(&algorithm))
             .and_then(|a| a.ha1(algorithm))
             .unwrap_or_else(|| i.dummy.get(algorithm));
-        let creds = DigestCredentials {
-            username,
-            realm: p.realm.unwrap_or(realm),
-            nonce,
-            uri,
-            response,
-            algorithm: p.algorithm,
-            cnonce: p.cnonce,
-            qop: p.qop,
-            nc: p.nc,
-            nc_raw: p.nc_raw,
-            opaque: p.opaque,
-            userhash: p.userhash,
-        };
         match auth::verify(&creds, msg.method_str(), ha1) {
             Verdict::Accepted => {}
             Verdict::Mismatch => {
@@ -161,7 +151,7 @@ impl Dispatcher {
         let call_id = msg.call_id().unwrap_or("");
         if let Err(e) = i.replay.check_and_record(
             nonce,
-            p.nc.unwrap_or(0),
+            creds.nc.unwrap_or(0),
             call_id,
             Some(src.peer.ip()),
             unix_now(),
