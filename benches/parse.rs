@@ -9,52 +9,14 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message};
+use sipward::sip::{Limits, Message};
+
+#[path = "../tests/shared/registrar_reads.rs"]
+mod registrar_reads;
+use registrar_reads::read_registrar_view;
 
 /// A REGISTER as a softphone sends it after a 401 (Zoiper-like header order).
 const REGISTER: &[u8] = include_bytes!("../tests/data/softphone-register.sip");
-
-/// Everything a registrar reads, folded into a number so nothing is optimised away.
-fn read_sipward(msg: &Message) -> usize {
-    let mut acc = 0;
-    let via = msg.top_via().expect("via");
-    acc += via.branch().map_or(0, str::len);
-    let from = msg.from().expect("from");
-    let to = msg.to().expect("to");
-    acc += from.tag().map_or(0, str::len) + to.tag().map_or(0, str::len);
-    acc += from.uri.user.map_or(0, str::len) + from.uri.host_raw.len();
-    acc += to.uri.aor().map_or(0, |a| a.len());
-    acc += msg.call_id().expect("call-id").len();
-    let cseq = msg.cseq().expect("cseq");
-    acc += cseq.seq as usize + cseq.method.len();
-    for c in msg.contacts() {
-        if let Contact::Addr(c) = c.expect("contact") {
-            acc += c.addr.uri.host_raw.len();
-            acc += c.expires().expect("contact expires").unwrap_or(0) as usize;
-            acc += c.instance().map_or(0, str::len);
-            acc += c.reg_id().expect("reg-id").unwrap_or(0) as usize;
-        }
-    }
-    acc += msg.expires().expect("expires").unwrap_or(0) as usize;
-    for cred in msg.credentials(HeaderName::Authorization) {
-        if let Credentials::Digest(d) = cred.expect("credentials") {
-            for v in [
-                d.username,
-                d.realm,
-                d.nonce,
-                d.uri,
-                d.response,
-                d.algorithm,
-                d.cnonce,
-                d.qop,
-            ] {
-                acc += v.map_or(0, str::len);
-            }
-            acc += d.nc.unwrap_or(0) as usize;
-        }
-    }
-    acc
-}
 
 /// The same reads through rsip's typed headers.
 fn read_rsip(msg: &rsip::SipMessage) -> usize {
@@ -115,7 +77,7 @@ fn bench_parse(c: &mut Criterion) {
     for bytes in [&full, &subset] {
         let msg = Message::parse(bytes.clone(), &limits).expect("sipward parses");
         msg.check_core_headers().expect("core headers");
-        assert!(read_sipward(&msg) > 0);
+        assert!(read_registrar_view(&msg, true) > 0);
     }
     let rsip_full = rsip::SipMessage::try_from(&full[..]).expect("rsip parses the message");
     assert!(
@@ -131,13 +93,13 @@ fn bench_parse(c: &mut Criterion) {
     g.bench_function("sipward/full", |b| {
         b.iter(|| {
             let msg = Message::parse(black_box(full.clone()), &limits).expect("parse");
-            black_box(read_sipward(&msg))
+            black_box(read_registrar_view(&msg, true))
         })
     });
     g.bench_function("sipward/without_instance", |b| {
         b.iter(|| {
             let msg = Message::parse(black_box(subset.clone()), &limits).expect("parse");
-            black_box(read_sipward(&msg))
+            black_box(read_registrar_view(&msg, true))
         })
     });
     g.bench_function("rsip/without_instance", |b| {

@@ -13,7 +13,11 @@ use std::io::Write as _;
 use std::process::Command;
 
 use bytes::Bytes;
-use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message};
+use sipward::sip::{Contact, Limits, Message};
+
+#[path = "shared/registrar_reads.rs"]
+mod registrar_reads;
+use registrar_reads::read_registrar_view;
 
 /// The REGISTER of `benches/parse.rs`.
 const REGISTER: &[u8] = include_bytes!("data/softphone-register.sip");
@@ -24,55 +28,21 @@ const ITERS_ENV: &str = "SIPWARD_ALLOC_PROBE_ITERS";
 const AOR_ENV: &str = "SIPWARD_ALLOC_PROBE_AOR";
 const ITERS: u64 = 200;
 
-/// Parse and read everything the registrar reads, without building any owned string.
+/// Parse, run the server's header checks, and read what the registrar reads (the benchmark's
+/// reads plus the ones dispatch adds: rport, Max-Forwards, q, Supported, User-Agent).
 fn parse_and_read(bytes: &Bytes, limits: &Limits, with_aor: bool) -> usize {
     let msg = Message::parse(bytes.clone(), limits).expect("parse");
     msg.check_core_headers().expect("core headers");
-    let mut acc = 0;
     let via = msg.top_via().expect("via");
-    acc += via.branch().map_or(0, str::len) + via.host.len();
-    acc += via.rport().map_or(0, |p| p.map_or(1, usize::from));
-    let from = msg.from().expect("from");
-    let to = msg.to().expect("to");
-    acc += from.tag().map_or(0, str::len) + to.tag().map_or(0, str::len);
-    acc += from.uri.user.map_or(0, str::len) + to.uri.host_raw.len();
-    if with_aor {
-        acc += to.uri.aor().map_or(0, |a| a.len());
-    }
-    acc += msg.call_id().expect("call-id").len();
-    let cseq = msg.cseq().expect("cseq");
-    acc += cseq.seq as usize + cseq.method.len();
+    let mut acc = via.host.len() + via.rport().map_or(0, |p| p.map_or(1, usize::from));
     acc += msg.max_forwards().expect("max-forwards").unwrap_or(0) as usize;
     for c in msg.contacts() {
         if let Contact::Addr(c) = c.expect("contact") {
-            acc += c.addr.uri.host_raw.len();
-            acc += c.expires().expect("expires").unwrap_or(0) as usize;
             acc += c.q().expect("q").unwrap_or(0) as usize;
-            acc += c.instance().map_or(0, str::len);
-            acc += c.reg_id().expect("reg-id").unwrap_or(0) as usize;
         }
     }
-    acc += msg.expires().expect("expires").unwrap_or(0) as usize;
     acc += usize::from(msg.supports("outbound")) + msg.user_agent().map_or(0, str::len);
-    for cred in msg.credentials(HeaderName::Authorization) {
-        let Credentials::Digest(d) = cred.expect("credentials") else {
-            panic!("not Digest");
-        };
-        for v in [
-            d.username,
-            d.realm,
-            d.nonce,
-            d.uri,
-            d.response,
-            d.algorithm,
-            d.cnonce,
-            d.qop,
-        ] {
-            acc += v.expect("digest parameter").len();
-        }
-        acc += d.nc.expect("nc") as usize;
-    }
-    acc
+    acc + read_registrar_view(&msg, with_aor)
 }
 
 /// The workload, run only when the parent test starts this binary under valgrind.
