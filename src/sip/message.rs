@@ -534,3 +534,53 @@ pub(crate) fn parse_content_length(v: &str) -> Result<usize, ParseError> {
         .map(|n| n as usize)
         .ok_or(ParseError::InvalidContentLength)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_with_headers(n: usize) -> Bytes {
+        let mut m =
+            String::from("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n");
+        m.push_str("From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n");
+        for i in 0..n.saturating_sub(6) {
+            m.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        Bytes::from(m)
+    }
+
+    #[test]
+    fn header_count_limit_is_enforced() {
+        let limits = Limits::default();
+        assert!(Message::parse(request_with_headers(limits.max_headers), &limits).is_ok());
+        assert_eq!(
+            Message::parse(request_with_headers(limits.max_headers + 1), &limits).err(),
+            Some(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn header_section_and_body_limits_are_enforced() {
+        let limits = Limits {
+            max_header_bytes: 200,
+            max_body_bytes: 4,
+            max_headers: 128,
+        };
+        assert_eq!(
+            Message::parse(request_with_headers(20), &limits).err(),
+            Some(ParseError::HeaderSectionTooLarge)
+        );
+        let small = Limits {
+            max_header_bytes: 16 * 1024,
+            ..limits
+        };
+        let body = Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        assert_eq!(
+            Message::parse(body, &small).err(),
+            Some(ParseError::BodyTooLarge)
+        );
+    }
+}

@@ -698,3 +698,20 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     );
     false
 }
+
+impl Client {
+    /// A UDP client bound to another loopback address (for per-source-IP limits).
+    pub fn udp_from(local_ip: &str, server: SocketAddr) -> Client {
+        let s = UdpSocket::bind((local_ip, 0)).expect("bind loopback alias");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let local = s.local_addr().unwrap();
+        Client {
+            proto: Proto::Udp,
+            udp: Some(s),
+            tcp: None,
+            server,
+            local,
+            buf: Vec::new(),
+        }
+    }
+}
