@@ -233,6 +233,11 @@ impl Metrics {
         self.dropped.with_label_values(&[r.as_str()]).inc();
     }
 
+    /// The registry, for families defined by other modules (token API, OIDC).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         use prometheus::Encoder;

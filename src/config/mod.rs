@@ -8,6 +8,7 @@
 
 mod raw;
 mod secret;
+mod token_api;
 mod validate;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use secret::{AdminToken, Secret};
+pub use token_api::{check_url, Issuer, ScopeClaim, Sso, TokenApiConfig, MEMORY_STORE};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.
@@ -36,6 +38,10 @@ pub struct Config {
     pub domains: Vec<Domain>,
     /// `(username, domain)` is unique; `domain` names an entry of `domains`.
     pub accounts: Vec<Account>,
+    /// `[token_api]`; used only when `issuers` is not empty.
+    pub token_api: TokenApiConfig,
+    /// `[[issuers]]`; empty = the token API is off.
+    pub issuers: Vec<Issuer>,
 }
 
 /// `[log]`
@@ -137,6 +143,13 @@ pub struct Domain {
     pub name: String,
     /// Challenged in this order; not empty, no repeats.
     pub algorithms: Vec<DigestAlgorithmName>,
+    /// SSO policy; `Enforce` refuses static `human` accounts at REGISTER.
+    pub sso: Sso,
+    /// Names of the issuers this domain trusts (the token API mints identities here only
+    /// from these).
+    pub issuers: Vec<String>,
+    /// The SIP URI the token API tells devices to register at (`sip:<name>` by default).
+    pub registrar: String,
 }
 
 /// A Digest algorithm as named in the file (RFC 7616 / RFC 8760 spelling). The auth module maps
