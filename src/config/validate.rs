@@ -72,6 +72,16 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let accounts = accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
     let issuers = issuers(&mut problems, raw.issuers, &domains);
+    if !issuers.is_empty() {
+        for (index, account) in accounts.iter().enumerate() {
+            if account.username.starts_with("d-") {
+                problems.push(
+                    format!("accounts[{index}].username"),
+                    "names starting with \"d-\" are reserved for token API devices",
+                );
+            }
+        }
+    }
     if !problems.0.is_empty() {
         return Err(ConfigErrors::from_problems(problems.0));
     }

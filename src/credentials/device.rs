@@ -30,6 +30,8 @@ pub const PASSWORD_CHARS: usize = 22;
 /// REGISTER successes queued for the store; more are dropped (only `last_register` and the
 /// early end of the previous generation are lost, both harmless).
 pub const REGISTER_EVENT_QUEUE: usize = 1024;
+/// Call-IDs remembered per device (a softphone that restarts picks a new one).
+pub const MAX_CALL_IDS_PER_DEVICE: usize = 8;
 
 /// The credential keys by id; the last one derives new credentials.
 pub struct CredentialKeys {
@@ -145,6 +147,9 @@ pub struct DeviceIndex {
 
 struct IndexInner {
     entries: DashMap<Box<str>, Arc<DeviceEntry>>,
+    /// Call-IDs each device registered with (the last [`MAX_CALL_IDS_PER_DEVICE`]): they
+    /// identify its bindings when it is revoked.
+    call_ids: DashMap<Box<str>, Vec<Box<str>>>,
     keys: CredentialKeys,
     events: tokio::sync::mpsc::Sender<RegisterEvent>,
 }
@@ -156,6 +161,7 @@ impl DeviceIndex {
             DeviceIndex {
                 inner: Arc::new(IndexInner {
                     entries: DashMap::new(),
+                    call_ids: DashMap::new(),
                     keys,
                     events: tx,
                 }),
@@ -194,6 +200,17 @@ impl DeviceIndex {
 
     pub fn remove(&self, username: &str) -> bool {
         self.inner.entries.remove(username).is_some()
+    }
+
+    /// Removes a revoked device and returns the Call-IDs it registered with, so the caller can
+    /// remove its bindings.
+    pub fn revoke(&self, username: &str) -> Vec<Box<str>> {
+        self.inner.entries.remove(username);
+        self.inner
+            .call_ids
+            .remove(username)
+            .map(|(_, ids)| ids)
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -262,7 +279,20 @@ impl DeviceIndex {
 
     /// After a 200 to a REGISTER with generation `gen`: the first REGISTER with the current
     /// generation ends the previous one; the store learns it through the event queue.
-    pub fn registered(&self, entry: &DeviceEntry, gen: u32, now: u64) {
+    pub fn registered(&self, entry: &DeviceEntry, gen: u32, now: u64, call_id: &str) {
+        {
+            let mut ids = self
+                .inner
+                .call_ids
+                .entry(entry.username.clone())
+                .or_default();
+            if !ids.iter().any(|c| **c == *call_id) {
+                if ids.len() >= MAX_CALL_IDS_PER_DEVICE {
+                    ids.remove(0);
+                }
+                ids.push(call_id.into());
+            }
+        }
         if gen == entry.current.gen && entry.previous.is_some() {
             if let Some(mut slot) = self.inner.entries.get_mut(&*entry.username) {
                 let e = slot.value();
@@ -295,6 +325,8 @@ impl DeviceIndex {
         self.inner.entries.retain(|_, e| {
             e.current.expires_at > now || e.previous.as_ref().is_some_and(|p| p.expires_at > now)
         });
+        let entries = &self.inner.entries;
+        self.inner.call_ids.retain(|user, _| entries.contains_key(user));
         before.saturating_sub(self.inner.entries.len())
     }
 }
@@ -406,9 +438,11 @@ mod tests {
         let c = index.candidates("d-abc", "example.test", aor, Algorithm::Md5, now + 60, &dummy);
         assert_eq!(c.generations, [Some((2, now + 100)), None]);
         let entry = c.entry.unwrap();
-        index.registered(&entry, 2, now);
+        index.registered(&entry, 2, now, "call-1");
         let c = index.candidates("d-abc", "example.test", aor, Algorithm::Md5, now, &dummy);
         assert_eq!(c.generations[1], None, "the first REGISTER with gen 2 ends gen 1");
+        assert_eq!(index.revoke("d-abc"), vec![Box::<str>::from("call-1")]);
+        index.upsert(&record(now), now);
         assert_eq!(index.purge(now + 100), 1);
         assert!(index.is_empty());
     }

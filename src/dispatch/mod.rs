@@ -23,6 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable};
+use crate::credentials::device::DeviceIndex;
 use crate::credentials::StaticAccounts;
 use crate::metrics::{DropReason, Metrics};
 use crate::registrar::Location;
@@ -41,6 +42,8 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, S
 #[derive(Debug)]
 pub struct DomainPolicy {
     pub algorithms: Vec<Algorithm>,
+    /// `sso = "enforce"`: static accounts of kind `human` get 403 after verifying.
+    pub sso_enforced: bool,
 }
 
 /// Everything dispatch needs; built once by `app`.
@@ -58,6 +61,8 @@ pub struct DispatchParts {
     pub metrics: Metrics,
     pub server_header: Option<String>,
     pub remove_bindings_on_close: bool,
+    /// Device credentials from the token API; `None` when it is off.
+    pub devices: Option<DeviceIndex>,
 }
 
 /// Cheap `Clone` handle over the shared state.
@@ -82,6 +87,7 @@ struct Inner {
     metrics: Metrics,
     server_header: Option<String>,
     remove_bindings_on_close: bool,
+    devices: Option<DeviceIndex>,
     /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
     tag_hasher: std::collections::hash_map::RandomState,
 }
@@ -114,6 +120,7 @@ impl Dispatcher {
                 metrics: parts.metrics,
                 server_header: parts.server_header,
                 remove_bindings_on_close: parts.remove_bindings_on_close,
+                devices: parts.devices,
                 tag_hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
@@ -136,6 +143,9 @@ impl Dispatcher {
         i.replay.purge(unix_now());
         i.source_limiter.purge(now);
         i.user_limiter.purge(now);
+        if let Some(devices) = &i.devices {
+            devices.purge(unix_now());
+        }
         i.metrics.bindings.set(i.location.binding_count() as i64);
         i.metrics.aors.set(i.location.aor_count() as i64);
         i.metrics.transactions.set(i.transactions.len() as i64);
@@ -247,14 +257,14 @@ impl Dispatcher {
             return Some(self.respond(msg, src, 483, "Too Many Hops", &[]));
         }
         let identity = match self.authenticate(msg, &domain, src, now, digest::Role::Proxy) {
-            digest::AuthStep::Authenticated(account) => account,
+            digest::AuthStep::Authenticated(identity) => identity,
             digest::AuthStep::Reply(r) => return r,
         };
         let from_ok = msg
             .from()
             .ok()
             .and_then(|f| f.uri.aor())
-            .is_some_and(|aor| aor == identity);
+            .is_some_and(|aor| aor == identity.aor);
         if !from_ok {
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
         }
