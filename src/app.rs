@@ -351,7 +351,9 @@ fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, App
             "token_api.store_path {:?}: {e}",
             t.store_path
                 .as_deref()
-                .map_or(crate::config::MEMORY_STORE.into(), |p| p.display().to_string())
+                .map_or(crate::config::MEMORY_STORE.into(), |p| p
+                    .display()
+                    .to_string())
         ))
     })?;
     let store = crate::store::Store::new(Arc::new(backend));

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::middleware::Next;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -77,14 +77,16 @@ pub fn router(state: ApiState) -> Router {
         })
         .with_state(Arc::new(state))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            deadline(timeout, req, next)
-        }))
-        .layer(axum::middleware::map_response(|mut r: Response| async move {
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| deadline(timeout, req, next),
+        ))
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            },
+        ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))

@@ -421,7 +421,12 @@ async fn authenticate(
     let verified = match api.registry.validate(token, purpose, unix_now()).await {
         Ok(v) => v,
         Err(r) => {
-            tracing::info!(route, decision = "refused", reason = r.as_str(), "bearer token refused");
+            tracing::info!(
+                route,
+                decision = "refused",
+                reason = r.as_str(),
+                "bearer token refused"
+            );
             return Err((rejection_response(r), outcome_of(r)));
         }
     };
@@ -773,7 +778,12 @@ pub(super) async fn devices(
 
 /// Revokes in the index and removes the bindings the devices registered. Returns bindings
 /// removed.
-fn drop_devices(api: &TokenApi, location: &Location, metrics: &Metrics, records: &[DeviceRecord]) -> usize {
+fn drop_devices(
+    api: &TokenApi,
+    location: &Location,
+    metrics: &Metrics,
+    records: &[DeviceRecord],
+) -> usize {
     let mut removed = 0;
     for r in records {
         let call_ids = api.devices.revoke(&r.username);
@@ -850,7 +860,10 @@ pub(super) async fn revoke_user(
     let Some(aor) = canonical_aor(&user) else {
         return bad_request();
     };
-    let domain = aor.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+    let domain = aor
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
     let by_admin_token = match (&s.admin_token, bearer(&headers)) {
         (Some(token), Some(p)) => token.matches(p.as_bytes()),
         _ => false,
@@ -861,7 +874,11 @@ pub(super) async fn revoke_user(
         let Some(token) = bearer(&headers) else {
             return missing_token();
         };
-        match api.registry.validate(token, Purpose::Admin, unix_now()).await {
+        match api
+            .registry
+            .validate(token, Purpose::Admin, unix_now())
+            .await
+        {
             Ok(v) if v.admin_domains.contains(&domain) => {
                 format!("{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
             }
@@ -901,7 +918,10 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
         assert_eq!(bearer(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);

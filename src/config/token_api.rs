@@ -728,7 +728,9 @@ mod tests {
         assert!(credential_keys(p, format!("K1 {k1}").as_bytes())
             .unwrap_err()
             .contains("key id"));
-        assert!(credential_keys(p, b"k1 abcd").unwrap_err().contains("2 bytes"));
+        assert!(credential_keys(p, b"k1 abcd")
+            .unwrap_err()
+            .contains("2 bytes"));
         assert!(credential_keys(p, format!("k1 {k1}\nk1 {k2}").as_bytes())
             .unwrap_err()
             .contains("twice"));

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{self, RawConfig};
-use super::token_api;
 use super::secret::{self, AdminToken, Secret};
+use super::token_api;
 use super::{
     Account, AccountKind, AccountSecret, AuthConfig, Config, ConfigErrors, ConfigProblem,
     DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat, RegistrarConfig, ServerConfig,
@@ -51,11 +51,21 @@ impl Problems {
         value
     }
 
-    pub(super) fn range_usize(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> usize {
+    pub(super) fn range_usize(
+        &mut self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+    ) -> usize {
         usize::try_from(self.range(key, value, range)).unwrap_or(usize::MAX)
     }
 
-    pub(super) fn range_secs(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> Duration {
+    pub(super) fn range_secs(
+        &mut self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+    ) -> Duration {
         Duration::from_secs(self.range(key, value, range))
     }
 }
@@ -127,10 +137,7 @@ fn issuers(
             ),
             (token_api::Sso::Enable | token_api::Sso::Enforce, true) => problems.push(
                 format!("domains[{index}].issuers"),
-                format!(
-                    "sso = {:?} needs at least one issuer",
-                    domain.sso.as_str()
-                ),
+                format!("sso = {:?} needs at least one issuer", domain.sso.as_str()),
             ),
             _ => {}
         }

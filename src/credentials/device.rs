@@ -66,8 +66,8 @@ impl CredentialKeys {
         let (_, key) = self.keys.iter().find(|(id, _)| id == kid)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(key.expose()).ok()?;
         mac.update(format!("sipward/v1|{realm}|{username}|{gen}|{expires_at}").as_bytes());
-        let mut text = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(mac.finalize().into_bytes());
+        let mut text =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         text.truncate(PASSWORD_CHARS);
         Some(text)
     }
@@ -326,7 +326,9 @@ impl DeviceIndex {
             e.current.expires_at > now || e.previous.as_ref().is_some_and(|p| p.expires_at > now)
         });
         let entries = &self.inner.entries;
-        self.inner.call_ids.retain(|user, _| entries.contains_key(user));
+        self.inner
+            .call_ids
+            .retain(|user, _| entries.contains_key(user));
         before.saturating_sub(self.inner.entries.len())
     }
 }
@@ -381,8 +383,8 @@ mod tests {
         // Fixed vector, so a change of format is noticed: HMAC-SHA256 with key 0x02 * 32.
         let mut mac = Hmac::<Sha256>::new_from_slice(&[2u8; 32]).unwrap();
         mac.update(b"sipward/v1|example.test|d-x|1|100");
-        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(mac.finalize().into_bytes());
+        let expected =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(p, expected[..22]);
     }
 
@@ -435,12 +437,22 @@ mod tests {
         }
         // The previous generation alone after the current one... cannot happen; after the
         // previous expires only the current is offered.
-        let c = index.candidates("d-abc", "example.test", aor, Algorithm::Md5, now + 60, &dummy);
+        let c = index.candidates(
+            "d-abc",
+            "example.test",
+            aor,
+            Algorithm::Md5,
+            now + 60,
+            &dummy,
+        );
         assert_eq!(c.generations, [Some((2, now + 100)), None]);
         let entry = c.entry.unwrap();
         index.registered(&entry, 2, now, "call-1");
         let c = index.candidates("d-abc", "example.test", aor, Algorithm::Md5, now, &dummy);
-        assert_eq!(c.generations[1], None, "the first REGISTER with gen 2 ends gen 1");
+        assert_eq!(
+            c.generations[1], None,
+            "the first REGISTER with gen 2 ends gen 1"
+        );
         assert_eq!(index.revoke("d-abc"), vec![Box::<str>::from("call-1")]);
         index.upsert(&record(now), now);
         assert_eq!(index.purge(now + 100), 1);

@@ -137,7 +137,12 @@ fn max_age(value: &str) -> Option<Duration> {
         }
         if let Some((name, v)) = d.split_once('=') {
             if name.trim().eq_ignore_ascii_case("max-age") {
-                out = v.trim().trim_matches('"').parse().ok().map(Duration::from_secs);
+                out = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs);
             }
         }
     }

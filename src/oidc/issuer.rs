@@ -98,7 +98,11 @@ impl IssuerState {
 
     /// The verification key for a token header, refetching once per cool-down for an
     /// unknown kid.
-    pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, Rejection> {
+    pub async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerifyKey>, Rejection> {
         let cached = self.keys.load_full();
         if let Some(set) = &cached {
             match set.find(kid, alg) {
@@ -234,12 +238,13 @@ impl IssuerState {
                     }
                 }
             }
-            let wait = if self.keys.load().is_none() || Instant::now() >= **self.keys_due.load()
-            {
+            let wait = if self.keys.load().is_none() || Instant::now() >= **self.keys_due.load() {
                 match self.refresh_keys().await {
                     Ok(_) => {
                         backoff = RETRY_MIN;
-                        self.keys_due.load().saturating_duration_since(Instant::now())
+                        self.keys_due
+                            .load()
+                            .saturating_duration_since(Instant::now())
                     }
                     Err(e) => {
                         tracing::warn!(issuer = %self.config.name, error = %e, retry_in = ?backoff, "JWKS refresh failed; keeping the last good keys");
@@ -249,7 +254,9 @@ impl IssuerState {
                     }
                 }
             } else {
-                self.keys_due.load().saturating_duration_since(Instant::now())
+                self.keys_due
+                    .load()
+                    .saturating_duration_since(Instant::now())
             };
             let wait = wait
                 .min(next_discovery.saturating_duration_since(Instant::now()))

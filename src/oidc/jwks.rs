@@ -108,7 +108,11 @@ fn key(entry: &serde_json::Value) -> Option<VerifyKey> {
     if !matches!(kty, "RSA" | "EC" | "OKP") {
         return None; // `oct` and anything unknown
     }
-    if entry.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
+    if entry
+        .get("use")
+        .and_then(|u| u.as_str())
+        .is_some_and(|u| u != "sig")
+    {
         return None;
     }
     let alg = match entry.get("alg").and_then(|a| a.as_str()) {
@@ -121,17 +125,11 @@ fn key(entry: &serde_json::Value) -> Option<VerifyKey> {
         }
         None => None,
     };
-    let crv = entry
-        .get("crv")
-        .and_then(|c| c.as_str())
-        .map(str::to_owned);
+    let crv = entry.get("crv").and_then(|c| c.as_str()).map(str::to_owned);
     let jwk: Jwk = serde_json::from_value(entry.clone()).ok()?;
     let key = DecodingKey::from_jwk(&jwk).ok()?;
     Some(VerifyKey {
-        kid: entry
-            .get("kid")
-            .and_then(|k| k.as_str())
-            .map(str::to_owned),
+        kid: entry.get("kid").and_then(|k| k.as_str()).map(str::to_owned),
         kty: kty.to_owned(),
         crv,
         alg,
@@ -171,7 +169,10 @@ mod tests {
             set.find(Some("e1"), Algorithm::ES384),
             Lookup::Mismatch
         ));
-        assert!(matches!(set.find(Some("h"), Algorithm::RS256), Lookup::Unknown));
+        assert!(matches!(
+            set.find(Some("h"), Algorithm::RS256),
+            Lookup::Unknown
+        ));
         assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
     }
 

@@ -194,12 +194,20 @@ impl OidcMetrics {
                 .expect("unique metric name");
             c
         };
-        let rejections = vec(TOKEN_REJECTIONS, "Access tokens refused, by reason", "reason");
+        let rejections = vec(
+            TOKEN_REJECTIONS,
+            "Access tokens refused, by reason",
+            "reason",
+        );
         for r in Rejection::ALL {
             rejections.with_label_values(&[r.as_str()]);
         }
         let jwks = vec(JWKS_FETCHES, "JWKS fetches, by result", "result");
-        let discovery = vec(DISCOVERY_FETCHES, "OIDC discovery fetches, by result", "result");
+        let discovery = vec(
+            DISCOVERY_FETCHES,
+            "OIDC discovery fetches, by result",
+            "result",
+        );
         for c in [&jwks, &discovery] {
             c.with_label_values(&["ok"]);
             c.with_label_values(&["error"]);

@@ -163,10 +163,11 @@ pub(crate) async fn validate(
     // Explicit typing (RFC 8725 §3.11, RFC 9068 §2.1).
     let typ_ok = parts.typ.as_deref().is_some_and(|typ| {
         let typ = typ.strip_prefix("application/").unwrap_or(typ);
-        config
-            .token_types
-            .iter()
-            .any(|t| t.strip_prefix("application/").unwrap_or(t).eq_ignore_ascii_case(typ))
+        config.token_types.iter().any(|t| {
+            t.strip_prefix("application/")
+                .unwrap_or(t)
+                .eq_ignore_ascii_case(typ)
+        })
     });
     if !typ_ok {
         return Err(Rejection::TokenType);
@@ -260,9 +261,7 @@ fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
         K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidEddsaKey => {
             Rejection::Signature
         }
-        K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => {
-            Rejection::Algorithm
-        }
+        K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => Rejection::Algorithm,
         _ => Rejection::Signature,
     }
 }
@@ -414,11 +413,20 @@ mod tests {
             good.replace('.', ".+"),
             token(r#"{"alg":"ES256","alg":"none"}"#, "{}"),
             token(r#"{"alg":"ES256"}"#, r#"{"iss":"a","iss":"b"}"#),
-            token(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "{}"),
-            token(r#"{"alg":"ES256"}"#, &format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20))),
+            token(
+                &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+                "{}",
+            ),
+            token(
+                r#"{"alg":"ES256"}"#,
+                &format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20)),
+            ),
             "x".repeat(MAX_TOKEN_BYTES + 1),
         ] {
-            assert!(matches!(parse(&bad), Err(Rejection::Malformed)), "{bad:.80}");
+            assert!(
+                matches!(parse(&bad), Err(Rejection::Malformed)),
+                "{bad:.80}"
+            );
         }
         for alg in ["none", "None", "NONE", "nOnE", "HS256", "es256"] {
             let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
@@ -426,7 +434,10 @@ mod tests {
         }
         let crit = token(r#"{"alg":"ES256","crit":["exp"]}"#, "{}");
         assert!(matches!(parse(&crit), Err(Rejection::Header)));
-        let long_kid = token(&format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "a".repeat(300)), "{}");
+        let long_kid = token(
+            &format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "a".repeat(300)),
+            "{}",
+        );
         assert!(matches!(parse(&long_kid), Err(Rejection::Header)));
     }
 

@@ -152,11 +152,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&dyn DeviceStore) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Join)?;
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Join)?;
         let backend = self.backend.clone();
         tokio::task::spawn_blocking(move || f(backend.as_ref()))
             .await

@@ -382,7 +382,13 @@ mod tests {
             .revoke_device("https://idp.test", "alice-sub", "a", 1050)
             .unwrap();
         assert_eq!(revoked.map(|r| r.username), Some("d-one".into()));
-        assert_eq!(store.user_devices("https://idp.test", "alice-sub").unwrap().len(), 1);
+        assert_eq!(
+            store
+                .user_devices("https://idp.test", "alice-sub")
+                .unwrap()
+                .len(),
+            1
+        );
         let all = store.revoke_aor("sip:alice@example.test", 1060).unwrap();
         assert_eq!(all.len(), 1);
         assert!(store.load_active(1060).unwrap().is_empty());

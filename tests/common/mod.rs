@@ -98,7 +98,7 @@ impl Server {
         Server::start_with_file(config_path, dir, port, http_port)
     }
 
-    fn start_with_file(
+    pub fn start_with_file(
         config_path: PathBuf,
         dir: tempfile::TempDir,
         port: u16,

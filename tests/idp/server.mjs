@@ -27,7 +27,7 @@ import http from 'node:http';
 import crypto from 'node:crypto';
 
 import Provider, { errors } from 'oidc-provider';
-import { CompactSign, exportJWK, generateKeyPair, importJWK } from 'jose';
+import { exportJWK, generateKeyPair } from 'jose';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -158,11 +158,14 @@ async function testEndpoint(req, res, url, rebuild) {
     const key = keys.find((k) => k.alg === header.alg && (!header.kid || k.kid === header.kid))
       ?? keys.find((k) => k.alg === header.alg);
     if (!key) return json(res, 400, { error: 'no key for that alg' });
-    const signing = await importJWK(key.privateJwk, key.alg);
-    const token = await new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-      .setProtectedHeader(header)
-      .sign(signing);
-    return json(res, 200, { token, kid: key.kid });
+    // Signed by hand (not with jose) so that any header, `crit` included, can be tested.
+    const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const input = `${b64(header)}.${b64(payload)}`;
+    const privateKey = crypto.createPrivateKey({ key: key.privateJwk, format: 'jwk' });
+    const signature = key.alg === 'ES256'
+      ? crypto.sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' })
+      : crypto.sign('sha256', Buffer.from(input), privateKey);
+    return json(res, 200, { token: `${input}.${signature.toString('base64url')}`, kid: key.kid });
   }
   if (url.pathname === '/test/rotate' && req.method === 'POST') {
     const { action } = await readJson(req);
