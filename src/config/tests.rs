@@ -659,16 +659,15 @@ fn dev_profile_trusts_the_test_idp_in_memory() {
 
 #[test]
 fn token_api_keys_are_checked_by_name() {
-    let text = format!(
+    let text =
         "[token_api]\nstore_path = \"devices.db\"\ncredential_ttl_secs = 90000\nleeway_secs = 120\n\
          jwks_min_cache_secs = 600\njwks_max_cache_secs = 60\nmax_header_bytes = 100\n\
          [[issuers]]\nname = \"Corp!\"\nissuer = \"http://idp.example.test\"\naudience = \"\"\n\
          algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"perms\"\n\
          tenant_claim = \"tid\"\n\
          [[issuers]]\nname = \"unused\"\nissuer = \"https://other.example.test\"\naudience = \"a\"\n\
-         [[domains]]\nname = \"example.test\"\nsso = \"sometimes\"\nissuers = [\"Corp!\", \"nobody\"]\nregistrar = \"http://x\"\n"
-    );
-    let errors = problems_of(&text);
+         [[domains]]\nname = \"example.test\"\nsso = \"sometimes\"\nissuers = [\"Corp!\", \"nobody\"]\nregistrar = \"http://x\"\n";
+    let errors = problems_of(text);
     for (key, fragment) in [
         ("token_api.credential_keys_file", "required with a durable"),
         ("token_api.credential_ttl_secs", "between 60 and 86400"),
