@@ -41,6 +41,8 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, S
 #[derive(Debug)]
 pub struct DomainPolicy {
     pub algorithms: Vec<Algorithm>,
+    /// Whether a client-certificate identity authenticates a REGISTER alone.
+    pub client_cert: crate::config::ClientCertPolicy,
 }
 
 /// Everything dispatch needs; built once by `app`.

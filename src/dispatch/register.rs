@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::digest::{AuthStep, Role};
 use super::{Dispatcher, Response};
+use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
 use crate::registrar::{Aor, ContactInput, RegisterError, RegisterInput};
 use crate::sip::{Contact, HeaderName, Message, Uri};
@@ -47,15 +48,31 @@ impl Dispatcher {
             i.metrics.register(RegisterOutcome::Forbidden);
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
         }
-        let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
-            AuthStep::Authenticated(aor) => aor,
-            AuthStep::Reply(r) => return r,
+        // A TLS client certificate restricts the AoRs its connection may bind (A22, T5), and
+        // where the domain allows it, authenticates the REGISTER on its own.
+        let certificate_suffices = match &src.identity {
+            None => false,
+            Some(id) if !id.permits(&to_aor) => {
+                i.metrics.register(RegisterOutcome::Forbidden);
+                tracing::info!(peer = %src.peer, certificate = ?id.aors(), "REGISTER for an AoR the client certificate does not name");
+                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+            }
+            Some(_) => i
+                .domains
+                .get(domain.as_str())
+                .is_some_and(|d| d.client_cert == ClientCertPolicy::Sufficient),
         };
-        // A10/A22: the identity binds only its own AoR.
-        if identity != to_aor {
-            i.metrics.register(RegisterOutcome::Forbidden);
-            tracing::info!(peer = %src.peer, identity, "REGISTER for another AoR refused");
-            return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+        if !certificate_suffices {
+            let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
+                AuthStep::Authenticated(aor) => aor,
+                AuthStep::Reply(r) => return r,
+            };
+            // A10/A22: the identity binds only its own AoR.
+            if identity != to_aor {
+                i.metrics.register(RegisterOutcome::Forbidden);
+                tracing::info!(peer = %src.peer, identity, "REGISTER for another AoR refused");
+                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+            }
         }
 
         let mut star = false;
