@@ -149,7 +149,8 @@ pub struct TlsConfig {
     pub crl_files: Vec<PathBuf>,
     /// Per SIP domain (SNI) certificates.
     pub certificates: Vec<SniCertificate>,
-    /// From accept to the end of the handshake, including the wait for a handshake slot.
+    /// Bounds each handshake step: reading the ClientHello, waiting for a handshake slot, and
+    /// the rest (so a connection lives at most three times this before its handshake is done).
     pub handshake_timeout: Duration,
     /// Handshakes in progress at once; more wait (within their deadline) for a slot.
     pub max_handshakes: usize,

@@ -1,6 +1,8 @@
-//! TLS: listeners that run the handshake inside each connection's task (under a deadline and a
-//! bounded number of handshake slots), then hand the decrypted stream to the same framing,
-//! deadlines and handler as TCP (`tcp::serve_stream`).
+//! TLS: listeners that run the handshake inside each connection's task, then hand the decrypted stream to the same framing,
+//! deadlines and handler as TCP (`tcp::serve_stream`). The handshake has three steps, each
+//! under `handshake_timeout`: read the whole ClientHello (no crypto yet, so a slow or partial
+//! hello holds only its connection slot), wait for one of `max_handshakes` slots, and do the
+//! CPU-heavy rest. Stalled handshakes therefore cannot starve real ones of slots (T9).
 //!
 //! Certificate material (server chain and key, per-domain SNI certificates, client CAs, CRLs)
 //! is loaded from PEM files into one `rustls::ServerConfig` per client-auth mode in use, kept
@@ -31,7 +33,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::tcp::{accept_each, serve_stream, StreamContext};
@@ -182,14 +184,15 @@ impl TlsState {
         }
     }
 
-    fn acceptor(&self, mode: ClientAuth) -> Option<TlsAcceptor> {
+    /// The current server config for a listener with client-auth `mode`.
+    fn server_config(&self, mode: ClientAuth) -> Option<Arc<ServerConfig>> {
         let material = self
             .inner
             .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        material.configs.get(&mode).cloned().map(TlsAcceptor::from)
+        material.configs.get(&mode).cloned()
     }
 }
 
@@ -392,7 +395,7 @@ impl ResolvesServerCert for SniResolver {
 /// Bounds shared by every TLS listener of a server.
 #[derive(Clone)]
 pub struct HandshakeLimits {
-    /// From accept to the end of the handshake, including the wait for a slot.
+    /// Bounds each step: reading the ClientHello, the wait for a slot, the rest.
     pub timeout: std::time::Duration,
     /// Handshakes in progress at once.
     pub slots: Arc<Semaphore>,
@@ -414,7 +417,7 @@ pub async fn accept_loop(
             stream,
             peer,
             local,
-            state.acceptor(mode),
+            state.server_config(mode),
             handshakes.clone(),
             serve_ctx.clone(),
         )
@@ -426,36 +429,43 @@ async fn handshake_then_serve(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+    config: Option<Arc<ServerConfig>>,
     limits: HandshakeLimits,
     ctx: StreamContext,
 ) {
-    let Some(acceptor) = acceptor else {
+    let Some(config) = config else {
         return;
     };
     let metrics = &ctx.metrics;
+    // Three bounds of `limits.timeout` each: reading the ClientHello (cheap, no slot, so a
+    // stalled or partial hello costs only its connection slot), the wait for a handshake
+    // slot, and the CPU-heavy rest of the handshake.
     let handshake = async {
-        let _slot = limits.slots.acquire().await.ok()?;
-        Some(acceptor.accept(stream).await)
+        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = match tokio::time::timeout(limits.timeout, hello).await {
+            Err(_) => return Err(HandshakeOutcome::Timeout),
+            Ok(Err(e)) => return Err(failed(peer, &e)),
+            Ok(Ok(start)) => start,
+        };
+        let Ok(Ok(_slot)) = tokio::time::timeout(limits.timeout, limits.slots.acquire()).await
+        else {
+            return Err(HandshakeOutcome::Timeout);
+        };
+        match tokio::time::timeout(limits.timeout, start.into_stream(config)).await {
+            Err(_) => Err(HandshakeOutcome::Timeout),
+            Ok(Err(e)) => Err(failed(peer, &e)),
+            Ok(Ok(tls)) => Ok(tls),
+        }
     };
-    let result = tokio::select! {
+    let tls = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limits.timeout, handshake) => r,
-    };
-    let tls = match result {
-        Err(_) => {
-            metrics.tls_handshake(HandshakeOutcome::Timeout);
-            tracing::debug!(%peer, "tls handshake deadline passed");
-            return;
-        }
-        Ok(None) => return,
-        Ok(Some(Err(e))) => {
-            let outcome = classify(&e);
-            metrics.tls_handshake(outcome);
-            tracing::debug!(%peer, error = %e, ?outcome, "tls handshake failed");
-            return;
-        }
-        Ok(Some(Ok(tls))) => tls,
+        r = handshake => match r {
+            Ok(tls) => tls,
+            Err(outcome) => {
+                metrics.tls_handshake(outcome);
+                return;
+            }
+        },
     };
     metrics.tls_handshake(HandshakeOutcome::Ok);
     let identity = tls
@@ -476,6 +486,12 @@ async fn handshake_then_serve(
         identity,
     };
     serve_stream(tls, src, ctx).await;
+}
+
+fn failed(peer: SocketAddr, e: &std::io::Error) -> HandshakeOutcome {
+    let outcome = classify(e);
+    tracing::debug!(%peer, error = %e, ?outcome, "tls handshake failed");
+    outcome
 }
 
 fn classify(e: &std::io::Error) -> HandshakeOutcome {
