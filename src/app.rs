@@ -25,6 +25,7 @@ use crate::registrar::{Location, RegistrarPolicy};
 use crate::sip::Limits;
 use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
 use crate::transport::tcp::{StreamContext, StreamLimits};
+use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{udp, Flows, Handler};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +38,18 @@ pub enum AppError {
     },
     #[error("invalid setting: {0}")]
     Setting(String),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// A started server: where it listens, and how to stop it.
 pub struct Running {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The TLS material, for reloads (SIGHUP); `None` without TLS listeners.
+    pub tls_state: Option<TlsState>,
     pub dispatcher: Dispatcher,
     pub metrics: Metrics,
     shutdown: CancellationToken,
@@ -135,6 +141,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
                 DomainPolicy {
                     algorithms: d.algorithms.iter().map(|a| algorithm(*a)).collect(),
                     sso_enforced: d.sso == Sso::Enforce,
+                    client_cert: d.client_cert,
                 },
             )
         })
@@ -170,6 +177,25 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             })?;
         tcp_listeners.push(l);
     }
+    let tls_state = match &config.tls {
+        Some(tls) => Some(TlsState::load(tls, metrics.clone())?),
+        None => None,
+    };
+    let mut tls_listeners = Vec::new();
+    for l in config.tls.iter().flat_map(|t| t.listeners.iter()) {
+        let listener = tokio::net::TcpListener::bind(l.addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "tls",
+                addr: l.addr,
+                source,
+            })?;
+        tls_listeners.push((listener, l.client_auth));
+    }
+    let tls_addrs: Vec<SocketAddr> = tls_listeners
+        .iter()
+        .filter_map(|(l, _)| l.local_addr().ok())
+        .collect();
     let udp_addrs: Vec<SocketAddr> = udp_sockets
         .iter()
         .filter_map(|s| s.local_addr().ok())
@@ -178,7 +204,12 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let locals: Vec<SocketAddr> = udp_addrs.iter().chain(tcp_addrs.iter()).copied().collect();
+    let locals: Vec<SocketAddr> = udp_addrs
+        .iter()
+        .chain(&tcp_addrs)
+        .chain(&tls_addrs)
+        .copied()
+        .collect();
 
     let dispatcher = Dispatcher::new(
         DispatchParts {
@@ -250,6 +281,24 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             tracker.clone(),
         ));
     }
+    if let (Some(state), Some(tls)) = (&tls_state, &config.tls) {
+        let handshakes = HandshakeLimits {
+            timeout: tls.handshake_timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(tls.max_handshakes)),
+        };
+        let mut tls_ctx = stream_ctx.clone();
+        tls_ctx.limits.max_connections = tls.max_connections;
+        for (listener, mode) in tls_listeners {
+            tracker.spawn(crate::transport::tls::accept_loop(
+                listener,
+                mode,
+                state.clone(),
+                handshakes.clone(),
+                tls_ctx.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
 
     let http = match config.http.listen {
         Some(addr) => {
@@ -319,13 +368,18 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     for a in &tcp_addrs {
         tracing::info!(addr = %a, "listening on tcp");
     }
+    for a in &tls_addrs {
+        tracing::info!(addr = %a, "listening on tls");
+    }
     if let Some(a) = http {
         tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");
     }
     Ok(Running {
         udp: udp_addrs,
         tcp: tcp_addrs,
+        tls: tls_addrs,
         http,
+        tls_state,
         dispatcher,
         metrics,
         shutdown,

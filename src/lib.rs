@@ -8,7 +8,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
-//! | `transport` | UDP receive loops, TCP accept and connections with deadlines, the flow table, the `Handler` seam |
+//! | `transport` | UDP receive loops, TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
 //! | `transaction` | RFC 3261 §17 server transactions as state machines with no I/O |
 //! | `auth` | Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
@@ -20,12 +20,14 @@
 //! | `config` | TOML → validated domain types; the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: bind, spawn, purge task, drain on shutdown |
+//! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod devcerts;
 pub mod dispatch;
 pub mod metrics;
 pub mod oidc;

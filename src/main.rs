@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sipward::config::{Config, LogFormat};
+use sipward::transport::tls::TlsState;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -27,21 +28,55 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file: exit 0, or print each bad key and why, and exit 2.
+    /// Validate a config file (and load the TLS files it names): exit 0, or print each bad
+    /// key and why, and exit 2.
     CheckConfig { file: PathBuf },
+    /// Certificate tools.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a fresh TEST-ONLY certificate set (CA, server, clients, bad cases) to --out.
+    Dev {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(config) => {
+                let tls = config.tls.as_ref().map(TlsState::check).transpose();
+                if let Err(e) = tls {
+                    eprintln!("{}: invalid configuration:\n{e}", file.display());
+                    return ExitCode::from(2);
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
                 eprintln!("{}: invalid configuration:\n{errors}", file.display());
                 ExitCode::from(2)
+            }
+        },
+        Command::Certs {
+            command: CertsCommand::Dev { out },
+        } => match sipward::devcerts::write_dev_set(&out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", out.join(f).display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sipward certs dev: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Serve { config } => {
@@ -99,10 +134,35 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down: draining");
             signals.cancel();
         });
+        if let Some(tls) = running.tls_state.clone() {
+            tokio::spawn(reload_on_hangup(tls, shutdown.clone()));
+        }
         running.wait().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// SIGHUP reloads the TLS files named in the config (other settings need a restart).
+async fn reload_on_hangup(tls: TlsState, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; TLS reload by signal is off");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading tls material");
+                // Errors are logged and counted by reload(); the old material stays.
+                let _ = tls.reload();
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -4,7 +4,7 @@
 //!
 //! Metric names are `pub const` so tests scrape by the same names.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::transport::Transport;
 
@@ -18,6 +18,34 @@ pub const AORS: &str = "sipward_aors";
 pub const TCP_CONNECTIONS: &str = "sipward_tcp_connections";
 pub const TRANSACTIONS: &str = "sipward_transactions";
 pub const DROPPED: &str = "sipward_sip_dropped_total";
+pub const TLS_HANDSHAKES: &str = "sipward_tls_handshakes_total";
+pub const TLS_CONNECTIONS: &str = "sipward_tls_connections";
+pub const TLS_RELOADS: &str = "sipward_tls_cert_reloads_total";
+pub const TLS_CERT_EXPIRY: &str = "sipward_tls_cert_expiry_timestamp_seconds";
+
+/// How a TLS handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeOutcome {
+    Ok,
+    /// The client certificate was missing (where required), untrusted, expired, revoked or
+    /// not for client authentication.
+    FailedVerification,
+    /// The handshake deadline passed (including the wait for a handshake slot).
+    Timeout,
+    /// Anything else: not TLS at all, an unsupported version or cipher, a closed socket.
+    ProtocolError,
+}
+
+impl HandshakeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            HandshakeOutcome::Ok => "ok",
+            HandshakeOutcome::FailedVerification => "failed_verification",
+            HandshakeOutcome::Timeout => "timeout",
+            HandshakeOutcome::ProtocolError => "protocol_error",
+        }
+    }
+}
 
 /// What happened to one REGISTER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +164,11 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     parse_errors: IntCounterVec,
     dropped: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    /// Leaf `notAfter` as a Unix time, by certificate (`default` or the SNI domain).
+    pub tls_cert_expiry: IntGaugeVec,
+    pub tls_connections: IntGauge,
     pub bindings: IntGauge,
     pub aors: IntGauge,
     pub tcp_connections: IntGauge,
@@ -177,6 +210,23 @@ impl Metrics {
             &["transport"],
         );
         let dropped = counter(DROPPED, "Messages dropped without an answer", &["reason"]);
+        let tls_handshakes = counter(TLS_HANDSHAKES, "TLS handshakes by outcome", &["outcome"]);
+        let tls_reloads = counter(
+            TLS_RELOADS,
+            "TLS certificate reloads by outcome",
+            &["outcome"],
+        );
+        let tls_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                TLS_CERT_EXPIRY,
+                "Expiry (notAfter, Unix seconds) of each served TLS certificate",
+            ),
+            &["cert"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(tls_cert_expiry.clone()))
+            .expect("unique metric name");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric definition");
             registry
@@ -188,6 +238,7 @@ impl Metrics {
             bindings: gauge(BINDINGS, "Current bindings in the location service"),
             aors: gauge(AORS, "Current AoRs with at least one binding"),
             tcp_connections: gauge(TCP_CONNECTIONS, "Open TCP connections"),
+            tls_connections: gauge(TLS_CONNECTIONS, "Open TLS connections (handshake done)"),
             transactions: gauge(TRANSACTIONS, "Server transactions held"),
             registry,
             requests,
@@ -196,6 +247,26 @@ impl Metrics {
             auth_failures,
             parse_errors,
             dropped,
+            tls_handshakes,
+            tls_reloads,
+            tls_cert_expiry,
+        }
+    }
+
+    pub fn tls_handshake(&self, o: HandshakeOutcome) {
+        self.tls_handshakes.with_label_values(&[o.as_str()]).inc();
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.tls_reloads.with_label_values(&[outcome]).inc();
+    }
+
+    /// The open-connections gauge for a stream transport.
+    pub fn stream_connections(&self, t: Transport) -> &IntGauge {
+        match t {
+            Transport::Tls => &self.tls_connections,
+            Transport::Tcp | Transport::Udp => &self.tcp_connections,
         }
     }
 

@@ -128,6 +128,7 @@ fn contact_for(user: &str, proto: Proto, n: u16) -> String {
     let port = match proto {
         Proto::Udp => 6000 + n,
         Proto::Tcp => 7000 + n,
+        Proto::Tls => 8000 + n,
     };
     format!("sip:{user}@127.0.0.1:{port}")
 }
@@ -327,6 +328,7 @@ fn a01_a02_challenge_then_success_and_admin_listing() {
             match proto {
                 Proto::Udp => "udp",
                 Proto::Tcp => "tcp",
+                Proto::Tls => "tls",
             }
         );
         let expires = listed[0]["expires"].as_u64().unwrap();

@@ -1,6 +1,6 @@
 //! The RFC 4475 torture messages and the resiprocate raw TCP payloads, sent byte for byte to
-//! the running binary: over UDP as one datagram, over TCP as one write, and over TCP one byte
-//! per write. Each gets the response the corpus INDEX asks for (as our policy in
+//! the running binary: over UDP as one datagram, over TCP as one write, over TCP one byte
+//! per write, and over TLS one byte per record (and two files in one TCP write / TLS record). Each gets the response the corpus INDEX asks for (as our policy in
 //! `sip::error` and `dispatch` implements it), or silence where it says drop; stream framing
 //! faults close the connection; and a baseline REGISTER still gets its 401 within 1 s.
 //!
@@ -162,7 +162,7 @@ const EXAMPLE_COM: &[Account<'static>] = &[
 ];
 
 fn start() -> Server {
-    start_with(SIP_OPTS)
+    start_with(SIP_OPTS, None)
 }
 
 /// Byte-per-write sends take long on a loaded machine; that mode tests framing, not the
@@ -170,10 +170,12 @@ fn start() -> Server {
 const BYTEWISE_HEADER_TIMEOUT_SECS: u64 = 10;
 const BYTEWISE_SIP_OPTS: &str = "tcp_header_timeout_secs = 10";
 
-fn start_with(sip: &str) -> Server {
+/// `tls`: also a TLS listener with this `client_auth`.
+fn start_with(sip: &str, tls: Option<&str>) -> Server {
     Server::start_with_domains(
         &Options {
             sip,
+            tls,
             ..Options::default()
         },
         &[("example.com", EXAMPLE_COM), ("registrar.example.com", &[])],
@@ -328,7 +330,7 @@ fn check_response(file: &str, r: &Resp) {
 
 /// The baseline: a fresh client's REGISTER for alice without credentials gets 401 within 1 s.
 fn baseline(server: &mut Server, proto: Proto, what: &str) {
-    let mut c = Client::new(proto, server.udp);
+    let mut c = client(server, proto);
     let msg = Register::new("alice").build(&c);
     c.send_raw(msg.as_bytes());
     let r = c.recv(Duration::from_secs(1));
@@ -348,17 +350,34 @@ fn assert_no_bindings(server: &Server, what: &str) {
     );
 }
 
+/// A client of `server` over `proto` (TLS: no client certificate).
+fn client(server: &Server, proto: Proto) -> Client {
+    match proto {
+        Proto::Udp | Proto::Tcp => Client::new(proto, server.udp),
+        Proto::Tls => Client::new(proto, server.tls.expect("server has a TLS listener")),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Udp,
     TcpOneWrite,
     TcpBytewise,
+    /// One byte per TLS record.
+    TlsBytewise,
 }
 
 fn run_case(case: &Case, mode: Mode) {
     let bytes = rfc(case.file);
     let (mut server, header_timeout) = match mode {
-        Mode::TcpBytewise => (start_with(BYTEWISE_SIP_OPTS), BYTEWISE_HEADER_TIMEOUT_SECS),
+        Mode::TcpBytewise => (
+            start_with(BYTEWISE_SIP_OPTS, None),
+            BYTEWISE_HEADER_TIMEOUT_SECS,
+        ),
+        Mode::TlsBytewise => (
+            start_with(BYTEWISE_SIP_OPTS, Some("off")),
+            BYTEWISE_HEADER_TIMEOUT_SECS,
+        ),
         Mode::Udp | Mode::TcpOneWrite => (start(), HEADER_TIMEOUT_SECS),
     };
     let what = format!("{} {mode:?}", case.file);
@@ -373,9 +392,13 @@ fn run_case(case: &Case, mode: Mode) {
             after_file(&server, case.file, mode);
             baseline(&mut server, Proto::Udp, &what);
         }
-        Mode::TcpOneWrite | Mode::TcpBytewise => {
+        Mode::TcpOneWrite | Mode::TcpBytewise | Mode::TlsBytewise => {
+            let proto = match mode {
+                Mode::TlsBytewise => Proto::Tls,
+                _ => Proto::Tcp,
+            };
             let sent = Instant::now();
-            let mut c = Client::new(Proto::Tcp, server.tcp);
+            let mut c = client(&server, proto);
             if matches!(mode, Mode::TcpOneWrite) {
                 c.send_raw(&bytes);
             } else {
@@ -423,7 +446,7 @@ fn run_case(case: &Case, mode: Mode) {
                     );
                 }
             }
-            baseline(&mut server, Proto::Tcp, &what);
+            baseline(&mut server, proto, &what);
         }
     }
     assert_no_bindings(&server, &what);
@@ -495,10 +518,27 @@ fn rfc4475_over_tcp_one_byte_per_write() {
     run_all(Mode::TcpBytewise);
 }
 
+/// The same files over TLS, one byte per TLS record: framing, deadlines and answers as over
+/// TCP (TESTING.md T12).
+#[test]
+fn rfc4475_over_tls_one_byte_per_record() {
+    run_all(Mode::TlsBytewise);
+}
+
 /// Two files back to back in one TCP write: both are framed by Content-Length and answered,
 /// in order (mpart01's binary body has NUL, CR and LF bytes in it).
 #[test]
 fn rfc4475_two_files_in_one_tcp_write() {
+    two_files_in_one_write(Proto::Tcp);
+}
+
+/// The same over TLS: both messages in one TLS record.
+#[test]
+fn rfc4475_two_files_in_one_tls_record() {
+    two_files_in_one_write(Proto::Tls);
+}
+
+fn two_files_in_one_write(proto: Proto) {
     let pairs: &[(&str, u16, &str, u16)] = &[
         ("cparam01.dat", 401, "regaut01.dat", 401),
         ("mpart01.dat", 403, "esc02.dat", 407),
@@ -506,10 +546,13 @@ fn rfc4475_two_files_in_one_tcp_write() {
         ("badinv01.dat", 400, "unkscm.dat", 416),
     ];
     for &(a, sa, b, sb) in pairs {
-        let mut server = start();
+        let mut server = match proto {
+            Proto::Tls => start_with(SIP_OPTS, Some("off")),
+            _ => start(),
+        };
         let mut bytes = rfc(a);
         bytes.extend_from_slice(&rfc(b));
-        let mut c = Client::new(Proto::Tcp, server.tcp);
+        let mut c = client(&server, proto);
         c.send_raw(&bytes);
         let what = format!("{a} + {b}");
         let got = collect(|t| c.recv(t), &[sa, sb], &what);
@@ -528,7 +571,7 @@ fn rfc4475_two_files_in_one_tcp_write() {
         assert_eq!(got[1].header("Call-ID"), Some(call_id(b)), "{what}");
         let r = c.request(&Register::new("alice").build(&c));
         assert_eq!(r.map(|r| r.status()), Some(401), "{what}: same connection");
-        baseline(&mut server, Proto::Tcp, &what);
+        baseline(&mut server, proto, &what);
     }
 }
 
@@ -572,10 +615,10 @@ fn esc02_is_not_a_register() {
                 s.send_to(&bytes, server.udp).unwrap();
                 collect(|t| udp_recv(&s, t), &[407], "esc02 udp")
             }
-            Proto::Tcp => {
-                let mut c = Client::new(Proto::Tcp, server.tcp);
+            Proto::Tcp | Proto::Tls => {
+                let mut c = client(&server, proto);
                 c.send_raw(&bytes);
-                collect(|t| c.recv(t), &[407], "esc02 tcp")
+                collect(|t| c.recv(t), &[407], "esc02 stream")
             }
         };
         assert_ne!(got[0].status(), 200);

@@ -14,7 +14,7 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use secret::{AdminToken, Secret};
@@ -34,6 +34,8 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    /// `[tls]`; `None` when no TLS listener is configured.
+    pub tls: Option<TlsConfig>,
     /// At least one; names are lowercase and unique.
     pub domains: Vec<Domain>,
     /// `(username, domain)` is unique; `domain` names an entry of `domains`.
@@ -136,6 +138,59 @@ pub struct HttpConfig {
     pub admin_token: Option<AdminToken>,
 }
 
+/// `[tls]`: SIP over TLS. File paths are resolved against the config file's folder and read
+/// by the TLS module at start and on every reload (SIGHUP); this module only checks that they
+/// are given where they are needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// At least one; addresses unique.
+    pub listeners: Vec<TlsListener>,
+    /// PEM chain, leaf first: the default certificate (no SNI, or an SNI no entry names).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// PEM bundle of the CAs that issue device certificates; required when a listener
+    /// asks for client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// PEM CRLs checked against client certificates.
+    pub crl_files: Vec<PathBuf>,
+    /// Per SIP domain (SNI) certificates.
+    pub certificates: Vec<SniCertificate>,
+    /// Bounds each handshake step: reading the ClientHello, waiting for a handshake slot, and
+    /// the rest (so a connection lives at most three times this before its handshake is done).
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; more wait (within their deadline) for a slot.
+    pub max_handshakes: usize,
+    /// Open TLS connections at most per TLS listener (handshaking or established).
+    pub max_connections: usize,
+}
+
+/// `[[tls.listeners]]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a TLS listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientAuth {
+    /// No certificate requested.
+    Off,
+    /// Requested and verified when sent; connections without one use Digest.
+    Optional,
+    /// The handshake fails without a certificate from `client_ca_file`.
+    Required,
+}
+
+/// `[[tls.certificates]]`: the certificate served when SNI names `domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// Lowercase.
+    pub domain: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// `[[domains]]`: a SIP domain, which is also its Digest realm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
@@ -150,6 +205,50 @@ pub struct Domain {
     pub issuers: Vec<String>,
     /// The SIP URI the token API tells devices to register at (`sip:<name>` by default).
     pub registrar: String,
+    /// What a verified client certificate is worth for a REGISTER in this domain.
+    pub client_cert: ClientCertPolicy,
+}
+
+/// `domains[].client_cert`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertPolicy {
+    /// A certificate identity authenticates a REGISTER on its own (no Digest challenge).
+    Sufficient,
+    /// Digest is required as well; the certificate still restricts which AoR may register.
+    PlusDigest,
+}
+
+impl ClientAuth {
+    /// The spelling used in the file: `off`, `optional`, `required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::Off, Self::Optional, Self::Required]
+            .into_iter()
+            .find(|mode| mode.as_str() == name)
+    }
+}
+
+impl ClientCertPolicy {
+    /// The spelling used in the file: `sufficient`, `plus-digest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sufficient => "sufficient",
+            Self::PlusDigest => "plus-digest",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::Sufficient, Self::PlusDigest]
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
+    }
 }
 
 /// A Digest algorithm as named in the file (RFC 7616 / RFC 8760 spelling). The auth module maps
@@ -294,9 +393,14 @@ impl Config {
 
     /// The embedded development profile, [`DEV_PROFILE`]. Development only: its passwords and
     /// admin token are published.
+    ///
+    /// Its TLS files (`certs/dev/`) are resolved against the source tree the binary was built
+    /// from, so `cargo run` works from any folder; a binary moved elsewhere fails at start with
+    /// a message naming the missing file.
     pub fn dev() -> Config {
         // The profile is compiled in and a unit test validates it, so this cannot fail at run time.
-        Config::from_toml_str(DEV_PROFILE, Path::new("")).expect("embedded dev profile is valid")
+        Config::from_toml_str(DEV_PROFILE, Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("embedded dev profile is valid")
     }
 
     /// The configured domain called `name` (compared case-insensitively).

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) http: RawHttp,
     #[serde(default)]
+    pub(super) tls: RawTls,
+    #[serde(default)]
     pub(super) domains: Vec<RawDomain>,
     #[serde(default)]
     pub(super) accounts: Vec<RawAccount>,
@@ -133,6 +135,45 @@ pub(super) struct RawHttp {
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    #[serde(default)]
+    pub(super) listeners: Vec<RawTlsListener>,
+    #[serde(default)]
+    pub(super) cert_file: String,
+    #[serde(default)]
+    pub(super) key_file: String,
+    #[serde(default)]
+    pub(super) client_ca_file: String,
+    #[serde(default)]
+    pub(super) crl_files: Vec<String>,
+    #[serde(default)]
+    pub(super) certificates: Vec<RawSniCertificate>,
+    #[serde(default = "default_tls_handshake_timeout_secs")]
+    pub(super) handshake_timeout_secs: u64,
+    #[serde(default = "default_tls_max_handshakes")]
+    pub(super) max_handshakes: u64,
+    #[serde(default = "default_tls_max_connections")]
+    pub(super) max_connections: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsListener {
+    pub(super) addr: String,
+    #[serde(default = "default_client_auth")]
+    pub(super) client_auth: String,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSniCertificate {
+    pub(super) domain: String,
+    pub(super) cert_file: String,
+    pub(super) key_file: String,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawDomain {
     pub(super) name: String,
     #[serde(default = "default_domain_algorithms")]
@@ -146,6 +187,8 @@ pub(super) struct RawDomain {
     /// The SIP URI handed to devices by the token API; "" = `sip:<name>`.
     #[serde(default)]
     pub(super) registrar: String,
+    #[serde(default = "default_client_cert")]
+    pub(super) client_cert: String,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -246,6 +289,22 @@ impl Default for RawHttp {
     }
 }
 
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            crl_files: Vec::new(),
+            certificates: Vec::new(),
+            handshake_timeout_secs: default_tls_handshake_timeout_secs(),
+            max_handshakes: default_tls_max_handshakes(),
+            max_connections: default_tls_max_connections(),
+        }
+    }
+}
+
 fn default_log_format() -> String {
     "text".to_owned()
 }
@@ -336,6 +395,21 @@ fn default_failure_window_secs() -> u64 {
 fn default_http_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
+fn default_tls_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_tls_max_handshakes() -> u64 {
+    256
+}
+fn default_tls_max_connections() -> u64 {
+    10_000
+}
+fn default_client_auth() -> String {
+    "off".to_owned()
+}
+fn default_client_cert() -> String {
+    "sufficient".to_owned()
+}
 fn default_domain_algorithms() -> Vec<String> {
     vec!["SHA-256".to_owned(), "MD5".to_owned()]
 }
@@ -365,3 +439,5 @@ pub(super) const NONCE_MAX_DRIFT_SECS: RangeInclusive<u64> = 0..=60;
 pub(super) const REPLAY_TABLE_SIZE: RangeInclusive<u64> = 1024..=100_000_000;
 pub(super) const MAX_FAILURES: RangeInclusive<u64> = 1..=1_000_000;
 pub(super) const FAILURE_WINDOW_SECS: RangeInclusive<u64> = 1..=86_400;
+pub(super) const TLS_HANDSHAKE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=120;
+pub(super) const TLS_MAX_HANDSHAKES: RangeInclusive<u64> = 1..=100_000;

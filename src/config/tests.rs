@@ -52,6 +52,9 @@ fn dev_profile_parses_and_is_loopback_only() {
     assert_eq!(config.http.listen, Some("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(config.domains.len(), 1);
     assert_eq!(config.domains[0].name, "example.test");
+    let tls = config.tls.as_ref().expect("dev serves TLS");
+    assert!(tls.listeners.iter().all(|l| l.addr.ip().is_loopback()));
+    crate::transport::tls::TlsState::check(tls).expect("dev certificates in certs/dev load");
     let names: Vec<_> = config
         .accounts
         .iter()
@@ -754,4 +757,69 @@ fn credential_keys_file_is_read_relative_to_the_config() {
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[1].0, "new");
     assert!(!format!("{config:?}").contains(&"22".repeat(32)));
+}
+
+#[test]
+fn tls_is_off_without_listeners_and_checked_with_them() {
+    let config = parse(ONE_DOMAIN).expect("valid");
+    assert!(config.tls.is_none());
+
+    let text = format!(
+        "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
+         [[tls.listeners]]\naddr = \"127.0.0.1:5061\"\nclient_auth = \"required\"\n{ONE_DOMAIN}\
+         client_cert = \"plus-digest\"\n"
+    );
+    let config = Config::from_toml_str(&text, Path::new("/etc/sipward")).expect("valid");
+    let tls = config.tls.expect("tls on");
+    assert_eq!(tls.cert_file, Path::new("/etc/sipward/s.pem"));
+    assert_eq!(tls.listeners[0].client_auth, super::ClientAuth::Required);
+    assert_eq!(tls.max_handshakes, 256);
+    assert_eq!(
+        config.domains[0].client_cert,
+        super::ClientCertPolicy::PlusDigest
+    );
+}
+
+#[test]
+fn tls_problems_name_their_keys() {
+    let errors = problems_of(&format!(
+        "[tls]\nhandshake_timeout_secs = 0\ncrl_files = [\"x.crl\"]\n\
+         [[tls.listeners]]\naddr = \"nowhere\"\n\
+         [[tls.listeners]]\naddr = \"127.0.0.1:5061\"\nclient_auth = \"maybe\"\n\
+         [[tls.listeners]]\naddr = \"127.0.0.1:5062\"\nclient_auth = \"optional\"\n\
+         [[tls.certificates]]\ndomain = \"other.test\"\ncert_file = \"o.pem\"\nkey_file = \"o.key\"\n\
+         {ONE_DOMAIN}client_cert = \"always\"\n"
+    ));
+    assert_problem(&errors, "tls.handshake_timeout_secs", "between 1 and 120");
+    assert_problem(&errors, "tls.listeners[0].addr", "not an address:port");
+    assert_problem(
+        &errors,
+        "tls.listeners[1].client_auth",
+        "\"maybe\" is not one of",
+    );
+    assert_problem(&errors, "tls.cert_file", "is required");
+    assert_problem(&errors, "tls.key_file", "is required");
+    assert_problem(&errors, "tls.client_ca_file", "is required when a listener");
+    assert_problem(&errors, "tls.crl_files", "need tls.client_ca_file");
+    assert_problem(
+        &errors,
+        "tls.certificates[0].domain",
+        "not a configured domain",
+    );
+    assert_problem(
+        &errors,
+        "domains[0].client_cert",
+        "\"always\" is not one of",
+    );
+}
+
+#[test]
+fn tls_alone_is_enough_of_a_listener() {
+    let text = format!(
+        "[sip]\nudp = []\ntcp = []\n[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+         [[tls.listeners]]\naddr = \"127.0.0.1:5061\"\n{ONE_DOMAIN}"
+    );
+    assert!(parse(&text).is_ok());
+    let errors = problems_of(&format!("[sip]\nudp = []\ntcp = []\n{ONE_DOMAIN}"));
+    assert_problem(&errors, "sip", "at least one listener");
 }

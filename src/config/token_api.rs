@@ -324,8 +324,8 @@ const JWKS_CACHE_SECS: RangeInclusive<u64> = 1..=604_800;
 const JWKS_REFETCH_COOLDOWN_SECS: RangeInclusive<u64> = 1..=3600;
 const DISCOVERY_REFRESH_SECS: RangeInclusive<u64> = 10..=604_800;
 /// Algorithms an issuer may list.
-const ASYMMETRIC_ALGORITHMS: [&str; 10] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "ES512",
+const ASYMMETRIC_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 /// Credential key: at least 32 bytes (64 hex digits).
 const MIN_CREDENTIAL_KEY_BYTES: usize = 32;

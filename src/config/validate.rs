@@ -14,9 +14,9 @@ use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
 use super::token_api;
 use super::{
-    Account, AccountKind, AccountSecret, AuthConfig, Config, ConfigErrors, ConfigProblem,
-    DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat, RegistrarConfig, ServerConfig,
-    SipConfig,
+    Account, AccountKind, AccountSecret, AuthConfig, ClientAuth, ClientCertPolicy, Config,
+    ConfigErrors, ConfigProblem, DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat,
+    RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
 };
 
 /// The nonce key must hold at least this many bytes (256 bits).
@@ -79,6 +79,13 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let auth = auth(&mut problems, raw.auth, base_dir);
     let http = http(&mut problems, raw.http, base_dir);
     let domains = domains(&mut problems, raw.domains);
+    let tls = tls(&mut problems, raw.tls, &domains, base_dir);
+    if sip.udp.is_empty() && sip.tcp.is_empty() && tls.is_none() {
+        problems.push(
+            "sip",
+            "at least one listener is required in sip.udp, sip.tcp or tls.listeners",
+        );
+    }
     let accounts = accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
     let issuers = issuers(&mut problems, raw.issuers, &domains);
@@ -102,6 +109,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         registrar,
         auth,
         http,
+        tls,
         domains,
         accounts,
         token_api,
@@ -195,12 +203,6 @@ fn server(problems: &mut Problems, raw: raw::RawServer) -> ServerConfig {
 fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
     let udp = listeners(problems, "sip.udp", &raw.udp);
     let tcp = listeners(problems, "sip.tcp", &raw.tcp);
-    if raw.udp.is_empty() && raw.tcp.is_empty() {
-        problems.push(
-            "sip",
-            "at least one listener is required in sip.udp or sip.tcp",
-        );
-    }
     let udp_workers = problems.range_usize("sip.udp_workers", raw.udp_workers, raw::UDP_WORKERS);
     let max_message_bytes = problems.range_usize(
         "sip.max_message_bytes",
@@ -469,6 +471,124 @@ fn http(problems: &mut Problems, raw: raw::RawHttp, base_dir: &Path) -> HttpConf
     }
 }
 
+fn tls(
+    problems: &mut Problems,
+    raw: raw::RawTls,
+    domains: &[Domain],
+    base_dir: &Path,
+) -> Option<TlsConfig> {
+    let handshake_timeout = problems.range_secs(
+        "tls.handshake_timeout_secs",
+        raw.handshake_timeout_secs,
+        raw::TLS_HANDSHAKE_TIMEOUT_SECS,
+    );
+    let max_handshakes = problems.range_usize(
+        "tls.max_handshakes",
+        raw.max_handshakes,
+        raw::TLS_MAX_HANDSHAKES,
+    );
+    let max_connections = problems.range_usize(
+        "tls.max_connections",
+        raw.max_connections,
+        raw::TCP_MAX_CONNECTIONS,
+    );
+    let mut listeners: Vec<TlsListener> = Vec::with_capacity(raw.listeners.len());
+    for (index, listener) in raw.listeners.iter().enumerate() {
+        let key = format!("tls.listeners[{index}]");
+        let client_auth = ClientAuth::from_name(&listener.client_auth).unwrap_or_else(|| {
+            problems.push(
+                format!("{key}.client_auth"),
+                format!(
+                    "{:?} is not one of \"off\", \"optional\", \"required\"",
+                    listener.client_auth
+                ),
+            );
+            ClientAuth::Off
+        });
+        match listener.addr.parse::<SocketAddr>() {
+            Ok(addr) if listeners.iter().any(|l| l.addr == addr) => {
+                problems.push(
+                    format!("{key}.addr"),
+                    format!("{:?} is listed twice", listener.addr),
+                );
+            }
+            Ok(addr) => listeners.push(TlsListener { addr, client_auth }),
+            Err(_) => problems.push(
+                format!("{key}.addr"),
+                format!("{:?} is not an address:port", listener.addr),
+            ),
+        }
+    }
+    let file = |problems: &mut Problems, key: &str, value: &str, required: bool| {
+        if value.is_empty() {
+            if required {
+                problems.push(key, "is required when tls.listeners is not empty");
+            }
+            return None;
+        }
+        Some(secret::resolve(base_dir, value))
+    };
+    let enabled = !raw.listeners.is_empty();
+    let cert_file = file(problems, "tls.cert_file", &raw.cert_file, enabled);
+    let key_file = file(problems, "tls.key_file", &raw.key_file, enabled);
+    let wants_client_certs = listeners.iter().any(|l| l.client_auth != ClientAuth::Off);
+    let client_ca_file = file(problems, "tls.client_ca_file", &raw.client_ca_file, false);
+    if wants_client_certs && client_ca_file.is_none() {
+        problems.push(
+            "tls.client_ca_file",
+            "is required when a listener has client_auth \"optional\" or \"required\"",
+        );
+    }
+    let crl_files = raw
+        .crl_files
+        .iter()
+        .map(|f| secret::resolve(base_dir, f))
+        .collect();
+    if !raw.crl_files.is_empty() && client_ca_file.is_none() {
+        problems.push("tls.crl_files", "CRLs need tls.client_ca_file");
+    }
+    let mut certificates: Vec<SniCertificate> = Vec::with_capacity(raw.certificates.len());
+    for (index, sni) in raw.certificates.iter().enumerate() {
+        let key = format!("tls.certificates[{index}]");
+        let domain = sni.domain.to_ascii_lowercase();
+        if !domains.iter().any(|d| d.name == domain) {
+            problems.push(
+                format!("{key}.domain"),
+                format!("{:?} is not a configured domain", sni.domain),
+            );
+        } else if certificates.iter().any(|c| c.domain == domain) {
+            problems.push(
+                format!("{key}.domain"),
+                format!("{domain:?} already has a certificate"),
+            );
+            continue;
+        }
+        let cert = file(problems, &format!("{key}.cert_file"), &sni.cert_file, true);
+        let key_path = file(problems, &format!("{key}.key_file"), &sni.key_file, true);
+        if let (Some(cert_file), Some(key_file)) = (cert, key_path) {
+            certificates.push(SniCertificate {
+                domain,
+                cert_file,
+                key_file,
+            });
+        }
+    }
+    if !enabled {
+        return None;
+    }
+    Some(TlsConfig {
+        listeners,
+        cert_file: cert_file?,
+        key_file: key_file?,
+        client_ca_file,
+        crl_files,
+        certificates,
+        handshake_timeout,
+        max_handshakes,
+        max_connections,
+    })
+}
+
 fn hex_digest<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     hex::decode_to_slice(text, &mut out).ok()?;
@@ -515,9 +635,20 @@ fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
             );
         } else {
             seen.insert(name.clone(), index);
+            let client_cert = ClientCertPolicy::from_name(&raw.client_cert).unwrap_or_else(|| {
+                problems.push(
+                    format!("{key}.client_cert"),
+                    format!(
+                        "{:?} is not one of \"sufficient\", \"plus-digest\"",
+                        raw.client_cert
+                    ),
+                );
+                ClientCertPolicy::Sufficient
+            });
             domains.push(Domain {
                 name,
                 algorithms,
+                client_cert,
                 sso,
                 issuers: raw.issuers,
                 registrar,

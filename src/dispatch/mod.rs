@@ -44,6 +44,8 @@ pub struct DomainPolicy {
     pub algorithms: Vec<Algorithm>,
     /// `sso = "enforce"`: static accounts of kind `human` get 403 after verifying.
     pub sso_enforced: bool,
+    /// Whether a client-certificate identity authenticates a REGISTER alone.
+    pub client_cert: crate::config::ClientCertPolicy,
 }
 
 /// Everything dispatch needs; built once by `app`.

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::digest::{AuthStep, Role};
 use super::{Dispatcher, Response};
+use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
 use crate::registrar::{Aor, ContactInput, RegisterError, RegisterInput};
 use crate::sip::{Contact, HeaderName, Message, Uri};
@@ -47,15 +48,36 @@ impl Dispatcher {
             i.metrics.register(RegisterOutcome::Forbidden);
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
         }
-        let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
-            AuthStep::Authenticated(identity) => identity,
-            AuthStep::Reply(r) => return r,
+        // A TLS client certificate restricts the AoRs its connection may bind (A22, T5), and
+        // where the domain allows it, authenticates the REGISTER on its own.
+        let certificate_suffices = match &src.identity {
+            None => false,
+            Some(id) if !id.permits(&to_aor) => {
+                i.metrics.register(RegisterOutcome::Forbidden);
+                tracing::info!(peer = %src.peer, certificate = ?id.aors(), "REGISTER for an AoR the client certificate does not name");
+                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+            }
+            Some(_) => i
+                .domains
+                .get(domain.as_str())
+                .is_some_and(|d| d.client_cert == ClientCertPolicy::Sufficient),
         };
-        // A10/A22: the identity binds only its own AoR.
-        if identity.aor != to_aor {
-            i.metrics.register(RegisterOutcome::Forbidden);
-            tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
-            return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+        // A device credential caps the granted expiry and reports its successful REGISTER.
+        let mut expires_cap = None;
+        let mut device = None;
+        if !certificate_suffices {
+            let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
+                AuthStep::Authenticated(identity) => identity,
+                AuthStep::Reply(r) => return r,
+            };
+            // A10/A22: the identity binds only its own AoR.
+            if identity.aor != to_aor {
+                i.metrics.register(RegisterOutcome::Forbidden);
+                tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
+                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+            }
+            expires_cap = identity.expires_cap;
+            device = identity.device;
         }
 
         let mut star = false;
@@ -129,7 +151,7 @@ impl Dispatcher {
             transport: src.transport,
             flow: src.flow,
             user_agent: msg.user_agent(),
-            max_expires_cap: identity.expires_cap,
+            max_expires_cap: expires_cap,
         };
         let outcome = match i.location.register(&input, now) {
             Ok(o) => o,
@@ -142,7 +164,7 @@ impl Dispatcher {
         for r in &outcome.rebound {
             tracing::info!(aor = %aor, old = %r.old_source, new = %r.new_source, "binding moved to a new source");
         }
-        if let (Some((entry, gen)), Some(devices)) = (&identity.device, &i.devices) {
+        if let (Some((entry, gen)), Some(devices)) = (&device, &i.devices) {
             devices.registered(entry, *gen, super::unix_now(), call_id);
         }
         i.metrics.register(RegisterOutcome::Ok);

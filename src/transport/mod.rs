@@ -5,11 +5,13 @@
 //! | --- | --- |
 //! | `udp.rs` | receive loops sharing one socket per address, large buffers, no task per datagram |
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
+//! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
 //!
 //! It hands `(bytes, Source)` to a `Handler` and sends back what the handler returns. It
 //! must not interpret SIP beyond framing; dispatch lives in `app`.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -43,13 +45,15 @@ impl Transport {
 pub struct FlowId(pub u64);
 
 /// Where a message came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Source {
     pub transport: Transport,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// The connection, for stream transports.
     pub flow: Option<FlowId>,
+    /// The verified client certificate's identity, on a TLS connection that presented one.
+    pub identity: Option<Arc<tls::PeerIdentity>>,
 }
 
 /// What to do after handling one message.

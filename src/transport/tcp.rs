@@ -1,15 +1,17 @@
-//! TCP: an accept loop that takes a connection slot before accepting (so a flood cannot
+//! TCP (and the stream half of TLS): an accept loop that takes a connection slot before accepting (so a flood cannot
 //! exhaust descriptors), and one task per connection that frames the stream, enforces an
 //! idle timeout and a deadline for each header section (slowloris), hands each message to
 //! the handler, and writes replies and queued flow traffic back on the same connection.
 //!
 //! It must not parse beyond framing, and never holds a connection open past its deadlines.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,11 +47,37 @@ pub struct StreamContext {
 }
 
 pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: TaskTracker) {
+    let serve_ctx = ctx.clone();
+    accept_each(listener, &ctx, &tracker, move |stream, peer, local| {
+        let src = Source {
+            transport: Transport::Tcp,
+            peer,
+            local,
+            flow: None,
+            identity: None,
+        };
+        serve_stream(stream, src, serve_ctx.clone())
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` while one of `ctx.limits.max_connections` slots is free
+/// (the slot is taken before `accept`, so a flood cannot exhaust descriptors), and runs
+/// `serve` for each in its own task, which holds the slot until it ends.
+pub(super) async fn accept_each<F, Fut>(
+    listener: TcpListener,
+    ctx: &StreamContext,
+    tracker: &TaskTracker,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(error = %e, "tcp listener has no local address");
+            tracing::error!(error = %e, "stream listener has no local address");
             return;
         }
     };
@@ -66,22 +94,16 @@ pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: Tas
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; UDP keeps serving.
-                tracing::warn!(error = %e, "tcp accept failed");
+                tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
+        let served = serve(stream, peer, local);
         tracker.spawn(async move {
             let _permit = permit;
-            let src = Source {
-                transport: Transport::Tcp,
-                peer,
-                local,
-                flow: None,
-            };
-            serve_stream(stream, src, ctx).await;
+            served.await;
         });
     }
 }
@@ -93,7 +115,8 @@ where
 {
     let (flow, mut outbound) = ctx.flows.open();
     src.flow = Some(flow);
-    ctx.metrics.tcp_connections.inc();
+    let open_gauge = ctx.metrics.stream_connections(src.transport).clone();
+    open_gauge.inc();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut framer = StreamFramer::new(ctx.limits.framing);
     let mut idle_deadline = Instant::now() + ctx.limits.idle_timeout;
@@ -154,7 +177,7 @@ where
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     ctx.flows.close(flow);
-    ctx.metrics.tcp_connections.dec();
+    open_gauge.dec();
     ctx.handler.on_flow_closed(flow);
 }
 

@@ -69,6 +69,7 @@ pub async fn receive_loop(
             peer,
             local,
             flow: None,
+            identity: None,
         };
         let reply = handler.on_message(data, &src);
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {

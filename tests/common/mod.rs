@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DOMAIN: &str = "example.test";
@@ -45,6 +46,13 @@ pub struct Options<'a> {
     pub auth: &'a str,
     /// Extra TOML appended to the [sip] table.
     pub sip: &'a str,
+    /// A TLS listener with this `client_auth` ("off", "optional", "required"), using a fresh
+    /// TEST-ONLY certificate set (see [`dev_certs`]); `None`: no TLS.
+    pub tls: Option<&'a str>,
+    /// Extra TOML appended to the [tls] table.
+    pub tls_extra: &'a str,
+    /// Extra TOML appended to the `example.test` [[domains]] entry.
+    pub domain: &'a str,
 }
 
 impl Default for Options<'_> {
@@ -55,14 +63,67 @@ impl Default for Options<'_> {
             registrar: "",
             auth: "",
             sip: "",
+            tls: None,
+            tls_extra: "",
+            domain: "",
         }
     }
+}
+
+/// The TEST-ONLY certificate set, made once per test process by the binary under test
+/// (`sipward certs dev --out DIR`), so tests never depend on the committed files' dates.
+pub fn dev_certs() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certs(dir.path());
+        dir
+    })
+    .path()
+}
+
+/// Writes a fresh certificate set into `dir` with `sipward certs dev`.
+pub fn make_certs(dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sipward"))
+        .args(["certs", "dev", "--out"])
+        .arg(dir)
+        .output()
+        .expect("run sipward certs dev");
+    assert!(
+        out.status.success(),
+        "sipward certs dev failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The [tls] tables for `opts` and the TLS address, or nothing without TLS. The server's
+/// certificate and key are copied into `dir` (so a test can replace them for a reload).
+fn tls_tables(opts: &Options<'_>, dir: &Path) -> (String, Option<SocketAddr>) {
+    let Some(client_auth) = opts.tls else {
+        return (String::new(), None);
+    };
+    let certs = dev_certs();
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(certs.join(f), dir.join(f)).expect("copy server certificate");
+    }
+    let port = free_port();
+    let text = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{}\n\n[[tls.listeners]]\naddr = \"127.0.0.1:{port}\"\n\
+         client_auth = \"{client_auth}\"\n\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display(),
+        certs.join("ca.pem").display(),
+        opts.tls_extra,
+    );
+    (text, Some(SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
 pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The TLS listener, when `Options::tls` asked for one.
+    pub tls: Option<SocketAddr>,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -84,18 +145,20 @@ impl Server {
         }
         let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
         let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
+        let (tls, tls_addr) = tls_tables(opts, dir.path());
         let config = format!(
             "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
              [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n\
-             [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\n\n{accounts}",
+             {tls}[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\n{}\n\n{accounts}",
             opts.sip,
             opts.registrar,
             opts.auth,
-            algs.join(", ")
+            algs.join(", "),
+            opts.domain,
         );
         let config_path = dir.path().join("sipward.toml");
         std::fs::write(&config_path, config).unwrap();
-        Server::start_with_file(config_path, dir, port, http_port)
+        Server::start_with_file(config_path, dir, port, http_port, tls_addr)
     }
 
     pub fn start_with_file(
@@ -103,6 +166,7 @@ impl Server {
         dir: tempfile::TempDir,
         port: u16,
         http_port: u16,
+        tls: Option<SocketAddr>,
     ) -> Server {
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sipward"))
@@ -116,6 +180,7 @@ impl Server {
             child,
             udp: SocketAddr::from(([127, 0, 0, 1], port)),
             tcp: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls,
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),
             dir,
             config_path,
@@ -329,6 +394,7 @@ pub fn param(v: &str, name: &str) -> Option<String> {
 pub enum Proto {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Proto {
@@ -336,15 +402,90 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
+}
+
+/// A byte stream a client speaks SIP over: TCP, or rustls over TCP.
+pub trait Stream: Read + Write + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Stream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// A rustls client configuration: TLS 1.3 and 1.2, trusting `ca` (a PEM file), presenting
+/// `client` (PEM certificate and key files) when given.
+pub fn tls_client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .expect("read client certificate")
+                .map(|c| c.expect("certificate PEM"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(key).expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate and key")
+        }
+    };
+    Arc::new(config)
+}
+
+/// The client side of a TLS connection to `server` with `config`, handshake done (as far as
+/// the client can tell: in TLS 1.3 a server that refuses the client certificate says so only
+/// after this returns, with an alert on the first read).
+pub fn tls_connect(
+    server: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut sock = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    sock.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// The dev set's client certificate `name` (`alice`, `expired`, ...) as (cert, key) paths.
+pub fn client_cert(name: &str) -> (PathBuf, PathBuf) {
+    let dir = dev_certs();
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 /// A minimal SIP client over UDP or TCP.
 pub struct Client {
     pub proto: Proto,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    stream: Option<Box<dyn Stream>>,
     server: SocketAddr,
     pub local: SocketAddr,
     buf: Vec<u8>,
@@ -360,7 +501,7 @@ impl Client {
                 Client {
                     proto,
                     udp: Some(s),
-                    tcp: None,
+                    stream: None,
                     server,
                     local,
                     buf: Vec::new(),
@@ -369,17 +510,35 @@ impl Client {
             Proto::Tcp => {
                 let s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let local = s.local_addr().unwrap();
-                Client {
-                    proto,
-                    udp: None,
-                    tcp: Some(s),
-                    server,
-                    local,
-                    buf: Vec::new(),
-                }
+                Client::over(Proto::Tcp, server, Box::new(s))
             }
+            Proto::Tls => Client::tls(server, None).expect("tls handshake"),
         }
+    }
+
+    /// A SIP client over a stream that is already connected.
+    pub fn over(proto: Proto, server: SocketAddr, stream: Box<dyn Stream>) -> Client {
+        let local = stream.tcp().local_addr().unwrap();
+        Client {
+            proto,
+            udp: None,
+            stream: Some(stream),
+            server,
+            local,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A TLS client trusting the dev CA, presenting the dev set's client certificate `cert`
+    /// (`alice`, `bob`, `expired`, ...) when given.
+    pub fn tls(server: SocketAddr, cert: Option<&str>) -> std::io::Result<Client> {
+        let pair = cert.map(client_cert);
+        let config = tls_client_config(
+            &dev_certs().join("ca.pem"),
+            pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        );
+        let stream = tls_connect(server, config)?;
+        Ok(Client::over(Proto::Tls, server, Box::new(stream)))
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -391,8 +550,10 @@ impl Client {
                     .send_to(bytes, self.server)
                     .unwrap();
             }
-            Proto::Tcp => {
-                self.tcp.as_mut().unwrap().write_all(bytes).unwrap();
+            Proto::Tcp | Proto::Tls => {
+                let s = self.stream.as_mut().unwrap();
+                s.write_all(bytes).unwrap();
+                s.flush().unwrap();
             }
         }
     }
@@ -409,9 +570,9 @@ impl Client {
                     text: String::from_utf8_lossy(&b[..n]).into_owned(),
                 })
             }
-            Proto::Tcp => {
-                let s = self.tcp.as_mut().unwrap();
-                s.set_read_timeout(Some(timeout)).unwrap();
+            Proto::Tcp | Proto::Tls => {
+                let s = self.stream.as_mut().unwrap();
+                s.tcp().set_read_timeout(Some(timeout)).unwrap();
                 let deadline = Instant::now() + timeout;
                 loop {
                     if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -448,16 +609,28 @@ impl Client {
         }
     }
 
-    /// Whether the server closed this TCP connection (read returns EOF within the timeout).
+    /// Whether the server closed this stream connection within the timeout (read returns
+    /// EOF, a reset, or over TLS a fatal alert).
     pub fn closed_by_server(&mut self, timeout: Duration) -> bool {
-        let s = self.tcp.as_mut().expect("tcp client");
-        s.set_read_timeout(Some(timeout)).unwrap();
+        let s = self.stream.as_mut().expect("stream client");
+        s.tcp().set_read_timeout(Some(timeout)).unwrap();
         let mut b = [0u8; 4096];
         loop {
             match s.read(&mut b) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                Err(e) => {
+                    return match e.kind() {
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => false,
+                        std::io::ErrorKind::ConnectionReset => true,
+                        // rustls: an alert from the server, or its close without close_notify.
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => true,
+                        other => {
+                            eprintln!("closed_by_server: read error {other:?}: {e}");
+                            false
+                        }
+                    };
+                }
             }
         }
     }
@@ -593,8 +766,11 @@ impl Server {
                 file.display()
             ));
         };
+        let (tls, tls_addr) = tls_tables(opts, dir.path());
+        tables.push_str(&tls);
         tables.push_str(&format!(
-            "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{algs}]\n\n"
+            "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{algs}]\n{}\n\n",
+            opts.domain
         ));
         for (domain, _) in extra {
             tables.push_str(&format!(
@@ -617,7 +793,7 @@ impl Server {
         );
         let config_path = dir.path().join("sipward.toml");
         std::fs::write(&config_path, config).unwrap();
-        Server::start_with_file(config_path, dir, port, http_port)
+        Server::start_with_file(config_path, dir, port, http_port, tls_addr)
     }
 
     /// The admin bindings view (`GET /admin/v1/bindings`) as JSON text.
@@ -656,10 +832,14 @@ impl Client {
     /// end (framing it cannot trust, such as a negative Content-Length), after which writes
     /// fail with EPIPE or ECONNRESET. Callers assert on what the server did, not on this.
     pub fn send_bytewise(&mut self, bytes: &[u8]) -> usize {
-        let s = self.tcp.as_mut().expect("tcp client");
-        s.set_nodelay(true).unwrap();
+        let s = self.stream.as_mut().expect("stream client");
+        s.tcp().set_nodelay(true).unwrap();
         for (n, b) in bytes.iter().enumerate() {
-            match s.write_all(std::slice::from_ref(b)) {
+            // Over TLS, each flush sends one record holding one byte.
+            match s
+                .write_all(std::slice::from_ref(b))
+                .and_then(|()| s.flush())
+            {
                 Ok(()) => {}
                 Err(e)
                     if matches!(
@@ -708,7 +888,7 @@ impl Client {
         Client {
             proto: Proto::Udp,
             udp: Some(s),
-            tcp: None,
+            stream: None,
             server,
             local,
             buf: Vec::new(),

@@ -414,7 +414,7 @@ impl TokenServer {
         let config = config_text(&idp.issuer, setup, dir.path(), port, http_port);
         let path = dir.path().join("sipward.toml");
         std::fs::write(&path, &config).unwrap();
-        let server = Server::start_with_file(path, dir, port, http_port);
+        let server = Server::start_with_file(path, dir, port, http_port, None);
         TokenServer {
             server,
             config,
