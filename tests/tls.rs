@@ -683,7 +683,12 @@ fn binding_follows_its_tls_connection() {
 
 /// The served leaf certificate's SHA-256, as a client saw it.
 fn served_cert(addr: SocketAddr, ca: &Path) -> std::io::Result<String> {
-    let stream = tls_connect(addr, tls_client_config(ca, None))?;
+    served_cert_for(addr, ca, "localhost")
+}
+
+/// The same with `name` as SNI.
+fn served_cert_for(addr: SocketAddr, ca: &Path, name: &str) -> std::io::Result<String> {
+    let stream = tls_connect_named(addr, tls_client_config(ca, None), name)?;
     let leaf = stream.conn.peer_certificates().expect("server certificate")[0].clone();
     Ok(sha256_hex(&leaf))
 }
@@ -773,4 +778,38 @@ fn hangup(server: &Server) {
         .expect("kill -HUP")
         .success();
     assert!(ok);
+}
+
+/// SNI: a domain with its own certificate gets it; any other name gets the default one.
+#[test]
+fn sni_selects_the_domain_certificate() {
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path());
+    let sni = format!(
+        "\n[[tls.certificates]]\ndomain = \"example.test\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        other.path().join("server.pem").display(),
+        other.path().join("server.key").display()
+    );
+    let server = Server::start(&Options {
+        tls: Some("off"),
+        tls_extra: &sni,
+        ..Options::default()
+    });
+    let addr = tls_addr(&server);
+    let domain_leaf = pem_sha256(&other.path().join("server.pem"));
+    let default_leaf = pem_sha256(&dev_certs().join("server.pem"));
+    assert_eq!(
+        served_cert_for(addr, &other.path().join("ca.pem"), "example.test").expect("SNI"),
+        domain_leaf
+    );
+    assert_eq!(
+        served_cert_for(addr, &other.path().join("ca.pem"), "EXAMPLE.test").expect("SNI case"),
+        domain_leaf
+    );
+    assert_eq!(
+        served_cert_for(addr, &dev_certs().join("ca.pem"), "localhost").expect("default"),
+        default_leaf
+    );
+    let expiry = server.metric("sipward_tls_cert_expiry_timestamp_seconds{cert=\"example.test\"}");
+    assert!(expiry > 1.7e9, "per-domain expiry gauge: {expiry}");
 }

@@ -394,13 +394,14 @@ impl Config {
     /// The embedded development profile, [`DEV_PROFILE`]. Development only: its passwords and
     /// admin token are published.
     ///
-    /// Its TLS files (`certs/dev/`) are resolved against the source tree the binary was built
-    /// from, so `cargo run` works from any folder; a binary moved elsewhere fails at start with
-    /// a message naming the missing file.
+    /// Its TLS files (`certs/dev/`) are resolved as if the profile were read from `config/` in
+    /// the source tree the binary was built from (as `check-config config/dev.toml` does), so
+    /// `cargo run` works from any folder; a binary moved elsewhere fails at start with a
+    /// message naming the missing file.
     pub fn dev() -> Config {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         // The profile is compiled in and a unit test validates it, so this cannot fail at run time.
-        Config::from_toml_str(DEV_PROFILE, Path::new(env!("CARGO_MANIFEST_DIR")))
-            .expect("embedded dev profile is valid")
+        Config::from_toml_str(DEV_PROFILE, &base).expect("embedded dev profile is valid")
     }
 
     /// The configured domain called `name` (compared case-insensitively).

@@ -461,10 +461,19 @@ pub fn tls_connect(
     server: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_connect_named(server, config, "localhost")
+}
+
+/// Like [`tls_connect`], sending `name` as SNI and verifying the server certificate for it.
+pub fn tls_connect_named(
+    server: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let mut sock = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     sock.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
     let mut conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock)?;
