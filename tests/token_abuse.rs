@@ -622,3 +622,39 @@ fn j16_key_rotation_new_kid_after_one_refetch_old_kid_fails_once_dropped() {
     assert_eq!(r.body, INVALID_TOKEN_BODY);
     assert_eq!(s.exchange(&new, "phone").status, 200);
 }
+
+#[test]
+fn j16_old_kid_fails_once_the_cache_ttl_has_passed() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    // Keys are cached for 2 s (the IdP sends no max-age; the clamp's minimum applies).
+    let s = TokenServer::start(
+        &idp,
+        &Setup {
+            token_api: "jwks_min_cache_secs = 2\njwks_max_cache_secs = 2\nrate_per_device_per_minute = 1000",
+            ..Setup::default()
+        },
+    );
+    let old = idp.token_for("alice");
+    assert_eq!(s.exchange(&old, "phone").status, 201);
+    idp.rotate("add");
+    idp.rotate("drop");
+    let ok_fetches = |s: &TokenServer| s.metric("sipward_jwks_fetches_total{result=\"ok\"}");
+    let before = ok_fetches(&s);
+    // Two refreshes after the drop, so at least one fetch started after it.
+    let (after, took) = s.server.wait_metric(
+        "sipward_jwks_fetches_total{result=\"ok\"}",
+        Duration::from_secs(15),
+        |v| v >= before + 2.0,
+    );
+    assert!(
+        after >= before + 2.0,
+        "no background JWKS refresh within 15 s"
+    );
+    eprintln!("J16: two background refreshes came within {took:.1?} after the drop");
+    let r = s.exchange(&old, "phone");
+    assert_eq!(r.status, 401, "old kid after the cache TTL: {}", r.body);
+    assert_eq!(s.exchange(&idp.token_for("alice"), "phone").status, 200);
+}
