@@ -456,11 +456,18 @@ pub(super) struct LoginQuery {
 /// `GET /v1/login-options?domain=D`.
 pub(super) async fn login_options(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     let Some(api) = &s.token else {
         return not_found();
     };
+    if let Some(Extension(Peer(addr))) = peer {
+        let key = crate::auth::source_key(addr.ip());
+        if let Err(after) = api.per_source.check(&key, Instant::now()) {
+            return retry_after(StatusCode::TOO_MANY_REQUESTS, "rate_limited", after);
+        }
+    }
     let Some(domain) = q.domain.map(|d| d.to_ascii_lowercase()) else {
         return bad_request();
     };
