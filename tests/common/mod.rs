@@ -631,7 +631,11 @@ impl Client {
                 Err(e) => {
                     return match e.kind() {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => false,
-                        std::io::ErrorKind::ConnectionReset => true,
+                        // BrokenPipe: rustls writes on read (pending records) to a socket the
+                        // server has closed.
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe => true,
                         // rustls: an alert from the server, or its close without close_notify.
                         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => true,
                         other => {
