@@ -211,6 +211,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .copied()
         .collect();
 
+    let flows = Flows::default();
+    let proxy = crate::proxy::Proxy::new(
+        crate::transport::Outbound::new(udp_sockets.clone(), flows.clone()),
+        crate::proxy::ProxyConfig {
+            t1: config.sip.t1,
+            max_contexts: DEFAULT_MAX_TRANSACTIONS,
+        },
+        transactions.clone(),
+        metrics.clone(),
+        config.server.server_header.clone(),
+    );
     let dispatcher = Dispatcher::new(
         DispatchParts {
             limits,
@@ -227,6 +238,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             server_header: config.server.server_header.clone(),
             remove_bindings_on_close: r.remove_bindings_on_close,
             devices: token_parts.as_ref().map(|t| t.devices.clone()),
+            proxy: proxy.clone(),
         },
         &locals,
     );
@@ -263,7 +275,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     }
     let stream_ctx = StreamContext {
         handler: handler.clone(),
-        flows: Flows::default(),
+        flows,
         limits: StreamLimits {
             max_connections: config.sip.tcp_max_connections,
             idle_timeout: config.sip.tcp_idle_timeout,
@@ -341,6 +353,24 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         }
         None => None,
     };
+
+    // The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10.
+    let stop = shutdown.clone();
+    let tick = (config.sip.t1 / 10).max(std::time::Duration::from_millis(10));
+    tracker.spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = interval.tick() => {
+                    if !proxy.is_empty() {
+                        proxy.poll(Instant::now());
+                    }
+                }
+            }
+        }
+    });
 
     let purge_every = config.registrar.purge_interval;
     let purge_dispatcher = dispatcher.clone();

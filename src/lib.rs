@@ -9,12 +9,13 @@
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
 //! | `transport` | UDP receive loops, TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
-//! | `transaction` | RFC 3261 §17 server transactions as state machines with no I/O |
+//! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache, access-token validation |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
+//! | `proxy` | RFC 3261 §16 response contexts: forking, best response, CANCEL, ACK, Record-Route flow tokens |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated domain types; the embedded development profile |
@@ -31,6 +32,7 @@ pub mod devcerts;
 pub mod dispatch;
 pub mod metrics;
 pub mod oidc;
+pub mod proxy;
 pub mod registrar;
 pub mod sip;
 pub mod store;

@@ -147,6 +147,8 @@ pub struct DeviceIndex {
 
 struct IndexInner {
     entries: DashMap<Box<str>, Arc<DeviceEntry>>,
+    /// Active devices per AoR, so the proxy can tell that a user of the token API exists.
+    aors: DashMap<Arc<str>, usize>,
     /// Call-IDs each device registered with (the last [`MAX_CALL_IDS_PER_DEVICE`]): they
     /// identify its bindings when it is revoked.
     call_ids: DashMap<Box<str>, Vec<Box<str>>>,
@@ -161,6 +163,7 @@ impl DeviceIndex {
             DeviceIndex {
                 inner: Arc::new(IndexInner {
                     entries: DashMap::new(),
+                    aors: DashMap::new(),
                     call_ids: DashMap::new(),
                     keys,
                     events: tx,
@@ -193,19 +196,36 @@ impl DeviceIndex {
             current: GenerationEntry::new(&record.current),
             previous,
         };
-        self.inner
+        let aor = entry.aor.clone();
+        let replaced = self
+            .inner
             .entries
             .insert(record.username.as_str().into(), Arc::new(entry));
+        if let Some(old) = replaced {
+            self.inner.forget_aor(&old.aor);
+        }
+        *self.inner.aors.entry(aor).or_insert(0) += 1;
     }
 
     pub fn remove(&self, username: &str) -> bool {
-        self.inner.entries.remove(username).is_some()
+        match self.inner.entries.remove(username) {
+            Some((_, old)) => {
+                self.inner.forget_aor(&old.aor);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether some active device owns `aor` (`sip:user@domain`).
+    pub fn has_aor(&self, aor: &str) -> bool {
+        self.inner.aors.contains_key(aor)
     }
 
     /// Removes a revoked device and returns the Call-IDs it registered with, so the caller can
     /// remove its bindings.
     pub fn revoke(&self, username: &str) -> Vec<Box<str>> {
-        self.inner.entries.remove(username);
+        self.remove(username);
         self.inner
             .call_ids
             .remove(username)
@@ -322,14 +342,31 @@ impl DeviceIndex {
     /// Drops entries whose every generation has expired; returns how many.
     pub fn purge(&self, now: u64) -> usize {
         let before = self.inner.entries.len();
-        self.inner.entries.retain(|_, e| {
-            e.current.expires_at > now || e.previous.as_ref().is_some_and(|p| p.expires_at > now)
+        let inner = &self.inner;
+        inner.entries.retain(|_, e| {
+            let live = e.current.expires_at > now
+                || e.previous.as_ref().is_some_and(|p| p.expires_at > now);
+            if !live {
+                inner.forget_aor(&e.aor);
+            }
+            live
         });
         let entries = &self.inner.entries;
         self.inner
             .call_ids
             .retain(|user, _| entries.contains_key(user));
         before.saturating_sub(self.inner.entries.len())
+    }
+}
+
+impl IndexInner {
+    fn forget_aor(&self, aor: &str) {
+        if let dashmap::mapref::entry::Entry::Occupied(mut n) = self.aors.entry(aor.into()) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
     }
 }
 
@@ -424,6 +461,12 @@ mod tests {
         let c = index.candidates("d-abc", "example.test", aor, Algorithm::Sha256, now, &dummy);
         assert!(c.entry.is_some());
         assert_eq!(c.generations, [Some((2, now + 100)), Some((1, now + 50))]);
+        assert!(index.has_aor("sip:alice@example.test"));
+        index.upsert(&record(now), now);
+        assert_eq!(
+            index.inner.aors.get("sip:alice@example.test").map(|n| *n),
+            Some(1)
+        );
         for (user, realm, aor, at) in [
             ("d-zzz", "example.test", aor, now),
             ("d-abc", "example.org", aor, now),
@@ -457,5 +500,6 @@ mod tests {
         index.upsert(&record(now), now);
         assert_eq!(index.purge(now + 100), 1);
         assert!(index.is_empty());
+        assert!(!index.has_aor("sip:alice@example.test"));
     }
 }

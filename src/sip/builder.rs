@@ -203,8 +203,11 @@ pub struct ForwardEdits<'a> {
     pub record_route: &'a [&'a str],
     /// Decrement Max-Forwards (insert `Max-Forwards: 70` if absent), requests only.
     pub decrement_max_forwards: bool,
-    /// Remove the top Route value (loose routing past ourselves).
-    pub pop_route: bool,
+    /// Remove this many Route values from the top (loose routing past ourselves: one, or
+    /// two after a double Record-Route).
+    pub pop_routes: usize,
+    /// Route values to put before every remaining one, in order (a stored Path).
+    pub push_route: &'a [&'a str],
 }
 
 /// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
@@ -231,8 +234,13 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
         out.put_slice(rr.as_bytes());
         out.put_slice(b"\r\n");
     }
+    for route in edits.push_route {
+        out.put_slice(b"Route: ");
+        out.put_slice(route.as_bytes());
+        out.put_slice(b"\r\n");
+    }
     let mut via_popped = !edits.pop_via;
-    let mut route_popped = !edits.pop_route;
+    let mut routes_to_pop = edits.pop_routes;
     let mut saw_max_forwards = false;
     for h in msg.headers() {
         match h.kind {
@@ -240,9 +248,8 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
                 via_popped = true;
                 write_without_first(&mut out, msg, h, "Via");
             }
-            HeaderName::Route if !route_popped => {
-                route_popped = true;
-                write_without_first(&mut out, msg, h, "Route");
+            HeaderName::Route if routes_to_pop > 0 => {
+                routes_to_pop = write_without_first_n(&mut out, msg, h, "Route", routes_to_pop);
             }
             HeaderName::MaxForwards if edits.decrement_max_forwards => {
                 saw_max_forwards = true;
@@ -266,15 +273,31 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
 
 /// Writes a list header without its first value; nothing if that was its only value.
 fn write_without_first(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    write_without_first_n(out, msg, h, name, 1);
+}
+
+/// Writes a list header without its first `n` values (nothing if none remain); returns how
+/// many of the `n` this header did not hold, to be taken from the next header of the name.
+fn write_without_first_n(
+    out: &mut BytesMut,
+    msg: &Message,
+    h: &super::message::Header,
+    name: &str,
+    n: usize,
+) -> usize {
     let value = msg.text(h.value);
     let mut parts = split_commas(value);
-    let _first = parts.next();
+    let mut left = n;
+    while left > 0 && parts.next().is_some() {
+        left -= 1;
+    }
     let remaining: Vec<&str> = parts.filter_map(Result::ok).collect();
     if remaining.is_empty() {
-        return;
+        return left;
     }
     out.put_slice(name.as_bytes());
     out.put_slice(b": ");
     out.put_slice(remaining.join(", ").as_bytes());
     out.put_slice(b"\r\n");
+    left
 }

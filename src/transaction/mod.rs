@@ -8,10 +8,15 @@
 //! [`TransactionTable::next_deadline`] and then calls [`TransactionTable::poll`]). It does not
 //! parse SIP either: callers pass the typed values the `sip` layer already extracted.
 //!
-//! INVITE server transactions (§17.2.1) and client transactions are not handled here.
+//! `client.rs` holds the client transactions (§17.1, INVITE and non-INVITE, Timers A–F, K, M)
+//! the proxy runs per branch. A forwarded INVITE's server side uses the same table: its 100
+//! Trying and the provisional and final responses relayed upstream are stored, so an INVITE
+//! retransmission is absorbed and answered with the latest of them; an ACK for a non-2xx
+//! final is absorbed by dispatch.
 
 use std::time::{Duration, Instant};
 
+pub mod client;
 mod key;
 mod server;
 mod table;

@@ -631,10 +631,11 @@ impl Client {
                 Err(e) => {
                     return match e.kind() {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => false,
-                        std::io::ErrorKind::ConnectionReset => true,
-                        // The TLS client flushes records still pending from a write the server
-                        // cut short: EPIPE means the server closed (and reset) the connection.
-                        std::io::ErrorKind::BrokenPipe => true,
+                        // BrokenPipe: rustls writes on read (pending records) to a socket the
+                        // server has closed.
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe => true,
                         // rustls: an alert from the server, or its close without close_notify.
                         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => true,
                         other => {
