@@ -676,3 +676,97 @@ fn request_limits_body_head_and_bad_requests() {
     let r = s.http("GET", "/readyz", None, "");
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// A MESSAGE from `from` to `to` over `c`, with optional Proxy-Authorization.
+fn message(
+    c: &Client,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+    auth: Option<&str>,
+) -> String {
+    let mut m = format!(
+        "MESSAGE sip:{to}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from}@{DOMAIN}>;tag={}\r\nTo: <sip:{to}@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} MESSAGE\r\n",
+        c.local,
+        rand_token(),
+        rand_token()
+    );
+    if let Some(a) = auth {
+        m.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    }
+    m.push_str("Content-Length: 0\r\n\r\n");
+    m
+}
+
+/// Sends a MESSAGE as `from` (Digest user `user`, password `pw`) to `to`; returns the Call-ID.
+fn send_message(c: &mut Client, from: &str, user: &str, pw: &str, to: &str) -> String {
+    let call_id = rand_token();
+    let r = c
+        .request(&message(c, from, to, &call_id, 1, None))
+        .expect("407");
+    assert_eq!(r.status(), 407, "{}", r.text);
+    let auth = authorization(
+        "MD5",
+        user,
+        pw,
+        "MESSAGE",
+        &format!("sip:{to}@{DOMAIN}"),
+        &r.nonce(),
+        1,
+        &rand_token(),
+    );
+    c.send_raw(message(c, from, to, &call_id, 2, Some(&auth)).as_bytes());
+    call_id
+}
+
+fn received(c: &mut Client, call_id: &str) -> Option<Resp> {
+    std::iter::from_fn(|| c.recv(Duration::from_secs(2)))
+        .find(|m| m.header("Call-ID").as_deref() == Some(call_id) && m.text.starts_with("MESSAGE"))
+}
+
+#[test]
+fn the_proxy_reaches_a_device_user_and_a_device_credential_calls_out() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(
+        &idp,
+        &Setup {
+            accounts: &[("bob", "bob-static-pw", "device")],
+            ..Setup::default()
+        },
+    );
+    let cred = s.credential(&idp.token_for("alice"), "laptop");
+    let mut alice = Client::new(Proto::Udp, s.server.udp);
+    assert_eq!(
+        register_device(&mut alice, "alice", &cred, "MD5", None).status(),
+        200
+    );
+    let mut bob = Client::new(Proto::Udp, s.server.udp);
+    assert_eq!(
+        register(&mut bob, &Register::new("bob"), "bob-static-pw", "MD5").status(),
+        200
+    );
+
+    // bob → alice: alice exists only as a token API device, and is reached at her binding.
+    let call_id = send_message(&mut bob, "bob", "bob", "bob-static-pw", "alice");
+    let fwd = received(&mut alice, &call_id).expect("the MESSAGE reaches alice's device");
+    assert!(
+        fwd.text.starts_with("MESSAGE sip:alice@127.0.0.1:5999"),
+        "{}",
+        fwd.text
+    );
+
+    // alice (device credential) → bob.
+    let call_id = send_message(&mut alice, "alice", &cred.username, &cred.password, "bob");
+    let fwd = received(&mut bob, &call_id).expect("the MESSAGE from alice's device reaches bob");
+    assert!(
+        fwd.text.contains("From: <sip:alice@example.test>"),
+        "{}",
+        fwd.text
+    );
+}
