@@ -53,7 +53,25 @@ impl Dispatcher {
                 return answer;
             }
         }
-        self.request_for_user(msg, ruri, src, now)
+        // A phone configured with us as its outbound proxy pre-loads our Route (RFC 3261
+        // §16.4: remove it). A Route to anyone else after ours is relaying, which we refuse.
+        let (ours, more) = self.our_routes(msg);
+        if more {
+            return Some(self.respond(msg, src, 403, "Relaying Not Allowed", &[]));
+        }
+        self.request_for_user(msg, ruri, src, ours, now)
+    }
+
+    /// How many Route values on top name us, and whether others follow.
+    fn our_routes(&self, msg: &Message) -> (usize, bool) {
+        let mut ours = 0;
+        for route in msg.route_set(HeaderName::Route) {
+            match route {
+                Ok(r) if self.is_our_route(&r.uri) => ours += 1,
+                _ => return (ours, true),
+            }
+        }
+        (ours, false)
     }
 
     /// Requests for our users: authenticate first (E5: nothing about the callee is looked
@@ -63,6 +81,7 @@ impl Dispatcher {
         msg: &Message,
         ruri: &Uri<'_>,
         src: &Source,
+        our_routes: usize,
         now: Instant,
     ) -> Option<Response> {
         let i = &self.inner;
@@ -114,15 +133,28 @@ impl Dispatcher {
             .iter()
             .map(|b| b.path().iter().map(|p| &**p).collect())
             .collect();
+        let out = i.proxy.outbound();
         let branches: Vec<Branch<'_>> = bindings
             .iter()
             .zip(&paths)
             .filter_map(|(b, path)| {
-                let target = match (b.transport, b.flow) {
-                    (_, Some(flow)) => Target::Flow(flow),
-                    (Transport::Udp, None) => Target::Udp(b.source),
+                let target = match (path.first(), b.transport, b.flow) {
+                    // RFC 3327: a stored Path is the route set; the first hop is its first
+                    // entry (the edge proxy), reached over an open connection or UDP.
+                    (Some(first), _, _) => {
+                        let hop = crate::sip::NameAddr::parse(first).ok()?;
+                        let (addr, transport) = proxy::uri_address(&hop.uri)?;
+                        match (out.flows().by_peer(addr), transport) {
+                            (Some(flow), _) => Target::Flow(flow),
+                            (None, Transport::Udp) => Target::Udp(addr),
+                            (None, _) => return None,
+                        }
+                    }
+                    (None, _, Some(flow)) => Target::Flow(flow),
+                    // NAT: send where the REGISTER came from, not to the Contact's address.
+                    (None, Transport::Udp, None) => Target::Udp(b.source),
                     // A stream binding whose connection is gone: nothing to send on.
-                    (_, None) => return None,
+                    (None, _, None) => return None,
                 };
                 Some(Branch {
                     target,
@@ -132,14 +164,14 @@ impl Dispatcher {
             })
             .collect();
         let routing = Routing {
-            pop_routes: 0,
+            pop_routes: our_routes,
             record_route: true,
         };
         self.forward_and_answer(msg, src, &branches, routing, now)
     }
 
     /// Hands a request to the proxy and answers what the proxy cannot: 100 Trying for an
-    /// INVITE, 480 / 503 when nothing could be forwarded.
+    /// INVITE (sent first), 480 / 503 when nothing could be forwarded.
     fn forward_and_answer(
         &self,
         msg: &Message,
@@ -153,10 +185,17 @@ impl Dispatcher {
         let (Some(inbound), Some(key)) = (self.inbound(msg, src), transaction_key(msg)) else {
             return Some(self.respond(msg, src, 400, "Bad Request", &[]));
         };
+        if msg.method() == Some(Method::Invite) {
+            // 100 Trying leaves before the INVITE is forwarded, so that no relayed
+            // provisional can overtake it; the server transaction replays it to
+            // retransmissions.
+            let trying = self.respond(msg, src, 100, "Trying", &[]);
+            let _ = i
+                .transactions
+                .on_response(&key, trying.bytes.clone(), 100, now);
+            i.proxy.outbound().send(inbound.upstream, trying.bytes);
+        }
         match i.proxy.start(msg, inbound, key, branches, routing, now) {
-            Started::Forwarded if msg.method() == Some(Method::Invite) => {
-                Some(self.respond(msg, src, 100, "Trying", &[]))
-            }
             Started::Forwarded => None,
             Started::Overloaded => {
                 i.metrics.proxied(method, "overloaded");

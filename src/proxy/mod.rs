@@ -309,10 +309,6 @@ impl Proxy {
                 Ok(sent) => sent.values(HeaderName::Route).map(str::to_owned).collect(),
                 Err(_) => Vec::new(),
             };
-            if !i.out.send(b.target, bytes.clone()) {
-                tracing::debug!(target = ?b.target, "proxy: branch could not be sent");
-                continue;
-            }
             let kind = if invite {
                 ClientKind::Invite
             } else {
@@ -334,14 +330,16 @@ impl Proxy {
         if states.is_empty() {
             return Started::NoRoute;
         }
-        i.metrics.proxy_branches(states.len());
+        // The context and its branch ids are in the maps, and locked, before the first byte
+        // leaves: a response racing in on another receive loop waits for the lock instead of
+        // finding no branch.
         for b in &states {
             i.branches.insert(b.id.clone(), id);
         }
         if invite {
             i.invites.insert(server_key.clone(), id);
         }
-        let ctx = Context {
+        let ctx = Arc::new(Mutex::new(Context {
             request: msg.clone(),
             inbound,
             server_key,
@@ -351,8 +349,28 @@ impl Proxy {
             final_sent: false,
             cancelled: false,
             created: now,
-        };
-        i.contexts.insert(id, Arc::new(Mutex::new(ctx)));
+        }));
+        let mut guard = lock(&ctx);
+        i.contexts.insert(id, ctx.clone());
+        guard.branches.retain(|b| {
+            let sent = i.out.send(b.target, b.request.clone());
+            if !sent {
+                tracing::debug!(target = ?b.target, "proxy: branch could not be sent");
+                i.branches.remove(&b.id);
+            }
+            sent
+        });
+        let forwarded = !guard.branches.is_empty();
+        if !forwarded {
+            if guard.invite {
+                i.invites.remove(&guard.server_key);
+            }
+            drop(guard);
+            i.contexts.remove(&id);
+            return Started::NoRoute;
+        }
+        i.metrics.proxy_branches(guard.branches.len());
+        drop(guard);
         i.metrics.proxy_contexts.set(i.contexts.len() as i64);
         Started::Forwarded
     }

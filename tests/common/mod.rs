@@ -908,3 +908,19 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// A UDP client bound to `local` (a port another program will use afterwards).
+    pub fn udp_on(local: SocketAddr, server: SocketAddr) -> Client {
+        let s = UdpSocket::bind(local).expect("bind the given UDP address");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Client {
+            proto: Proto::Udp,
+            udp: Some(s),
+            stream: None,
+            server,
+            local,
+            buf: Vec::new(),
+        }
+    }
+}
