@@ -672,3 +672,51 @@ fn retransmitted_200_relayed_and_retransmitted_invite_absorbed() {
         "the INVITE retransmission was forwarded: {extra:?}"
     );
 }
+
+/// Timer G: a non-2xx final relayed to a UDP caller is retransmitted until the caller's ACK;
+/// sipward ACKs the callee's 486 itself (hop by hop).
+#[test]
+fn non_2xx_final_is_retransmitted_until_acked() {
+    let server = start();
+    let mut bob = bob_phone(&server);
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let call_id = rand_token();
+    let (trying, sent) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
+    assert_eq!(trying.status(), 100);
+    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let busy = response_to(
+        &fwd,
+        486,
+        "Busy Here",
+        "bobtag",
+        &bob.local.to_string(),
+        false,
+    );
+    bob.send_raw(busy.as_bytes());
+    let ack = bob
+        .recv(Duration::from_secs(5))
+        .expect("sipward's ACK for the 486");
+    assert!(ack.text.starts_with("ACK sip:bob@"), "{}", ack.text);
+    let first = first_final(&mut c);
+    assert_eq!(first.status(), 486);
+    // No ACK from the caller: the 486 comes again (Timer G, T1 = 500 ms).
+    let again = c.recv(Duration::from_secs(3)).expect("retransmitted 486");
+    assert_eq!(again.status(), 486);
+    assert_eq!(again.text, first.text);
+    let text = String::from_utf8(sent).unwrap();
+    let branch = text
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .and_then(|l| l.split("branch=").nth(1))
+        .and_then(|b| b.split(';').next())
+        .unwrap()
+        .to_string();
+    ack_non_2xx(&mut c, "bob", &call_id, 2, &branch, &first);
+    // Drain anything already in flight, then expect silence.
+    std::thread::sleep(Duration::from_millis(200));
+    while c.recv(Duration::from_millis(50)).is_some() {}
+    assert!(
+        c.recv(Duration::from_millis(2500)).is_none(),
+        "486 still retransmitted after the ACK"
+    );
+}

@@ -182,6 +182,9 @@ impl Dispatcher {
             // An ACK for a 2xx travels end to end along the route set; an ACK for a non-2xx
             // final (ours or relayed) ends at the INVITE server transaction here.
             if !self.ack_in_dialog(&msg, src) {
+                if let Some(key) = invite_key_of(&msg) {
+                    i.proxy.on_ack(&key, now);
+                }
                 i.metrics.dropped(DropReason::Ack);
             }
             return Reply::none();
@@ -438,6 +441,12 @@ fn is_unroutable(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
         IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
     }
+}
+
+/// The key of the INVITE server transaction an ACK or CANCEL belongs to (same top Via).
+fn invite_key_of(msg: &Message) -> Option<TransactionKey> {
+    let via = msg.top_via().ok()?;
+    TransactionKey::rfc3261(via.branch()?, via.sent_by, "INVITE").ok()
 }
 
 /// RFC 3261 §17.2.3 key, with the RFC 2543 fallback for branches without the cookie.

@@ -16,7 +16,6 @@ use std::time::Instant;
 use super::{transaction_key, udp_reply_addr, Dispatcher, Response};
 use crate::proxy::{self, Branch, Inbound, Routing, Started};
 use crate::sip::{HeaderName, Message, Method, Uri};
-use crate::transaction::TransactionKey;
 use crate::transport::{Source, Target, Transport};
 
 impl Dispatcher {
@@ -217,11 +216,7 @@ impl Dispatcher {
     /// CANCEL (hop by hop): 200 and cancel the branches if it matches an INVITE we forwarded,
     /// else 481.
     pub(super) fn cancel(&self, msg: &Message, src: &Source, now: Instant) -> Response {
-        let invite_key = msg.top_via().ok().and_then(|via| {
-            let branch = via.branch()?;
-            TransactionKey::rfc3261(branch, via.sent_by, "INVITE").ok()
-        });
-        match invite_key {
+        match super::invite_key_of(msg) {
             Some(key) if self.inner.proxy.cancel(&key, now) => {
                 self.respond(msg, src, 200, "OK", &[])
             }

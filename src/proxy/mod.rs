@@ -29,6 +29,7 @@ use sha2::Sha256;
 use crate::metrics::Metrics;
 use crate::sip::{forward, ForwardEdits, HeaderName, Message, ResponseBuilder, Uri, ViaReceived};
 use crate::transaction::client::{ClientKind, ClientResponse, ClientTimer, ClientTransaction};
+use crate::transaction::invite_server::{InviteServer, InviteServerTimer};
 use crate::transaction::{TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Outbound, Target, Transport};
 
@@ -119,6 +120,9 @@ struct Context {
     final_sent: bool,
     cancelled: bool,
     created: Instant,
+    /// The INVITE server transaction (Timers G, H, I, L) and the final it retransmits.
+    server: Option<InviteServer>,
+    final_bytes: Option<Bytes>,
 }
 
 struct BranchState {
@@ -349,6 +353,9 @@ impl Proxy {
             final_sent: false,
             cancelled: false,
             created: now,
+            server: invite
+                .then(|| InviteServer::new(inbound.transport != Transport::Udp, i.config.t1)),
+            final_bytes: None,
         }));
         let mut guard = lock(&ctx);
         i.contexts.insert(id, ctx.clone());
@@ -570,8 +577,16 @@ impl Proxy {
             .build()
     }
 
-    fn send_upstream(&self, ctx: &Context, bytes: Bytes, status: u16, now: Instant) {
+    fn send_upstream(&self, ctx: &mut Context, bytes: Bytes, status: u16, now: Instant) {
         let i = &self.inner;
+        if status >= 200 {
+            if let Some(server) = ctx.server.as_mut() {
+                server.on_final(status, now);
+                if status >= 300 {
+                    ctx.final_bytes = Some(bytes.clone());
+                }
+            }
+        }
         if status >= 101 {
             // Retransmitted requests get this answer replayed by the server transaction.
             let _ = i
@@ -582,6 +597,19 @@ impl Proxy {
         if !i.out.send(ctx.inbound.upstream, bytes) {
             tracing::debug!(upstream = ?ctx.inbound.upstream, "proxy: response could not be sent upstream");
         }
+    }
+
+    /// The ACK for a non-2xx final this proxy sent upstream for the INVITE `invite_key`:
+    /// stops Timer G. False if no such transaction (the ACK is not ours).
+    pub fn on_ack(&self, invite_key: &TransactionKey, now: Instant) -> bool {
+        let Some(id) = self.inner.invites.get(invite_key).map(|e| *e) else {
+            return false;
+        };
+        let Some(ctx) = self.context(id) else {
+            return false;
+        };
+        let mut ctx = lock(&ctx);
+        ctx.server.as_mut().is_some_and(|s| s.on_ack(now))
     }
 
     /// Runs the timers of every context: retransmissions, timeouts (408), and removal of
@@ -615,6 +643,22 @@ impl Proxy {
                     }
                 }
             }
+            let mut resend = false;
+            if let Some(server) = ctx.server.as_mut() {
+                while let Some(event) = server.poll(now) {
+                    match event {
+                        InviteServerTimer::RetransmitFinal => resend = true,
+                        InviteServerTimer::AckTimeout => {
+                            tracing::debug!("proxy: no ACK for a non-2xx final (Timer H)");
+                        }
+                    }
+                }
+            }
+            if resend {
+                if let Some(bytes) = ctx.final_bytes.clone() {
+                    i.out.send(ctx.inbound.upstream, bytes);
+                }
+            }
             if timed_out {
                 // A timed-out branch counts as a 408 (§16.7 step 2).
                 if ctx.best.is_none() {
@@ -623,8 +667,12 @@ impl Proxy {
                 }
                 self.maybe_finish(&mut ctx, now);
             }
-            let done =
-                ctx.final_sent && ctx.branches.iter().all(|b| b.txn.next_deadline().is_none());
+            let done = ctx.final_sent
+                && ctx.branches.iter().all(|b| b.txn.next_deadline().is_none())
+                && ctx
+                    .server
+                    .as_ref()
+                    .is_none_or(|s| s.next_deadline().is_none());
             if done || now.duration_since(ctx.created) > CONTEXT_HARD_LIMIT {
                 for b in &ctx.branches {
                     i.branches.remove(&b.id);
