@@ -74,6 +74,8 @@ pub struct Routing {
     pub pop_routes: usize,
     /// Add Record-Route (initial requests), so in-dialog requests come back through us.
     pub record_route: bool,
+    /// Remove the last Route value (strict-routing interop, RFC 3261 §16.4).
+    pub pop_last_route: bool,
 }
 
 /// The result of [`Proxy::start`].
@@ -262,6 +264,7 @@ impl Proxy {
         let Routing {
             pop_routes,
             record_route,
+            pop_last_route,
         } = routing;
         let i = &self.inner;
         if i.contexts.len() >= i.config.max_contexts {
@@ -306,6 +309,7 @@ impl Proxy {
                 decrement_max_forwards: true,
                 pop_routes,
                 push_route: &b.route,
+                pop_last_route,
             };
             let bytes = forward(msg, &edits);
             let request_uri = b.request_uri.or(msg.request_uri()).unwrap_or("").to_owned();
@@ -383,7 +387,13 @@ impl Proxy {
     }
 
     /// Forwards an ACK for a 2xx (end to end, no transaction) to `target`.
-    pub fn forward_stateless(&self, msg: &Message, target: Target, pop_routes: usize) -> bool {
+    pub fn forward_stateless(
+        &self,
+        msg: &Message,
+        target: Target,
+        request_uri: Option<&str>,
+        routing: Routing,
+    ) -> bool {
         let Some((transport, local)) = self.inner.out.local_for(target) else {
             return false;
         };
@@ -403,9 +413,11 @@ impl Proxy {
             h.finish()
         );
         let edits = ForwardEdits {
+            request_uri,
             push_via: Some(&via),
             decrement_max_forwards: true,
-            pop_routes,
+            pop_routes: routing.pop_routes,
+            pop_last_route: routing.pop_last_route,
             ..ForwardEdits::default()
         };
         self.inner.out.send(target, forward(msg, &edits))

@@ -208,6 +208,9 @@ pub struct ForwardEdits<'a> {
     pub pop_routes: usize,
     /// Route values to put before every remaining one, in order (a stored Path).
     pub push_route: &'a [&'a str],
+    /// Remove the last Route value (RFC 3261 §16.4: a strict router upstream put the real
+    /// target there, and it becomes the Request-URI).
+    pub pop_last_route: bool,
 }
 
 /// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
@@ -241,8 +244,19 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     }
     let mut via_popped = !edits.pop_via;
     let mut routes_to_pop = edits.pop_routes;
+    let last_route = if edits.pop_last_route {
+        msg.headers()
+            .iter()
+            .rposition(|h| h.kind == HeaderName::Route)
+    } else {
+        None
+    };
     let mut saw_max_forwards = false;
-    for h in msg.headers() {
+    for (index, h) in msg.headers().iter().enumerate() {
+        if Some(index) == last_route {
+            write_without_last(&mut out, msg, h, "Route");
+            continue;
+        }
         match h.kind {
             HeaderName::Via if !via_popped => {
                 via_popped = true;
@@ -269,6 +283,20 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     out.put_slice(b"\r\n");
     out.put_slice(msg.body());
     out.freeze()
+}
+
+/// Writes a list header without its last value; nothing if that was its only value.
+fn write_without_last(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    let value = msg.text(h.value);
+    let mut values: Vec<&str> = split_commas(value).filter_map(Result::ok).collect();
+    values.pop();
+    if values.is_empty() {
+        return;
+    }
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(values.join(", ").as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// Writes a list header without its first value; nothing if that was its only value.
