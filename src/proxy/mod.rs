@@ -827,6 +827,36 @@ mod tests {
         assert!(!better(500, Some(603)));
     }
 
+    fn proxy() -> Proxy {
+        let config = crate::transaction::TransactionConfig::new(Duration::from_millis(500), 100)
+            .expect("config");
+        Proxy::new(
+            Outbound::new(Vec::new(), crate::transport::Flows::default()),
+            ProxyConfig {
+                t1: Duration::from_millis(500),
+                max_contexts: 10,
+            },
+            TransactionTable::new(config),
+            Metrics::new(),
+            None,
+        )
+    }
+
+    #[test]
+    fn flow_tokens_round_trip_and_refuse_forgeries() {
+        let p = proxy();
+        let token = p.flow_token(Some(FlowId(7)), None);
+        assert_eq!(p.flows_of_token(&token), Some((Some(FlowId(7)), None)));
+        // Another flow with the same MAC, a truncated MAC, extra parts: refused.
+        let mac = token.rsplit('x').next().unwrap();
+        assert_eq!(p.flows_of_token(&format!("f8x0x{mac}")), None);
+        assert_eq!(p.flows_of_token(&token[..token.len() - 2]), None);
+        assert_eq!(p.flows_of_token(&format!("{token}x1")), None);
+        assert_eq!(p.flows_of_token("alice"), None);
+        // Another process (another key) cannot read ours.
+        assert_eq!(proxy().flows_of_token(&token), None);
+    }
+
     #[test]
     fn uri_addresses() {
         let u = Uri::parse("sip:bob@127.0.0.1:5999;transport=tcp").unwrap();

@@ -329,3 +329,61 @@ fn write_without_first_n(
     out.put_slice(b"\r\n");
     left
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Limits;
+
+    const INVITE: &str = "INVITE sip:bob@example.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n\
+        Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>\r\n\
+        X-Odd:  kept   as is\r\n\
+        Route: <sip:p3.example.test;lr>, <sip:last.example.test>\r\n\
+        Max-Forwards: 10\r\n\
+        From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n\
+        Call-ID: c1\r\nCSeq: 1 INVITE\r\n\
+        Content-Length: 4\r\n\r\nbody";
+
+    fn edited(edits: &ForwardEdits<'_>) -> String {
+        let msg = Message::parse(Bytes::from_static(INVITE.as_bytes()), &Limits::default())
+            .expect("parses");
+        String::from_utf8(forward(&msg, edits).to_vec()).expect("text")
+    }
+
+    #[test]
+    fn pops_routes_across_headers_and_the_last_one() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 2,
+            pop_last_route: true,
+            push_route: &["<sip:edge.example.test;lr>"],
+            request_uri: Some("sip:bob@192.0.2.9"),
+            decrement_max_forwards: true,
+            ..ForwardEdits::default()
+        });
+        assert!(
+            out.starts_with("INVITE sip:bob@192.0.2.9 SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Route: <sip:edge.example.test;lr>\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("p1.") && !out.contains("p2."), "{out}");
+        assert!(out.contains("Route: <sip:p3.example.test;lr>\r\n"), "{out}");
+        assert!(!out.contains("last.example.test"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"), "{out}");
+        assert!(out.contains("Max-Forwards: 9\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nbody"), "{out}");
+    }
+
+    #[test]
+    fn popping_more_routes_than_there_are_removes_them_all() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 9,
+            ..ForwardEdits::default()
+        });
+        assert!(!out.contains("Route:"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"));
+    }
+}
