@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::{transaction_key, udp_reply_addr, Dispatcher, Response};
 use crate::proxy::{self, Branch, Inbound, Routing, Started};
 use crate::sip::{HeaderName, Message, Method, Uri};
-use crate::transport::{Source, Target, Transport};
+use crate::transport::{FlowId, Source, Target, Transport};
 
 impl Dispatcher {
     /// The target of responses to a request from `src`.
@@ -260,14 +260,8 @@ impl Dispatcher {
         let Some(Ok(last)) = routes.last() else {
             return Some(Err((400, "Bad Route")));
         };
-        let other = match src.flow {
-            Some(f) if Some(f) == a => b,
-            Some(f) if Some(f) == b => a,
-            Some(_) => None,
-            None => a.or(b),
-        };
         let out = proxy.outbound();
-        let target = match other {
+        let target = match other_side(src, a, b) {
             Some(flow) if out.flows().info(flow).is_some() => Target::Flow(flow),
             Some(_) => return Some(Err((430, "Flow Failed"))),
             None => match proxy::uri_address(&last.uri) {
@@ -388,13 +382,7 @@ impl Dispatcher {
         }
         let out = self.inner.proxy.outbound();
         if let Some((a, b)) = flows {
-            let other = match src.flow {
-                Some(f) if Some(f) == a => b,
-                Some(f) if Some(f) == b => a,
-                Some(_) => None,
-                None => a.or(b),
-            };
-            if let Some(flow) = other {
+            if let Some(flow) = other_side(src, a, b) {
                 if out.flows().info(flow).is_none() {
                     return Some(Err((430, "Flow Failed")));
                 }
@@ -427,5 +415,17 @@ impl Dispatcher {
             .local_addrs
             .iter()
             .any(|l| *l == addr || (l.port() == addr.port() && l.ip().is_unspecified()))
+    }
+}
+
+/// The flow of a Record-Route token that is not the one the request came in on: the
+/// callee's connection for a request from the caller and the other way round; `None` when
+/// that side is UDP (or the request came over a connection the token does not name).
+fn other_side(src: &Source, a: Option<FlowId>, b: Option<FlowId>) -> Option<FlowId> {
+    match src.flow {
+        Some(f) if Some(f) == a => b,
+        Some(f) if Some(f) == b => a,
+        Some(_) => None,
+        None => a.or(b),
     }
 }

@@ -754,39 +754,33 @@ fn class_label(status: u16) -> &'static str {
     }
 }
 
-/// The hop-by-hop ACK for a non-2xx final on branch `b` (RFC 3261 §17.1.1.3).
+/// The hop-by-hop ACK for a non-2xx final on branch `b` (RFC 3261 §17.1.1.3): To from the
+/// response.
 fn build_ack(request: &Message, b: &BranchState, response: &Message) -> Bytes {
-    let mut out = format!("ACK {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
-    for r in &b.route {
-        out.push_str("Route: ");
-        out.push_str(r);
-        out.push_str("\r\n");
-    }
     let to = response.value(HeaderName::To).unwrap_or("");
-    let from = request.value(HeaderName::From).unwrap_or("");
-    let call_id = request.call_id().unwrap_or("");
-    let seq = request.cseq().map(|c| c.seq).unwrap_or(0);
-    out.push_str(&format!(
-        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n"
-    ));
-    Bytes::from(out)
+    branch_request("ACK", request, b, to)
 }
 
-/// The CANCEL for branch `b` (RFC 3261 §9.1): same Request-URI, top Via, Route, Call-ID,
-/// From, To and CSeq number as the INVITE it cancels.
+/// The CANCEL for branch `b` (RFC 3261 §9.1): To as in the INVITE.
 fn build_cancel(request: &Message, b: &BranchState) -> Bytes {
-    let mut out = format!("CANCEL {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
+    let to = request.value(HeaderName::To).unwrap_or("");
+    branch_request("CANCEL", request, b, to)
+}
+
+/// A request on branch `b` that reuses the INVITE's Request-URI (as sent), top Via, Route
+/// set, From, Call-ID and CSeq number.
+fn branch_request(method: &str, request: &Message, b: &BranchState, to: &str) -> Bytes {
+    let mut out = format!("{method} {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
     for r in &b.route {
         out.push_str("Route: ");
         out.push_str(r);
         out.push_str("\r\n");
     }
-    let to = request.value(HeaderName::To).unwrap_or("");
     let from = request.value(HeaderName::From).unwrap_or("");
     let call_id = request.call_id().unwrap_or("");
     let seq = request.cseq().map(|c| c.seq).unwrap_or(0);
     out.push_str(&format!(
-        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"
+        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
     ));
     Bytes::from(out)
 }
