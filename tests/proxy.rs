@@ -720,3 +720,56 @@ fn non_2xx_final_is_retransmitted_until_acked() {
         "486 still retransmitted after the ACK"
     );
 }
+
+/// RFC 3261 §16.4 strict-routing interop: a BYE whose Request-URI is sipward's Record-Route
+/// URI and whose last Route is the callee reaches the callee with that Request-URI and
+/// without the Route.
+#[test]
+fn strict_routed_bye_reaches_the_callee() {
+    let server = start();
+    let mut bob = bob_phone(&server);
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let call_id = rand_token();
+    let (trying, _) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
+    assert_eq!(trying.status(), 100);
+    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
+    bob.send_raw(ok.as_bytes());
+    let answer = first_final(&mut c);
+    assert_eq!(answer.status(), 200);
+    let rr = answer.header("Record-Route").expect("Record-Route");
+    let rr_uri = rr
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    let contact = format!("sip:bob@{}", bob.local);
+    // A strict router puts the next hop in the Request-URI and the target last in Route.
+    let bye = format!(
+        "BYE {rr_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+         Max-Forwards: 70\r\nRoute: <{contact}>\r\nFrom: <sip:alice@{DOMAIN}>;tag=a{call_id}\r\n\
+         To: <sip:bob@{DOMAIN}>;tag=bobtag\r\nCall-ID: {call_id}\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+        c.local,
+        rand_token()
+    );
+    c.send_raw(bye.as_bytes());
+    let got = std::iter::from_fn(|| bob.recv(Duration::from_secs(5)))
+        .find(|m| m.text.starts_with("BYE"))
+        .expect("the BYE at bob");
+    assert!(
+        got.text.starts_with(&format!("BYE {contact} SIP/2.0")),
+        "{}",
+        got.text
+    );
+    assert!(
+        got.header("Route").is_none(),
+        "the last Route was removed: {}",
+        got.text
+    );
+    let ok = response_to(&got, 200, "OK", "", &bob.local.to_string(), false);
+    bob.send_raw(ok.as_bytes());
+    let r = first_final(&mut c);
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert_eq!(r.header("CSeq").as_deref(), Some("3 BYE"));
+}

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::{transaction_key, udp_reply_addr, Dispatcher, Response};
 use crate::proxy::{self, Branch, Inbound, Routing, Started};
 use crate::sip::{HeaderName, Message, Method, Uri};
-use crate::transport::{Source, Target, Transport};
+use crate::transport::{FlowId, Source, Target, Transport};
 
 impl Dispatcher {
     /// The target of responses to a request from `src`.
@@ -46,6 +46,9 @@ impl Dispatcher {
         src: &Source,
         now: Instant,
     ) -> Option<Response> {
+        if let Some(answer) = self.strict_routed(msg, ruri, src, now) {
+            return answer;
+        }
         let has_to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
         if has_to_tag {
             if let Some(answer) = self.in_dialog(msg, src, now) {
@@ -165,6 +168,7 @@ impl Dispatcher {
         let routing = Routing {
             pop_routes: our_routes,
             record_route: true,
+            pop_last_route: false,
         };
         self.forward_and_answer(msg, src, &branches, routing, now)
     }
@@ -213,6 +217,67 @@ impl Dispatcher {
         }
     }
 
+    /// RFC 3261 §16.4 strict-routing interop: a strict router upstream put our Record-Route
+    /// URI in the Request-URI and the real target last in Route. That target becomes the
+    /// Request-URI again and leaves the Route set; the request goes to the other side of
+    /// the flow token, or to that target. `None` if the Request-URI is not ours.
+    fn strict_routed(
+        &self,
+        msg: &Message,
+        ruri: &Uri<'_>,
+        src: &Source,
+        now: Instant,
+    ) -> Option<Option<Response>> {
+        match self.strict_next_hop(msg, ruri, src)? {
+            Err((status, reason)) => Some(Some(self.respond(msg, src, status, reason, &[]))),
+            Ok((target, uri)) => {
+                let branch = Branch {
+                    target,
+                    request_uri: Some(&uri),
+                    route: Vec::new(),
+                };
+                let routing = Routing {
+                    pop_last_route: true,
+                    ..Routing::default()
+                };
+                Some(self.forward_and_answer(msg, src, &[branch], routing, now))
+            }
+        }
+    }
+
+    /// Where a strict-routed request goes, and its restored Request-URI; `None` if the
+    /// Request-URI is not one of our Record-Route URIs.
+    #[allow(clippy::type_complexity)]
+    fn strict_next_hop(
+        &self,
+        msg: &Message,
+        ruri: &Uri<'_>,
+        src: &Source,
+    ) -> Option<Result<(Target, String), (u16, &'static str)>> {
+        let proxy = &self.inner.proxy;
+        let (a, b) = ruri
+            .user
+            .filter(|_| self.is_our_route(ruri))
+            .and_then(|u| proxy.flows_of_token(u))?;
+        let routes: Vec<_> = msg.route_set(HeaderName::Route).collect();
+        let Some(Ok(last)) = routes.last() else {
+            return Some(Err((400, "Bad Route")));
+        };
+        let out = proxy.outbound();
+        let target = match other_side(src, a, b) {
+            Some(flow) if out.flows().info(flow).is_some() => Target::Flow(flow),
+            Some(_) => return Some(Err((430, "Flow Failed"))),
+            None => match proxy::uri_address(&last.uri) {
+                Some((addr, _)) => out
+                    .flows()
+                    .by_peer(addr)
+                    .map_or(Target::Udp(addr), Target::Flow),
+                None => return Some(Err((480, "Temporarily Unavailable"))),
+            },
+        };
+        Some(Ok((target, last.uri.raw.to_owned())))
+    }
+
     /// CANCEL (hop by hop): 200 and cancel the branches if it matches an INVITE we forwarded,
     /// else 481.
     pub(super) fn cancel(&self, msg: &Message, src: &Source, now: Instant) -> Response {
@@ -230,8 +295,32 @@ impl Dispatcher {
         if msg.to().ok().and_then(|t| t.tag()).is_none() {
             return false;
         }
+        if let Ok(ruri) = Uri::parse(msg.request_uri().unwrap_or("")) {
+            if let Some(strict) = self.strict_next_hop(msg, &ruri, src) {
+                return match strict {
+                    Ok((target, uri)) => self.inner.proxy.forward_stateless(
+                        msg,
+                        target,
+                        Some(&uri),
+                        Routing {
+                            pop_last_route: true,
+                            ..Routing::default()
+                        },
+                    ),
+                    Err(_) => false,
+                };
+            }
+        }
         match self.next_hop(msg, src) {
-            Some(Ok((target, pop))) => self.inner.proxy.forward_stateless(msg, target, pop),
+            Some(Ok((target, pop))) => self.inner.proxy.forward_stateless(
+                msg,
+                target,
+                None,
+                Routing {
+                    pop_routes: pop,
+                    ..Routing::default()
+                },
+            ),
             _ => false,
         }
     }
@@ -253,6 +342,7 @@ impl Dispatcher {
                 let routing = Routing {
                     pop_routes: pop,
                     record_route: false,
+                    pop_last_route: false,
                 };
                 Some(self.forward_and_answer(msg, src, &[branch], routing, now))
             }
@@ -295,13 +385,7 @@ impl Dispatcher {
         }
         let out = self.inner.proxy.outbound();
         if let Some((a, b)) = flows {
-            let other = match src.flow {
-                Some(f) if Some(f) == a => b,
-                Some(f) if Some(f) == b => a,
-                Some(_) => None,
-                None => a.or(b),
-            };
-            if let Some(flow) = other {
+            if let Some(flow) = other_side(src, a, b) {
                 if out.flows().info(flow).is_none() {
                     return Some(Err((430, "Flow Failed")));
                 }
@@ -334,5 +418,17 @@ impl Dispatcher {
             .local_addrs
             .iter()
             .any(|l| *l == addr || (l.port() == addr.port() && l.ip().is_unspecified()))
+    }
+}
+
+/// The flow of a Record-Route token that is not the one the request came in on: the
+/// callee's connection for a request from the caller and the other way round; `None` when
+/// that side is UDP (or the request came over a connection the token does not name).
+fn other_side(src: &Source, a: Option<FlowId>, b: Option<FlowId>) -> Option<FlowId> {
+    match src.flow {
+        Some(f) if Some(f) == a => b,
+        Some(f) if Some(f) == b => a,
+        Some(_) => None,
+        None => a.or(b),
     }
 }

@@ -74,6 +74,8 @@ pub struct Routing {
     pub pop_routes: usize,
     /// Add Record-Route (initial requests), so in-dialog requests come back through us.
     pub record_route: bool,
+    /// Remove the last Route value (strict-routing interop, RFC 3261 §16.4).
+    pub pop_last_route: bool,
 }
 
 /// The result of [`Proxy::start`].
@@ -262,6 +264,7 @@ impl Proxy {
         let Routing {
             pop_routes,
             record_route,
+            pop_last_route,
         } = routing;
         let i = &self.inner;
         if i.contexts.len() >= i.config.max_contexts {
@@ -306,6 +309,7 @@ impl Proxy {
                 decrement_max_forwards: true,
                 pop_routes,
                 push_route: &b.route,
+                pop_last_route,
             };
             let bytes = forward(msg, &edits);
             let request_uri = b.request_uri.or(msg.request_uri()).unwrap_or("").to_owned();
@@ -383,7 +387,13 @@ impl Proxy {
     }
 
     /// Forwards an ACK for a 2xx (end to end, no transaction) to `target`.
-    pub fn forward_stateless(&self, msg: &Message, target: Target, pop_routes: usize) -> bool {
+    pub fn forward_stateless(
+        &self,
+        msg: &Message,
+        target: Target,
+        request_uri: Option<&str>,
+        routing: Routing,
+    ) -> bool {
         let Some((transport, local)) = self.inner.out.local_for(target) else {
             return false;
         };
@@ -403,9 +413,11 @@ impl Proxy {
             h.finish()
         );
         let edits = ForwardEdits {
+            request_uri,
             push_via: Some(&via),
             decrement_max_forwards: true,
-            pop_routes,
+            pop_routes: routing.pop_routes,
+            pop_last_route: routing.pop_last_route,
             ..ForwardEdits::default()
         };
         self.inner.out.send(target, forward(msg, &edits))
@@ -742,39 +754,33 @@ fn class_label(status: u16) -> &'static str {
     }
 }
 
-/// The hop-by-hop ACK for a non-2xx final on branch `b` (RFC 3261 §17.1.1.3).
+/// The hop-by-hop ACK for a non-2xx final on branch `b` (RFC 3261 §17.1.1.3): To from the
+/// response.
 fn build_ack(request: &Message, b: &BranchState, response: &Message) -> Bytes {
-    let mut out = format!("ACK {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
-    for r in &b.route {
-        out.push_str("Route: ");
-        out.push_str(r);
-        out.push_str("\r\n");
-    }
     let to = response.value(HeaderName::To).unwrap_or("");
-    let from = request.value(HeaderName::From).unwrap_or("");
-    let call_id = request.call_id().unwrap_or("");
-    let seq = request.cseq().map(|c| c.seq).unwrap_or(0);
-    out.push_str(&format!(
-        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n"
-    ));
-    Bytes::from(out)
+    branch_request("ACK", request, b, to)
 }
 
-/// The CANCEL for branch `b` (RFC 3261 §9.1): same Request-URI, top Via, Route, Call-ID,
-/// From, To and CSeq number as the INVITE it cancels.
+/// The CANCEL for branch `b` (RFC 3261 §9.1): To as in the INVITE.
 fn build_cancel(request: &Message, b: &BranchState) -> Bytes {
-    let mut out = format!("CANCEL {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
+    let to = request.value(HeaderName::To).unwrap_or("");
+    branch_request("CANCEL", request, b, to)
+}
+
+/// A request on branch `b` that reuses the INVITE's Request-URI (as sent), top Via, Route
+/// set, From, Call-ID and CSeq number.
+fn branch_request(method: &str, request: &Message, b: &BranchState, to: &str) -> Bytes {
+    let mut out = format!("{method} {} SIP/2.0\r\nVia: {}\r\n", b.request_uri, b.via);
     for r in &b.route {
         out.push_str("Route: ");
         out.push_str(r);
         out.push_str("\r\n");
     }
-    let to = request.value(HeaderName::To).unwrap_or("");
     let from = request.value(HeaderName::From).unwrap_or("");
     let call_id = request.call_id().unwrap_or("");
     let seq = request.cseq().map(|c| c.seq).unwrap_or(0);
     out.push_str(&format!(
-        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"
+        "Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
     ));
     Bytes::from(out)
 }
@@ -813,6 +819,36 @@ mod tests {
         assert!(better(603, Some(302)), "6xx before anything");
         assert!(!better(480, Some(486)), "first of a class stays");
         assert!(!better(500, Some(603)));
+    }
+
+    fn proxy() -> Proxy {
+        let config = crate::transaction::TransactionConfig::new(Duration::from_millis(500), 100)
+            .expect("config");
+        Proxy::new(
+            Outbound::new(Vec::new(), crate::transport::Flows::default()),
+            ProxyConfig {
+                t1: Duration::from_millis(500),
+                max_contexts: 10,
+            },
+            TransactionTable::new(config),
+            Metrics::new(),
+            None,
+        )
+    }
+
+    #[test]
+    fn flow_tokens_round_trip_and_refuse_forgeries() {
+        let p = proxy();
+        let token = p.flow_token(Some(FlowId(7)), None);
+        assert_eq!(p.flows_of_token(&token), Some((Some(FlowId(7)), None)));
+        // Another flow with the same MAC, a truncated MAC, extra parts: refused.
+        let mac = token.rsplit('x').next().unwrap();
+        assert_eq!(p.flows_of_token(&format!("f8x0x{mac}")), None);
+        assert_eq!(p.flows_of_token(&token[..token.len() - 2]), None);
+        assert_eq!(p.flows_of_token(&format!("{token}x1")), None);
+        assert_eq!(p.flows_of_token("alice"), None);
+        // Another process (another key) cannot read ours.
+        assert_eq!(proxy().flows_of_token(&token), None);
     }
 
     #[test]

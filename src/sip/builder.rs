@@ -208,6 +208,9 @@ pub struct ForwardEdits<'a> {
     pub pop_routes: usize,
     /// Route values to put before every remaining one, in order (a stored Path).
     pub push_route: &'a [&'a str],
+    /// Remove the last Route value (RFC 3261 §16.4: a strict router upstream put the real
+    /// target there, and it becomes the Request-URI).
+    pub pop_last_route: bool,
 }
 
 /// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
@@ -241,8 +244,19 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     }
     let mut via_popped = !edits.pop_via;
     let mut routes_to_pop = edits.pop_routes;
+    let last_route = if edits.pop_last_route {
+        msg.headers()
+            .iter()
+            .rposition(|h| h.kind == HeaderName::Route)
+    } else {
+        None
+    };
     let mut saw_max_forwards = false;
-    for h in msg.headers() {
+    for (index, h) in msg.headers().iter().enumerate() {
+        if Some(index) == last_route {
+            write_without_last(&mut out, msg, h, "Route");
+            continue;
+        }
         match h.kind {
             HeaderName::Via if !via_popped => {
                 via_popped = true;
@@ -269,6 +283,20 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     out.put_slice(b"\r\n");
     out.put_slice(msg.body());
     out.freeze()
+}
+
+/// Writes a list header without its last value; nothing if that was its only value.
+fn write_without_last(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    let value = msg.text(h.value);
+    let mut values: Vec<&str> = split_commas(value).filter_map(Result::ok).collect();
+    values.pop();
+    if values.is_empty() {
+        return;
+    }
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(values.join(", ").as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// Writes a list header without its first value; nothing if that was its only value.
@@ -300,4 +328,62 @@ fn write_without_first_n(
     out.put_slice(remaining.join(", ").as_bytes());
     out.put_slice(b"\r\n");
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Limits;
+
+    const INVITE: &str = "INVITE sip:bob@example.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n\
+        Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>\r\n\
+        X-Odd:  kept   as is\r\n\
+        Route: <sip:p3.example.test;lr>, <sip:last.example.test>\r\n\
+        Max-Forwards: 10\r\n\
+        From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n\
+        Call-ID: c1\r\nCSeq: 1 INVITE\r\n\
+        Content-Length: 4\r\n\r\nbody";
+
+    fn edited(edits: &ForwardEdits<'_>) -> String {
+        let msg = Message::parse(Bytes::from_static(INVITE.as_bytes()), &Limits::default())
+            .expect("parses");
+        String::from_utf8(forward(&msg, edits).to_vec()).expect("text")
+    }
+
+    #[test]
+    fn pops_routes_across_headers_and_the_last_one() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 2,
+            pop_last_route: true,
+            push_route: &["<sip:edge.example.test;lr>"],
+            request_uri: Some("sip:bob@192.0.2.9"),
+            decrement_max_forwards: true,
+            ..ForwardEdits::default()
+        });
+        assert!(
+            out.starts_with("INVITE sip:bob@192.0.2.9 SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Route: <sip:edge.example.test;lr>\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("p1.") && !out.contains("p2."), "{out}");
+        assert!(out.contains("Route: <sip:p3.example.test;lr>\r\n"), "{out}");
+        assert!(!out.contains("last.example.test"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"), "{out}");
+        assert!(out.contains("Max-Forwards: 9\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nbody"), "{out}");
+    }
+
+    #[test]
+    fn popping_more_routes_than_there_are_removes_them_all() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 9,
+            ..ForwardEdits::default()
+        });
+        assert!(!out.contains("Route:"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"));
+    }
 }
