@@ -8,7 +8,27 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
-use super::scan::Params;
+use super::scan::{byte_table, eq_lower, Params};
+
+/// Scheme characters after the first: ALPHA / DIGIT / "+" / "-" / "." (RFC 3986 §3.1).
+static SCHEME: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+
+/// Whether `b` holds a byte no URI may hold as written: controls, SP, DEL, `<`, `>`, `"`.
+/// A fold without early exit, so it compiles to vector compares.
+fn has_forbidden_byte(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |acc, &c| {
+        acc | u8::from(c <= b' ')
+            | u8::from(c == 0x7f)
+            | u8::from(c == b'<')
+            | u8::from(c == b'>')
+            | u8::from(c == b'"')
+    }) != 0
+}
+
+/// Host name and IPv4 bytes.
+static HOST: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -61,28 +81,26 @@ impl<'a> Uri<'a> {
     /// Parses a URI. `sip:`/`sips:` must be well-formed; `tel:` must have a number;
     /// any other scheme only needs a valid scheme name.
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
-        let colon = raw.find(':').ok_or(ParseError::InvalidUri)?;
-        let scheme_text = &raw[..colon];
-        if scheme_text.is_empty()
-            || !scheme_text.as_bytes()[0].is_ascii_alphabetic()
-            || !scheme_text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
+        let b = raw.as_bytes();
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':'. Scheme characters
+        // never include ':', so the run ends exactly at the first ':' when the scheme is valid.
+        let colon = b
+            .iter()
+            .position(|&c| !SCHEME[usize::from(c)])
+            .ok_or(ParseError::InvalidUri)?;
+        if colon == 0 || b[colon] != b':' || !b[0].is_ascii_alphabetic() {
             return Err(ParseError::InvalidUri);
         }
-        if raw
-            .bytes()
-            .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"')
-        {
+        let scheme_text = &raw[..colon];
+        if has_forbidden_byte(b) {
             return Err(ParseError::InvalidUri);
         }
         let rest = &raw[colon + 1..];
-        let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
+        let scheme = if eq_lower(scheme_text, "sip") {
             Scheme::Sip
-        } else if scheme_text.eq_ignore_ascii_case("sips") {
+        } else if eq_lower(scheme_text, "sips") {
             Scheme::Sips
-        } else if scheme_text.eq_ignore_ascii_case("tel") {
+        } else if eq_lower(scheme_text, "tel") {
             Scheme::Tel
         } else {
             return Ok(Uri {
@@ -98,7 +116,7 @@ impl<'a> Uri<'a> {
             });
         };
         if scheme == Scheme::Tel {
-            let end = rest.find(';').unwrap_or(rest.len());
+            let end = memchr::memchr(b';', rest.as_bytes()).unwrap_or(rest.len());
             let number = &rest[..end];
             if number.is_empty() {
                 return Err(ParseError::InvalidUri);
@@ -121,17 +139,17 @@ impl<'a> Uri<'a> {
         }
         // '@' cannot appear in URI parameters or headers (RFC 3261 §25.1), while the user
         // part may hold '?', ';' and ','; so split the userinfo off first.
-        let (userinfo, after_user) = match rest.rfind('@') {
+        let (userinfo, after_user) = match rest.bytes().rposition(|c| c == b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
-        let (hostpart, headers) = match after_user.find('?') {
+        let (hostpart, headers) = match after_user.bytes().position(|c| c == b'?') {
             Some(q) => (&after_user[..q], Some(&after_user[q + 1..])),
             None => (after_user, None),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
-                let (u, p) = match ui.find(':') {
+                let (u, p) = match ui.bytes().position(|c| c == b':') {
                     Some(c) => (&ui[..c], Some(&ui[c + 1..])),
                     None => (ui, None),
                 };
@@ -144,7 +162,10 @@ impl<'a> Uri<'a> {
         };
         let (host_raw, host, after_host) = parse_host(hostpart)?;
         let (port, params_raw) = if let Some(after_colon) = after_host.strip_prefix(':') {
-            let end = after_colon.find(';').unwrap_or(after_colon.len());
+            let end = after_colon
+                .bytes()
+                .position(|c| c == b';')
+                .unwrap_or(after_colon.len());
             let digits = &after_colon[..end];
             let port = super::scan::parse_u32_strict(digits)
                 .and_then(|p| u16::try_from(p).ok())
@@ -272,19 +293,28 @@ fn parse_host(s: &str) -> Result<(&str, Host<'_>, &str), ParseError> {
         let host_raw = &s[..=close];
         return Ok((host_raw, Host::V6(addr, host_raw), &s[close + 1..]));
     }
-    let end = s.find([':', ';']).unwrap_or(s.len());
-    let host = &s[..end];
-    if host.is_empty()
-        || host.len() > 255
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
+    // The host runs to the first ':' or ';'; every byte before it must be a host byte.
+    let b = s.as_bytes();
+    let end = b
+        .iter()
+        .position(|&c| !HOST[usize::from(c)])
+        .unwrap_or(b.len());
+    if end < b.len() && !matches!(b[end], b':' | b';') {
         return Err(ParseError::InvalidUri);
     }
-    let parsed = match host.parse::<Ipv4Addr>() {
-        Ok(v4) => Host::V4(v4),
-        Err(_) => Host::Name(host),
+    let host = &s[..end];
+    if host.is_empty() || host.len() > 255 {
+        return Err(ParseError::InvalidUri);
+    }
+    // An IPv4 address starts with a digit; skip the address parser for names.
+    let v4 = if b[0].is_ascii_digit() {
+        host.parse::<Ipv4Addr>().ok()
+    } else {
+        None
+    };
+    let parsed = match v4 {
+        Some(v4) => Host::V4(v4),
+        None => Host::Name(host),
     };
     Ok((host, parsed, &s[end..]))
 }
@@ -352,9 +382,9 @@ fn normalize_escapes(s: &str, out: &mut String) {
 }
 
 fn push_lower(s: &str, out: &mut String) {
-    for c in s.chars() {
-        out.push(c.to_ascii_lowercase());
-    }
+    let from = out.len();
+    out.push_str(s);
+    out[from..].make_ascii_lowercase();
 }
 
 #[cfg(test)]
