@@ -8,7 +8,7 @@
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::Message;
-use super::scan::{eq_lower, is_lws, is_token, skip_quoted, unquote};
+use super::scan::{eq_lower, is_lws, is_token, skip_lws, skip_quoted, unquote};
 
 /// Digest parameters borrowed from the header; quoted values without their quotes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum Credentials<'a> {
 
 impl<'a> Credentials<'a> {
     pub fn parse(v: &'a str) -> Result<Credentials<'a>, ParseError> {
-        let v = v.trim_start_matches([' ', '\t', '\r', '\n']);
+        let v = &v[skip_lws(v.as_bytes(), 0)..];
         let end = v.bytes().position(|b| !is_token(b)).unwrap_or(v.len());
         let scheme = &v[..end];
         if scheme.is_empty() {

@@ -8,6 +8,7 @@
 //! equal to the request method). It must not look deeper into header values.
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use super::error::ParseError;
 use super::header::HeaderName;
@@ -139,6 +140,9 @@ pub struct Header {
 #[derive(Debug, Clone)]
 pub struct Message {
     buf: Bytes,
+    /// The header section (start line to the last header's CRLF), UTF-8 checked once by
+    /// `parse`: the same bytes as `buf`, shared, so `text` slices without checking again.
+    head: ByteString,
     start: StartLine,
     /// The start line including its CRLF.
     start_line: Span,
@@ -173,7 +177,9 @@ impl Message {
             None if buf.len() > search_end => return Err(ParseError::HeaderSectionTooLarge),
             None => return Err(ParseError::IncompleteHeaders),
         };
-        let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| ParseError::NotUtf8)?;
+        let head_text =
+            ByteString::try_from(buf.slice(..header_end)).map_err(|_| ParseError::NotUtf8)?;
+        let head: &str = &head_text;
 
         let first_crlf = line_ends
             .next_crlf(head.as_bytes(), skip)
@@ -235,6 +241,7 @@ impl Message {
             body: Span::new(body_start, body_start + body_len),
             trailing: available - body_len,
             cseq: Some((seq, cseq_method)),
+            head: head_text,
             buf,
         })
     }
@@ -256,7 +263,8 @@ impl Message {
         }
         let (header_end, mut line_ends) = LineEnds::scan(&buf, skip, search_end);
         let header_end = header_end? + 2;
-        let head = std::str::from_utf8(&buf[..header_end]).ok()?;
+        let head_text = ByteString::try_from(buf.slice(..header_end)).ok()?;
+        let head: &str = &head_text;
         let first_crlf = line_ends.next_crlf(head.as_bytes(), skip)?;
         let line = &head[skip..first_crlf];
         if line.starts_with("SIP/") {
@@ -290,6 +298,7 @@ impl Message {
             body: Span::new(header_end + 2, header_end + 2),
             trailing: 0,
             cseq: None,
+            head: head_text,
             buf,
         })
     }
@@ -305,9 +314,9 @@ impl Message {
     }
 
     /// The text of a span of the header section. Spans come from this message's index,
-    /// which lies inside the UTF-8 checked header section.
+    /// which lies inside the UTF-8 checked header section; any other span gives "".
     pub fn text(&self, span: Span) -> &str {
-        std::str::from_utf8(&self.buf[span.range()]).unwrap_or("")
+        self.head.get(span.range()).unwrap_or("")
     }
 
     pub fn start_line(&self) -> StartLine {

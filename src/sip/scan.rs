@@ -315,6 +315,18 @@ pub(crate) fn parse_u32_strict(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
+    if s.len() <= 9 {
+        // Nine digits stay below 10^9 < u32::MAX: no overflow checks needed.
+        let mut v: u32 = 0;
+        for b in s.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u32::from(d);
+        }
+        return Some(v);
+    }
     let mut v: u64 = 0;
     for b in s.bytes() {
         let d = b.wrapping_sub(b'0');
