@@ -1,6 +1,7 @@
 //! A parsed SIP message: the received `Bytes`, the start line, an index of header lines as
-//! offsets, and the body as a range. Parsing copies no header text; the index is the only
-//! heap allocation. Typed views (`views.rs`) are parsed lazily from the index.
+//! offsets, and the body as a range. Parsing copies no header text (the UTF-8 checked header
+//! section is a `ByteString` sharing the same buffer); the index is the only heap
+//! allocation. Typed views (`views.rs`) are parsed lazily from the index.
 //!
 //! `Message::parse` applies the checks every element needs before it can even answer:
 //! start line and version, header line syntax, Content-Length framing, single-valued

@@ -310,6 +310,10 @@ fn valid_display_name(dn: &str) -> bool {
 }
 
 /// One Contact value.
+// `Addr` is large (the name-addr with its URI and noted parameters) and `Star` is empty;
+// boxing `Addr` would put a heap allocation per Contact on the parse path, which is kept
+// allocation-free. A `Contact` lives on the stack for the length of one read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Contact<'a> {
     /// `Contact: *`
@@ -421,7 +425,7 @@ impl<'a> CSeq<'a> {
         if method.is_empty() || !method.bytes().all(is_token) {
             return Err(ParseError::InvalidCSeq);
         }
-        let start = lead + sp + skip_lws(t[sp..].as_bytes(), 0);
+        let start = lead + skip_lws(t.as_bytes(), sp);
         Ok((seq, start..start + method.len()))
     }
 }
