@@ -41,11 +41,20 @@ struct ViaParams<'a> {
 }
 
 impl<'a> ViaParams<'a> {
-    /// Checks every parameter of `params` and notes the known ones.
+    /// Checks every parameter of `params` and notes the known ones. An unquoted value
+    /// may not hold `"`, `<` or `>`: none is a token or host character (RFC 3261 §20.42
+    /// `via-params`), and since comma splitting pairs them up, a value holding one (say
+    /// `branch=a<b;rport=c>`) would make a Via whose rewritten copy (the `rport` value
+    /// replaced in a response) splits differently from the original.
     fn scan(params: &Params<'a>) -> Result<ViaParams<'a>, ()> {
         let mut known = ViaParams::default();
         for p in params.clone() {
             let p = p?;
+            if let Some(v) = p.value {
+                if !v.starts_with('"') && v.bytes().any(|c| matches!(c, b'"' | b'<' | b'>')) {
+                    return Err(());
+                }
+            }
             let is = |n: &str| eq_lower(p.name, n);
             let slot = match p.name.len() {
                 3 if is("ttl") => &mut known.ttl,
@@ -610,6 +619,10 @@ mod tests {
         assert_eq!(v.ttl(), Some(3));
         assert_eq!(v.maddr(), Some("1.2.3.4"));
         assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;,").is_err());
+        // Fuzz regression: angle brackets or a stray quote in an unquoted value.
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK-1<2;rport=UDP>").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK\"1").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK1;x=\"<a,b>\"").is_ok());
         assert!(Via::parse("SIP/2.0/UDP").is_err());
         assert!(Via::parse("SIP/3.0/UDP h").is_err());
     }
