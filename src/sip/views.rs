@@ -26,7 +26,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     pub params: Params<'a>,
     /// The parameters the accessors read, noted while `parse` checked `params`, so each
-    /// accessor is a field read instead of another scan of the list.
+    /// accessor is a field read instead of another scan of the list (they describe
+    /// `params` as parsed; assigning `params` afterwards does not update them).
     known: ViaParams<'a>,
 }
 
@@ -184,7 +185,8 @@ pub struct NameAddr<'a> {
     /// Header parameters after the URI, raw (`;tag=…;expires=…`).
     pub params: Params<'a>,
     /// The parameters the accessors read, noted while `parse` checked `params`, so each
-    /// accessor is a field read instead of another scan of the list.
+    /// accessor is a field read instead of another scan of the list (they describe
+    /// `params` as parsed; assigning `params` afterwards does not update them).
     known: NameAddrParams<'a>,
 }
 
