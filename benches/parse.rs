@@ -15,62 +15,16 @@ use sipward::sip::{Limits, Message};
 mod registrar_reads;
 use registrar_reads::read_registrar_view;
 
+#[path = "../tests/shared/rsip_reads.rs"]
+mod rsip_reads;
+use rsip_reads::{read_rsip, without_instance};
+
 /// A REGISTER as a softphone sends it after a 401 (Zoiper-like header order).
 const REGISTER: &[u8] = include_bytes!("../tests/data/softphone-register.sip");
 
-/// The same reads through rsip's typed headers.
-fn read_rsip(msg: &rsip::SipMessage) -> usize {
-    use rsip::prelude::*;
-    let mut acc = 0;
-    let via = msg.via_header().expect("via").typed().expect("typed via");
-    acc += via.branch().map_or(0, |b| b.to_string().len());
-    let from = msg
-        .from_header()
-        .expect("from")
-        .typed()
-        .expect("typed from");
-    let to = msg.to_header().expect("to").typed().expect("typed to");
-    acc += from.tag().map_or(0, |t| t.value().len()) + to.tag().map_or(0, |t| t.value().len());
-    acc += from.uri.user().map_or(0, str::len) + from.uri.host().to_string().len();
-    acc += to.uri.user().map_or(0, str::len) + to.uri.host().to_string().len();
-    acc += msg.call_id_header().expect("call-id").value().len();
-    let cseq = msg
-        .cseq_header()
-        .expect("cseq")
-        .typed()
-        .expect("typed cseq");
-    acc += cseq.seq as usize + cseq.method.to_string().len();
-    for c in msg.contact_headers() {
-        let c = c.typed().expect("typed contact");
-        acc += c.uri.host().to_string().len();
-        acc += c.expires().map_or(0, |e| e.seconds().unwrap_or(0) as usize);
-    }
-    acc += msg
-        .expires_header()
-        .map_or(0, |e| e.seconds().unwrap_or(0) as usize);
-    if let Some(auth) = msg.authorization_header() {
-        let a = auth.typed().expect("typed authorization");
-        acc += a.username.len() + a.realm.len() + a.nonce.len() + a.response.len();
-        acc += a.uri.to_string().len() + a.opaque.map_or(0, |o| o.len());
-        acc += a.algorithm.map_or(0, |_| 1) + a.qop.map_or(0, |_| 1);
-    }
-    acc
-}
-
-/// rsip 0.4 cannot read the Contact above: its typed Contact fails with "failed to tokenize
-/// params" on `+sip.instance="<urn:uuid:…>"` (a quoted value holding `<>`). So rsip is timed
-/// on the closest message it reads, the same REGISTER without `+sip.instance`, and sipward
-/// is timed on both.
-fn without_instance() -> Bytes {
-    let text = std::str::from_utf8(REGISTER).expect("ASCII");
-    let start = text.find(";+sip.instance=").expect("instance param");
-    let end = start + text[start..].find(";reg-id").expect("reg-id after it");
-    Bytes::from(format!("{}{}", &text[..start], &text[end..]))
-}
-
 fn bench_parse(c: &mut Criterion) {
     let full = Bytes::from_static(REGISTER);
-    let subset = without_instance();
+    let subset = without_instance(REGISTER);
     let limits = Limits::default();
     // Both parsers must read the messages they are timed on, and rsip must still fail on
     // the full one (else this bench should time rsip on it instead).

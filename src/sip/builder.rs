@@ -387,3 +387,52 @@ mod tests {
         assert!(out.contains("X-Odd:  kept   as is\r\n"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::sip::{Limits, Message, ParseError};
+
+    /// Fuzz regression (parse_message, 2026-11-23): a Via whose parameter values held
+    /// `<` and `>` (`branch=…<7-1;rport=UDP>`) passed `check_core_headers`, and the 200
+    /// built for it, with `rport` rewritten, had a Via that no longer split. Such a Via is
+    /// now refused, and one with the brackets inside a quoted value round-trips.
+    #[test]
+    fn response_via_of_an_accepted_request_parses() {
+        let request = |via_params: &str| {
+            Bytes::from(format!(
+                "REGISTER sip:example.com SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 192.0.2.10:5060{via_params}\r\n\
+                 To: <sip:alice@example.com>\r\n\
+                 From: <sip:alice@example.com>;tag=1\r\n\
+                 Call-ID: c1\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"
+            ))
+        };
+        let limits = Limits::default();
+        let bad = Message::parse(
+            request(";branch=z9hG4bK-5242<7-1;rport=UDP>;+sip.instance=\"<urn:uuid:1>\""),
+            &limits,
+        )
+        .expect("framing and CSeq are fine");
+        assert_eq!(bad.check_core_headers(), Err(ParseError::InvalidVia));
+
+        let good = Message::parse(
+            request(";branch=z9hG4bK-5242;rport;x=\"<a,b>\";+sip.instance=\"<urn:uuid:1>\""),
+            &limits,
+        )
+        .expect("parses");
+        good.check_core_headers().expect("core headers");
+        let response = ResponseBuilder::new(&good, 200, "OK")
+            .to_tag("t1")
+            .received(ViaReceived {
+                addr: "192.0.2.99:5099".parse().expect("addr"),
+            })
+            .build();
+        let r = Message::parse(response, &limits).expect("response parses");
+        let via = r.top_via().expect("response Via");
+        assert_eq!(via.rport(), Some(Some(5099)));
+        assert_eq!(via.branch(), Some("z9hG4bK-5242"));
+    }
+}

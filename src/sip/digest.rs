@@ -8,7 +8,7 @@
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::Message;
-use super::scan::{is_lws, is_token, skip_quoted, unquote};
+use super::scan::{eq_lower, is_lws, is_token, skip_lws, skip_quoted, unquote};
 
 /// Digest parameters borrowed from the header; quoted values without their quotes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,13 +38,13 @@ pub enum Credentials<'a> {
 
 impl<'a> Credentials<'a> {
     pub fn parse(v: &'a str) -> Result<Credentials<'a>, ParseError> {
-        let v = v.trim_start_matches([' ', '\t', '\r', '\n']);
+        let v = &v[skip_lws(v.as_bytes(), 0)..];
         let end = v.bytes().position(|b| !is_token(b)).unwrap_or(v.len());
         let scheme = &v[..end];
         if scheme.is_empty() {
             return Err(ParseError::InvalidAuthorization);
         }
-        if !scheme.eq_ignore_ascii_case("Digest") {
+        if !eq_lower(scheme, "digest") {
             return Ok(Credentials::Other(scheme));
         }
         let mut p = DigestParams::default();
@@ -87,7 +87,7 @@ impl<'a> Credentials<'a> {
                 return Err(ParseError::InvalidAuthorization);
             }
             let value = unquote(raw);
-            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            let is = |n: &str| eq_lower(name, n);
             let (bit, slot): (u16, Option<&mut Option<&'a str>>) = if is("username") {
                 (1, Some(&mut p.username))
             } else if is("realm") {

@@ -1,6 +1,7 @@
 //! A parsed SIP message: the received `Bytes`, the start line, an index of header lines as
-//! offsets, and the body as a range. Parsing copies no header text; the index is the only
-//! heap allocation. Typed views (`views.rs`) are parsed lazily from the index.
+//! offsets, and the body as a range. Parsing copies no header text (the UTF-8 checked header
+//! section is a `ByteString` sharing the same buffer); the index is the only heap
+//! allocation. Typed views (`views.rs`) are parsed lazily from the index.
 //!
 //! `Message::parse` applies the checks every element needs before it can even answer:
 //! start line and version, header line syntax, Content-Length framing, single-valued
@@ -8,10 +9,12 @@
 //! equal to the request method). It must not look deeper into header values.
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use super::error::ParseError;
 use super::header::HeaderName;
-use super::scan::{is_token, parse_u32_strict};
+use super::scan::{is_lws, is_token, parse_u32_strict, skip_lws, skip_token};
+use super::views::CSeq;
 
 /// Limits applied while parsing and framing; each has a default and a worst case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,9 @@ pub struct Header {
 #[derive(Debug, Clone)]
 pub struct Message {
     buf: Bytes,
+    /// The header section (start line to the last header's CRLF), UTF-8 checked once by
+    /// `parse`: the same bytes as `buf`, shared, so `text` slices without checking again.
+    head: ByteString,
     start: StartLine,
     /// The start line including its CRLF.
     start_line: Span,
@@ -145,6 +151,9 @@ pub struct Message {
     body: Span,
     /// Bytes after the body in a datagram (RFC 3261 §18.3: ignored, never parsed).
     trailing: usize,
+    /// CSeq number and method span, read once by `parse` (which requires a valid CSeq) so
+    /// `cseq()` does not parse it again; `None` from `parse_for_error_reply`.
+    cseq: Option<(u32, Span)>,
 }
 
 impl Message {
@@ -163,22 +172,30 @@ impl Message {
         let search_end = buf
             .len()
             .min(limits.max_header_bytes.saturating_add(skip + 4));
-        let header_end = match memchr::memmem::find(&buf[skip..search_end], b"\r\n\r\n") {
-            Some(pos) => skip + pos + 2,
+        let (header_end, mut line_ends) = LineEnds::scan(&buf, skip, search_end);
+        let header_end = match header_end {
+            Some(pos) => pos + 2,
             None if buf.len() > search_end => return Err(ParseError::HeaderSectionTooLarge),
             None => return Err(ParseError::IncompleteHeaders),
         };
-        let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| ParseError::NotUtf8)?;
+        let head_text =
+            ByteString::try_from(buf.slice(..header_end)).map_err(|_| ParseError::NotUtf8)?;
+        let head: &str = &head_text;
 
-        let first_crlf = head[skip..]
-            .find("\r\n")
-            .map(|p| p + skip)
+        let first_crlf = line_ends
+            .next_crlf(head.as_bytes(), skip)
             .unwrap_or(header_end);
         let start = parse_start_line(head, skip, first_crlf)?;
         let is_request = matches!(start, StartLine::Request { .. });
 
-        let (headers, seen, content_length) =
-            index_headers(head, first_crlf + 2, header_end, limits, true)?;
+        let (headers, seen, content_length) = index_headers(
+            head,
+            first_crlf + 2,
+            header_end,
+            &mut line_ends,
+            limits,
+            true,
+        )?;
 
         let body_start = header_end + 2;
         let available = buf.len() - body_start;
@@ -203,21 +220,31 @@ impl Message {
             }
         }
 
-        let msg = Message {
+        // Present: checked above.
+        let cseq_value = headers
+            .iter()
+            .find(|h| h.kind == HeaderName::CSeq)
+            .map_or(Span::default(), |h| h.value);
+        let (seq, method) = CSeq::parse_parts(&head[cseq_value.range()])?;
+        let cseq_method = Span::new(
+            cseq_value.start as usize + method.start,
+            cseq_value.start as usize + method.end,
+        );
+        if let StartLine::Request { method_span, .. } = start {
+            if head.as_bytes()[cseq_method.range()] != head.as_bytes()[method_span.range()] {
+                return Err(ParseError::CSeqMethodMismatch);
+            }
+        }
+        Ok(Message {
             start,
             start_line: Span::new(skip, first_crlf + 2),
             headers,
             body: Span::new(body_start, body_start + body_len),
             trailing: available - body_len,
+            cseq: Some((seq, cseq_method)),
+            head: head_text,
             buf,
-        };
-        let cseq = msg.cseq()?;
-        if let StartLine::Request { method_span, .. } = msg.start {
-            if cseq.method != msg.text(method_span) {
-                return Err(ParseError::CSeqMethodMismatch);
-            }
-        }
-        Ok(msg)
+        })
     }
 
     /// A best-effort parse of a request that failed `parse`, so that a stateless error
@@ -232,9 +259,14 @@ impl Message {
         let search_end = buf
             .len()
             .min(limits.max_header_bytes.saturating_add(skip + 4));
-        let header_end = skip + memchr::memmem::find(buf.get(skip..search_end)?, b"\r\n\r\n")? + 2;
-        let head = std::str::from_utf8(&buf[..header_end]).ok()?;
-        let first_crlf = head[skip..].find("\r\n")? + skip;
+        if skip > search_end {
+            return None;
+        }
+        let (header_end, mut line_ends) = LineEnds::scan(&buf, skip, search_end);
+        let header_end = header_end? + 2;
+        let head_text = ByteString::try_from(buf.slice(..header_end)).ok()?;
+        let head: &str = &head_text;
+        let first_crlf = line_ends.next_crlf(head.as_bytes(), skip)?;
         let line = &head[skip..first_crlf];
         if line.starts_with("SIP/") {
             return None;
@@ -243,8 +275,15 @@ impl Message {
         if method_len == 0 || !line[..method_len].bytes().all(is_token) {
             return None;
         }
-        let (headers, seen, _) =
-            index_headers(head, first_crlf + 2, header_end, limits, false).ok()?;
+        let (headers, seen, _) = index_headers(
+            head,
+            first_crlf + 2,
+            header_end,
+            &mut line_ends,
+            limits,
+            false,
+        )
+        .ok()?;
         if seen & (1u64 << (HeaderName::Via as u8)) == 0 {
             return None;
         }
@@ -259,8 +298,15 @@ impl Message {
             headers,
             body: Span::new(header_end + 2, header_end + 2),
             trailing: 0,
+            cseq: None,
+            head: head_text,
             buf,
         })
+    }
+
+    /// The CSeq that `parse` read, if it did.
+    pub(crate) fn parsed_cseq(&self) -> Option<(u32, Span)> {
+        self.cseq
     }
 
     /// The whole received buffer.
@@ -269,9 +315,9 @@ impl Message {
     }
 
     /// The text of a span of the header section. Spans come from this message's index,
-    /// which lies inside the UTF-8 checked header section.
+    /// which lies inside the UTF-8 checked header section; any other span gives "".
     pub fn text(&self, span: Span) -> &str {
-        std::str::from_utf8(&self.buf[span.range()]).unwrap_or("")
+        self.head.get(span.range()).unwrap_or("")
     }
 
     pub fn start_line(&self) -> StartLine {
@@ -365,12 +411,79 @@ impl Message {
     }
 }
 
+/// The CRLFs of a header section, found once while looking for the blank line that ends
+/// it and then handed out in order, so indexing does not search the same bytes again. Only
+/// the first `LINE_ENDS_CAP` are kept (on the stack: the parse path allocates nothing but
+/// the header index); past those, `next_crlf` searches the bytes again.
+struct LineEnds {
+    at: [u32; LINE_ENDS_CAP],
+    len: usize,
+    cursor: usize,
+}
+
+/// Line ends kept by `LineEnds`: 256 bytes of stack, more lines than a REGISTER or INVITE has.
+const LINE_ENDS_CAP: usize = 64;
+
+impl LineEnds {
+    /// The start of the first CRLF CRLF in `buf[from..limit]` (as an index into `buf`),
+    /// and the CRLFs before it.
+    fn scan(buf: &[u8], from: usize, limit: usize) -> (Option<usize>, LineEnds) {
+        let mut ends = LineEnds {
+            at: [0; LINE_ENDS_CAP],
+            len: 0,
+            cursor: 0,
+        };
+        let b = &buf[from..limit];
+        for lf in memchr::memchr_iter(b'\n', b) {
+            if lf == 0 || b[lf - 1] != b'\r' {
+                continue;
+            }
+            if lf >= 3 && b[lf - 3..lf - 1] == *b"\r\n" {
+                return (Some(from + lf - 3), ends);
+            }
+            if ends.len < LINE_ENDS_CAP {
+                // Below the header size limit, far below u32::MAX (as `Span`).
+                ends.at[ends.len] = (from + lf - 1) as u32;
+                ends.len += 1;
+            }
+        }
+        (None, ends)
+    }
+
+    /// Index of the first CRLF in `b` that starts at or after `from`.
+    #[inline]
+    fn next_crlf(&mut self, b: &[u8], from: usize) -> Option<usize> {
+        while self.cursor < self.len {
+            let at = self.at[self.cursor] as usize;
+            if at >= from {
+                return Some(at);
+            }
+            self.cursor += 1;
+        }
+        find_crlf(b, from)
+    }
+}
+
+/// Index of the first CRLF that starts at or after `from`.
+#[inline]
+fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let lf = i + memchr::memchr(b'\n', b.get(i..)?)?;
+        if lf > from && b[lf - 1] == b'\r' {
+            return Some(lf - 1);
+        }
+        i = lf + 1;
+    }
+}
+
 /// Indexes the header lines of `head[from..header_end]`. `strict` rejects repeated
 /// single-valued headers and bad Content-Length; the lenient mode only needs line syntax.
 fn index_headers(
     head: &str,
     from: usize,
     header_end: usize,
+    line_ends: &mut LineEnds,
     limits: &Limits,
     strict: bool,
 ) -> Result<(Vec<Header>, u64, Option<usize>), ParseError> {
@@ -378,14 +491,14 @@ fn index_headers(
     let mut seen: u64 = 0;
     let mut content_length: Option<usize> = None;
     let mut pos = from;
-    let hb = head.as_bytes();
+    let hb = &head.as_bytes()[..header_end];
     while pos < header_end {
         // A header line runs to a CRLF not followed by SP/HT (RFC 3261 §7.3.1 folding).
         let mut end = pos;
         loop {
-            let rel = memchr::memmem::find(&hb[end..header_end], b"\r\n")
+            end = line_ends
+                .next_crlf(hb, end)
                 .ok_or(ParseError::MalformedHeader)?;
-            end += rel;
             if end + 2 < header_end && matches!(hb[end + 2], b' ' | b'\t') {
                 end += 2;
                 continue;
@@ -395,11 +508,7 @@ fn index_headers(
         if matches!(hb[pos], b' ' | b'\t') {
             return Err(ParseError::MalformedHeader);
         }
-        let name_end = hb[pos..end]
-            .iter()
-            .position(|&b| !is_token(b))
-            .map(|p| p + pos)
-            .unwrap_or(end);
+        let name_end = skip_token(&hb[..end], pos);
         let mut colon = name_end;
         while colon < end && matches!(hb[colon], b' ' | b'\t') {
             colon += 1;
@@ -407,12 +516,9 @@ fn index_headers(
         if name_end == pos || colon >= end || hb[colon] != b':' {
             return Err(ParseError::MalformedHeader);
         }
-        let mut vs = colon + 1;
-        while vs < end && matches!(hb[vs], b' ' | b'\t' | b'\r' | b'\n') {
-            vs += 1;
-        }
+        let vs = skip_lws(&hb[..end], colon + 1);
         let mut ve = end;
-        while ve > vs && matches!(hb[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        while ve > vs && is_lws(hb[ve - 1]) {
             ve -= 1;
         }
         let kind = HeaderName::from_wire(&hb[pos..name_end]);
@@ -469,10 +575,7 @@ fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, P
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces, nothing after.
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(uri), Some(version)) = split_request_line(line) else {
         return Err(
             if line.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && line.contains(' ') {
                 ParseError::MalformedRequestLine
@@ -504,6 +607,29 @@ fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, P
     })
 }
 
+/// The three parts of a request line when it holds exactly two spaces.
+fn split_request_line(line: &str) -> (Option<&str>, Option<&str>, Option<&str>) {
+    let b = line.as_bytes();
+    let Some(sp1) = b.iter().position(|&c| c == b' ') else {
+        return (None, None, None);
+    };
+    let Some(sp2) = b[sp1 + 1..]
+        .iter()
+        .position(|&c| c == b' ')
+        .map(|p| p + sp1 + 1)
+    else {
+        return (None, None, None);
+    };
+    if b[sp2 + 1..].contains(&b' ') {
+        return (None, None, None);
+    }
+    (
+        Some(&line[..sp1]),
+        Some(&line[sp1 + 1..sp2]),
+        Some(&line[sp2 + 1..]),
+    )
+}
+
 /// `SIP/2.0`, case-insensitive per the ABNF. Another well-formed version is
 /// `UnsupportedVersion` (505); anything else is a malformed line.
 fn check_version(v: &str) -> Result<(), ParseError> {
@@ -512,9 +638,11 @@ fn check_version(v: &str) -> Result<(), ParseError> {
         return Err(ParseError::MalformedRequestLine);
     }
     let rest = &v[4..];
-    let (major, minor) = rest
-        .split_once('.')
+    let dot = rest
+        .bytes()
+        .position(|c| c == b'.')
         .ok_or(ParseError::MalformedRequestLine)?;
+    let (major, minor) = (&rest[..dot], &rest[dot + 1..]);
     if major.is_empty()
         || minor.is_empty()
         || !major.bytes().all(|b| b.is_ascii_digit())

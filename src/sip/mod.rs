@@ -4,11 +4,11 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `message.rs` | `Message::parse`: start line, header index (offsets), body, eager checks; `Limits`, `Method` |
-//! | `header.rs` | `HeaderName`: canonical names and compact forms |
-//! | `scan.rs` | lexing: tokens, LWS, quoted strings, `Params`, comma lists, numbers |
+//! | `message.rs` | `Message::parse`: start line, header index (offsets; line ends found once), body, eager checks (CSeq kept parsed); `Limits`, `Method` |
+//! | `header.rs` | `HeaderName`: canonical names and compact forms (case-folded word lookup) |
+//! | `scan.rs` | lexing: byte-class tables, tokens, LWS, quoted strings, `Params`, comma lists, numbers |
 //! | `uri.rs` | `Uri` (sip, sips, tel, others raw), §19.1.4 comparison key, AoR form |
-//! | `views.rs` | `Via`, `NameAddr`, `Contact`, `CSeq` and the `Message` accessors |
+//! | `views.rs` | `Via`, `NameAddr`, `Contact`, `CSeq` (parameters the accessors read noted in one scan) and the `Message` accessors |
 //! | `digest.rs` | `Credentials`/`DigestParams` from Authorization headers |
 //! | `framing.rs` | `StreamFramer` for TCP/TLS, CRLF keep-alives |
 //! | `builder.rs` | `ResponseBuilder`, `forward` edits for the proxy |

@@ -2,37 +2,109 @@
 //! parameter lists and comma-separated lists that respect quotes and angle brackets.
 //!
 //! Everything here works on `&str` slices of the received buffer and never allocates.
-//! It must not know about any particular header.
+//! It must not know about any particular header. Character classes are 256-entry tables
+//! so the hot loops do one load per byte.
+
+/// Builds a byte-class table from a `const` predicate body over `b`.
+macro_rules! byte_table {
+    (|$b:ident| $pred:expr) => {{
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            t[i] = $pred;
+            i += 1;
+        }
+        t
+    }};
+}
+pub(crate) use byte_table;
 
 /// RFC 3261 `token` characters.
+static TOKEN: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+    ));
+
+/// Bytes that end an unquoted parameter value: `;`, `,`, `?` and LWS.
+static PARAM_VALUE_END: [bool; 256] =
+    byte_table!(|b| matches!(b, b';' | b',' | b'?' | b' ' | b'\t' | b'\r' | b'\n'));
+
+/// RFC 3261 `token` characters.
+#[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
 }
 
 /// Linear white space inside a header value. A CR or LF inside a value span can only be
 /// line folding, because the header index ends a value at a CRLF not followed by SP/HT.
+#[inline]
 pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// Index of the first byte at or after `i` that is not LWS (or `b.len()`).
+#[inline]
+pub(crate) fn skip_lws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_lws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that is not a token character (or `b.len()`).
+#[inline]
+pub(crate) fn skip_token(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_token(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// ASCII case-insensitive equality with `lower`, which must be lower-case already (one
+/// case fold per byte instead of two).
+#[inline]
+pub(crate) fn eq_lower(s: &str, lower: &str) -> bool {
+    s.len() == lower.len()
+        && s.bytes()
+            .zip(lower.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b)
+}
+
+#[inline]
 pub(crate) fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    // LWS bytes are ASCII, so every cut lies on a char boundary.
+    let b = s.as_bytes();
+    let start = skip_lws(b, 0);
+    let mut end = b.len();
+    while end > start && is_lws(b[end - 1]) {
+        end -= 1;
+    }
+    &s[start..end]
 }
 
 /// Index just past the closing quote of a quoted string starting at `s[start] == '"'`.
 /// Returns `None` when the quote is never closed.
+#[inline]
 pub(crate) fn skip_quoted(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
-    while i < s.len() {
+    // Most quoted strings (display names, tags, realms) are short: a plain loop beats
+    // memchr's setup there; longer ones (nonces, URNs) go on with memchr.
+    let short_end = s.len().min(i + 16);
+    while i < short_end {
         match s[i] {
             b'\\' => i += 2,
             b'"' => return Some(i + 1),
             _ => i += 1,
         }
+    }
+    while i < s.len() {
+        i += memchr::memchr2(b'\\', b'"', &s[i..])?;
+        if s[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
     }
     None
 }
@@ -64,7 +136,19 @@ impl<'a> Iterator for CommaSplit<'a> {
         let start = self.pos;
         let mut i = start;
         let mut in_angle = false;
-        while i < b.len() {
+        loop {
+            // Outside `<…>` only a quote, `<` or `,` changes anything (`>` leaves
+            // `in_angle` false); inside, only a quote or `>` does (`<` leaves it true, a
+            // comma is part of the URI). So jump from one of those to the next.
+            let next = if in_angle {
+                memchr::memchr2(b'"', b'>', &b[i..])
+            } else {
+                memchr::memchr3(b'"', b'<', b',', &b[i..])
+            };
+            let Some(off) = next else {
+                break;
+            };
+            i += off;
             match b[i] {
                 b'"' => match skip_quoted(b, i) {
                     Some(end) => {
@@ -165,10 +249,7 @@ impl<'a> Iterator for Params<'a> {
             return None;
         }
         let b = self.s.as_bytes();
-        let mut i = self.pos;
-        while i < b.len() && is_lws(b[i]) {
-            i += 1;
-        }
+        let mut i = skip_lws(b, self.pos);
         if i >= b.len() {
             return None;
         }
@@ -176,29 +257,18 @@ impl<'a> Iterator for Params<'a> {
             self.failed = true;
             return Some(Err(()));
         }
-        i += 1;
-        while i < b.len() && is_lws(b[i]) {
-            i += 1;
-        }
-        let name_start = i;
-        while i < b.len() && is_token(b[i]) {
-            i += 1;
-        }
+        let name_start = skip_lws(b, i + 1);
+        i = skip_token(b, name_start);
         let name = &self.s[name_start..i];
         if name.is_empty() {
             self.failed = true;
             return Some(Err(()));
         }
-        while i < b.len() && is_lws(b[i]) {
-            i += 1;
-        }
+        i = skip_lws(b, i);
         let mut value = None;
         if i < b.len() && b[i] == b'=' {
-            i += 1;
-            while i < b.len() && is_lws(b[i]) {
-                i += 1;
-            }
-            let v_start = i;
+            let v_start = skip_lws(b, i + 1);
+            i = v_start;
             if i < b.len() && b[i] == b'"' {
                 match skip_quoted(b, i) {
                     Some(end) => i = end,
@@ -209,7 +279,7 @@ impl<'a> Iterator for Params<'a> {
                 }
             } else {
                 // token, host, IPv6 reference (with or without brackets)
-                while i < b.len() && !matches!(b[i], b';' | b',' | b'?') && !is_lws(b[i]) {
+                while i < b.len() && !PARAM_VALUE_END[usize::from(b[i])] {
                     i += 1;
                 }
             }
@@ -226,24 +296,45 @@ impl<'a> Iterator for Params<'a> {
 
 /// Parses an unsigned decimal of 1 or more digits, saturating at `u64::MAX`.
 pub(crate) fn parse_u64_saturating(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() {
         return None;
     }
     let mut v: u64 = 0;
     for b in s.bytes() {
-        v = v.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.saturating_mul(10).saturating_add(u64::from(d));
     }
     Some(v)
 }
 
 /// Parses an unsigned decimal of 1 or more digits that must fit in `u32`.
 pub(crate) fn parse_u32_strict(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 20 {
         return None;
+    }
+    if s.len() <= 9 {
+        // Nine digits stay below 10^9 < u32::MAX: no overflow checks needed.
+        let mut v: u32 = 0;
+        for b in s.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u32::from(d);
+        }
+        return Some(v);
     }
     let mut v: u64 = 0;
     for b in s.bytes() {
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        // 20 digits can pass u64::MAX: checked, and any such value is not a u32 anyway.
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
     }
     u32::try_from(v).ok()
 }

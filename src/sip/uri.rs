@@ -8,7 +8,39 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
-use super::scan::Params;
+use super::scan::{byte_table, eq_lower, Params};
+
+/// Scheme characters after the first: ALPHA / DIGIT / "+" / "-" / "." (RFC 3986 §3.1).
+static SCHEME: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+
+/// Byte classes of the one pass `Uri::parse` makes over a URI after its scheme.
+const PLAIN: u8 = 0;
+/// Bytes no URI may hold as written: controls, SP, DEL, `<`, `>` and `"`.
+const FORBIDDEN: u8 = 1;
+const AT: u8 = 2;
+const QUESTION: u8 = 3;
+const PERCENT: u8 = 4;
+static URI_CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            0..=b' ' | 0x7f | b'<' | b'>' | b'"' => FORBIDDEN,
+            b'@' => AT,
+            b'?' => QUESTION,
+            b'%' => PERCENT,
+            _ => PLAIN,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Host name and IPv4 bytes.
+static HOST: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -61,28 +93,48 @@ impl<'a> Uri<'a> {
     /// Parses a URI. `sip:`/`sips:` must be well-formed; `tel:` must have a number;
     /// any other scheme only needs a valid scheme name.
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
-        let colon = raw.find(':').ok_or(ParseError::InvalidUri)?;
+        let b = raw.as_bytes();
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':'. Scheme characters
+        // never include ':', so the run ends exactly at the first ':' when the scheme is valid.
+        let colon = b
+            .iter()
+            .position(|&c| !SCHEME[usize::from(c)])
+            .ok_or(ParseError::InvalidUri)?;
+        if colon == 0 || b[colon] != b':' || !b[0].is_ascii_alphabetic() {
+            return Err(ParseError::InvalidUri);
+        }
         let scheme_text = &raw[..colon];
-        if scheme_text.is_empty()
-            || !scheme_text.as_bytes()[0].is_ascii_alphabetic()
-            || !scheme_text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
-            return Err(ParseError::InvalidUri);
-        }
-        if raw
-            .bytes()
-            .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"')
-        {
-            return Err(ParseError::InvalidUri);
-        }
         let rest = &raw[colon + 1..];
-        let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
+        // One pass over the rest (the scheme holds no such byte): refuse controls, SP, DEL,
+        // `<`, `>` and `"`; note the last '@', the first '?' after it, and whether any '%'
+        // escape needs checking. '@' cannot appear in URI parameters or headers (RFC 3261
+        // §25.1), while the user part may hold '?', ';' and ','; so the userinfo ends at the
+        // last '@'.
+        let mut at = None;
+        let mut question = None;
+        let mut percent = false;
+        for (i, &c) in rest.as_bytes().iter().enumerate() {
+            match URI_CLASS[usize::from(c)] {
+                PLAIN => {}
+                FORBIDDEN => return Err(ParseError::InvalidUri),
+                AT => {
+                    at = Some(i);
+                    question = None;
+                }
+                QUESTION => {
+                    if question.is_none() {
+                        question = Some(i);
+                    }
+                }
+                _ => percent = true,
+            }
+        }
+        let escapes_ok = |s: &str| !percent || valid_escapes(s);
+        let scheme = if eq_lower(scheme_text, "sip") {
             Scheme::Sip
-        } else if scheme_text.eq_ignore_ascii_case("sips") {
+        } else if eq_lower(scheme_text, "sips") {
             Scheme::Sips
-        } else if scheme_text.eq_ignore_ascii_case("tel") {
+        } else if eq_lower(scheme_text, "tel") {
             Scheme::Tel
         } else {
             return Ok(Uri {
@@ -98,7 +150,7 @@ impl<'a> Uri<'a> {
             });
         };
         if scheme == Scheme::Tel {
-            let end = rest.find(';').unwrap_or(rest.len());
+            let end = memchr::memchr(b';', rest.as_bytes()).unwrap_or(rest.len());
             let number = &rest[..end];
             if number.is_empty() {
                 return Err(ParseError::InvalidUri);
@@ -119,23 +171,21 @@ impl<'a> Uri<'a> {
                 headers: None,
             });
         }
-        // '@' cannot appear in URI parameters or headers (RFC 3261 §25.1), while the user
-        // part may hold '?', ';' and ','; so split the userinfo off first.
-        let (userinfo, after_user) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
+        let (userinfo, host_start) = match at {
+            Some(at) => (Some(&rest[..at]), at + 1),
+            None => (None, 0),
         };
-        let (hostpart, headers) = match after_user.find('?') {
-            Some(q) => (&after_user[..q], Some(&after_user[q + 1..])),
-            None => (after_user, None),
+        let (hostpart, headers) = match question {
+            Some(q) => (&rest[host_start..q], Some(&rest[q + 1..])),
+            None => (&rest[host_start..], None),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
-                let (u, p) = match ui.find(':') {
+                let (u, p) = match ui.bytes().position(|c| c == b':') {
                     Some(c) => (&ui[..c], Some(&ui[c + 1..])),
                     None => (ui, None),
                 };
-                if u.is_empty() || !valid_escapes(u) || !p.is_none_or(valid_escapes) {
+                if u.is_empty() || !escapes_ok(u) || !p.is_none_or(escapes_ok) {
                     return Err(ParseError::InvalidUri);
                 }
                 (Some(u), p)
@@ -144,7 +194,10 @@ impl<'a> Uri<'a> {
         };
         let (host_raw, host, after_host) = parse_host(hostpart)?;
         let (port, params_raw) = if let Some(after_colon) = after_host.strip_prefix(':') {
-            let end = after_colon.find(';').unwrap_or(after_colon.len());
+            let end = after_colon
+                .bytes()
+                .position(|c| c == b';')
+                .unwrap_or(after_colon.len());
             let digits = &after_colon[..end];
             let port = super::scan::parse_u32_strict(digits)
                 .and_then(|p| u16::try_from(p).ok())
@@ -159,7 +212,7 @@ impl<'a> Uri<'a> {
         Params::new(params_raw)
             .validate()
             .map_err(|_| ParseError::InvalidUri)?;
-        if headers.is_some_and(|h| !valid_escapes(h)) {
+        if headers.is_some_and(|h| !escapes_ok(h)) {
             return Err(ParseError::InvalidUri);
         }
         Ok(Uri {
@@ -272,21 +325,55 @@ fn parse_host(s: &str) -> Result<(&str, Host<'_>, &str), ParseError> {
         let host_raw = &s[..=close];
         return Ok((host_raw, Host::V6(addr, host_raw), &s[close + 1..]));
     }
-    let end = s.find([':', ';']).unwrap_or(s.len());
-    let host = &s[..end];
-    if host.is_empty()
-        || host.len() > 255
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
+    // The host runs to the first ':' or ';'; every byte before it must be a host byte.
+    let b = s.as_bytes();
+    let end = b
+        .iter()
+        .position(|&c| !HOST[usize::from(c)])
+        .unwrap_or(b.len());
+    if end < b.len() && !matches!(b[end], b':' | b';') {
         return Err(ParseError::InvalidUri);
     }
-    let parsed = match host.parse::<Ipv4Addr>() {
-        Ok(v4) => Host::V4(v4),
-        Err(_) => Host::Name(host),
+    let host = &s[..end];
+    if host.is_empty() || host.len() > 255 {
+        return Err(ParseError::InvalidUri);
+    }
+    // An IPv4 address starts with a digit; skip the address parser for names.
+    let v4 = if b[0].is_ascii_digit() {
+        parse_ipv4(host.as_bytes())
+    } else {
+        None
+    };
+    let parsed = match v4 {
+        Some(v4) => Host::V4(v4),
+        None => Host::Name(host),
     };
     Ok((host, parsed, &s[end..]))
+}
+
+/// Dotted-quad IPv4 text exactly as `Ipv4Addr::from_str` takes it (four groups of one to
+/// three digits, each at most 255, no leading zero), without its general-purpose parser.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut groups = s.split(|&c| c == b'.');
+    for octet in &mut octets {
+        let g = groups.next()?;
+        if g.is_empty() || g.len() > 3 || (g.len() > 1 && g[0] == b'0') {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &c in g {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    if groups.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Every `%` must start a two-hex-digit escape.
@@ -352,9 +439,9 @@ fn normalize_escapes(s: &str, out: &mut String) {
 }
 
 fn push_lower(s: &str, out: &mut String) {
-    for c in s.chars() {
-        out.push(c.to_ascii_lowercase());
-    }
+    let from = out.len();
+    out.push_str(s);
+    out[from..].make_ascii_lowercase();
 }
 
 #[cfg(test)]
@@ -380,6 +467,49 @@ mod tests {
         let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
         assert_eq!(u.user, Some("user;par=u%40example.net"));
         assert_eq!(u.host_raw, "example.com");
+    }
+
+    #[test]
+    fn ipv4_text_is_read_as_std_reads_it() {
+        let mut cases: Vec<String> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.",
+            ".1.2.3",
+            "1.2.3.4a",
+            "0000.1.1.1",
+            "192.0.2.10",
+            "1.2.3.0",
+            "1.2.3.00",
+            "1.2.3.099",
+            "999.1.1.1",
+            "",
+            ".",
+            "1",
+            "1.2.3.4.",
+            "+1.2.3.4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in [
+            "0", "1", "9", "10", "25", "99", "100", "199", "249", "255", "256", "300", "07",
+        ] {
+            cases.push(format!("{a}.{a}.0.{a}"));
+            cases.push(format!("1.{a}.2.{a}"));
+        }
+        for c in &cases {
+            assert_eq!(
+                parse_ipv4(c.as_bytes()),
+                c.parse::<Ipv4Addr>().ok(),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::Message;
 use super::scan::{
-    is_lws, is_token, parse_u32_strict, parse_u64_saturating, skip_quoted, split_commas, trim_lws,
-    Params,
+    eq_lower, is_lws, is_token, parse_u32_strict, parse_u64_saturating, skip_lws, skip_quoted,
+    skip_token, split_commas, trim_lws, Params,
 };
 use super::uri::Uri;
 
@@ -25,6 +25,52 @@ pub struct Via<'a> {
     pub host: &'a str,
     pub port: Option<u16>,
     pub params: Params<'a>,
+    /// The parameters the accessors read, noted while `parse` checked `params`, so each
+    /// accessor is a field read instead of another scan of the list (they describe
+    /// `params` as parsed; assigning `params` afterwards does not update them).
+    known: ViaParams<'a>,
+}
+
+/// First occurrence of each Via parameter the stack reads (`Some(None)`: a flag).
+#[derive(Debug, Clone, Copy, Default)]
+struct ViaParams<'a> {
+    branch: Option<Option<&'a str>>,
+    received: Option<Option<&'a str>>,
+    rport: Option<Option<&'a str>>,
+    maddr: Option<Option<&'a str>>,
+    ttl: Option<Option<&'a str>>,
+}
+
+impl<'a> ViaParams<'a> {
+    /// Checks every parameter of `params` and notes the known ones. An unquoted value
+    /// may not hold `"`, `<` or `>`: none is a token or host character (RFC 3261 §20.42
+    /// `via-params`), and since comma splitting pairs them up, a value holding one (say
+    /// `branch=a<b;rport=c>`) would make a Via whose rewritten copy (the `rport` value
+    /// replaced in a response) splits differently from the original.
+    fn scan(params: &Params<'a>) -> Result<ViaParams<'a>, ()> {
+        let mut known = ViaParams::default();
+        for p in params.clone() {
+            let p = p?;
+            if let Some(v) = p.value {
+                if !v.starts_with('"') && v.bytes().any(|c| matches!(c, b'"' | b'<' | b'>')) {
+                    return Err(());
+                }
+            }
+            let is = |n: &str| eq_lower(p.name, n);
+            let slot = match p.name.len() {
+                3 if is("ttl") => &mut known.ttl,
+                5 if is("rport") => &mut known.rport,
+                5 if is("maddr") => &mut known.maddr,
+                6 if is("branch") => &mut known.branch,
+                8 if is("received") => &mut known.received,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value);
+            }
+        }
+        Ok(known)
+    }
 }
 
 impl<'a> Via<'a> {
@@ -33,20 +79,13 @@ impl<'a> Via<'a> {
         let mut i = 0;
         let mut fields = [""; 3];
         for (n, field) in fields.iter_mut().enumerate() {
-            while i < b.len() && is_lws(b[i]) {
-                i += 1;
-            }
-            let s = i;
-            while i < b.len() && is_token(b[i]) {
-                i += 1;
-            }
+            let s = skip_lws(b, i);
+            i = skip_token(b, s);
             *field = &raw[s..i];
             if field.is_empty() {
                 return Err(ParseError::InvalidVia);
             }
-            while i < b.len() && is_lws(b[i]) {
-                i += 1;
-            }
+            i = skip_lws(b, i);
             if n < 2 {
                 if i >= b.len() || b[i] != b'/' {
                     return Err(ParseError::InvalidVia);
@@ -54,7 +93,7 @@ impl<'a> Via<'a> {
                 i += 1;
             }
         }
-        if !fields[0].eq_ignore_ascii_case("SIP") || fields[1] != "2.0" {
+        if !eq_lower(fields[0], "sip") || fields[1] != "2.0" {
             return Err(ParseError::InvalidVia);
         }
         let transport = fields[2];
@@ -77,10 +116,13 @@ impl<'a> Via<'a> {
         if host.is_empty() {
             return Err(ParseError::InvalidVia);
         }
-        let rest_trim = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        let rest_trim = &rest[skip_lws(rest.as_bytes(), 0)..];
         let (port, params_raw) = if let Some(p) = rest_trim.strip_prefix(':') {
-            let p = p.trim_start_matches([' ', '\t', '\r', '\n']);
-            let end = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+            let p = &p[skip_lws(p.as_bytes(), 0)..];
+            let end = p
+                .bytes()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(p.len());
             let port = parse_u32_strict(&p[..end])
                 .and_then(|v| u16::try_from(v).ok())
                 .ok_or(ParseError::InvalidVia)?;
@@ -91,7 +133,7 @@ impl<'a> Via<'a> {
         let sent_by_end = raw.len() - params_raw.len();
         let sent_by = trim_lws(&raw[sb_start..sent_by_end]);
         let params = Params::new(params_raw);
-        params.validate().map_err(|_| ParseError::InvalidVia)?;
+        let known = ViaParams::scan(&params).map_err(|()| ParseError::InvalidVia)?;
         Ok(Via {
             raw,
             transport,
@@ -99,32 +141,33 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            known,
         })
     }
 
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.find("branch").flatten()
+        self.known.branch.flatten()
     }
 
     pub fn received(&self) -> Option<&'a str> {
-        self.params.find("received").flatten()
+        self.known.received.flatten()
     }
 
     /// `None`: no rport; `Some(None)`: rport without value (RFC 3581 request);
     /// `Some(Some(p))`: rport=p. An rport value that is not a port counts as absent value.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .find("rport")
+        self.known
+            .rport
             .map(|v| v.and_then(|v| parse_u32_strict(v).and_then(|p| u16::try_from(p).ok())))
     }
 
     pub fn maddr(&self) -> Option<&'a str> {
-        self.params.find("maddr").flatten()
+        self.known.maddr.flatten()
     }
 
     pub fn ttl(&self) -> Option<u8> {
-        self.params
-            .find("ttl")
+        self.known
+            .ttl
             .flatten()
             .and_then(parse_u32_strict)
             .and_then(|v| u8::try_from(v).ok())
@@ -141,6 +184,46 @@ pub struct NameAddr<'a> {
     pub bracketed: bool,
     /// Header parameters after the URI, raw (`;tag=…;expires=…`).
     pub params: Params<'a>,
+    /// The parameters the accessors read, noted while `parse` checked `params`, so each
+    /// accessor is a field read instead of another scan of the list (they describe
+    /// `params` as parsed; assigning `params` afterwards does not update them).
+    known: NameAddrParams<'a>,
+}
+
+/// First occurrence of each name-addr parameter the stack reads (`Some(None)`: a flag).
+#[derive(Debug, Clone, Copy, Default)]
+struct NameAddrParams<'a> {
+    tag: Option<Option<&'a str>>,
+    expires: Option<Option<&'a str>>,
+    q: Option<Option<&'a str>>,
+    instance: Option<Option<&'a str>>,
+    reg_id: Option<Option<&'a str>>,
+    methods: Option<Option<&'a str>>,
+}
+
+impl<'a> NameAddrParams<'a> {
+    /// Checks every parameter of `params` (`InvalidParam` as `Params::validate`) and
+    /// notes the known ones.
+    fn scan(params: &Params<'a>) -> Result<NameAddrParams<'a>, ParseError> {
+        let mut known = NameAddrParams::default();
+        for p in params.clone() {
+            let p = p.map_err(|()| ParseError::InvalidParam)?;
+            let is = |n: &str| eq_lower(p.name, n);
+            let slot = match p.name.len() {
+                1 if is("q") => &mut known.q,
+                3 if is("tag") => &mut known.tag,
+                6 if is("reg-id") => &mut known.reg_id,
+                7 if is("expires") => &mut known.expires,
+                7 if is("methods") => &mut known.methods,
+                13 if is("+sip.instance") => &mut known.instance,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value);
+            }
+        }
+        Ok(known)
+    }
 }
 
 impl<'a> NameAddr<'a> {
@@ -156,10 +239,7 @@ impl<'a> NameAddr<'a> {
         let mut lt = None;
         while i < b.len() {
             match b[i] {
-                b'"' => {
-                    i = skip_quoted(b, i).ok_or(BAD)?;
-                    continue;
-                }
+                b'"' => i = skip_quoted(b, i).ok_or(BAD)?,
                 b'<' => {
                     lt = Some(i);
                     break;
@@ -178,20 +258,22 @@ impl<'a> NameAddr<'a> {
                     }
                     Some(dn)
                 };
-                let gt = s[lt..].find('>').ok_or(BAD)? + lt;
+                let gt = memchr::memchr(b'>', &b[lt..]).ok_or(BAD)? + lt;
                 let inner = &s[lt + 1..gt];
-                // No LWS inside the brackets (RFC 4475 badaspec).
-                if inner.is_empty() || inner.bytes().any(is_lws) {
+                // No LWS inside the brackets (RFC 4475 badaspec): `Uri::parse` refuses
+                // every byte up to SP, so LWS there is already an error.
+                if inner.is_empty() {
                     return Err(BAD);
                 }
                 let uri = Uri::parse(inner).map_err(|_| BAD)?;
                 let params = Params::new(&s[gt + 1..]);
-                params.validate()?;
+                let known = NameAddrParams::scan(&params)?;
                 Ok(NameAddr {
                     display_name,
                     uri,
                     bracketed: true,
                     params,
+                    known,
                 })
             }
             None => {
@@ -200,26 +282,28 @@ impl<'a> NameAddr<'a> {
                 if b[0] == b'"' {
                     return Err(BAD);
                 }
-                let end = s.find(';').unwrap_or(s.len());
+                let end = memchr::memchr(b';', b).unwrap_or(s.len());
                 let uri_text = trim_lws(&s[..end]);
-                if uri_text.contains('?') || uri_text.bytes().any(is_lws) {
+                // LWS inside the URI is refused by `Uri::parse` (every byte up to SP is).
+                if memchr::memchr(b'?', uri_text.as_bytes()).is_some() {
                     return Err(BAD);
                 }
                 let uri = Uri::parse(uri_text).map_err(|_| BAD)?;
                 let params = Params::new(&s[end..]);
-                params.validate()?;
+                let known = NameAddrParams::scan(&params)?;
                 Ok(NameAddr {
                     display_name: None,
                     uri,
                     bracketed: false,
                     params,
+                    known,
                 })
             }
         }
     }
 
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.find("tag").flatten()
+        self.known.tag.flatten()
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
@@ -237,6 +321,10 @@ fn valid_display_name(dn: &str) -> bool {
 }
 
 /// One Contact value.
+// `Addr` is large (the name-addr with its URI and noted parameters) and `Star` is empty;
+// boxing `Addr` would put a heap allocation per Contact on the parse path, which is kept
+// allocation-free. A `Contact` lives on the stack for the length of one read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Contact<'a> {
     /// `Contact: *`
@@ -252,7 +340,7 @@ pub struct ContactAddr<'a> {
 impl<'a> ContactAddr<'a> {
     /// The `expires` parameter, saturating (never wraps). `Err` if not a number.
     pub fn expires(&self) -> Result<Option<u64>, ParseError> {
-        match self.addr.param("expires") {
+        match self.addr.known.expires {
             None => Ok(None),
             Some(v) => v
                 .and_then(parse_u64_saturating)
@@ -263,7 +351,7 @@ impl<'a> ContactAddr<'a> {
 
     /// The q-value in thousandths (0..=1000).
     pub fn q(&self) -> Result<Option<u16>, ParseError> {
-        match self.addr.param("q") {
+        match self.addr.known.q {
             None => Ok(None),
             Some(v) => v
                 .and_then(parse_qvalue)
@@ -274,16 +362,11 @@ impl<'a> ContactAddr<'a> {
 
     /// `+sip.instance`, without its quotes.
     pub fn instance(&self) -> Option<&'a str> {
-        self.addr
-            .params
-            .clone()
-            .filter_map(Result::ok)
-            .find(|p| p.name.eq_ignore_ascii_case("+sip.instance"))
-            .and_then(|p| p.unquoted())
+        self.addr.known.instance.flatten().map(super::scan::unquote)
     }
 
     pub fn reg_id(&self) -> Result<Option<u32>, ParseError> {
-        match self.addr.param("reg-id") {
+        match self.addr.known.reg_id {
             None => Ok(None),
             Some(v) => v
                 .and_then(parse_u32_strict)
@@ -293,10 +376,7 @@ impl<'a> ContactAddr<'a> {
     }
 
     pub fn methods(&self) -> Option<&'a str> {
-        self.addr
-            .param("methods")
-            .flatten()
-            .map(super::scan::unquote)
+        self.addr.known.methods.flatten().map(super::scan::unquote)
     }
 
     /// The header parameters as written, minus `expires` (which the registrar rewrites).
@@ -338,16 +418,26 @@ pub struct CSeq<'a> {
 
 impl<'a> CSeq<'a> {
     pub fn parse(v: &'a str) -> Result<CSeq<'a>, ParseError> {
-        let v = trim_lws(v);
-        let sp = v
-            .find(|c: char| c.is_ascii() && is_lws(c as u8))
-            .ok_or(ParseError::InvalidCSeq)?;
-        let seq = parse_u32_strict(&v[..sp]).ok_or(ParseError::InvalidCSeq)?;
-        let method = trim_lws(&v[sp..]);
+        let (seq, method) = CSeq::parse_parts(v)?;
+        Ok(CSeq {
+            seq,
+            method: &v[method],
+        })
+    }
+
+    /// The number and the byte range of the method in `v` (so `Message::parse` can keep
+    /// it as a span).
+    pub(crate) fn parse_parts(v: &str) -> Result<(u32, std::ops::Range<usize>), ParseError> {
+        let lead = skip_lws(v.as_bytes(), 0);
+        let t = trim_lws(v);
+        let sp = t.bytes().position(is_lws).ok_or(ParseError::InvalidCSeq)?;
+        let seq = parse_u32_strict(&t[..sp]).ok_or(ParseError::InvalidCSeq)?;
+        let method = trim_lws(&t[sp..]);
         if method.is_empty() || !method.bytes().all(is_token) {
             return Err(ParseError::InvalidCSeq);
         }
-        Ok(CSeq { seq, method })
+        let start = lead + skip_lws(t.as_bytes(), sp);
+        Ok((seq, start..start + method.len()))
     }
 }
 
@@ -385,13 +475,20 @@ impl Message {
         let v = self
             .value(HeaderName::CallId)
             .ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
-        if v.is_empty() || v.bytes().any(|b| is_lws(b) || !b.is_ascii_graphic()) {
+        // LWS is not graphic; a fold without early exit compiles to vector compares.
+        if v.is_empty() || v.bytes().fold(false, |bad, b| bad | !b.is_ascii_graphic()) {
             return Err(ParseError::InvalidCallId);
         }
         Ok(v)
     }
 
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        if let Some((seq, method)) = self.parsed_cseq() {
+            return Ok(CSeq {
+                seq,
+                method: self.text(method),
+            });
+        }
         CSeq::parse(
             self.value(HeaderName::CSeq)
                 .ok_or(ParseError::MissingHeader(HeaderName::CSeq))?,
@@ -524,6 +621,10 @@ mod tests {
         assert_eq!(v.ttl(), Some(3));
         assert_eq!(v.maddr(), Some("1.2.3.4"));
         assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;,").is_err());
+        // Fuzz regression: angle brackets or a stray quote in an unquoted value.
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK-1<2;rport=UDP>").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK\"1").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;branch=z9hG4bK1;x=\"<a,b>\"").is_ok());
         assert!(Via::parse("SIP/2.0/UDP").is_err());
         assert!(Via::parse("SIP/3.0/UDP h").is_err());
     }
