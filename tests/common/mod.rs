@@ -22,15 +22,35 @@ pub fn testdata(rel: &str) -> PathBuf {
 }
 
 /// A free port usable for both UDP and TCP on 127.0.0.1.
+///
+/// Taken below the kernel's ephemeral range (and handed out once per test process), so that
+/// a client socket's automatic source port cannot grab it between this call and the server's
+/// bind, which happened now and then on the loaded CI machine ("Address already in use").
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(10_100));
+    let span = high - low;
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + seed.wrapping_add(n) % span) as u16;
+        let tcp_free = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp_free && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port found below the ephemeral range");
 }
 
 /// An account: (username, password).
