@@ -131,6 +131,13 @@ pub(crate) struct CompareArgs {
     /// UDP workers for sipward (sip.udp_workers) and Kamailio (children).
     #[arg(long, default_value_t = 2)]
     pub(crate) workers: usize,
+    /// Kamailio's TLS worker processes (tcp_children). 1 by default: Debian 12's Kamailio
+    /// 5.6.3 with OpenSSL 3 double-frees and crashes with several (kamailio issue #3791).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) kamailio_tcp_children: usize,
+    /// Keep the work folder (configs, server logs, SIPp files) after the run.
+    #[arg(long)]
+    pub(crate) keep: bool,
 }
 
 /// One measured row.
@@ -149,10 +156,10 @@ struct Row {
 }
 
 pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let work = tempfile::Builder::new()
+    let work_dir = tempfile::Builder::new()
         .prefix("sipward-bench-")
         .tempdir()?;
-    let work = work.path();
+    let work = work_dir.path();
     println!("# side-by-side run {}", now_text());
     println!("machine: {}", machine());
     println!("load average at start: {}", loadavg());
@@ -306,6 +313,9 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("load average at end: {}", loadavg());
+    if args.keep {
+        println!("work dir kept: {}", work_dir.keep().display());
+    }
     Ok(())
 }
 
@@ -913,6 +923,8 @@ impl Server {
                     cmd.args(["-A", "WITH_TLS", "-A"])
                         .arg(format!("TLS_PORT={}", t.port()))
                         .arg("-A")
+                        .arg(format!("TCP_CHILDREN={}", args.kamailio_tcp_children))
+                        .arg("-A")
                         .arg(format!(
                             "TLS_CERT=\"{}\"",
                             certs.join("server.pem").display()
@@ -1119,6 +1131,25 @@ fn sipward_config(
         );
     }
     c
+}
+
+/// The UDP-only config, for `loadgen sipward-config`.
+pub(crate) fn sipward_config_text(
+    udp: SocketAddr,
+    http: SocketAddr,
+    algorithm: Algorithm,
+    replay_table_size: u64,
+) -> String {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: CompareArgs,
+    }
+    let args = CompareArgs {
+        sipward_auth: format!("replay_table_size = {replay_table_size}"),
+        ..<Defaults as clap::Parser>::parse_from(["compare"]).args
+    };
+    sipward_config(&args, Path::new("."), udp, None, http, algorithm)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,6 +40,18 @@ enum Cmd {
     Floor(floor::FloorArgs),
     /// Floor, Kamailio and sipward side by side.
     Compare(compare::CompareArgs),
+    /// Print the sipward config the harness uses (10000 accounts), for runs by hand.
+    SipwardConfig {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        udp: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        #[arg(long, value_enum, default_value = "MD5")]
+        algorithm: sipmsg::Algorithm,
+        /// Replay table size (auth.replay_table_size).
+        #[arg(long, default_value_t = 4_000_000)]
+        replay_table_size: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -91,6 +103,15 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Floor(args) => floor::run(&args)?,
         Cmd::Compare(args) => compare::run(&args)?,
+        Cmd::SipwardConfig {
+            udp,
+            http,
+            algorithm,
+            replay_table_size,
+        } => print!(
+            "{}",
+            compare::sipward_config_text(udp, http, algorithm, replay_table_size)
+        ),
     }
     Ok(())
 }
