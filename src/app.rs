@@ -22,7 +22,7 @@ use crate::dispatch::{DispatchParts, Dispatcher, DomainPolicy};
 use crate::metrics::Metrics;
 use crate::registrar::{Location, RegistrarPolicy};
 use crate::sip::Limits;
-use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
+use crate::transaction::{TransactionConfig, TransactionTable};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{udp, Flows, Handler};
@@ -99,7 +99,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .validate()
         .map_err(|e| AppError::Setting(format!("registrar: {e:?}")))?;
     let location = Location::new(policy);
-    let txn_config = TransactionConfig::new(config.sip.t1, DEFAULT_MAX_TRANSACTIONS)
+    let txn_config = TransactionConfig::new(config.sip.t1, config.sip.max_transactions)
         .map_err(|e| AppError::Setting(format!("sip.t1_ms: {e}")))?;
     let transactions = TransactionTable::new(txn_config);
     let keys = match &config.auth.nonce_secret {
