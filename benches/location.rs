@@ -24,7 +24,8 @@ fn population() -> usize {
     }
 }
 
-/// What a UDP phone registers: `sip:u<N>@<ip>:<port>`, as in the side-by-side benchmark.
+/// What the side-by-side benchmark's phones register over UDP: contact
+/// `sip:u<N>@<ip>:<port>;transport=udp`, a generator-style Call-ID, no User-Agent.
 struct Phone {
     aor: Aor,
     contact: String,
@@ -67,7 +68,7 @@ fn register(loc: &Location, p: &Phone, cseq: u32, expires: u64, now: Instant) {
         source: SocketAddr::from(([10, 0, 0, 1], 5060)),
         transport: Transport::Udp,
         flow: None,
-        user_agent: Some("Yealink SIP-T46U 108.86.0.20"),
+        user_agent: None,
         max_expires_cap: None,
     };
     loc.register(&input, now).expect("register");
