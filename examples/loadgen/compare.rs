@@ -121,8 +121,9 @@ pub(crate) struct CompareArgs {
     /// Generator runtime threads for TLS.
     #[arg(long, default_value_t = 2)]
     pub(crate) tls_threads: usize,
-    /// Extra TOML lines for sipward's [sip] table (experiments).
-    #[arg(long, default_value = "")]
+    /// Extra TOML lines for sipward's [sip] table. The default lets sipward hold the UDP
+    /// transactions of a long run at tens of thousands of registrations per second.
+    #[arg(long, default_value = "max_transactions = 1000000")]
     pub(crate) sipward_sip: String,
     /// Extra TOML lines for sipward's [auth] table. The default sizes the replay table for
     /// a long run at tens of thousands of registrations per second (see benches/RESULTS.md).
@@ -150,6 +151,8 @@ struct Row {
     failed: u64,
     retrans: u64,
     cpu_us: f64,
+    /// Share of `cpu_us` spent in the kernel (stime).
+    sys_share: f64,
     lat_a: String,
     lat_b: String,
     load: String,
@@ -260,11 +263,11 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
     println!();
     println!("## summary ({})", now_text());
     println!();
-    println!("| phase | server | offered/s | completed | completed/s | failed | retrans | server CPU us/reg | p50/p99 ms (1) | p50/p99 ms (2) | load avg |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| phase | server | offered/s | completed | completed/s | failed | retrans | server CPU us/reg | of which kernel | p50/p99 ms (1) | p50/p99 ms (2) | load avg |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {} | {:.0} | {} | {} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {:.0} | {} | {} | {:.1} | {:.0} % | {} | {} | {} |",
             r.phase,
             r.server.name(),
             r.offered,
@@ -273,6 +276,7 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
             r.failed,
             r.retrans,
             r.cpu_us,
+            r.sys_share * 100.0,
             r.lat_a,
             r.lat_b,
             r.load
@@ -338,11 +342,12 @@ fn phase_sipp(
         let load = loadavg();
         let cpu0 = server.cpu();
         let mut s = run_sipp(args, work, server.udp, rate, count)?;
+        server.settle();
         let cpu = server.cpu() - cpu0;
         println!(
-            "sipp {} {rate:.0}/s: {} successful, {} failed, {} retransmissions in {:.2} s ({:.0}/s); server cpu {:.1} us/reg; p50/p99 ms 401 {} 200 {}",
+            "sipp {} {rate:.0}/s: {} successful, {} failed, {} retransmissions in {:.2} s ({:.0}/s); server cpu {} us/reg; p50/p99 ms 401 {} 200 {}",
             kind.name(), s.successful, s.failed, s.retrans, s.wall, s.successful as f64 / s.wall,
-            cpu / s.successful.max(1) as f64 * 1e6, s.rtd1.p50_p99(), s.rtd2.p50_p99()
+            per(cpu, s.successful), s.rtd1.p50_p99(), s.rtd2.p50_p99()
         );
         rows.push(Row {
             phase: "sipp MD5".into(),
@@ -352,7 +357,8 @@ fn phase_sipp(
             rate: s.successful as f64 / s.wall,
             failed: s.failed,
             retrans: s.retrans,
-            cpu_us: cpu / s.successful.max(1) as f64 * 1e6,
+            cpu_us: per_us(cpu, s.successful),
+            sys_share: cpu.sys / cpu.total().max(1e-9),
             lat_a: s.rtd1.p50_p99(),
             lat_b: s.rtd2.p50_p99(),
             load,
@@ -395,8 +401,8 @@ fn phase_max(
             if clean { "clean" } else { "NOT clean" }
         ));
         println!(
-            "  server cpu {:.1} us per registration; load {load}",
-            cpu / r.completed.max(1) as f64 * 1e6
+            "  server cpu {} us per registration; load {load}",
+            per(cpu, r.completed)
         );
         rows.push(udp_row(
             &format!("max step{}", if clean { "" } else { " (not clean)" }),
@@ -486,8 +492,8 @@ fn fixed(
             algorithm.name()
         ));
         println!(
-            "  server cpu {:.1} us per registration; load {load}",
-            cpu / r.completed.max(1) as f64 * 1e6
+            "  server cpu {} us per registration; load {load}",
+            per(cpu, r.completed)
         );
         rows.push(udp_row(
             &format!("{label} {}", algorithm.name()),
@@ -547,12 +553,12 @@ fn phase_tls(
             args.storm_concurrency
         ));
         println!(
-            "  server cpu {:.0} us per connection; load {load}",
-            cpu / s.completed.max(1) as f64 * 1e6
+            "  server cpu {} us per connection; load {load}",
+            per(cpu, s.completed)
         );
         notes.push(format!(
-            "tls storm {}: {:.0} connections/s ({} done, {} failed), server CPU {:.0} us per connection, generator CPU {:.0} us per connection, p50/p99 ms {}, load {load}",
-            kind.name(), s.rate(), s.completed, s.failed, cpu / s.completed.max(1) as f64 * 1e6,
+            "tls storm {}: {:.0} connections/s ({} done, {} failed), server CPU {} us per connection, generator CPU {:.0} us per connection, p50/p99 ms {}, load {load}",
+            kind.name(), s.rate(), s.completed, s.failed, per(cpu, s.completed),
             s.client_cpu / s.completed.max(1) as f64 * 1e6, s.latency.p50_p99()
         ));
     }
@@ -586,8 +592,8 @@ fn phase_tls(
     std::thread::sleep(Duration::from_secs(2));
     let mem2 = server.memory();
     notes.push(format!(
-        "tls idle {}: first REGISTER on each connection: {ok} ok, {failed} failed, server CPU {:.0} us each, p50/p99 ms {}",
-        kind.name(), cpu / ok.max(1) as f64 * 1e6, lat.p50_p99()
+        "tls idle {}: first REGISTER on each connection: {ok} ok, {failed} failed, server CPU {} us each, p50/p99 ms {}",
+        kind.name(), per(cpu, ok), lat.p50_p99()
     ));
     notes.push(memory_note_unit(
         kind,
@@ -607,8 +613,8 @@ fn phase_tls(
         let cpu = server.cpu() - cpu0;
         conns = back;
         notes.push(format!(
-            "tls re-register {} round {round}: {ok} ok, {failed} failed in {took:.2} s ({:.0}/s), server CPU {:.0} us per re-registration, p50/p99 ms {}",
-            kind.name(), ok as f64 / took, cpu / ok.max(1) as f64 * 1e6, lat.p50_p99()
+            "tls re-register {} round {round}: {ok} ok, {failed} failed in {took:.2} s ({:.0}/s), server CPU {} us per re-registration, p50/p99 ms {}",
+            kind.name(), ok as f64 / took, per(cpu, ok), lat.p50_p99()
         ));
     }
     drop(conns);
@@ -670,7 +676,7 @@ fn measured_udp(
     algorithm: Algorithm,
     rate: f64,
     seconds: f64,
-) -> (UdpReport, f64, String) {
+) -> (UdpReport, procs::Cpu, String) {
     let load = loadavg();
     let cpu0 = server.cpu();
     let r = udp::run(&udp_args(
@@ -681,10 +687,13 @@ fn measured_udp(
         Some(seconds),
         None,
     ));
+    // The window closes once the server has let go of this run's state (sipward's UDP
+    // transactions end 32 s later), so deferred work is charged to the run that caused it.
+    server.settle();
     (r, server.cpu() - cpu0, load)
 }
 
-fn udp_row(phase: &str, kind: Kind, r: &mut UdpReport, cpu: f64, load: String) -> Row {
+fn udp_row(phase: &str, kind: Kind, r: &mut UdpReport, cpu: procs::Cpu, load: String) -> Row {
     Row {
         phase: phase.into(),
         server: kind,
@@ -693,7 +702,8 @@ fn udp_row(phase: &str, kind: Kind, r: &mut UdpReport, cpu: f64, load: String) -
         rate: r.completed_rate(),
         failed: r.failed,
         retrans: r.retransmissions,
-        cpu_us: cpu / r.completed.max(1) as f64 * 1e6,
+        cpu_us: per_us(cpu, r.completed),
+        sys_share: cpu.sys / cpu.total().max(1e-9),
         lat_a: r.challenge.p50_p99(),
         lat_b: r.total.p50_p99(),
         load,
@@ -825,6 +835,8 @@ struct Server {
 /// Memory of a server at one moment.
 struct Memory {
     rss_kib: u64,
+    /// Peak RSS of the main process so far (VmHWM).
+    peak_kib: u64,
     pss_kib: u64,
     /// Kamailio's shared memory (used, real_used), bytes.
     shm: Option<(u64, u64)>,
@@ -832,7 +844,10 @@ struct Memory {
 
 impl Memory {
     fn text(&self) -> String {
-        let mut s = format!("RSS {} KiB, PSS {} KiB", self.rss_kib, self.pss_kib);
+        let mut s = format!(
+            "RSS {} KiB (peak {} KiB), PSS {} KiB",
+            self.rss_kib, self.peak_kib, self.pss_kib
+        );
         if let Some((u, r)) = self.shm {
             let _ = write!(s, ", shm used {u} B (real_used {r} B)");
         }
@@ -1030,14 +1045,15 @@ impl Server {
         procs::tree(self.child.id())
     }
 
-    fn cpu(&self) -> f64 {
-        procs::cpu_secs(&self.pids())
+    fn cpu(&self) -> procs::Cpu {
+        procs::cpu(&self.pids())
     }
 
     fn memory(&self) -> Memory {
         let pids = self.pids();
         Memory {
             rss_kib: procs::rss_kib(self.child.id()),
+            peak_kib: procs::peak_rss_kib(self.child.id()),
             pss_kib: procs::pss_kib(&pids),
             shm: self.ctl.as_deref().and_then(procs::kamailio_shm),
         }
@@ -1154,6 +1170,22 @@ pub(crate) fn sipward_config_text(
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
+
+/// Server CPU microseconds per item.
+fn per_us(cpu: procs::Cpu, n: u64) -> f64 {
+    cpu.total() / n.max(1) as f64 * 1e6
+}
+
+/// "total (user u + sys s)" microseconds per item.
+fn per(cpu: procs::Cpu, n: u64) -> String {
+    let n = n.max(1) as f64;
+    format!(
+        "{:.1} (user {:.1} + sys {:.1})",
+        cpu.total() / n * 1e6,
+        cpu.user / n * 1e6,
+        cpu.sys / n * 1e6
+    )
+}
 
 fn metric(http: SocketAddr, name: &str) -> Option<f64> {
     use std::io::{Read, Write};

@@ -51,18 +51,49 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// utime + stime of the processes, in seconds (processes that are gone count 0).
-pub(crate) fn cpu_secs(pids: &[u32]) -> f64 {
-    let ticks: f64 = pids
+/// CPU time of a set of processes, in seconds: user (utime) and system (stime).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Cpu {
+    pub(crate) user: f64,
+    pub(crate) sys: f64,
+}
+
+impl Cpu {
+    pub(crate) fn total(self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - o.user,
+            sys: self.sys - o.sys,
+        }
+    }
+}
+
+/// utime and stime of the processes (processes that are gone count 0).
+pub(crate) fn cpu(pids: &[u32]) -> Cpu {
+    let (u, s) = pids
         .iter()
         .filter_map(|&p| stat_fields(p))
         .filter_map(|f| {
             let u: f64 = f.get(11)?.parse().ok()?;
             let s: f64 = f.get(12)?.parse().ok()?;
-            Some(u + s)
+            Some((u, s))
         })
-        .sum();
-    ticks / clock_ticks()
+        .fold((0.0, 0.0), |(a, b), (u, s)| (a + u, b + s));
+    Cpu {
+        user: u / clock_ticks(),
+        sys: s / clock_ticks(),
+    }
+}
+
+/// utime + stime of the processes, in seconds.
+pub(crate) fn cpu_secs(pids: &[u32]) -> f64 {
+    cpu(pids).total()
 }
 
 /// CPU seconds of this process (the generator).
@@ -81,6 +112,11 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
 /// Resident set size of one process, KiB.
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:").unwrap_or(0)
+}
+
+/// Peak resident set size of one process, KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:").unwrap_or(0)
 }
 
 /// Proportional set size summed over the processes, KiB: shared pages (Kamailio's shared
