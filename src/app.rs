@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{
     FailureLimiter, LimiterConfig, NonceConfig, NonceIssuer, NonceKeys, ReplayConfig, ReplayTable,
 };
-use crate::config::Config;
+use crate::config::{Config, Sso};
+use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
 use crate::credentials::{algorithm, StaticAccounts};
 use crate::dispatch::{DispatchParts, Dispatcher, DomainPolicy};
 use crate::metrics::Metrics;
@@ -139,11 +140,19 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
                 d.name.clone(),
                 DomainPolicy {
                     algorithms: d.algorithms.iter().map(|a| algorithm(*a)).collect(),
+                    sso_enforced: d.sso == Sso::Enforce,
                     client_cert: d.client_cert,
                 },
             )
         })
         .collect();
+
+    let tracker = TaskTracker::new();
+    let token_parts = if config.issuers.is_empty() {
+        None
+    } else {
+        Some(token_api_parts(config, &metrics)?)
+    };
 
     // Bind before building the dispatcher: it needs the local addresses.
     let mut udp_sockets = Vec::new();
@@ -202,6 +211,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .copied()
         .collect();
 
+    let flows = Flows::default();
+    let proxy = crate::proxy::Proxy::new(
+        crate::transport::Outbound::new(udp_sockets.clone(), flows.clone()),
+        crate::proxy::ProxyConfig {
+            t1: config.sip.t1,
+            max_contexts: DEFAULT_MAX_TRANSACTIONS,
+        },
+        transactions.clone(),
+        metrics.clone(),
+        config.server.server_header.clone(),
+    );
     let dispatcher = Dispatcher::new(
         DispatchParts {
             limits,
@@ -217,11 +237,27 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             metrics: metrics.clone(),
             server_header: config.server.server_header.clone(),
             remove_bindings_on_close: r.remove_bindings_on_close,
+            devices: token_parts.as_ref().map(|t| t.devices.clone()),
+            proxy: proxy.clone(),
         },
         &locals,
     );
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
-    let tracker = TaskTracker::new();
+    let token_api = token_parts.map(|parts| {
+        parts.registry.spawn_refreshers(&tracker, &shutdown);
+        tracker.spawn(record_registers(
+            parts.events,
+            parts.store.clone(),
+            shutdown.clone(),
+        ));
+        Arc::new(crate::api::token::TokenApi::new(
+            config,
+            parts.registry,
+            parts.store,
+            parts.devices,
+            parts.metrics,
+        ))
+    });
 
     let workers = config.sip.udp_workers.map(|n| n.get()).unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -239,7 +275,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     }
     let stream_ctx = StreamContext {
         handler: handler.clone(),
-        flows: Flows::default(),
+        flows,
         limits: StreamLimits {
             max_connections: config.sip.tcp_max_connections,
             idle_timeout: config.sip.tcp_idle_timeout,
@@ -286,24 +322,55 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
                     source,
                 })?;
             let bound = listener.local_addr().ok();
+            let (max_body_bytes, request_timeout, max_header_bytes) = match &token_api {
+                Some(_) => (
+                    config.token_api.max_body_bytes,
+                    config.token_api.request_timeout,
+                    config.token_api.max_header_bytes,
+                ),
+                None => (
+                    crate::api::DEFAULT_MAX_BODY_BYTES,
+                    crate::api::DEFAULT_REQUEST_TIMEOUT,
+                    16 * 1024,
+                ),
+            };
             let app = crate::api::router(crate::api::ApiState {
                 metrics: metrics.clone(),
                 location: location.clone(),
                 admin_token: config.http.admin_token.clone(),
+                token: token_api.clone(),
+                max_body_bytes,
+                request_timeout,
             });
-            let stop = shutdown.clone();
-            tracker.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "http server failed");
-                }
-            });
+            tracker.spawn(crate::api::server::serve(
+                listener,
+                app,
+                crate::api::server::HttpLimits { max_header_bytes },
+                shutdown.clone(),
+                tracker.clone(),
+            ));
             bound
         }
         None => None,
     };
+
+    // The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10.
+    let stop = shutdown.clone();
+    let tick = (config.sip.t1 / 10).max(std::time::Duration::from_millis(10));
+    tracker.spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = interval.tick() => {
+                    if !proxy.is_empty() {
+                        proxy.poll(Instant::now());
+                    }
+                }
+            }
+        }
+    });
 
     let purge_every = config.registrar.purge_interval;
     let purge_dispatcher = dispatcher.clone();
@@ -314,7 +381,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => purge_dispatcher.purge(Instant::now()),
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    purge_dispatcher.purge(now);
+                    if let Some(api) = &token_api {
+                        api.purge(now);
+                    }
+                }
             }
         }
     });
@@ -329,7 +402,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         tracing::info!(addr = %a, "listening on tls");
     }
     if let Some(a) = http {
-        tracing::info!(addr = %a, "http listening (health, metrics, admin)");
+        tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");
     }
     Ok(Running {
         udp: udp_addrs,
@@ -343,4 +416,75 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         tracker,
         grace: config.server.drain_grace,
     })
+}
+
+/// The token API's parts that exist before the dispatcher: the store (with active records
+/// loaded into the device index), the issuer registry and the metrics.
+struct TokenParts {
+    store: crate::store::Store,
+    devices: DeviceIndex,
+    events: tokio::sync::mpsc::Receiver<RegisterEvent>,
+    registry: crate::oidc::IssuerRegistry,
+    metrics: crate::api::token::TokenMetrics,
+}
+
+fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, AppError> {
+    let t = &config.token_api;
+    let backend = crate::store::SqliteStore::open(t.store_path.as_deref()).map_err(|e| {
+        AppError::Setting(format!(
+            "token_api.store_path {:?}: {e}",
+            t.store_path
+                .as_deref()
+                .map_or(crate::config::MEMORY_STORE.into(), |p| p
+                    .display()
+                    .to_string())
+        ))
+    })?;
+    let store = crate::store::Store::new(Arc::new(backend));
+    let (devices, events) = DeviceIndex::new(CredentialKeys::new(t.credential_keys.clone()));
+    let now = crate::dispatch::unix_now();
+    let active = store
+        .blocking()
+        .load_active(now)
+        .map_err(|e| AppError::Setting(format!("token_api.store_path: {e}")))?;
+    for record in &active {
+        devices.upsert(record, now);
+    }
+    tracing::info!(devices = active.len(), "device credentials loaded");
+    let oidc_metrics = crate::oidc::OidcMetrics::new(metrics);
+    let registry = crate::oidc::IssuerRegistry::new(config, oidc_metrics)
+        .map_err(|e| AppError::Setting(format!("token API HTTP client: {e}")))?;
+    let token_metrics = crate::api::token::TokenMetrics::new(metrics);
+    token_metrics.active.set(devices.len() as i64);
+    Ok(TokenParts {
+        store,
+        devices,
+        events,
+        registry,
+        metrics: token_metrics,
+    })
+}
+
+/// Writes REGISTER successes of device credentials to the store (last REGISTER time, the end
+/// of the previous generation), one at a time, until shutdown.
+async fn record_registers(
+    mut events: tokio::sync::mpsc::Receiver<RegisterEvent>,
+    store: crate::store::Store,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let result = store
+            .run(move |s| s.record_register(&event.username, event.gen, event.at))
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record a device REGISTER");
+        }
+    }
 }

@@ -1,19 +1,23 @@
 //! sipward: a SIP registrar and proxy with a side HTTP API.
 //!
 //! The module map, lowest layer first. Dependency rule: `sip` ← `transport` ← `transaction`
-//! ← `dispatch` → `auth`, `registrar`, `credentials`; `api` reads `registrar` and `metrics`.
+//! ← `dispatch` → `auth`, `registrar`, `credentials`; `credentials` reads `store`; `api` uses
+//! `oidc`, `store`, `credentials`, `registrar` and `metrics`; `oidc` is used by `api` only.
 //! Lower layers never name upper ones; only `app` knows every module.
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
 //! | `transport` | UDP receive loops, TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
-//! | `transaction` | RFC 3261 §17 server transactions as state machines with no I/O |
+//! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | Digest verification, stateless nonces, nonce-count replay table, failure limiters |
-//! | `credentials` | accounts the registrar verifies against (static accounts today) |
+//! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
+//! | `store` | the durable device store behind a trait; SQLite (WAL) today |
+//! | `oidc` | issuer registry, OIDC discovery, JWKS cache, access-token validation |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
+//! | `proxy` | RFC 3261 §16 response contexts: forking, best response, CANCEL, ACK, Record-Route flow tokens |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
-//! | `api` | HTTP: health, readiness, metrics, admin bindings |
+//! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated domain types; the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: bind, spawn, purge task, drain on shutdown |
@@ -27,7 +31,10 @@ pub mod credentials;
 pub mod devcerts;
 pub mod dispatch;
 pub mod metrics;
+pub mod oidc;
+pub mod proxy;
 pub mod registrar;
 pub mod sip;
+pub mod store;
 pub mod transaction;
 pub mod transport;

@@ -22,6 +22,10 @@ pub const TLS_HANDSHAKES: &str = "sipward_tls_handshakes_total";
 pub const TLS_CONNECTIONS: &str = "sipward_tls_connections";
 pub const TLS_RELOADS: &str = "sipward_tls_cert_reloads_total";
 pub const TLS_CERT_EXPIRY: &str = "sipward_tls_cert_expiry_timestamp_seconds";
+pub const PROXIED: &str = "sipward_proxy_requests_total";
+pub const PROXY_BRANCHES: &str = "sipward_proxy_branches_total";
+pub const PROXY_TIMEOUTS: &str = "sipward_proxy_branch_timeouts_total";
+pub const PROXY_CONTEXTS: &str = "sipward_proxy_contexts";
 
 /// How a TLS handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,11 @@ pub struct Metrics {
     dropped: IntCounterVec,
     tls_handshakes: IntCounterVec,
     tls_reloads: IntCounterVec,
+    proxied: IntCounterVec,
+    proxy_branches: prometheus::IntCounter,
+    proxy_timeouts: prometheus::IntCounter,
+    /// Proxy response contexts (forwarded requests awaiting or lingering after a final).
+    pub proxy_contexts: IntGauge,
     /// Leaf `notAfter` as a Unix time, by certificate (`default` or the SNI domain).
     pub tls_cert_expiry: IntGaugeVec,
     pub tls_connections: IntGauge,
@@ -227,6 +236,23 @@ impl Metrics {
         registry
             .register(Box::new(tls_cert_expiry.clone()))
             .expect("unique metric name");
+        let proxied = counter(
+            PROXIED,
+            "Requests forwarded by the proxy, by method and the class of the final sent back (or no_route, overloaded)",
+            &["method", "outcome"],
+        );
+        let plain = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
+            c
+        };
+        let proxy_branches = plain(PROXY_BRANCHES, "Branches forked by the proxy");
+        let proxy_timeouts = plain(
+            PROXY_TIMEOUTS,
+            "Proxy branches that timed out (Timers B, C, F)",
+        );
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric definition");
             registry
@@ -239,6 +265,7 @@ impl Metrics {
             aors: gauge(AORS, "Current AoRs with at least one binding"),
             tcp_connections: gauge(TCP_CONNECTIONS, "Open TCP connections"),
             tls_connections: gauge(TLS_CONNECTIONS, "Open TLS connections (handshake done)"),
+            proxy_contexts: gauge(PROXY_CONTEXTS, "Proxy response contexts held"),
             transactions: gauge(TRANSACTIONS, "Server transactions held"),
             registry,
             requests,
@@ -250,7 +277,24 @@ impl Metrics {
             tls_handshakes,
             tls_reloads,
             tls_cert_expiry,
+            proxied,
+            proxy_branches,
+            proxy_timeouts,
         }
+    }
+
+    /// One forwarded request's outcome: the class of the final sent back, `no_route` or
+    /// `overloaded`.
+    pub fn proxied(&self, method: &'static str, outcome: &'static str) {
+        self.proxied.with_label_values(&[method, outcome]).inc();
+    }
+
+    pub fn proxy_branches(&self, n: usize) {
+        self.proxy_branches.inc_by(n as u64);
+    }
+
+    pub fn proxy_timeout(&self) {
+        self.proxy_timeouts.inc();
     }
 
     pub fn tls_handshake(&self, o: HandshakeOutcome) {
@@ -302,6 +346,11 @@ impl Metrics {
 
     pub fn dropped(&self, r: DropReason) {
         self.dropped.with_label_values(&[r.as_str()]).inc();
+    }
+
+    /// The registry, for families defined by other modules (token API, OIDC).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition format.

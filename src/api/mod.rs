@@ -1,17 +1,31 @@
-//! The HTTP side: health, readiness, Prometheus metrics, and the admin bindings view
-//! (the operator's `ul.dump`). The token API joins this router in a later issue.
+//! The HTTP side: health, readiness, Prometheus metrics, the admin bindings view (the
+//! operator's `ul.dump`), and the token API (`token.rs`, TOKEN_API.md) when issuers are
+//! configured.
 //!
-//! Limits: request bodies are not read by these routes (GET only), at most
-//! `MAX_CONCURRENT_REQUESTS` are served at once, and the admin listing returns at most
-//! `MAX_LISTED_AORS` AoRs. It must not touch SIP sockets.
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | the router, health, readiness, metrics, admin bindings, the layers below |
+//! | `token.rs` | login options, credential exchange, devices, revocation; RFC 6750 errors |
+//! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
+//! | `server.rs` | the hyper accept loop: head size, head deadline, connection cap |
+//!
+//! Limits: request bodies of at most `token_api.max_body_bytes` (413 above), at most
+//! `MAX_CONCURRENT_REQUESTS` served at once, each within `token_api.request_timeout_secs`
+//! (503 after), the admin listing at most `MAX_LISTED_AORS` AoRs; `Cache-Control: no-store`
+//! on every response. It must not touch SIP sockets.
+
+pub mod limit;
+pub mod server;
+pub mod token;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -24,29 +38,93 @@ pub const MAX_LISTED_AORS: usize = 1000;
 /// Requests served at once; more wait in the listener backlog.
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
 
-#[derive(Clone)]
+/// Request body limit when the token API is off (no route reads a body then).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4096;
+/// Per-request deadline when the token API is off.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct ApiState {
     pub metrics: Metrics,
     pub location: Location,
     pub admin_token: Option<AdminToken>,
+    /// `None` when no issuer is configured: the token routes answer 404.
+    pub token: Option<Arc<token::TokenApi>>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let max_body = state.max_body_bytes;
+    let timeout = state.request_timeout;
     Router::new()
         .route(
             "/healthz",
             get(|| async { no_store(StatusCode::OK, "ok\n") }),
         )
-        .route(
-            "/readyz",
-            get(|| async { no_store(StatusCode::OK, "ready\n") }),
-        )
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/v1/bindings", get(bindings))
+        .route("/admin/v1/users/{user}/revoke", post(token::revoke_user))
+        .route("/v1/login-options", get(token::login_options))
+        .route("/v1/sip/credentials", post(token::credentials))
+        .route("/v1/sip/devices", get(token::devices))
+        .route("/v1/sip/devices/{device_id}", delete(token::delete_device))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"error": "not_found"})),
+            )
+        })
         .with_state(Arc::new(state))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| deadline(timeout, req, next),
+        ))
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            },
+        ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))
+}
+
+/// Answers 503 when a request takes longer than `timeout` (a slow store or IdP).
+async fn deadline(timeout: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"error": "temporarily_unavailable"})),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    }
+}
+
+/// Ready when the device store answers and every issuer's keys are loaded (or when the
+/// token API is off).
+async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
+    let Some(api) = &s.token else {
+        return no_store(StatusCode::OK, "ready\n");
+    };
+    let store_ok = api.store.run(|s| s.ping()).await.is_ok();
+    let keys_ok = api.registry.ready();
+    match (store_ok, keys_ok) {
+        (true, true) => no_store(StatusCode::OK, "ready\n"),
+        (false, _) => no_store(StatusCode::SERVICE_UNAVAILABLE, "not ready: device store\n"),
+        (true, false) => no_store(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: issuer keys not loaded\n",
+        ),
+    }
 }
 
 fn no_store(status: StatusCode, body: impl IntoResponse) -> Response {
@@ -157,7 +235,7 @@ async fn bindings(
 }
 
 /// `alice@example.test` or `sip:alice@example.test` → the canonical AoR.
-fn canonical_aor(text: &str) -> Option<String> {
+pub(crate) fn canonical_aor(text: &str) -> Option<String> {
     let with_scheme = if text.contains(':') {
         text.to_string()
     } else {

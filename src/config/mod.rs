@@ -8,6 +8,7 @@
 
 mod raw;
 mod secret;
+mod token_api;
 mod validate;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use secret::{AdminToken, Secret};
+pub use token_api::{check_url, Issuer, ScopeClaim, Sso, TokenApiConfig, MEMORY_STORE};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.
@@ -38,6 +40,10 @@ pub struct Config {
     pub domains: Vec<Domain>,
     /// `(username, domain)` is unique; `domain` names an entry of `domains`.
     pub accounts: Vec<Account>,
+    /// `[token_api]`; used only when `issuers` is not empty.
+    pub token_api: TokenApiConfig,
+    /// `[[issuers]]`; empty = the token API is off.
+    pub issuers: Vec<Issuer>,
 }
 
 /// `[log]`
@@ -194,6 +200,13 @@ pub struct Domain {
     pub name: String,
     /// Challenged in this order; not empty, no repeats.
     pub algorithms: Vec<DigestAlgorithmName>,
+    /// SSO policy; `Enforce` refuses static `human` accounts at REGISTER.
+    pub sso: Sso,
+    /// Names of the issuers this domain trusts (the token API mints identities here only
+    /// from these).
+    pub issuers: Vec<String>,
+    /// The SIP URI the token API tells devices to register at (`sip:<name>` by default).
+    pub registrar: String,
     /// What a verified client certificate is worth for a REGISTER in this domain.
     pub client_cert: ClientCertPolicy,
 }
@@ -383,13 +396,14 @@ impl Config {
     /// The embedded development profile, [`DEV_PROFILE`]. Development only: its passwords and
     /// admin token are published.
     ///
-    /// Its TLS files (`certs/dev/`) are resolved against the source tree the binary was built
-    /// from, so `cargo run` works from any folder; a binary moved elsewhere fails at start with
-    /// a message naming the missing file.
+    /// Its TLS files (`certs/dev/`) are resolved as if the profile were read from `config/` in
+    /// the source tree the binary was built from (as `check-config config/dev.toml` does), so
+    /// `cargo run` works from any folder; a binary moved elsewhere fails at start with a
+    /// message naming the missing file.
     pub fn dev() -> Config {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         // The profile is compiled in and a unit test validates it, so this cannot fail at run time.
-        Config::from_toml_str(DEV_PROFILE, Path::new(env!("CARGO_MANIFEST_DIR")))
-            .expect("embedded dev profile is valid")
+        Config::from_toml_str(DEV_PROFILE, &base).expect("embedded dev profile is valid")
     }
 
     /// The configured domain called `name` (compared case-insensitively).

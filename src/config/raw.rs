@@ -29,6 +29,10 @@ pub(super) struct RawConfig {
     pub(super) domains: Vec<RawDomain>,
     #[serde(default)]
     pub(super) accounts: Vec<RawAccount>,
+    #[serde(default)]
+    pub(super) token_api: super::token_api::RawTokenApi,
+    #[serde(default)]
+    pub(super) issuers: Vec<super::token_api::RawIssuer>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -176,6 +180,15 @@ pub(super) struct RawDomain {
     pub(super) name: String,
     #[serde(default = "default_domain_algorithms")]
     pub(super) algorithms: Vec<String>,
+    /// `off`, `enable` or `enforce` (see `token_api::Sso`).
+    #[serde(default = "super::token_api::default_sso")]
+    pub(super) sso: String,
+    /// Names of `[[issuers]]` this domain trusts.
+    #[serde(default)]
+    pub(super) issuers: Vec<String>,
+    /// The SIP URI handed to devices by the token API; "" = `sip:<name>`.
+    #[serde(default)]
+    pub(super) registrar: String,
     #[serde(default = "default_client_cert")]
     pub(super) client_cert: String,
 }

@@ -114,6 +114,12 @@ fn example_parses_validates_and_shows_the_defaults() {
     assert_eq!(raw.registrar, defaults.registrar);
     assert_eq!(raw.auth, defaults.auth);
     assert_eq!(raw.http, defaults.http);
+    assert_eq!(raw.token_api, defaults.token_api);
+    assert_eq!(config.issuers.len(), 1);
+    assert_eq!(config.issuers[0].domains, ["example.test"]);
+    assert_eq!(config.domains[0].sso, Sso::Enable);
+    assert_eq!(config.token_api.credential_ttl, Duration::from_secs(43_200));
+    assert_eq!(config.token_api.max_devices_per_user, 5);
 }
 
 #[test]
@@ -640,6 +646,117 @@ fn algorithm_names_round_trip() {
         );
     }
     assert_eq!(DigestAlgorithmName::from_name("MD5-sess"), None);
+}
+
+const ISSUER: &str = "[[issuers]]\nname = \"corp\"\nissuer = \"https://idp.example.test\"\naudience = \"urn:sipward:api\"\n";
+
+#[test]
+fn dev_profile_trusts_the_test_idp_in_memory() {
+    let config = Config::dev();
+    assert_eq!(config.issuers.len(), 1);
+    assert_eq!(config.issuers[0].issuer, "http://127.0.0.1:4400");
+    assert_eq!(config.domains[0].sso, Sso::Enable);
+    assert!(config.token_api.store_path.is_none());
+    assert!(config.token_api.credential_keys.is_none());
+}
+
+#[test]
+fn token_api_keys_are_checked_by_name() {
+    let text =
+        "[token_api]\nstore_path = \"devices.db\"\ncredential_ttl_secs = 90000\nleeway_secs = 120\n\
+         jwks_min_cache_secs = 600\njwks_max_cache_secs = 60\nmax_header_bytes = 100\n\
+         [[issuers]]\nname = \"Corp!\"\nissuer = \"http://idp.example.test\"\naudience = \"\"\n\
+         algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"perms\"\n\
+         tenant_claim = \"tid\"\n\
+         [[issuers]]\nname = \"unused\"\nissuer = \"https://other.example.test\"\naudience = \"a\"\n\
+         [[domains]]\nname = \"example.test\"\nsso = \"sometimes\"\nissuers = [\"Corp!\", \"nobody\"]\nregistrar = \"http://x\"\n";
+    let errors = problems_of(text);
+    for (key, fragment) in [
+        ("token_api.credential_keys_file", "required with a durable"),
+        ("token_api.credential_ttl_secs", "between 60 and 86400"),
+        ("token_api.leeway_secs", "between 0 and 60"),
+        ("token_api.jwks_min_cache_secs", "must not exceed"),
+        ("token_api.max_header_bytes", "between 8192"),
+        ("issuers[0].name", "a-z"),
+        ("issuers[0].issuer", "only https"),
+        ("issuers[0].audience", "must not be empty"),
+        ("issuers[0].algorithms[0]", "never accepted"),
+        ("issuers[0].algorithms[1]", "never accepted"),
+        ("issuers[0].algorithms[2]", "is not one of"),
+        ("issuers[0].token_types", "at least one"),
+        ("issuers[0].scope_claim", "is not one of"),
+        ("issuers[0]", "tenant_claim and tenants together"),
+        ("issuers[1]", "not listed in any domains"),
+        ("domains[0].sso", "is not one of"),
+        (
+            "domains[0].issuers[1]",
+            "not the name of an [[issuers]] entry",
+        ),
+        ("domains[0].registrar", "sip: or sips:"),
+    ] {
+        assert_problem(&errors, key, fragment);
+    }
+}
+
+#[test]
+fn sso_and_issuers_must_agree() {
+    let off_with_issuers =
+        format!("{ISSUER}[[domains]]\nname = \"example.test\"\nissuers = [\"corp\"]\n");
+    assert_problem(
+        &problems_of(&off_with_issuers),
+        "domains[0].sso",
+        "is \"off\"",
+    );
+    let enforce_without = "[[domains]]\nname = \"example.test\"\nsso = \"enforce\"\n";
+    assert_problem(
+        &problems_of(enforce_without),
+        "domains[0].issuers",
+        "needs at least one",
+    );
+    let reserved = format!(
+        "{ISSUER}[[domains]]\nname = \"example.test\"\nsso = \"enable\"\nissuers = [\"corp\"]\n\
+         [[accounts]]\nusername = \"d-phone\"\ndomain = \"example.test\"\nkind = \"device\"\nha1_md5 = \"{}\"\n",
+        "0".repeat(32)
+    );
+    assert_problem(&problems_of(&reserved), "accounts[0].username", "reserved");
+    let ok = format!(
+        "{ISSUER}[[domains]]\nname = \"example.test\"\nsso = \"enforce\"\nissuers = [\"corp\"]\n"
+    );
+    let config = parse(&ok).unwrap();
+    assert_eq!(config.issuers[0].domains, ["example.test"]);
+    assert_eq!(
+        config.issuers[0].algorithms,
+        ["RS256", "PS256", "ES256", "EdDSA"]
+    );
+    assert_eq!(config.issuers[0].required_scope.as_deref(), Some("sip"));
+    assert_eq!(
+        config.issuers[0].discovery_url,
+        "https://idp.example.test/.well-known/openid-configuration"
+    );
+    assert_eq!(config.domains[0].registrar, "sip:example.test");
+}
+
+#[test]
+fn credential_keys_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("keys"),
+        format!("old {}\nnew {}\n", "11".repeat(32), "22".repeat(32)),
+    )
+    .unwrap();
+    let text = format!(
+        "[token_api]\nstore_path = \"devices.db\"\ncredential_keys_file = \"keys\"\n{ISSUER}\
+         [[domains]]\nname = \"example.test\"\nsso = \"enable\"\nissuers = [\"corp\"]\n"
+    );
+    let config = Config::from_toml_str(&text, dir.path()).unwrap();
+    assert_eq!(
+        config.token_api.store_path,
+        Some(dir.path().join("devices.db"))
+    );
+    let keys = config.token_api.credential_keys.as_ref().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].0, "new");
+    assert!(!format!("{config:?}").contains(&"22".repeat(32)));
 }
 
 #[test]

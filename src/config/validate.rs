@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
+use super::token_api;
 use super::{
     Account, AccountKind, AccountSecret, AuthConfig, ClientAuth, ClientCertPolicy, Config,
     ConfigErrors, ConfigProblem, DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat,
@@ -28,15 +29,15 @@ const MAX_DOMAIN_NAME_BYTES: usize = 253;
 
 /// Problems found so far.
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(super) struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem::new(key, message));
     }
 
     /// Records a problem when `value` is outside `range`; returns `value` either way.
-    fn range(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> u64 {
+    pub(super) fn range(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> u64 {
         if !range.contains(&value) {
             self.push(
                 key,
@@ -50,11 +51,21 @@ impl Problems {
         value
     }
 
-    fn range_usize(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> usize {
+    pub(super) fn range_usize(
+        &mut self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+    ) -> usize {
         usize::try_from(self.range(key, value, range)).unwrap_or(usize::MAX)
     }
 
-    fn range_secs(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> Duration {
+    pub(super) fn range_secs(
+        &mut self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+    ) -> Duration {
         Duration::from_secs(self.range(key, value, range))
     }
 }
@@ -76,6 +87,18 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         );
     }
     let accounts = accounts(&mut problems, raw.accounts, &domains, base_dir);
+    let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
+    let issuers = issuers(&mut problems, raw.issuers, &domains);
+    if !issuers.is_empty() {
+        for (index, account) in accounts.iter().enumerate() {
+            if account.username.starts_with("d-") {
+                problems.push(
+                    format!("accounts[{index}].username"),
+                    "names starting with \"d-\" are reserved for token API devices",
+                );
+            }
+        }
+    }
     if !problems.0.is_empty() {
         return Err(ConfigErrors::from_problems(problems.0));
     }
@@ -89,7 +112,45 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         tls,
         domains,
         accounts,
+        token_api,
+        issuers,
     })
+}
+
+/// `[[issuers]]` plus the cross-checks with `domains[].issuers` and `domains[].sso`.
+fn issuers(
+    problems: &mut Problems,
+    raw: Vec<token_api::RawIssuer>,
+    domains: &[Domain],
+) -> Vec<token_api::Issuer> {
+    let names: Vec<&str> = raw.iter().map(|i| i.name.as_str()).collect();
+    let mut trusted_by: HashMap<String, Vec<String>> = HashMap::new();
+    for (index, domain) in domains.iter().enumerate() {
+        for (n, name) in domain.issuers.iter().enumerate() {
+            if !names.contains(&name.as_str()) {
+                problems.push(
+                    format!("domains[{index}].issuers[{n}]"),
+                    format!("{name:?} is not the name of an [[issuers]] entry"),
+                );
+            }
+            trusted_by
+                .entry(name.clone())
+                .or_default()
+                .push(domain.name.clone());
+        }
+        match (domain.sso, domain.issuers.is_empty()) {
+            (token_api::Sso::Off, false) => problems.push(
+                format!("domains[{index}].sso"),
+                "is \"off\" but issuers are listed; set \"enable\" or \"enforce\", or list none",
+            ),
+            (token_api::Sso::Enable | token_api::Sso::Enforce, true) => problems.push(
+                format!("domains[{index}].issuers"),
+                format!("sso = {:?} needs at least one issuer", domain.sso.as_str()),
+            ),
+            _ => {}
+        }
+    }
+    token_api::issuers(problems, raw, &trusted_by)
 }
 
 fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {
@@ -549,6 +610,18 @@ fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
         let key = format!("domains[{index}]");
         let name = raw.name.to_ascii_lowercase();
         let algorithms = algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
+        let sso = token_api::sso(problems, &format!("{key}.sso"), &raw.sso);
+        let registrar = if raw.registrar.is_empty() {
+            format!("sip:{name}")
+        } else if !raw.registrar.starts_with("sip:") && !raw.registrar.starts_with("sips:") {
+            problems.push(
+                format!("{key}.registrar"),
+                format!("{:?} is not a sip: or sips: URI", raw.registrar),
+            );
+            String::new()
+        } else {
+            raw.registrar.clone()
+        };
         if raw.algorithms.is_empty() {
             problems.push(
                 format!("{key}.algorithms"),
@@ -581,6 +654,9 @@ fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
                 name,
                 algorithms,
                 client_cert,
+                sso,
+                issuers: raw.issuers,
+                registrar,
             });
         }
     }

@@ -1,10 +1,12 @@
-//! Credentials the registrar verifies against. For now: static accounts from config, each
-//! with HA1 values per Digest algorithm (computed once at start from a password file, or
-//! given as HA1 in config). Per-device credentials from the token API come later and will
-//! sit beside these behind the same lookup.
+//! Credentials the registrar verifies against: static accounts from config, each with HA1
+//! values per Digest algorithm (computed once at start from a password file, or given as HA1
+//! in config), and per-device credentials from the token API (`device`: derived passwords and
+//! the index of active device records).
 //!
 //! It holds no plaintext password after start. It must not decide policy (which AoR an
 //! identity may bind): dispatch does.
+
+pub mod device;
 
 use std::collections::HashMap;
 

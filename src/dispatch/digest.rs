@@ -6,10 +6,14 @@
 //!
 //! Every refusal becomes the same fresh challenge; the reason goes to metrics and debug logs.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{unix_now, Dispatcher, Response};
 use crate::auth::{self, Challenge, DigestCredentials, NonceStatus, Verdict};
+use crate::config::AccountKind;
+use crate::credentials::device::{DeviceEntry, DEVICE_PREFIX};
 use crate::credentials::Account;
 use crate::metrics::{AuthFailure, DropReason, RegisterOutcome};
 use crate::sip::{Credentials, DigestParams, HeaderName, Message, Method, Uri};
@@ -32,10 +36,20 @@ impl Role {
 }
 
 pub(crate) enum AuthStep<'a> {
-    /// Verified: the account's AoR (`sip:user@domain`).
-    Authenticated(&'a str),
+    /// Verified.
+    Authenticated(Identity<'a>),
     /// Answer with this (a challenge or a 400), or drop (`None`).
     Reply(Option<Response>),
+}
+
+/// Who a verified request comes from.
+pub(crate) struct Identity<'a> {
+    /// The AoR this identity may bind or call from (`sip:user@domain`).
+    pub aor: Cow<'a, str>,
+    /// Seconds a device credential has left: a REGISTER's granted expiry never exceeds it.
+    pub expires_cap: Option<u64>,
+    /// The device credential and generation that verified, to report a successful REGISTER.
+    pub device: Option<(Arc<DeviceEntry>, u32)>,
 }
 
 impl Dispatcher {
@@ -128,6 +142,62 @@ impl Dispatcher {
         if i.user_limiter.is_blocked(username, now) {
             return self.throttled(msg);
         }
+        if let Some(devices) = i
+            .devices
+            .as_ref()
+            .filter(|_| username.starts_with(DEVICE_PREFIX))
+        {
+            // TOKEN_API.md "The registrar's check for a device credential": the record (or a
+            // dummy) is checked against realm and AoR, then both generations are verified, so
+            // an unknown, revoked or expired username takes the same path.
+            let expected = match role {
+                Role::Registrar => msg.to().ok().and_then(|t| t.uri.aor()),
+                Role::Proxy => msg.from().ok().and_then(|f| f.uri.aor()),
+            };
+            let now_unix = unix_now();
+            let found = devices.candidates(
+                username,
+                realm,
+                expected.as_deref(),
+                algorithm,
+                now_unix,
+                &i.dummy,
+            );
+            let verdicts = found
+                .ha1
+                .map(|ha1| auth::verify(&creds, msg.method_str(), &ha1));
+            if let Some(Verdict::Refused(why)) =
+                verdicts.iter().find(|v| matches!(v, Verdict::Refused(_)))
+            {
+                tracing::debug!(peer = %src.peer, ?why, "digest credentials refused");
+                return refuse(false, AuthFailure::Malformed);
+            }
+            let accepted = verdicts
+                .iter()
+                .position(|v| *v == Verdict::Accepted)
+                .and_then(|n| found.generations[n]);
+            let (Some((gen, expires_at)), Some(entry)) = (accepted, found.entry) else {
+                i.source_limiter.record_failure(ip, now);
+                i.user_limiter.record_failure(username.to_owned(), now);
+                tracing::debug!(peer = %src.peer, username, "device digest response did not verify");
+                return refuse(false, AuthFailure::WrongResponse);
+            };
+            if let Err(e) = i.replay.check_and_record(
+                nonce,
+                creds.nc.unwrap_or(0),
+                msg.call_id().unwrap_or(""),
+                Some(src.peer.ip()),
+                now_unix,
+            ) {
+                tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
+                return refuse(false, AuthFailure::Replay);
+            }
+            return AuthStep::Authenticated(Identity {
+                aor: Cow::Owned(entry.aor.to_string()),
+                expires_cap: Some(expires_at.saturating_sub(now_unix).max(1)),
+                device: Some((entry, gen)),
+            });
+        }
         let account = i.accounts.lookup(username, realm);
         let ha1 = account
             .filter(|a| a.algorithms.contains(&algorithm))
@@ -169,7 +239,21 @@ impl Dispatcher {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
             return refuse(false, AuthFailure::Replay);
         }
-        AuthStep::Authenticated(&account.aor)
+        let sso_enforced = i.domains.get(realm).is_some_and(|d| d.sso_enforced);
+        if sso_enforced && account.kind == AccountKind::Human {
+            // sso = "enforce": humans sign in through the token API; only after a correct
+            // password is this said, so it reveals nothing to a guesser.
+            tracing::info!(peer = %src.peer, username, realm, "static human account refused: SSO is enforced");
+            if msg.method() == Some(Method::Register) {
+                i.metrics.register(RegisterOutcome::Forbidden);
+            }
+            return AuthStep::Reply(Some(self.respond(msg, src, 403, "SSO Required", &[])));
+        }
+        AuthStep::Authenticated(Identity {
+            aor: Cow::Borrowed(&account.aor),
+            expires_cap: None,
+            device: None,
+        })
     }
 
     /// A fresh challenge: one header per algorithm, in the configured order. An existing

@@ -1,18 +1,22 @@
 //! Dispatch: the `Handler` between transports and the application. For each message it
 //! parses, answers parse faults statelessly, runs the server transaction, and routes the
-//! request to the registrar (REGISTER), answers OPTIONS aimed at us, or authenticates and
-//! answers other requests for our users (the proxy comes later).
+//! request to the registrar (REGISTER), answers OPTIONS aimed at us, authenticates requests
+//! for our users and hands them with their targets to the proxy, routes in-dialog requests
+//! by their Route headers, and passes responses to the proxy.
 //!
 //! | file | owns |
 //! | --- | --- |
 //! | `mod.rs` | `Dispatcher`, parse → transaction → route, reply addressing (RFC 3261 §18.2.2, RFC 3581) |
 //! | `digest.rs` | authentication of a request: credentials, nonce, limits, verification, challenges |
 //! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location` |
+//! | `route.rs` | requests for our users (auth, lookup, fork), in-dialog loose routing, CANCEL |
 //!
-//! It must not do I/O or sleep: it runs inline on the receive task and only touches memory.
+//! It must not block or sleep: it runs inline on the receive task. Its only I/O is the
+//! proxy's non-blocking sends (`transport::Outbound`).
 
 mod digest;
 mod register;
+mod route;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -23,6 +27,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable};
+use crate::credentials::device::DeviceIndex;
 use crate::credentials::StaticAccounts;
 use crate::metrics::{DropReason, Metrics};
 use crate::registrar::Location;
@@ -41,6 +46,8 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, S
 #[derive(Debug)]
 pub struct DomainPolicy {
     pub algorithms: Vec<Algorithm>,
+    /// `sso = "enforce"`: static accounts of kind `human` get 403 after verifying.
+    pub sso_enforced: bool,
     /// Whether a client-certificate identity authenticates a REGISTER alone.
     pub client_cert: crate::config::ClientCertPolicy,
 }
@@ -60,6 +67,9 @@ pub struct DispatchParts {
     pub metrics: Metrics,
     pub server_header: Option<String>,
     pub remove_bindings_on_close: bool,
+    /// Device credentials from the token API; `None` when it is off.
+    pub devices: Option<DeviceIndex>,
+    pub proxy: crate::proxy::Proxy,
 }
 
 /// Cheap `Clone` handle over the shared state.
@@ -84,6 +94,10 @@ struct Inner {
     metrics: Metrics,
     server_header: Option<String>,
     remove_bindings_on_close: bool,
+    devices: Option<DeviceIndex>,
+    proxy: crate::proxy::Proxy,
+    /// Our listening addresses (Route headers naming one of them are ours).
+    local_addrs: Vec<SocketAddr>,
     /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
     tag_hasher: std::collections::hash_map::RandomState,
 }
@@ -120,6 +134,9 @@ impl Dispatcher {
                 metrics: parts.metrics,
                 server_header: parts.server_header,
                 remove_bindings_on_close: parts.remove_bindings_on_close,
+                devices: parts.devices,
+                proxy: parts.proxy,
+                local_addrs: local_addrs.to_vec(),
                 tag_hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
@@ -142,6 +159,9 @@ impl Dispatcher {
         i.replay.purge(unix_now());
         i.source_limiter.purge(now);
         i.user_limiter.purge(now);
+        if let Some(devices) = &i.devices {
+            devices.purge(unix_now());
+        }
         i.metrics.bindings.set(i.location.binding_count() as i64);
         i.metrics.aors.set(i.location.aor_count() as i64);
         i.metrics.transactions.set(i.transactions.len() as i64);
@@ -155,14 +175,22 @@ impl Dispatcher {
             Err(e) => return self.parse_failure(e, data, src),
         };
         if !msg.is_request() {
-            // No client transactions yet (the proxy adds them): responses go nowhere.
-            i.metrics.dropped(DropReason::Response);
+            // Responses belong to the proxy's client transactions, or to nobody.
+            if !i.proxy.on_response(&msg, now) {
+                i.metrics.dropped(DropReason::Response);
+            }
             return Reply::none();
         }
         i.metrics.request(msg.method(), src.transport);
         if msg.method() == Some(Method::Ack) {
-            // ACK for our non-2xx finals is absorbed by the INVITE transaction; nothing to send.
-            i.metrics.dropped(DropReason::Ack);
+            // An ACK for a 2xx travels end to end along the route set; an ACK for a non-2xx
+            // final (ours or relayed) ends at the INVITE server transaction here.
+            if !self.ack_in_dialog(&msg, src) {
+                if let Some(key) = invite_key_of(&msg) {
+                    i.proxy.on_ack(&key, now);
+                }
+                i.metrics.dropped(DropReason::Ack);
+            }
             return Reply::none();
         }
         if let Err(e) = msg.check_core_headers() {
@@ -234,55 +262,9 @@ impl Dispatcher {
             Some(Method::Options) if ruri.user.is_none() && self.is_us(&ruri) => {
                 Some(self.options(msg, src))
             }
-            Some(Method::Cancel) => {
-                Some(self.respond(msg, src, 481, "Call/Transaction Does Not Exist", &[]))
-            }
-            _ => self.request_for_user(msg, &ruri, src, now),
+            Some(Method::Cancel) => Some(self.cancel(msg, src, now)),
+            _ => self.proxied(msg, &ruri, src, now),
         }
-    }
-
-    /// Requests for our users: authenticate first (E5: nothing about the callee is looked
-    /// up before that), then answer from the location service. Forwarding is the proxy's.
-    fn request_for_user(
-        &self,
-        msg: &Message,
-        ruri: &Uri<'_>,
-        src: &Source,
-        now: Instant,
-    ) -> Option<Response> {
-        let Some(domain) = self.domain_of(ruri) else {
-            return Some(self.respond(msg, src, 403, "Domain Not Served", &[]));
-        };
-        if msg.max_forwards().ok().flatten() == Some(0) {
-            return Some(self.respond(msg, src, 483, "Too Many Hops", &[]));
-        }
-        let identity = match self.authenticate(msg, &domain, src, now, digest::Role::Proxy) {
-            digest::AuthStep::Authenticated(account) => account,
-            digest::AuthStep::Reply(r) => return r,
-        };
-        let from_ok = msg
-            .from()
-            .ok()
-            .and_then(|f| f.uri.aor())
-            .is_some_and(|aor| aor == identity);
-        if !from_ok {
-            return Some(self.respond(msg, src, 403, "Forbidden", &[]));
-        }
-        let user = ruri.user.unwrap_or("");
-        if !self.inner.accounts.exists_aor(user, &domain) {
-            return Some(self.respond(msg, src, 404, "Not Found", &[]));
-        }
-        let aor = crate::registrar::Aor::from_canonical(&ruri.aor().unwrap_or_default());
-        if self.inner.location.lookup(&aor, now).is_empty() {
-            return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
-        }
-        Some(self.respond(
-            msg,
-            src,
-            501,
-            "Not Implemented",
-            &[("Allow", "REGISTER, OPTIONS")],
-        ))
     }
 
     fn options(&self, msg: &Message, src: &Source) -> Response {
@@ -423,12 +405,7 @@ impl Dispatcher {
                 close: false,
             };
         }
-        let via = msg.top_via().ok();
-        let to = match via {
-            Some(v) if v.rport().is_some() => src.peer,
-            Some(v) => SocketAddr::new(src.peer.ip(), v.port.unwrap_or(5060)),
-            None => src.peer,
-        };
+        let to = udp_reply_addr(msg, src);
         if is_unroutable(to.ip()) {
             return Reply::none();
         }
@@ -459,11 +436,26 @@ impl Handler for Dispatcher {
     }
 }
 
+/// The UDP address responses to `msg` go to (RFC 3261 §18.2.2, RFC 3581).
+fn udp_reply_addr(msg: &Message, src: &Source) -> SocketAddr {
+    match msg.top_via().ok() {
+        Some(v) if v.rport().is_some() => src.peer,
+        Some(v) => SocketAddr::new(src.peer.ip(), v.port.unwrap_or(5060)),
+        None => src.peer,
+    }
+}
+
 fn is_unroutable(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
         IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
     }
+}
+
+/// The key of the INVITE server transaction an ACK or CANCEL belongs to (same top Via).
+fn invite_key_of(msg: &Message) -> Option<TransactionKey> {
+    let via = msg.top_via().ok()?;
+    TransactionKey::rfc3261(via.branch()?, via.sent_by, "INVITE").ok()
 }
 
 /// RFC 3261 §17.2.3 key, with the RFC 2543 fallback for branches without the cookie.

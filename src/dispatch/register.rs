@@ -62,17 +62,22 @@ impl Dispatcher {
                 .get(domain.as_str())
                 .is_some_and(|d| d.client_cert == ClientCertPolicy::Sufficient),
         };
+        // A device credential caps the granted expiry and reports its successful REGISTER.
+        let mut expires_cap = None;
+        let mut device = None;
         if !certificate_suffices {
             let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
-                AuthStep::Authenticated(aor) => aor,
+                AuthStep::Authenticated(identity) => identity,
                 AuthStep::Reply(r) => return r,
             };
             // A10/A22: the identity binds only its own AoR.
-            if identity != to_aor {
+            if identity.aor != to_aor {
                 i.metrics.register(RegisterOutcome::Forbidden);
-                tracing::info!(peer = %src.peer, identity, "REGISTER for another AoR refused");
+                tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
                 return Some(self.respond(msg, src, 403, "Forbidden", &[]));
             }
+            expires_cap = identity.expires_cap;
+            device = identity.device;
         }
 
         let mut star = false;
@@ -146,7 +151,7 @@ impl Dispatcher {
             transport: src.transport,
             flow: src.flow,
             user_agent: msg.user_agent(),
-            max_expires_cap: None,
+            max_expires_cap: expires_cap,
         };
         let outcome = match i.location.register(&input, now) {
             Ok(o) => o,
@@ -158,6 +163,9 @@ impl Dispatcher {
         }
         for r in &outcome.rebound {
             tracing::info!(aor = %aor, old = %r.old_source, new = %r.new_source, "binding moved to a new source");
+        }
+        if let (Some((entry, gen)), Some(devices)) = (&device, &i.devices) {
+            devices.registered(entry, *gen, super::unix_now(), call_id);
         }
         i.metrics.register(RegisterOutcome::Ok);
         i.metrics.bindings.set(i.location.binding_count() as i64);

@@ -228,6 +228,17 @@ impl Location {
         self.inner.remove_where(aor, |_| true)
     }
 
+    /// Removes the bindings of `aor` last registered under one of `call_ids`: a revoked
+    /// device's registrations (a UA keeps one Call-ID per registrar, RFC 3261 §10.2, so the
+    /// Call-IDs a credential registered with identify its bindings). Returns how many.
+    pub fn remove_registrations(&self, aor: &Aor, call_ids: &[Box<str>]) -> usize {
+        if call_ids.is_empty() {
+            return 0;
+        }
+        self.inner
+            .remove_where(aor, |b| call_ids.iter().any(|c| **c == *b.text.call_id()))
+    }
+
     /// Admin listing: up to `limit` AoRs with live bindings (only `filter` when given), in no
     /// particular order. Each shard is read-locked briefly while it is walked.
     pub fn dump(

@@ -1013,3 +1013,26 @@ fn footprint_per_binding() {
     assert!(inline <= 160, "{inline}");
     assert!(inline + heap + expiry_entry + flow_entry < 420);
 }
+
+#[test]
+fn remove_registrations_removes_only_the_bindings_of_the_given_call_ids() {
+    let loc = location();
+    let a = aor("alice");
+    let t0 = Instant::now();
+    let laptop = [contact("<sip:alice@192.0.2.10:5060>")];
+    let phone = [contact("<sip:alice@192.0.2.20:5060>")];
+    loc.register(&req(&a, "laptop-call", 1, &laptop), t0)
+        .unwrap();
+    loc.register(&req(&a, "phone-call", 1, &phone), t0).unwrap();
+    assert_eq!(loc.binding_count(), 2);
+    assert_eq!(loc.remove_registrations(&a, &[]), 0);
+    assert_eq!(
+        loc.remove_registrations(&aor("bob"), &["laptop-call".into()]),
+        0
+    );
+    assert_eq!(loc.remove_registrations(&a, &["laptop-call".into()]), 1);
+    assert_eq!(uris(&loc.lookup(&a, t0)), ["<sip:alice@192.0.2.20:5060>"]);
+    assert_eq!(loc.remove_registrations(&a, &["phone-call".into()]), 1);
+    assert_eq!((loc.binding_count(), loc.aor_count()), (0, 0));
+    assert_eq!(loc.index_sizes(), (0, 0));
+}

@@ -203,8 +203,14 @@ pub struct ForwardEdits<'a> {
     pub record_route: &'a [&'a str],
     /// Decrement Max-Forwards (insert `Max-Forwards: 70` if absent), requests only.
     pub decrement_max_forwards: bool,
-    /// Remove the top Route value (loose routing past ourselves).
-    pub pop_route: bool,
+    /// Remove this many Route values from the top (loose routing past ourselves: one, or
+    /// two after a double Record-Route).
+    pub pop_routes: usize,
+    /// Route values to put before every remaining one, in order (a stored Path).
+    pub push_route: &'a [&'a str],
+    /// Remove the last Route value (RFC 3261 §16.4: a strict router upstream put the real
+    /// target there, and it becomes the Request-URI).
+    pub pop_last_route: bool,
 }
 
 /// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
@@ -231,18 +237,33 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
         out.put_slice(rr.as_bytes());
         out.put_slice(b"\r\n");
     }
+    for route in edits.push_route {
+        out.put_slice(b"Route: ");
+        out.put_slice(route.as_bytes());
+        out.put_slice(b"\r\n");
+    }
     let mut via_popped = !edits.pop_via;
-    let mut route_popped = !edits.pop_route;
+    let mut routes_to_pop = edits.pop_routes;
+    let last_route = if edits.pop_last_route {
+        msg.headers()
+            .iter()
+            .rposition(|h| h.kind == HeaderName::Route)
+    } else {
+        None
+    };
     let mut saw_max_forwards = false;
-    for h in msg.headers() {
+    for (index, h) in msg.headers().iter().enumerate() {
+        if Some(index) == last_route {
+            write_without_last(&mut out, msg, h, "Route");
+            continue;
+        }
         match h.kind {
             HeaderName::Via if !via_popped => {
                 via_popped = true;
                 write_without_first(&mut out, msg, h, "Via");
             }
-            HeaderName::Route if !route_popped => {
-                route_popped = true;
-                write_without_first(&mut out, msg, h, "Route");
+            HeaderName::Route if routes_to_pop > 0 => {
+                routes_to_pop = write_without_first_n(&mut out, msg, h, "Route", routes_to_pop);
             }
             HeaderName::MaxForwards if edits.decrement_max_forwards => {
                 saw_max_forwards = true;
@@ -264,17 +285,105 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     out.freeze()
 }
 
+/// Writes a list header without its last value; nothing if that was its only value.
+fn write_without_last(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    let value = msg.text(h.value);
+    let mut values: Vec<&str> = split_commas(value).filter_map(Result::ok).collect();
+    values.pop();
+    if values.is_empty() {
+        return;
+    }
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(values.join(", ").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
 /// Writes a list header without its first value; nothing if that was its only value.
 fn write_without_first(out: &mut BytesMut, msg: &Message, h: &super::message::Header, name: &str) {
+    write_without_first_n(out, msg, h, name, 1);
+}
+
+/// Writes a list header without its first `n` values (nothing if none remain); returns how
+/// many of the `n` this header did not hold, to be taken from the next header of the name.
+fn write_without_first_n(
+    out: &mut BytesMut,
+    msg: &Message,
+    h: &super::message::Header,
+    name: &str,
+    n: usize,
+) -> usize {
     let value = msg.text(h.value);
     let mut parts = split_commas(value);
-    let _first = parts.next();
+    let mut left = n;
+    while left > 0 && parts.next().is_some() {
+        left -= 1;
+    }
     let remaining: Vec<&str> = parts.filter_map(Result::ok).collect();
     if remaining.is_empty() {
-        return;
+        return left;
     }
     out.put_slice(name.as_bytes());
     out.put_slice(b": ");
     out.put_slice(remaining.join(", ").as_bytes());
     out.put_slice(b"\r\n");
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Limits;
+
+    const INVITE: &str = "INVITE sip:bob@example.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n\
+        Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>\r\n\
+        X-Odd:  kept   as is\r\n\
+        Route: <sip:p3.example.test;lr>, <sip:last.example.test>\r\n\
+        Max-Forwards: 10\r\n\
+        From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n\
+        Call-ID: c1\r\nCSeq: 1 INVITE\r\n\
+        Content-Length: 4\r\n\r\nbody";
+
+    fn edited(edits: &ForwardEdits<'_>) -> String {
+        let msg = Message::parse(Bytes::from_static(INVITE.as_bytes()), &Limits::default())
+            .expect("parses");
+        String::from_utf8(forward(&msg, edits).to_vec()).expect("text")
+    }
+
+    #[test]
+    fn pops_routes_across_headers_and_the_last_one() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 2,
+            pop_last_route: true,
+            push_route: &["<sip:edge.example.test;lr>"],
+            request_uri: Some("sip:bob@192.0.2.9"),
+            decrement_max_forwards: true,
+            ..ForwardEdits::default()
+        });
+        assert!(
+            out.starts_with("INVITE sip:bob@192.0.2.9 SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Route: <sip:edge.example.test;lr>\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("p1.") && !out.contains("p2."), "{out}");
+        assert!(out.contains("Route: <sip:p3.example.test;lr>\r\n"), "{out}");
+        assert!(!out.contains("last.example.test"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"), "{out}");
+        assert!(out.contains("Max-Forwards: 9\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nbody"), "{out}");
+    }
+
+    #[test]
+    fn popping_more_routes_than_there_are_removes_them_all() {
+        let out = edited(&ForwardEdits {
+            pop_routes: 9,
+            ..ForwardEdits::default()
+        });
+        assert!(!out.contains("Route:"), "{out}");
+        assert!(out.contains("X-Odd:  kept   as is\r\n"));
+    }
 }

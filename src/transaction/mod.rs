@@ -8,10 +8,18 @@
 //! [`TransactionTable::next_deadline`] and then calls [`TransactionTable::poll`]). It does not
 //! parse SIP either: callers pass the typed values the `sip` layer already extracted.
 //!
-//! INVITE server transactions (§17.2.1) and client transactions are not handled here.
+//! `client.rs` holds the client transactions (§17.1, INVITE and non-INVITE, Timers A–F, K, M)
+//! the proxy runs per branch; `invite_server.rs` the INVITE server transaction's timers after
+//! the final (G, H, I, and RFC 6026's L), which the proxy runs per forwarded INVITE. That
+//! INVITE's request side uses the table here: its 100 Trying and the responses relayed
+//! upstream are stored, so an INVITE retransmission is absorbed and answered with the latest
+//! of them. Non-2xx finals sipward answers itself (407, 404, 480) are not retransmitted by
+//! Timer G: a lost one is answered again when the INVITE is retransmitted.
 
 use std::time::{Duration, Instant};
 
+pub mod client;
+pub mod invite_server;
 mod key;
 mod server;
 mod table;

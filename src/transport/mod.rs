@@ -80,7 +80,9 @@ pub trait Handler: Send + Sync + 'static {
     fn on_flow_closed(&self, _flow: FlowId) {}
 }
 
-/// Open stream connections by id, each with a bounded queue of bytes to write.
+/// Open stream connections by id, each with a bounded queue of bytes to write, its addresses
+/// and transport, and an index by peer address (for in-dialog requests to a contact that is
+/// reachable only over the connection it registered on).
 #[derive(Debug, Clone, Default)]
 pub struct Flows {
     inner: Arc<FlowsInner>,
@@ -89,37 +91,123 @@ pub struct Flows {
 #[derive(Debug, Default)]
 struct FlowsInner {
     next: AtomicU64,
-    senders: DashMap<FlowId, mpsc::Sender<Bytes>>,
+    entries: DashMap<FlowId, FlowEntry>,
+    by_peer: DashMap<SocketAddr, FlowId>,
+}
+
+#[derive(Debug)]
+struct FlowEntry {
+    tx: mpsc::Sender<Bytes>,
+    info: FlowInfo,
+}
+
+/// Where a connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub transport: Transport,
+    /// Our listener's address.
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
 }
 
 /// Bytes queued per connection before `send` fails (the peer is not reading).
 pub const FLOW_QUEUE: usize = 64;
 
 impl Flows {
-    pub(crate) fn open(&self) -> (FlowId, mpsc::Receiver<Bytes>) {
+    pub(crate) fn open(&self, info: FlowInfo) -> (FlowId, mpsc::Receiver<Bytes>) {
         let id = FlowId(self.inner.next.fetch_add(1, Ordering::Relaxed) + 1);
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
-        self.inner.senders.insert(id, tx);
+        self.inner.entries.insert(id, FlowEntry { tx, info });
+        self.inner.by_peer.insert(info.peer, id);
         (id, rx)
     }
 
     pub(crate) fn close(&self, id: FlowId) {
-        self.inner.senders.remove(&id);
+        if let Some((_, entry)) = self.inner.entries.remove(&id) {
+            self.inner
+                .by_peer
+                .remove_if(&entry.info.peer, |_, current| *current == id);
+        }
     }
 
     /// Queue bytes on a connection; false if it is gone or its queue is full.
     pub fn send(&self, id: FlowId, bytes: Bytes) -> bool {
-        match self.inner.senders.get(&id) {
-            Some(tx) => tx.try_send(bytes).is_ok(),
+        match self.inner.entries.get(&id) {
+            Some(entry) => entry.tx.try_send(bytes).is_ok(),
             None => false,
         }
     }
 
+    /// The connection's transport and addresses, while it is open.
+    pub fn info(&self, id: FlowId) -> Option<FlowInfo> {
+        self.inner.entries.get(&id).map(|e| e.info)
+    }
+
+    /// The open connection whose peer is `peer`, if any.
+    pub fn by_peer(&self, peer: SocketAddr) -> Option<FlowId> {
+        self.inner.by_peer.get(&peer).map(|id| *id)
+    }
+
     pub fn len(&self) -> usize {
-        self.inner.senders.len()
+        self.inner.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.senders.is_empty()
+        self.inner.entries.is_empty()
+    }
+}
+
+/// Where the proxy sends a message: a UDP address, or an open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Udp(SocketAddr),
+    Flow(FlowId),
+}
+
+/// Non-blocking sends for the proxy: UDP datagrams from our listening sockets (so replies
+/// come back to them), and bytes queued on open connections. Never waits: a full socket
+/// buffer or connection queue drops the message, as UDP would (transactions retransmit).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    udp: Vec<Arc<tokio::net::UdpSocket>>,
+    flows: Flows,
+}
+
+impl Outbound {
+    pub fn new(udp: Vec<Arc<tokio::net::UdpSocket>>, flows: Flows) -> Outbound {
+        Outbound { udp, flows }
+    }
+
+    pub fn flows(&self) -> &Flows {
+        &self.flows
+    }
+
+    fn udp_for(&self, dest: SocketAddr) -> Option<&tokio::net::UdpSocket> {
+        self.udp
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == dest.is_ipv4()))
+            .map(|s| s.as_ref())
+    }
+
+    /// The local address a message to `target` leaves from, and its transport (for Via and
+    /// Record-Route).
+    pub fn local_for(&self, target: Target) -> Option<(Transport, SocketAddr)> {
+        match target {
+            Target::Udp(dest) => self
+                .udp_for(dest)
+                .and_then(|s| s.local_addr().ok())
+                .map(|l| (Transport::Udp, l)),
+            Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local)),
+        }
+    }
+
+    /// Sends `bytes`; false if it could not be handed to the kernel or the connection.
+    pub fn send(&self, target: Target, bytes: Bytes) -> bool {
+        match target {
+            Target::Udp(dest) => self
+                .udp_for(dest)
+                .is_some_and(|s| s.try_send_to(&bytes, dest).is_ok()),
+            Target::Flow(id) => self.flows.send(id, bytes),
+        }
     }
 }

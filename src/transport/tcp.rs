@@ -113,7 +113,11 @@ pub async fn serve_stream<S>(stream: S, mut src: Source, ctx: StreamContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (flow, mut outbound) = ctx.flows.open();
+    let (flow, mut outbound) = ctx.flows.open(super::FlowInfo {
+        transport: src.transport,
+        local: src.local,
+        peer: src.peer,
+    });
     src.flow = Some(flow);
     let open_gauge = ctx.metrics.stream_connections(src.transport).clone();
     open_gauge.inc();

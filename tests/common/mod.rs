@@ -161,7 +161,7 @@ impl Server {
         Server::start_with_file(config_path, dir, port, http_port, tls_addr)
     }
 
-    fn start_with_file(
+    pub fn start_with_file(
         config_path: PathBuf,
         dir: tempfile::TempDir,
         port: u16,
@@ -631,7 +631,11 @@ impl Client {
                 Err(e) => {
                     return match e.kind() {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => false,
-                        std::io::ErrorKind::ConnectionReset => true,
+                        // BrokenPipe: rustls writes on read (pending records) to a socket the
+                        // server has closed.
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe => true,
                         // rustls: an alert from the server, or its close without close_notify.
                         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => true,
                         other => {
@@ -894,6 +898,22 @@ impl Client {
         let s = UdpSocket::bind((local_ip, 0)).expect("bind loopback alias");
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let local = s.local_addr().unwrap();
+        Client {
+            proto: Proto::Udp,
+            udp: Some(s),
+            stream: None,
+            server,
+            local,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Client {
+    /// A UDP client bound to `local` (a port another program will use afterwards).
+    pub fn udp_on(local: SocketAddr, server: SocketAddr) -> Client {
+        let s = UdpSocket::bind(local).expect("bind the given UDP address");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         Client {
             proto: Proto::Udp,
             udp: Some(s),

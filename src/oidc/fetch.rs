@@ -1,0 +1,166 @@
+//! The one outbound HTTP client: discovery documents and JWKS, and nothing else. Redirects
+//! are never followed, every request has a timeout, bodies are capped while they stream in,
+//! and only `https://` (or `http://` on loopback) URLs are fetched. URLs come from config and
+//! from the configured issuer's discovery document, never from a token (TESTING.md J6).
+//!
+//! TLS is rustls with the aws-lc-rs provider (the binary's one crypto backend) and the
+//! Mozilla root set (`webpki-roots`). Environment proxies are not used.
+
+use std::time::Duration;
+
+use crate::config::check_url;
+
+/// A fetched JSON body and its `Cache-Control: max-age`, if any.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("refused URL: {0}")]
+    Url(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    max_bytes: usize,
+}
+
+impl Fetcher {
+    pub fn new(timeout: Duration, max_bytes: usize) -> Result<Fetcher, FetchError> {
+        // reqwest's rustls has no built-in provider here: install aws-lc-rs process-wide (a
+        // no-op if the TLS listener already did).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .no_proxy()
+            .user_agent(concat!("sipward/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Request(e.to_string()))?;
+        Ok(Fetcher { client, max_bytes })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        check_url(url).map_err(FetchError::Url)?;
+        let mut response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| FetchError::Request(without_url(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Request(without_url(&e)))?
+        {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(FetchError::TooLarge(self.max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched { body, max_age })
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    format!("{kind}: {}", e.without_url_ref())
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        use std::error::Error as _;
+        let mut text = String::new();
+        let mut source = self.source();
+        while let Some(s) = source {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        if text.is_empty() {
+            "failed".to_owned()
+        } else {
+            text
+        }
+    }
+}
+
+/// `max-age=N` from a Cache-Control value (`no-store`/`no-cache` give 0).
+fn max_age(value: &str) -> Option<Duration> {
+    let mut out = None;
+    for directive in value.split(',') {
+        let d = directive.trim();
+        if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
+            return Some(Duration::ZERO);
+        }
+        if let Some((name, v)) = d.split_once('=') {
+            if name.trim().eq_ignore_ascii_case("max-age") {
+                out = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_parsing() {
+        assert_eq!(
+            max_age("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

@@ -1,0 +1,483 @@
+//! Access-token validation, in TOKEN_API.md's order, failing closed:
+//!
+//! 1. size ≤ 8 KiB, exactly three segments of strict base64url (no padding, no `+/`), header
+//!    and payload strict JSON (no duplicate keys, nesting ≤ 16): all before any crypto;
+//! 2. header: `alg` a known asymmetric algorithm (never `none`/HS*), no `crit`, `kid` a short
+//!    string if present; `jku`, `x5u`, `jwk`, `x5c` are ignored (never fetched);
+//! 3. the issuer picked from the registry by the exact, not yet trusted `iss`; `alg` in its
+//!    allowlist;
+//! 4. the key by `kid` from its JWKS cache (`issuer.rs`);
+//! 5. signature and registered claims with `jsonwebtoken`: `exp`, `iat`, `iss`, `aud`, `sub`
+//!    required, exact `iss`, our audience, `nbf` checked, the configured leeway (≤ 60 s);
+//! 6. ours: `typ`, no ID token (`nonce`, or `aud` naming a client), client id, scope/role,
+//!    tenant;
+//! 7. the AoR from the username claim, inside the issuer's domains.
+//!
+//! Every failure is a [`Rejection`]; the API turns all token faults into one generic 401.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::{IssuerRegistry, Purpose, Rejection, Verified};
+use crate::config::{Issuer, ScopeClaim};
+
+/// Largest token accepted (TOKEN_API.md step 1).
+pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Deepest JSON nesting accepted in a header or payload.
+pub const MAX_JSON_DEPTH: usize = 16;
+/// Longest `kid` looked up.
+pub const MAX_KID_BYTES: usize = 256;
+/// Longest user part taken from the username claim.
+pub const MAX_USER_BYTES: usize = 64;
+
+/// The parsed, not yet trusted parts of a token.
+pub(crate) struct Parts {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+/// Step 1 and 2: shape, strict JSON, header rules. No crypto.
+pub(crate) fn parse(token: &str) -> Result<Parts, Rejection> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::Malformed);
+    }
+    let mut segments = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(Rejection::Malformed);
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(Rejection::Malformed);
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.decode(h).map_err(|_| Rejection::Malformed)?;
+    let payload = b64.decode(p).map_err(|_| Rejection::Malformed)?;
+    b64.decode(s).map_err(|_| Rejection::Malformed)?;
+    let Value::Object(header) = strict_json(&header)? else {
+        return Err(Rejection::Malformed);
+    };
+    let Value::Object(claims) = strict_json(&payload)? else {
+        return Err(Rejection::Malformed);
+    };
+    if header.contains_key("crit") {
+        return Err(Rejection::Header);
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => asymmetric(name).ok_or(Rejection::Algorithm)?,
+        _ => return Err(Rejection::Algorithm),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
+            Some(kid.clone())
+        }
+        Some(_) => return Err(Rejection::Header),
+    };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(Rejection::Header),
+    };
+    Ok(Parts {
+        alg,
+        kid,
+        typ,
+        claims,
+    })
+}
+
+/// The asymmetric JWS algorithms, by exact name.
+fn asymmetric(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Steps 3 to 7.
+pub(crate) async fn validate(
+    registry: &IssuerRegistry,
+    token: &str,
+    purpose: Purpose,
+    now: u64,
+) -> Result<Verified, Rejection> {
+    let parts = parse(token)?;
+    let iss = match parts.claims.get("iss") {
+        Some(Value::String(iss)) => iss.as_str(),
+        _ => return Err(Rejection::UnknownIssuer),
+    };
+    let issuer = registry.issuer(iss).ok_or(Rejection::UnknownIssuer)?;
+    let config = &issuer.config;
+    if !config
+        .algorithms
+        .iter()
+        .any(|a| asymmetric(a) == Some(parts.alg))
+    {
+        return Err(Rejection::Algorithm);
+    }
+    let key = issuer.key(parts.kid.as_deref(), parts.alg).await?;
+
+    let mut validation = Validation::new(parts.alg);
+    validation.algorithms = vec![parts.alg];
+    validation.leeway = registry.leeway().as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.set_issuer(&[config.issuer.as_str()]);
+    validation.set_audience(&[config.audience.as_str()]);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        .map_err(|e| decode_rejection(&e))?;
+    let claims = data.claims;
+
+    // iat: required, a number, not in the future beyond the leeway (J8).
+    let iat = match claims.get("iat").and_then(Value::as_u64) {
+        Some(iat) => iat,
+        None => return Err(Rejection::MissingClaim),
+    };
+    if iat > now + registry.leeway().as_secs() {
+        return Err(Rejection::IssuedInFuture);
+    }
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    let sub = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(Rejection::MissingClaim),
+    };
+
+    // Explicit typing (RFC 8725 §3.11, RFC 9068 §2.1).
+    let typ_ok = parts.typ.as_deref().is_some_and(|typ| {
+        let typ = typ.strip_prefix("application/").unwrap_or(typ);
+        config.token_types.iter().any(|t| {
+            t.strip_prefix("application/")
+                .unwrap_or(t)
+                .eq_ignore_ascii_case(typ)
+        })
+    });
+    if !typ_ok {
+        return Err(Rejection::TokenType);
+    }
+    // An ID token on this path: it carries a nonce, or its audience is a client.
+    let auds = strings(claims.get("aud"));
+    if claims.contains_key("nonce")
+        || auds.iter().any(|a| {
+            config.client_ids.iter().any(|c| c == a)
+                || (!config.login_client_id.is_empty() && *a == config.login_client_id)
+        })
+    {
+        return Err(Rejection::IdToken);
+    }
+    if !config.client_ids.is_empty() {
+        let client = claims
+            .get("client_id")
+            .or_else(|| claims.get("azp"))
+            .and_then(Value::as_str);
+        if !client.is_some_and(|c| config.client_ids.iter().any(|allowed| allowed == c)) {
+            return Err(Rejection::Client);
+        }
+    }
+    let is_admin = config.admin.as_ref().is_some_and(|(claim, values)| {
+        strings(claims.get(claim))
+            .iter()
+            .any(|v| values.iter().any(|a| a == v))
+    });
+    match purpose {
+        Purpose::Credentials => {
+            if let Some(required) = &config.required_scope {
+                if !scopes(config.scope_claim, &claims)
+                    .iter()
+                    .any(|s| s == required)
+                {
+                    return Err(Rejection::Scope);
+                }
+            }
+        }
+        Purpose::Admin => {
+            if !is_admin {
+                return Err(Rejection::Scope);
+            }
+        }
+    }
+    if let Some((claim, allowed)) = &config.tenant {
+        let tenant = claims.get(claim).and_then(Value::as_str);
+        if !tenant.is_some_and(|t| allowed.iter().any(|a| a == t)) {
+            return Err(Rejection::Tenant);
+        }
+    }
+    let (user, domain) = match purpose {
+        Purpose::Credentials => {
+            let value = claims
+                .get(&config.username_claim)
+                .and_then(Value::as_str)
+                .ok_or(Rejection::Username)?;
+            let (user, domain) = map_user(config, value).ok_or(Rejection::Username)?;
+            (Some(user), Some(domain))
+        }
+        Purpose::Admin => (None, None),
+    };
+    Ok(Verified {
+        issuer_name: config.name.clone(),
+        iss: config.issuer.clone(),
+        sub,
+        jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+        kid: parts.kid,
+        iat,
+        exp,
+        user,
+        domain,
+        admin_domains: if is_admin {
+            config.domains.clone()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => Rejection::Expired,
+        K::ImmatureSignature => Rejection::NotYetValid,
+        K::InvalidIssuer => Rejection::Issuer,
+        K::InvalidAudience => Rejection::Audience,
+        K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => {
+            Rejection::MissingClaim
+        }
+        K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidEddsaKey => {
+            Rejection::Signature
+        }
+        K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => Rejection::Algorithm,
+        _ => Rejection::Signature,
+    }
+}
+
+/// The AoR user and domain from the username claim: `user@domain` with a domain this issuer
+/// serves, or a bare `user` when the issuer serves exactly one domain. The user part is
+/// lowercased and limited to letters, digits and `.-_+~`.
+pub(crate) fn map_user(config: &Issuer, value: &str) -> Option<(String, String)> {
+    let (user, domain) = match value.rsplit_once('@') {
+        Some((user, domain)) => {
+            let domain = domain.to_ascii_lowercase();
+            config.domains.iter().find(|d| **d == domain)?;
+            (user, domain)
+        }
+        None => match config.domains.as_slice() {
+            [only] => (value, only.clone()),
+            _ => return None,
+        },
+    };
+    let ok = !user.is_empty()
+        && user.len() <= MAX_USER_BYTES
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+' | b'~'));
+    ok.then(|| (user.to_ascii_lowercase(), domain))
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn scopes(claim: ScopeClaim, claims: &Map<String, Value>) -> Vec<String> {
+    match claims.get(claim.as_str()) {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        other => strings(other),
+    }
+}
+
+/// JSON with duplicate keys or nesting deeper than [`MAX_JSON_DEPTH`] refused.
+fn strict_json(bytes: &[u8]) -> Result<Value, Rejection> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict { depth: 0 }
+        .deserialize(&mut de)
+        .map_err(|_| Rejection::Malformed)?;
+    de.end().map_err(|_| Rejection::Malformed)?;
+    Ok(value)
+}
+
+struct Strict {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(A::Error::custom("nested too deep"));
+        }
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict {
+            depth: self.depth + 1,
+        })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(A::Error::custom("nested too deep"));
+        }
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(A::Error::custom("duplicate key"));
+            }
+            let v = map.next_value_seed(Strict {
+                depth: self.depth + 1,
+            })?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
+    }
+
+    #[test]
+    fn shape_and_json_are_checked_before_crypto() {
+        let good = token(r#"{"alg":"ES256","kid":"k"}"#, r#"{"iss":"x"}"#);
+        assert!(parse(&good).is_ok());
+        for bad in [
+            String::new(),
+            "a.b".to_owned(),
+            format!("{good}.x.y"),
+            format!("{good}="),
+            good.replace('.', ".+"),
+            token(r#"{"alg":"ES256","alg":"none"}"#, "{}"),
+            token(r#"{"alg":"ES256"}"#, r#"{"iss":"a","iss":"b"}"#),
+            token(
+                &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+                "{}",
+            ),
+            token(
+                r#"{"alg":"ES256"}"#,
+                &format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20)),
+            ),
+            "x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            assert!(
+                matches!(parse(&bad), Err(Rejection::Malformed)),
+                "{bad:.80}"
+            );
+        }
+        for alg in ["none", "None", "NONE", "nOnE", "HS256", "es256"] {
+            let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
+            assert!(matches!(parse(&t), Err(Rejection::Algorithm)), "{alg}");
+        }
+        let crit = token(r#"{"alg":"ES256","crit":["exp"]}"#, "{}");
+        assert!(matches!(parse(&crit), Err(Rejection::Header)));
+        let long_kid = token(
+            &format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "a".repeat(300)),
+            "{}",
+        );
+        assert!(matches!(parse(&long_kid), Err(Rejection::Header)));
+    }
+
+    fn issuer(domains: &[&str]) -> Issuer {
+        Issuer {
+            name: "corp".into(),
+            issuer: "https://idp".into(),
+            discovery_url: String::new(),
+            audience: "urn:a".into(),
+            algorithms: vec!["ES256".into()],
+            token_types: vec!["at+jwt".into()],
+            scope_claim: ScopeClaim::Scope,
+            required_scope: Some("sip".into()),
+            client_ids: vec![],
+            tenant: None,
+            username_claim: "preferred_username".into(),
+            admin: None,
+            login_client_id: String::new(),
+            login_scopes: vec![],
+            label: String::new(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn usernames_map_inside_the_issuers_domains() {
+        let one = issuer(&["example.test"]);
+        let two = issuer(&["example.test", "example.org"]);
+        assert_eq!(
+            map_user(&one, "Alice"),
+            Some(("alice".into(), "example.test".into()))
+        );
+        assert_eq!(
+            map_user(&two, "bob@EXAMPLE.org"),
+            Some(("bob".into(), "example.org".into()))
+        );
+        assert_eq!(map_user(&two, "bob"), None);
+        assert_eq!(map_user(&one, "eve@evil.test"), None);
+        assert_eq!(map_user(&one, "a:b"), None);
+        assert_eq!(map_user(&one, ""), None);
+        assert_eq!(map_user(&one, &"a".repeat(65)), None);
+    }
+}
