@@ -23,7 +23,7 @@ use crate::dispatch::{DispatchParts, Dispatcher, DomainPolicy};
 use crate::metrics::Metrics;
 use crate::registrar::{Location, RegistrarPolicy};
 use crate::sip::Limits;
-use crate::transaction::{TransactionConfig, TransactionTable};
+use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{udp, Flows, Handler};
