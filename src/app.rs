@@ -100,7 +100,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .validate()
         .map_err(|e| AppError::Setting(format!("registrar: {e:?}")))?;
     let location = Location::new(policy);
-    let txn_config = TransactionConfig::new(config.sip.t1, DEFAULT_MAX_TRANSACTIONS)
+    let txn_config = TransactionConfig::new(config.sip.t1, config.sip.max_transactions)
         .map_err(|e| AppError::Setting(format!("sip.t1_ms: {e}")))?;
     let transactions = TransactionTable::new(txn_config);
     let keys = match &config.auth.nonce_secret {

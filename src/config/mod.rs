@@ -92,6 +92,8 @@ pub struct SipConfig {
     pub tcp_header_timeout: Duration,
     /// RFC 3261 T1, the RTT estimate that scales every transaction timer.
     pub t1: Duration,
+    /// Cap on live server transactions; see `TransactionConfig::max_transactions`.
+    pub max_transactions: usize,
 }
 
 /// `[registrar]`

@@ -78,6 +78,8 @@ pub(super) struct RawSip {
     pub(super) tcp_header_timeout_secs: u64,
     #[serde(default = "default_t1_ms")]
     pub(super) t1_ms: u64,
+    #[serde(default = "default_max_transactions")]
+    pub(super) max_transactions: u64,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -245,6 +247,7 @@ impl Default for RawSip {
             tcp_idle_timeout_secs: default_tcp_idle_timeout_secs(),
             tcp_header_timeout_secs: default_tcp_header_timeout_secs(),
             t1_ms: default_t1_ms(),
+            max_transactions: default_max_transactions(),
         }
     }
 }
@@ -347,6 +350,9 @@ fn default_tcp_header_timeout_secs() -> u64 {
 fn default_t1_ms() -> u64 {
     500
 }
+fn default_max_transactions() -> u64 {
+    crate::transaction::DEFAULT_MAX_TRANSACTIONS as u64
+}
 fn default_min_expires() -> u64 {
     60
 }
@@ -428,6 +434,7 @@ pub(super) const TCP_MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
 pub(super) const TCP_IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 10..=86_400;
 pub(super) const TCP_HEADER_TIMEOUT_SECS: RangeInclusive<u64> = 1..=300;
 pub(super) const T1_MS: RangeInclusive<u64> = 50..=5000;
+pub(super) const MAX_TRANSACTIONS: RangeInclusive<u64> = 1000..=100_000_000;
 /// One week; 0 is not an expiry (a zero Expires removes a binding).
 pub(super) const EXPIRES_SECS: RangeInclusive<u64> = 1..=604_800;
 pub(super) const MAX_BINDINGS_PER_AOR: RangeInclusive<u64> = 1..=1000;

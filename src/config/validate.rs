@@ -262,6 +262,11 @@ fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
         tcp_idle_timeout,
         tcp_header_timeout,
         t1: Duration::from_millis(problems.range("sip.t1_ms", raw.t1_ms, raw::T1_MS)),
+        max_transactions: problems.range_usize(
+            "sip.max_transactions",
+            raw.max_transactions,
+            raw::MAX_TRANSACTIONS,
+        ),
     }
 }
 

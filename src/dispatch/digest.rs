@@ -83,7 +83,17 @@ impl Dispatcher {
             }
         }
         let Some(p) = ours else {
-            return self.challenge(msg, src, realm, false, None, role, None);
+            let step = self.challenge(msg, src, realm, false, None, role, None);
+            // No credentials: nothing was checked or counted, so the challenge is answered
+            // statelessly (see `Response::stateless`). REGISTER only; other requests keep
+            // their transaction.
+            return match step {
+                AuthStep::Reply(Some(mut r)) if role == Role::Registrar => {
+                    r.stateless = true;
+                    AuthStep::Reply(Some(r))
+                }
+                other => other,
+            };
         };
         // Every refusal from here on is the same fresh challenge; only metrics see the reason.
         let refuse = |stale: bool, reason: AuthFailure| {

@@ -106,6 +106,10 @@ struct Inner {
 pub(crate) struct Response {
     pub status: u16,
     pub bytes: Bytes,
+    /// Sent without keeping transaction state (RFC 3261 §8.2.7): a challenge to a REGISTER
+    /// that carried no credentials. A retransmission of it is challenged afresh, which costs
+    /// less than holding the transaction and its response for 64*T1.
+    pub stateless: bool,
 }
 
 impl Dispatcher {
@@ -215,9 +219,13 @@ impl Dispatcher {
         let Some(response) = self.route(&msg, src, now) else {
             return Reply::none();
         };
-        let _ = i
-            .transactions
-            .on_response(&key, response.bytes.clone(), response.status, now);
+        if response.stateless {
+            i.transactions.forget(&key);
+        } else {
+            let _ = i
+                .transactions
+                .on_response(&key, response.bytes.clone(), response.status, now);
+        }
         self.reply_to(&msg, src, response.bytes)
     }
 
@@ -367,6 +375,7 @@ impl Dispatcher {
         Response {
             status,
             bytes: b.build(),
+            stateless: false,
         }
     }
 

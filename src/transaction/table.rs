@@ -173,6 +173,20 @@ impl TransactionTable {
         result
     }
 
+    /// Ends the transaction `key` without keeping a response, because the TU answered it
+    /// statelessly (RFC 3261 §8.2.7): a retransmission of the request is then processed afresh.
+    /// Frees its slot at once. Returns whether the table held it.
+    pub fn forget(&self, key: &TransactionKey) -> bool {
+        let Some((_, slot)) = self.inner.transactions.remove(key) else {
+            return false;
+        };
+        if let Some(scheduled) = slot.scheduled {
+            self.expiry().queue.remove(&scheduled);
+        }
+        self.release();
+        true
+    }
+
     /// Removes every transaction whose deadline is at or before `now`; returns how many.
     pub fn poll(&self, now: Instant) -> usize {
         let mut removed = 0;
@@ -508,5 +522,24 @@ mod tests {
             .sum();
         assert_eq!(opened, 1);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn forget_frees_the_slot_and_its_deadline() {
+        let table = TransactionTable::new(TransactionConfig::new(SECOND / 2, 1).unwrap());
+        let (t0, k) = (Instant::now(), key("z9hG4bKforget", "REGISTER"));
+        assert_eq!(
+            table.on_request(k.clone(), UDP, t0),
+            RequestDisposition::New
+        );
+        assert!(table.forget(&k));
+        assert!(!table.forget(&k));
+        assert_eq!(table.len(), 0);
+        assert_eq!(table.next_deadline(), None);
+        // The one slot is free again, and a retransmission opens a new transaction.
+        assert_eq!(
+            table.on_request(k, UDP, t0 + SECOND),
+            RequestDisposition::New
+        );
     }
 }
