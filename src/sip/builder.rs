@@ -331,7 +331,7 @@ fn write_without_first_n(
 }
 
 #[cfg(test)]
-mod tests {
+mod forward_tests {
     use super::*;
     use crate::sip::Limits;
 
