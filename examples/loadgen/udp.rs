@@ -1,8 +1,9 @@
 //! UDP REGISTER load: REGISTER → 401 → REGISTER with Digest → 200, open loop at a fixed rate
 //! (registrations started per second, as SIPp's `-r`), spread over several sockets and threads
 //! so the generator is not the bottleneck. Retransmits like an RFC 3261 client (T1, doubling
-//! to T2 = 4 s) and gives a transaction up after `--timeout`. Each user always registers from
-//! the same socket, so a user has one binding whatever the run length.
+//! to T2 = 4 s) and gives a transaction up after `--timeout`. Every user registers the same
+//! Contact (`sip:u<N>@127.0.0.1:15060`) from whichever socket and run, so a user has one
+//! binding however many runs there are; answers go to the request's source (Via `rport`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -108,12 +109,12 @@ impl UdpReport {
         self.total.merge(p.total);
     }
 
-    /// Clean: nothing failed, at most 0.1 % of requests retransmitted, and the completions
-    /// kept up with the offered rate (97 %).
+    /// Clean: nothing failed, at most 1 % of requests retransmitted, and the completions kept
+    /// up with the offered rate (97 %).
     pub(crate) fn is_clean(&self) -> bool {
         self.failed == 0
             && self.completed == self.started
-            && (self.retransmissions as f64) <= 0.001 * (2 * self.started) as f64
+            && (self.retransmissions as f64) <= 0.01 * (2 * self.started) as f64
             && self.completed_rate() >= 0.97 * self.offered_rate
     }
 
@@ -144,6 +145,9 @@ impl UdpReport {
         );
     }
 }
+
+/// The port of every Contact this generator registers (nothing listens there).
+const CONTACT_PORT: u16 = 15_060;
 
 /// Shared, read-only inputs of every worker.
 struct Plan {
@@ -389,7 +393,7 @@ fn first_register(plan: &Plan, t: usize, id: u64, user: u32, local: SocketAddr, 
         branch: &branch,
         cseq: 1,
         expires: plan.args.expires,
-        contact_port: local.port(),
+        contact_port: CONTACT_PORT,
         authorization: None,
     }
     .write(out);
@@ -461,7 +465,7 @@ async fn on_response(
                 branch: &branch,
                 cseq: 2,
                 expires: plan.args.expires,
-                contact_port: local.port(),
+                contact_port: CONTACT_PORT,
                 authorization: Some(&auth),
             }
             .write(&mut reg.bytes);
