@@ -196,10 +196,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .iter()
         .filter_map(|(l, _)| l.local_addr().ok())
         .collect();
-    let udp_addrs: Vec<SocketAddr> = udp_sockets
-        .iter()
-        .filter_map(|s| s.local_addr().ok())
-        .collect();
+    let udp_addrs: Vec<SocketAddr> = udp_sockets.iter().map(|s| s.local_addr()).collect();
     let tcp_addrs: Vec<SocketAddr> = tcp_listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -266,11 +263,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     });
     for socket in &udp_sockets {
         for _ in 0..workers {
-            tracker.spawn(udp::receive_loop(
-                socket.clone(),
-                handler.clone(),
-                shutdown.clone(),
-            ));
+            let (socket, handler, shutdown) = (socket.clone(), handler.clone(), shutdown.clone());
+            // A blocking thread per loop (see transport/udp.rs), inside the runtime's context
+            // so that the handler may use it.
+            tracker.spawn_blocking(move || udp::receive_loop(socket, handler, shutdown));
         }
     }
     let stream_ctx = StreamContext {

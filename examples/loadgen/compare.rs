@@ -5,6 +5,10 @@
 //! times and memory, then the ratios sipward/Kamailio.
 //!
 //! Phases (`--phases`, comma-separated, in this order):
+//! - `memory`: memory per binding in the steady state: register `USERS` users, wait until
+//!   every transaction has ended, then register `USERS` more and divide the growth (RSS and
+//!   PSS; Kamailio's shared memory too) by `USERS`. Transient per-request memory of the second
+//!   batch reuses what the first batch freed, so what remains is the bindings.
 //! - `sipp`: the SIPp scenario benches/sipp/reg-digest.xml (MD5) at each `--rates` for
 //!   `--seconds`, plus memory per binding after the first run (10000 users).
 //! - `max`: this generator, MD5: the highest clean rate (0 failed, at most 1 % of requests
@@ -32,9 +36,13 @@ use crate::udp::{self, UdpArgs, UdpReport};
 const DOMAIN: &str = "bench.test";
 const FIRST_USER: u32 = 100_000;
 const USERS: u32 = 10_000;
+/// Accounts each server knows: the `USERS` every load phase uses, and as many more that only
+/// the `memory` phase registers.
+const ACCOUNTS: u32 = 2 * USERS;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
+    Memory,
     Sipp,
     Max,
     Half,
@@ -73,7 +81,7 @@ pub(crate) struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sipp,max,half,overload,sha256,tls"
+        default_value = "memory,sipp,max,half,overload,sha256,tls"
     )]
     pub(crate) phases: Vec<Phase>,
     #[arg(
@@ -191,6 +199,11 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let servers = args.servers.clone();
     for phase in &args.phases {
         match phase {
+            Phase::Memory => {
+                for &kind in servers.iter().filter(|k| **k != Kind::Floor) {
+                    phase_memory(args, work, &certs, kind, &mut notes)?;
+                }
+            }
             Phase::Sipp => {
                 for &kind in &servers {
                     phase_sipp(args, work, &certs, kind, &mut rows, &mut notes)?;
@@ -325,6 +338,44 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Phases
+
+fn phase_memory(
+    args: &CompareArgs,
+    work: &Path,
+    certs: &Path,
+    kind: Kind,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let server = Server::start(args, work, certs, kind, Algorithm::Md5, false)?;
+    warm(args, &server);
+    server.settle();
+    let mem1 = server.memory();
+    let mut second = udp_args(
+        args,
+        &server,
+        Algorithm::Md5,
+        2000.0,
+        None,
+        Some(u64::from(USERS)),
+    );
+    second.first_user = FIRST_USER + USERS;
+    let mut r = udp::run(&second);
+    r.print(&format!("memory {}: second {USERS} users", kind.name()));
+    server.settle();
+    let mem2 = server.memory();
+    let bindings = r.completed as f64;
+    notes.push(memory_note(
+        kind,
+        &format!(
+            "steady state: {} more bindings on top of {USERS}, after their transactions ended",
+            r.completed
+        ),
+        &mem1,
+        &mem2,
+        bindings,
+    ));
+    Ok(())
+}
 
 fn phase_sipp(
     args: &CompareArgs,
@@ -1146,7 +1197,7 @@ fn sipward_config(
         "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [\"{}\"]\nclient_cert = \"sufficient\"\n",
         algorithm.name()
     );
-    for n in FIRST_USER..FIRST_USER + USERS {
+    for n in FIRST_USER..FIRST_USER + ACCOUNTS {
         let user = format!("u{n}");
         let pw = format!("pw{n}");
         let _ = write!(

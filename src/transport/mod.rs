@@ -169,12 +169,12 @@ pub enum Target {
 /// buffer or connection queue drops the message, as UDP would (transactions retransmit).
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
+    udp: Vec<Arc<udp::Listener>>,
     flows: Flows,
 }
 
 impl Outbound {
-    pub fn new(udp: Vec<Arc<tokio::net::UdpSocket>>, flows: Flows) -> Outbound {
+    pub fn new(udp: Vec<Arc<udp::Listener>>, flows: Flows) -> Outbound {
         Outbound { udp, flows }
     }
 
@@ -182,10 +182,10 @@ impl Outbound {
         &self.flows
     }
 
-    fn udp_for(&self, dest: SocketAddr) -> Option<&tokio::net::UdpSocket> {
+    fn udp_for(&self, dest: SocketAddr) -> Option<&udp::Listener> {
         self.udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == dest.is_ipv4()))
+            .find(|s| s.local_addr().is_ipv4() == dest.is_ipv4())
             .map(|s| s.as_ref())
     }
 
@@ -195,8 +195,7 @@ impl Outbound {
         match target {
             Target::Udp(dest) => self
                 .udp_for(dest)
-                .and_then(|s| s.local_addr().ok())
-                .map(|l| (Transport::Udp, l)),
+                .map(|s| (Transport::Udp, s.local_addr())),
             Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local)),
         }
     }
@@ -206,7 +205,7 @@ impl Outbound {
         match target {
             Target::Udp(dest) => self
                 .udp_for(dest)
-                .is_some_and(|s| s.try_send_to(&bytes, dest).is_ok()),
+                .is_some_and(|s| s.send_nowait(&bytes, dest)),
             Target::Flow(id) => self.flows.send(id, bytes),
         }
     }

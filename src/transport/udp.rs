@@ -1,15 +1,24 @@
-//! UDP: one socket per configured address with a large receive buffer, read by several
-//! receive loops at once (one per core by default), each handling its datagram inline.
-//! No task is spawned and, in the steady state, nothing is allocated per datagram: each loop
-//! reuses one buffer that the parsed message borrows from.
+//! UDP: one socket per configured address with large buffers, read by several receive
+//! threads at once (one per core by default), each handling its datagram inline and sending
+//! the reply itself.
 //!
-//! It must not block: the handler is synchronous and in-memory.
+//! The receive loops are plain OS threads blocked in `recvfrom`, not tokio tasks: a datagram
+//! then costs one `recvfrom` and one `sendto`, with no epoll round trip and no wake-up of
+//! another runtime worker (benches/RESULTS.md measured those at about a sixth of the server's
+//! CPU per registration). The kernel wakes one blocked reader per datagram. The socket is in
+//! blocking mode, so every send made from elsewhere (the proxy, timers on the runtime) passes
+//! `MSG_DONTWAIT` and never waits: a full send buffer drops the datagram, as the network
+//! could, and the transaction layer retransmits.
+//!
+//! It must not block on anything but the socket: the handler is synchronous and in-memory.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::net::UdpSocket;
+use bytes::Bytes;
+use socket2::SockRef;
 use tokio_util::sync::CancellationToken;
 
 use super::{Handler, Source, Transport};
@@ -17,8 +26,32 @@ use super::{Handler, Source, Transport};
 /// Largest datagram we read (the UDP maximum).
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// Binds a UDP socket with SO_RCVBUF/SO_SNDBUF of `buffer_bytes` (the kernel may clamp).
-pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+/// How often a receive thread that sees no traffic checks for shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// A bound UDP listening socket and its local address (looked up once).
+#[derive(Debug)]
+pub struct Listener {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends one datagram without waiting; false if the kernel did not take it.
+    pub fn send_nowait(&self, bytes: &[u8], to: SocketAddr) -> bool {
+        SockRef::from(&self.socket)
+            .send_to_with_flags(bytes, &to.into(), libc::MSG_DONTWAIT)
+            .is_ok()
+    }
+}
+
+/// Binds a blocking UDP socket with SO_RCVBUF/SO_SNDBUF of `buffer_bytes` (the kernel may
+/// clamp).
+pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Listener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -26,34 +59,27 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket>
     }
     let _ = socket.set_recv_buffer_size(buffer_bytes);
     let _ = socket.set_send_buffer_size(buffer_bytes);
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
+    let socket: UdpSocket = socket.into();
+    let local = socket.local_addr()?;
+    Ok(Listener { socket, local })
 }
 
-/// One receive loop; run several on the same socket.
-pub async fn receive_loop(
-    socket: Arc<UdpSocket>,
+/// One receive loop, run on its own thread until `shutdown`; run several on the same socket.
+pub fn receive_loop(
+    listener: Arc<Listener>,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) {
-    let local = match socket.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "udp socket has no local address");
-            return;
-        }
-    };
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
-    loop {
-        buf.clear();
-        buf.reserve(MAX_DATAGRAM);
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = socket.recv_buf_from(&mut buf) => r,
-        };
-        let (n, peer) = match received {
+    let local = listener.local;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !shutdown.is_cancelled() {
+        let (n, peer) = match listener.socket.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                continue
+            }
             Err(e) => {
                 // ICMP errors surface here on some systems; keep serving.
                 tracing::debug!(error = %e, "udp receive error");
@@ -63,7 +89,6 @@ pub async fn receive_loop(
         if n == 0 {
             continue;
         }
-        let data = buf.split().freeze();
         let src = Source {
             transport: Transport::Udp,
             peer,
@@ -71,9 +96,9 @@ pub async fn receive_loop(
             flow: None,
             identity: None,
         };
-        let reply = handler.on_message(data, &src);
+        let reply = handler.on_message(Bytes::copy_from_slice(&buf[..n]), &src);
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {
-            if let Err(e) = socket.send_to(&bytes, to).await {
+            if let Err(e) = listener.socket.send_to(&bytes, to) {
                 tracing::debug!(error = %e, %to, "udp send failed");
             }
         }
