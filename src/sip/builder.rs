@@ -41,7 +41,9 @@ impl<'a> ResponseBuilder<'a> {
             reason,
             to_tag: None,
             received: None,
-            extra: BytesMut::new(),
+            // Room for the usual extra headers (Contact, Expires, WWW-Authenticate, Date)
+            // without growing: growth was a measurable share of building a response.
+            extra: BytesMut::with_capacity(384),
             server: None,
             body: None,
         }
