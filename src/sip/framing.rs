@@ -21,7 +21,8 @@ pub enum Frame {
 }
 
 /// Per-connection framer. Worst-case memory: `max_header_bytes + max_body_bytes` plus one
-/// read's worth of bytes.
+/// read's worth of bytes. Between messages it can hold nothing at all ([`Self::release_if_idle`]):
+/// an idle connection then costs no receive buffer.
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: BytesMut,
@@ -33,7 +34,7 @@ pub struct StreamFramer {
 impl StreamFramer {
     pub fn new(limits: Limits) -> StreamFramer {
         StreamFramer {
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
             limits,
             scanned: 0,
         }
@@ -48,7 +49,20 @@ impl StreamFramer {
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0 {
+            // The rest of the message usually follows: one allocation for both reads.
+            self.buf.reserve(data.len().max(4096));
+        }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Gives the receive buffer back when no partial message is in it, so an idle connection
+    /// holds no buffer (the next `read_buf` or `push` allocates one again).
+    pub fn release_if_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+        }
     }
 
     /// Bytes buffered and not yet framed.
@@ -208,6 +222,28 @@ mod tests {
         );
         let two = [MSG, MSG].concat();
         assert_eq!(frames(&[&two]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_idle_framer_holds_no_buffer_and_a_partial_message_keeps_its_bytes() {
+        let mut f = StreamFramer::new(Limits::default());
+        assert!(f.read_buf().capacity() > 0);
+        f.release_if_idle();
+        assert_eq!(f.buf.capacity(), 0);
+
+        let (head, tail) = MSG.split_at(20);
+        f.push(head);
+        f.release_if_idle();
+        assert_eq!(f.buffered(), head.len(), "a partial message is kept");
+        assert_eq!(f.next_frame(), Ok(None));
+        f.push(tail);
+        assert_eq!(
+            f.next_frame(),
+            Ok(Some(Frame::Message(Bytes::from_static(MSG))))
+        );
+        f.release_if_idle();
+        assert_eq!(f.buf.capacity(), 0);
+        assert!(!f.in_message());
     }
 
     #[test]

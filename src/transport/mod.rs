@@ -193,9 +193,7 @@ impl Outbound {
     /// Record-Route).
     pub fn local_for(&self, target: Target) -> Option<(Transport, SocketAddr)> {
         match target {
-            Target::Udp(dest) => self
-                .udp_for(dest)
-                .map(|s| (Transport::Udp, s.local_addr())),
+            Target::Udp(dest) => self.udp_for(dest).map(|s| (Transport::Udp, s.local_addr())),
             Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local)),
         }
     }

@@ -139,7 +139,7 @@ where
                     break;
                 }
             }
-            read = reader.read_buf(framer.read_buf()) => {
+            read = read_some(&mut reader, &mut framer) => {
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
@@ -171,6 +171,7 @@ where
                         }
                     }
                 }
+                framer.release_if_idle();
                 header_deadline = if framer.in_message() {
                     Some(header_deadline.unwrap_or_else(|| Instant::now() + ctx.limits.header_timeout))
                 } else {
@@ -183,6 +184,23 @@ where
     ctx.flows.close(flow);
     open_gauge.dec();
     ctx.handler.on_flow_closed(flow);
+}
+
+/// Reads what the peer sent into the framer. Between messages the framer holds no buffer: the
+/// first bytes land in a small array that lives only in this task, and the framer allocates
+/// when they arrive. That keeps an idle connection's memory to its TLS state and its task
+/// (benches/RESULTS.md, memory per idle TLS connection).
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    framer: &mut StreamFramer,
+) -> std::io::Result<usize> {
+    if framer.in_message() {
+        return reader.read_buf(framer.read_buf()).await;
+    }
+    let mut first = [0u8; 512];
+    let n = reader.read(&mut first).await?;
+    framer.push(&first[..n]);
+    Ok(n)
 }
 
 async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], limit: Duration) -> bool {
