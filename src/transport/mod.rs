@@ -3,7 +3,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `udp.rs` | receive loops sharing one socket per address, large buffers, no task per datagram |
+//! | `udp.rs` | blocking receive threads sharing one socket per address, large buffers, no task or epoll round trip per datagram |
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
 //!
