@@ -77,7 +77,7 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP listeners to bind; may be empty when `udp` is not.
     pub tcp: Vec<SocketAddr>,
-    /// Receive loops per UDP socket; `None` means one per core.
+    /// Receive threads per UDP socket; `None` means one per core.
     pub udp_workers: Option<NonZeroUsize>,
     /// `SO_RCVBUF` requested for each UDP socket (the kernel may cap it).
     pub udp_recv_buffer_bytes: usize,

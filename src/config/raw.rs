@@ -423,7 +423,7 @@ fn default_domain_algorithms() -> Vec<String> {
 // Ranges, inclusive. `config/example.toml` states each one next to its key.
 
 pub(super) const DRAIN_GRACE_SECS: RangeInclusive<u64> = 0..=600;
-/// Upper bound only: 0 means one receive loop per core.
+/// Upper bound only: 0 means one receive thread per core.
 pub(super) const UDP_WORKERS: RangeInclusive<u64> = 0..=1024;
 pub(super) const UDP_RECV_BUFFER_BYTES: RangeInclusive<u64> = 65_536..=268_435_456;
 /// RFC 3261 §18.1.1: an element must accept at least 1300 bytes over UDP.

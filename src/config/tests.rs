@@ -138,6 +138,7 @@ fn missing_tables_take_documented_defaults() {
     assert_eq!(config.sip.tcp_idle_timeout, Duration::from_secs(600));
     assert_eq!(config.sip.tcp_header_timeout, Duration::from_secs(10));
     assert_eq!(config.sip.t1, Duration::from_millis(500));
+    assert_eq!(config.sip.max_transactions, 100_000);
     assert_eq!(config.registrar.min_expires, Duration::from_secs(60));
     assert_eq!(config.registrar.max_expires, Duration::from_secs(3600));
     assert_eq!(config.registrar.default_expires, Duration::from_secs(3600));
@@ -195,6 +196,7 @@ tcp_max_connections = 0
 tcp_idle_timeout_secs = 20
 tcp_header_timeout_secs = 30
 t1_ms = 10
+max_transactions = 999
 
 [registrar]
 min_expires = 120
@@ -287,6 +289,7 @@ ha1_md5 = "8bd3979a4aebacbfe70c28bacbcadd50"
         ("sip.udp[2]", r#""127.0.0.1:5060" is listed twice"#),
         ("sip.tcp[0]", r#""localhost:5060" is not an address:port"#),
         ("sip.udp_workers", "must be between 0 and 1024"),
+        ("sip.max_transactions", "must be between 1000 and 100000000"),
         (
             "sip.udp_recv_buffer_bytes",
             "must be between 65536 and 268435456",

@@ -11,6 +11,9 @@ use super::error::ParseError;
 use super::message::{parse_content_length, Limits};
 use super::scan::is_token;
 
+/// Room the buffer gets when it must grow for a read: one read's worth.
+const READ_CHUNK: usize = 4096;
+
 /// What the framer found at the front of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -43,7 +46,7 @@ impl StreamFramer {
     /// The buffer to read into (for `AsyncReadExt::read_buf`).
     pub fn read_buf(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(4096);
+            self.buf.reserve(READ_CHUNK);
         }
         &mut self.buf
     }
@@ -51,7 +54,7 @@ impl StreamFramer {
     pub fn push(&mut self, data: &[u8]) {
         if self.buf.capacity() == 0 {
             // The rest of the message usually follows: one allocation for both reads.
-            self.buf.reserve(data.len().max(4096));
+            self.buf.reserve(data.len().max(READ_CHUNK));
         }
         self.buf.extend_from_slice(data);
     }
