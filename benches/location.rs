@@ -70,6 +70,7 @@ fn register(loc: &Location, p: &Phone, cseq: u32, expires: u64, now: Instant) {
         flow: None,
         user_agent: None,
         max_expires_cap: None,
+        credential: None,
     };
     loc.register(&input, now).expect("register");
 }

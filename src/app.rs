@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{
     FailureLimiter, LimiterConfig, NonceConfig, NonceIssuer, NonceKeys, ReplayConfig, ReplayTable,
+    TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS,
 };
 use crate::config::{Config, Sso};
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
@@ -132,6 +133,12 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         max_failures: config.auth.max_failures_per_user,
         ..LimiterConfig::per_username()
     });
+    // Trusted long enough to outlive a re-registration interval, so a working phone's next
+    // refresh still finds its pair during an attack.
+    let trusted = TrustedPairs::new(
+        config.registrar.max_expires.saturating_mul(2),
+        DEFAULT_MAX_TRUSTED_PAIRS,
+    );
     let domains = config
         .domains
         .iter()
@@ -229,6 +236,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             replay,
             source_limiter,
             user_limiter,
+            trusted,
             location: location.clone(),
             transactions,
             metrics: metrics.clone(),

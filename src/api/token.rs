@@ -783,8 +783,7 @@ pub(super) async fn devices(
     json(StatusCode::OK, serde_json::json!({"devices": list}))
 }
 
-/// Revokes in the index and removes the bindings the devices registered. Returns bindings
-/// removed.
+/// Revokes in the index and removes the bindings the devices made. Returns bindings removed.
 fn drop_devices(
     api: &TokenApi,
     location: &Location,
@@ -793,8 +792,10 @@ fn drop_devices(
 ) -> usize {
     let mut removed = 0;
     for r in records {
-        let call_ids = api.devices.revoke(&r.username);
-        removed += location.remove_registrations(&Aor::from_canonical(&r.aor), &call_ids);
+        // Index first, bindings second: see `registrar::Credential` for why no REGISTER
+        // verified with this device can store a binding after this returns.
+        api.devices.revoke(&r.username);
+        removed += location.remove_credential(&Aor::from_canonical(&r.aor), &r.username);
     }
     metrics.bindings.set(location.binding_count() as i64);
     metrics.aors.set(location.aor_count() as i64);

@@ -25,6 +25,7 @@ mod digest;
 mod limiter;
 mod nonce;
 mod replay;
+mod trusted;
 
 pub use digest::{
     verify, Algorithm, Challenge, DigestCredentials, DummyHa1s, Ha1, Refusal, Verdict,
@@ -39,6 +40,7 @@ pub use nonce::{
 pub use replay::{
     ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, WORST_BYTES_PER_ENTRY,
 };
+pub use trusted::{TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS};
 
 /// Errors of the auth layer: configuration problems found at load, and replay refusals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

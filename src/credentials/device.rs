@@ -30,8 +30,6 @@ pub const PASSWORD_CHARS: usize = 22;
 /// REGISTER successes queued for the store; more are dropped (only `last_register` and the
 /// early end of the previous generation are lost, both harmless).
 pub const REGISTER_EVENT_QUEUE: usize = 1024;
-/// Call-IDs remembered per device (a softphone that restarts picks a new one).
-pub const MAX_CALL_IDS_PER_DEVICE: usize = 8;
 
 /// The credential keys by id; the last one derives new credentials.
 pub struct CredentialKeys {
@@ -149,9 +147,6 @@ struct IndexInner {
     entries: DashMap<Box<str>, Arc<DeviceEntry>>,
     /// Active devices per AoR, so the proxy can tell that a user of the token API exists.
     aors: DashMap<Arc<str>, usize>,
-    /// Call-IDs each device registered with (the last [`MAX_CALL_IDS_PER_DEVICE`]): they
-    /// identify its bindings when it is revoked.
-    call_ids: DashMap<Box<str>, Vec<Box<str>>>,
     keys: CredentialKeys,
     events: tokio::sync::mpsc::Sender<RegisterEvent>,
 }
@@ -164,7 +159,6 @@ impl DeviceIndex {
                 inner: Arc::new(IndexInner {
                     entries: DashMap::new(),
                     aors: DashMap::new(),
-                    call_ids: DashMap::new(),
                     keys,
                     events: tx,
                 }),
@@ -222,15 +216,18 @@ impl DeviceIndex {
         self.inner.aors.contains_key(aor)
     }
 
-    /// Removes a revoked device and returns the Call-IDs it registered with, so the caller can
-    /// remove its bindings.
-    pub fn revoke(&self, username: &str) -> Vec<Box<str>> {
-        self.remove(username);
-        self.inner
-            .call_ids
-            .remove(username)
-            .map(|(_, ids)| ids)
-            .unwrap_or_default()
+    /// Whether `username` is an active device: false once it is revoked or purged. The
+    /// registrar asks again under the AoR lock before applying a REGISTER
+    /// (`registrar::Credential`).
+    pub fn is_active(&self, username: &str) -> bool {
+        self.inner.entries.contains_key(username)
+    }
+
+    /// Removes a revoked device. Remove its bindings only after this returns
+    /// (`Location::remove_credential`), so that no REGISTER verified with it can store one
+    /// afterwards.
+    pub fn revoke(&self, username: &str) -> bool {
+        self.remove(username)
     }
 
     pub fn len(&self) -> usize {
@@ -299,20 +296,7 @@ impl DeviceIndex {
 
     /// After a 200 to a REGISTER with generation `gen`: the first REGISTER with the current
     /// generation ends the previous one; the store learns it through the event queue.
-    pub fn registered(&self, entry: &DeviceEntry, gen: u32, now: u64, call_id: &str) {
-        {
-            let mut ids = self
-                .inner
-                .call_ids
-                .entry(entry.username.clone())
-                .or_default();
-            if !ids.iter().any(|c| **c == *call_id) {
-                if ids.len() >= MAX_CALL_IDS_PER_DEVICE {
-                    ids.remove(0);
-                }
-                ids.push(call_id.into());
-            }
-        }
+    pub fn registered(&self, entry: &DeviceEntry, gen: u32, now: u64) {
         if gen == entry.current.gen && entry.previous.is_some() {
             if let Some(mut slot) = self.inner.entries.get_mut(&*entry.username) {
                 let e = slot.value();
@@ -351,10 +335,6 @@ impl DeviceIndex {
             }
             live
         });
-        let entries = &self.inner.entries;
-        self.inner
-            .call_ids
-            .retain(|user, _| entries.contains_key(user));
         before.saturating_sub(self.inner.entries.len())
     }
 }
@@ -490,13 +470,16 @@ mod tests {
         );
         assert_eq!(c.generations, [Some((2, now + 100)), None]);
         let entry = c.entry.unwrap();
-        index.registered(&entry, 2, now, "call-1");
+        index.registered(&entry, 2, now);
         let c = index.candidates("d-abc", "example.test", aor, Algorithm::Md5, now, &dummy);
         assert_eq!(
             c.generations[1], None,
             "the first REGISTER with gen 2 ends gen 1"
         );
-        assert_eq!(index.revoke("d-abc"), vec![Box::<str>::from("call-1")]);
+        assert!(index.is_active("d-abc"));
+        assert!(index.revoke("d-abc"));
+        assert!(!index.is_active("d-abc"));
+        assert!(!index.revoke("d-abc"), "a second revoke finds nothing");
         index.upsert(&record(now), now);
         assert_eq!(index.purge(now + 100), 1);
         assert!(index.is_empty());

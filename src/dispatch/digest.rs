@@ -1,8 +1,15 @@
 //! Authenticating one request with Digest, in the order that keeps known and unknown users
-//! indistinguishable (TESTING.md §3): limits by source, credentials for our realm (two for
-//! the same realm is a 400), algorithm allowed, Digest `uri` equal to the Request-URI, the
-//! nonce checked **before** any user lookup, per-user limit, verification against the
-//! account's HA1 or a dummy one, and only after success the nonce-count replay check.
+//! indistinguishable (TESTING.md §3): credentials for our realm (two for the same realm is a
+//! 400; none gets a challenge), limit by source, algorithm allowed, Digest `uri` equal to the
+//! Request-URI, the nonce checked **before** any user lookup, per-user limit, verification
+//! against the account's HA1 or a dummy one, and only after success the nonce-count replay
+//! check.
+//!
+//! Both limits spare a (username, source) pair that authenticated recently
+//! ([`crate::auth::TrustedPairs`]): a guessed user's own phone, and the working phones behind
+//! the NAT address of a broken one, keep registering while the guesser and the broken phone
+//! stay throttled. A request without credentials is challenged even from a blocked source,
+//! since a working phone's refresh starts that way; the challenge is stateless for REGISTER.
 //!
 //! Every refusal becomes the same fresh challenge; the reason goes to metrics and debug logs.
 
@@ -63,9 +70,6 @@ impl Dispatcher {
     ) -> AuthStep<'_> {
         let i = &self.inner;
         let ip = auth::source_key(src.peer.ip());
-        if i.source_limiter.is_blocked(&ip, now) {
-            return self.throttled(msg);
-        }
         let mut ours: Option<DigestParams<'_>> = None;
         for c in msg.credentials(role.credentials_header()) {
             match c {
@@ -108,6 +112,10 @@ impl Dispatcher {
             uri,
             ..
         } = creds;
+        let trusted = i.trusted.contains(username, ip, now);
+        if !trusted && i.source_limiter.is_blocked(&ip, now) {
+            return self.throttled(msg);
+        }
         let domain_algs = &i
             .domains
             .get(realm)
@@ -139,7 +147,7 @@ impl Dispatcher {
                 return refuse(false, AuthFailure::InvalidNonce);
             }
         }
-        if i.user_limiter.is_blocked(username, now) {
+        if !trusted && i.user_limiter.is_blocked(username, now) {
             return self.throttled(msg);
         }
         if let Some(devices) = i
@@ -177,8 +185,7 @@ impl Dispatcher {
                 .position(|v| *v == Verdict::Accepted)
                 .and_then(|n| found.generations[n]);
             let (Some((gen, expires_at)), Some(entry)) = (accepted, found.entry) else {
-                i.source_limiter.record_failure(ip, now);
-                i.user_limiter.record_failure(username.to_owned(), now);
+                self.record_failure(username, ip, now);
                 tracing::debug!(peer = %src.peer, username, "device digest response did not verify");
                 return refuse(false, AuthFailure::WrongResponse);
             };
@@ -192,6 +199,7 @@ impl Dispatcher {
                 tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
                 return refuse(false, AuthFailure::Replay);
             }
+            i.trusted.record_success(username, ip, now);
             return AuthStep::Authenticated(Identity {
                 aor: Cow::Owned(entry.aor.to_string()),
                 expires_cap: Some(expires_at.saturating_sub(now_unix).max(1)),
@@ -206,8 +214,7 @@ impl Dispatcher {
         match auth::verify(&creds, msg.method_str(), ha1) {
             Verdict::Accepted => {}
             Verdict::Mismatch => {
-                i.source_limiter.record_failure(ip, now);
-                i.user_limiter.record_failure(username.to_owned(), now);
+                self.record_failure(username, ip, now);
                 tracing::debug!(peer = %src.peer, username, "digest response did not verify");
                 return self.challenge(
                     msg,
@@ -239,6 +246,7 @@ impl Dispatcher {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
             return refuse(false, AuthFailure::Replay);
         }
+        i.trusted.record_success(username, ip, now);
         let sso_enforced = i.domains.get(realm).is_some_and(|d| d.sso_enforced);
         if sso_enforced && account.kind == AccountKind::Human {
             // sso = "enforce": humans sign in through the token API; only after a correct
@@ -313,6 +321,36 @@ impl Dispatcher {
         };
         let extra: Vec<(&str, &str)> = values.iter().map(|v| (header, v.as_str())).collect();
         AuthStep::Reply(Some(self.respond(msg, src, status, reason, &extra)))
+    }
+
+    /// The answer to credentials that verified but whose device was revoked before the
+    /// REGISTER could be applied: the same fresh challenge a revoked credential gets.
+    pub(crate) fn refused_credential(
+        &self,
+        msg: &Message,
+        src: &Source,
+        realm: &str,
+    ) -> Option<Response> {
+        match self.challenge(
+            msg,
+            src,
+            realm,
+            false,
+            None,
+            Role::Registrar,
+            Some(AuthFailure::WrongResponse),
+        ) {
+            AuthStep::Reply(r) => r,
+            AuthStep::Authenticated(_) => None,
+        }
+    }
+
+    /// A response that did not verify: counted by both limiters, and the pair loses its trust.
+    fn record_failure(&self, username: &str, ip: std::net::IpAddr, now: Instant) {
+        let i = &self.inner;
+        i.source_limiter.record_failure(ip, now);
+        i.user_limiter.record_failure(username.to_owned(), now);
+        i.trusted.record_failure(username, ip);
     }
 
     fn bad_credentials(&self, msg: &Message, src: &Source, role: Role) -> AuthStep<'_> {

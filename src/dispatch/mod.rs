@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable};
+use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable, TrustedPairs};
 use crate::credentials::device::DeviceIndex;
 use crate::credentials::StaticAccounts;
 use crate::metrics::{DropReason, Metrics};
@@ -62,6 +62,8 @@ pub struct DispatchParts {
     pub replay: ReplayTable,
     pub source_limiter: FailureLimiter<IpAddr>,
     pub user_limiter: FailureLimiter<String>,
+    /// (username, source) pairs that authenticated recently: the limiters let them through.
+    pub trusted: TrustedPairs,
     pub location: Location,
     pub transactions: TransactionTable,
     pub metrics: Metrics,
@@ -88,6 +90,7 @@ struct Inner {
     replay: ReplayTable,
     source_limiter: FailureLimiter<IpAddr>,
     user_limiter: FailureLimiter<String>,
+    trusted: TrustedPairs,
     dummy: DummyHa1s,
     location: Location,
     transactions: TransactionTable,
@@ -128,6 +131,7 @@ impl Dispatcher {
                 replay: parts.replay,
                 source_limiter: parts.source_limiter,
                 user_limiter: parts.user_limiter,
+                trusted: parts.trusted,
                 dummy: DummyHa1s::new(),
                 location: parts.location,
                 transactions: parts.transactions,
@@ -159,6 +163,7 @@ impl Dispatcher {
         i.replay.purge(unix_now());
         i.source_limiter.purge(now);
         i.user_limiter.purge(now);
+        i.trusted.purge(now);
         if let Some(devices) = &i.devices {
             devices.purge(unix_now());
         }

@@ -14,7 +14,7 @@ use super::digest::{AuthStep, Role};
 use super::{Dispatcher, Response};
 use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
-use crate::registrar::{Aor, ContactInput, RegisterError, RegisterInput};
+use crate::registrar::{Aor, ContactInput, Credential, RegisterError, RegisterInput};
 use crate::sip::{Contact, HeaderName, Message, Uri};
 use crate::transport::Source;
 
@@ -138,6 +138,14 @@ impl Dispatcher {
             return bad("Bad CSeq");
         };
         let aor = Aor::from_canonical(&to_aor);
+        let is_live = || match (&device, &i.devices) {
+            (Some((entry, _)), Some(devices)) => devices.is_active(&entry.username),
+            _ => false,
+        };
+        let credential = device.as_ref().map(|(entry, _)| Credential {
+            name: &entry.username,
+            is_live: &is_live,
+        });
         let input = RegisterInput {
             aor: &aor,
             call_id,
@@ -152,9 +160,16 @@ impl Dispatcher {
             flow: src.flow,
             user_agent: msg.user_agent(),
             max_expires_cap: expires_cap,
+            credential,
         };
         let outcome = match i.location.register(&input, now) {
             Ok(o) => o,
+            Err(RegisterError::CredentialRevoked) => {
+                // Revoked between verification and apply: answered as a revoked credential
+                // is at verification, with a fresh challenge.
+                tracing::debug!(peer = %src.peer, aor = %aor, "REGISTER with a credential revoked meanwhile");
+                return self.refused_credential(msg, src, &domain);
+            }
             Err(e) => return Some(self.register_error(msg, src, e)),
         };
         if star && !outcome.had_bindings {
@@ -165,7 +180,7 @@ impl Dispatcher {
             tracing::info!(aor = %aor, old = %r.old_source, new = %r.new_source, "binding moved to a new source");
         }
         if let (Some((entry, gen)), Some(devices)) = (&device, &i.devices) {
-            devices.registered(entry, *gen, super::unix_now(), call_id);
+            devices.registered(entry, *gen, super::unix_now());
         }
         i.metrics.register(RegisterOutcome::Ok);
         i.metrics.bindings.set(i.location.binding_count() as i64);

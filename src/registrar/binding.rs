@@ -58,7 +58,7 @@ impl Span {
 /// All strings of one binding in a single shared allocation.
 ///
 /// Layout of `buf`: `uri [uri_key if different] params [instance if not inside params] call_id
-/// [user_agent]`. Shared (`Arc`) so snapshots handed to the proxy copy no string.
+/// [user_agent] [credential]`. Shared (`Arc`) so snapshots handed to the proxy copy no string.
 #[derive(Clone, Debug)]
 pub(super) struct BindingText {
     buf: Arc<str>,
@@ -68,6 +68,9 @@ pub(super) struct BindingText {
     instance: Span,
     call_id: Span,
     user_agent: Span,
+    /// Where the credential starts; it runs to the end of `buf` (`u16::MAX`: none). Two bytes
+    /// instead of a span keep the struct in its size class.
+    credential_start: u16,
 }
 
 /// The strings a [`BindingText`] is built from.
@@ -78,6 +81,8 @@ pub(super) struct TextParts<'a> {
     pub(super) instance: Option<&'a str>,
     pub(super) call_id: &'a str,
     pub(super) user_agent: Option<&'a str>,
+    /// The device credential that made the binding (token API username), so a revoke finds it.
+    pub(super) credential: Option<&'a str>,
 }
 
 impl BindingText {
@@ -94,6 +99,7 @@ impl BindingText {
             total += i.len();
         }
         total += parts.user_agent.map_or(0, str::len);
+        total += parts.credential.map_or(0, str::len);
         if total > max_len {
             return None;
         }
@@ -125,6 +131,10 @@ impl BindingText {
             Some(ua) => push(ua)?,
             None => Span::NONE,
         };
+        let credential_start = match parts.credential {
+            Some(c) => push(c)?.start,
+            None => u16::MAX,
+        };
         Some(Self {
             buf: Arc::from(buf),
             uri_end: uri.end,
@@ -133,6 +143,7 @@ impl BindingText {
             instance,
             call_id,
             user_agent,
+            credential_start,
         })
     }
 
@@ -171,6 +182,14 @@ impl BindingText {
 
     pub(super) fn user_agent(&self) -> Option<&str> {
         self.get_opt(self.user_agent)
+    }
+
+    pub(super) fn credential(&self) -> Option<&str> {
+        (self.credential_start != u16::MAX).then(|| {
+            self.buf
+                .get(usize::from(self.credential_start)..)
+                .unwrap_or("")
+        })
     }
 
     #[cfg(test)]
@@ -317,6 +336,12 @@ impl BindingSnapshot {
 
     pub fn user_agent(&self) -> Option<&str> {
         self.text.user_agent()
+    }
+
+    /// The token API device username that made or last refreshed this binding; `None` for a
+    /// static account or a client certificate.
+    pub fn credential(&self) -> Option<&str> {
+        self.text.credential()
     }
 
     /// Path header values stored with the binding (empty unless the client supported path).

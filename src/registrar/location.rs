@@ -170,7 +170,12 @@ impl Location {
                 rebound: Vec::new(),
             });
         }
-        match inner.aors.entry(input.aor.clone()) {
+        let entry = inner.aors.entry(input.aor.clone());
+        // Under the AoR's lock: see `Credential` for why a revoke cannot be overtaken.
+        if input.credential.is_some_and(|c| !(c.is_live)()) {
+            return Err(RegisterError::CredentialRevoked);
+        }
+        match entry {
             Entry::Vacant(vacant) => {
                 let plan = rules::plan(&[], input, now, &inner.policy)?;
                 let mut bindings = Vec::new();
@@ -228,15 +233,12 @@ impl Location {
         self.inner.remove_where(aor, |_| true)
     }
 
-    /// Removes the bindings of `aor` last registered under one of `call_ids`: a revoked
-    /// device's registrations (a UA keeps one Call-ID per registrar, RFC 3261 §10.2, so the
-    /// Call-IDs a credential registered with identify its bindings). Returns how many.
-    pub fn remove_registrations(&self, aor: &Aor, call_ids: &[Box<str>]) -> usize {
-        if call_ids.is_empty() {
-            return 0;
-        }
+    /// Removes the bindings of `aor` made or last refreshed with the credential `name` (a
+    /// revoked device). Call it after the credential stopped being live (`Credential`): then
+    /// no binding made with it remains or can appear. Returns how many were removed.
+    pub fn remove_credential(&self, aor: &Aor, name: &str) -> usize {
         self.inner
-            .remove_where(aor, |b| call_ids.iter().any(|c| **c == *b.text.call_id()))
+            .remove_where(aor, |b| b.text.credential() == Some(name))
     }
 
     /// Admin listing: up to `limit` AoRs with live bindings (only `filter` when given), in no

@@ -20,8 +20,8 @@ mod rules;
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
 pub use location::{Location, Rebound, RegisterOutcome};
 pub use rules::{
-    ContactInput, PolicyError, RegisterError, RegisterInput, RegistrarPolicy, MAX_BINDING_TEXT,
-    MAX_PATH_TEXT, MAX_USER_AGENT,
+    ContactInput, Credential, PolicyError, RegisterError, RegisterInput, RegistrarPolicy,
+    MAX_BINDING_TEXT, MAX_PATH_TEXT, MAX_USER_AGENT,
 };
 
 #[cfg(test)]

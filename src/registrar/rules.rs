@@ -61,6 +61,32 @@ pub struct RegisterInput<'a> {
     pub user_agent: Option<&'a str>,
     /// E.g. the credential's remaining lifetime: the granted expiry never exceeds it.
     pub max_expires_cap: Option<u64>,
+    /// The revocable credential (a token API device) the REGISTER was verified with.
+    pub credential: Option<Credential<'a>>,
+}
+
+/// A revocable credential behind a REGISTER. Its name is stored with every binding the
+/// REGISTER adds or refreshes, and `is_live` is asked again while the AoR is locked, just
+/// before the change is applied.
+///
+/// Why no revoke can be overtaken: a revoke first makes `is_live` false (removes the device
+/// from the index), then removes the credential's bindings with
+/// [`Location::remove_credential`](super::Location::remove_credential), which takes the same
+/// AoR lock. A REGISTER that takes the lock before that removal is removed by it; one that
+/// takes it after sees `is_live` false (the index change happened before the removal released
+/// the lock) and is refused with [`RegisterError::CredentialRevoked`].
+#[derive(Clone, Copy)]
+pub struct Credential<'a> {
+    pub name: &'a str,
+    pub is_live: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Registrar limits and expiry policy.
@@ -159,6 +185,10 @@ pub enum RegisterError {
     /// `now + expiry` is not representable (an extreme `now`); an internal fault.
     #[error("expiry deadline out of range")]
     DeadlineOverflow,
+    /// The REGISTER's credential was revoked after it verified and before the change could be
+    /// applied; nothing was stored. Answered like any credential that does not verify.
+    #[error("the credential was revoked")]
+    CredentialRevoked,
 }
 
 impl RegisterError {
@@ -175,6 +205,7 @@ impl RegisterError {
             RegisterError::Full => (503, "Service Unavailable"),
             RegisterError::TooLarge => (400, "Bad Request"),
             RegisterError::DeadlineOverflow => (500, "Server Internal Error"),
+            RegisterError::CredentialRevoked => (401, "Unauthorized"),
         }
     }
 }
@@ -314,6 +345,7 @@ pub(super) fn plan(
                 instance: contact.instance,
                 call_id: input.call_id,
                 user_agent,
+                credential: input.credential.map(|c| c.name),
             },
             MAX_BINDING_TEXT,
         )

@@ -48,6 +48,7 @@ fn req<'a>(
         flow: None,
         user_agent: Some("TestPhone/1.0"),
         max_expires_cap: None,
+        credential: None,
     }
 }
 
@@ -945,6 +946,7 @@ fn binding_text_round_trips_and_shares_what_it_can() {
         instance: Some(inst),
         call_id: "a84b4c76e66710@pc33.example.com",
         user_agent: None,
+        credential: None,
     };
     let text = BindingText::new(&parts, MAX_BINDING_TEXT).expect("fits");
     assert_eq!(text.uri(), parts.uri);
@@ -985,6 +987,7 @@ fn footprint_per_binding() {
         instance: Some("\"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>\""),
         call_id: "a84b4c76e66710@pc33.example.com",
         user_agent: Some("Linphone/5.2.0 (belle-sip/5.2.0)"),
+        credential: None,
     };
     let text = BindingText::new(&parts, MAX_BINDING_TEXT).expect("fits");
     let binding = Binding {
@@ -1014,25 +1017,130 @@ fn footprint_per_binding() {
     assert!(inline + heap + expiry_entry + flow_entry < 420);
 }
 
+fn with_credential<'a>(input: RegisterInput<'a>, credential: Credential<'a>) -> RegisterInput<'a> {
+    RegisterInput {
+        credential: Some(credential),
+        ..input
+    }
+}
+
 #[test]
-fn remove_registrations_removes_only_the_bindings_of_the_given_call_ids() {
+fn remove_credential_removes_only_the_bindings_that_credential_made() {
     let loc = location();
     let a = aor("alice");
     let t0 = Instant::now();
+    let live = || true;
     let laptop = [contact("<sip:alice@192.0.2.10:5060>")];
     let phone = [contact("<sip:alice@192.0.2.20:5060>")];
-    loc.register(&req(&a, "laptop-call", 1, &laptop), t0)
-        .unwrap();
-    loc.register(&req(&a, "phone-call", 1, &phone), t0).unwrap();
-    assert_eq!(loc.binding_count(), 2);
-    assert_eq!(loc.remove_registrations(&a, &[]), 0);
+    let desk = [contact("<sip:alice@192.0.2.30:5060>")];
+    let by = |name| Credential {
+        name,
+        is_live: &live,
+    };
+    loc.register(
+        &with_credential(req(&a, "laptop-call", 1, &laptop), by("d-laptop")),
+        t0,
+    )
+    .unwrap();
+    loc.register(
+        &with_credential(req(&a, "phone-call", 1, &phone), by("d-phone")),
+        t0,
+    )
+    .unwrap();
+    loc.register(&req(&a, "desk-call", 1, &desk), t0).unwrap();
+    assert_eq!(loc.binding_count(), 3);
+    assert_eq!(loc.remove_credential(&aor("bob"), "d-laptop"), 0);
+    assert_eq!(loc.remove_credential(&a, "d-other"), 0);
+    assert_eq!(loc.remove_credential(&a, "d-laptop"), 1);
+    let left = loc.lookup(&a, t0);
+    let mut by_uri: Vec<(&str, Option<&str>)> =
+        left.iter().map(|b| (b.uri(), b.credential())).collect();
+    by_uri.sort();
     assert_eq!(
-        loc.remove_registrations(&aor("bob"), &["laptop-call".into()]),
-        0
+        by_uri,
+        [
+            ("<sip:alice@192.0.2.20:5060>", Some("d-phone")),
+            ("<sip:alice@192.0.2.30:5060>", None),
+        ],
+        "a static account's binding has no credential"
     );
-    assert_eq!(loc.remove_registrations(&a, &["laptop-call".into()]), 1);
-    assert_eq!(uris(&loc.lookup(&a, t0)), ["<sip:alice@192.0.2.20:5060>"]);
-    assert_eq!(loc.remove_registrations(&a, &["phone-call".into()]), 1);
+    // A refresh by another credential makes the binding that credential's.
+    loc.register(
+        &with_credential(req(&a, "phone-call", 2, &phone), by("d-laptop")),
+        t0,
+    )
+    .unwrap();
+    assert_eq!(loc.remove_credential(&a, "d-phone"), 0);
+    assert_eq!(loc.remove_credential(&a, "d-laptop"), 1);
+    assert_eq!(uris(&loc.lookup(&a, t0)), ["<sip:alice@192.0.2.30:5060>"]);
+    loc.remove_aor(&a);
     assert_eq!((loc.binding_count(), loc.aor_count()), (0, 0));
     assert_eq!(loc.index_sizes(), (0, 0));
+}
+
+#[test]
+fn a_credential_revoked_before_apply_stores_nothing() {
+    let loc = location();
+    let a = aor("alice");
+    let t0 = Instant::now();
+    let revoked = || false;
+    let laptop = [contact("<sip:alice@192.0.2.10:5060>")];
+    let input = with_credential(
+        req(&a, "laptop-call", 1, &laptop),
+        Credential {
+            name: "d-laptop",
+            is_live: &revoked,
+        },
+    );
+    assert_eq!(
+        loc.register(&input, t0).unwrap_err(),
+        RegisterError::CredentialRevoked
+    );
+    assert_eq!((loc.binding_count(), loc.aor_count()), (0, 0));
+    assert_eq!(RegisterError::CredentialRevoked.sip_status().0, 401);
+}
+
+/// The revoke protocol of `Credential` under real threads: a revoke (flag off, then
+/// `remove_credential`) racing REGISTERs with that credential never leaves a binding behind.
+#[test]
+fn no_register_overtakes_a_revoke() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+    for trial in 0..200 {
+        let loc = location();
+        let a = aor("alice");
+        let live = AtomicBool::new(true);
+        let barrier = Barrier::new(3);
+        let is_live = || live.load(Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            for phone in 0..2 {
+                let (loc, a, barrier, is_live) = (&loc, &a, &barrier, &is_live);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for n in 0..50u32 {
+                        let uri = format!("<sip:alice@192.0.2.{phone}:5060>");
+                        let contacts = [contact(&uri)];
+                        let call_id = format!("call-{phone}");
+                        let input = with_credential(
+                            req(a, &call_id, n + 1, &contacts),
+                            Credential {
+                                name: "d-laptop",
+                                is_live,
+                            },
+                        );
+                        let _ = loc.register(&input, Instant::now());
+                    }
+                });
+            }
+            barrier.wait();
+            std::thread::yield_now();
+            live.store(false, Ordering::SeqCst);
+            loc.remove_credential(&a, "d-laptop");
+        });
+        assert_eq!(
+            loc.binding_count(),
+            0,
+            "trial {trial}: a binding outlived the revoke"
+        );
+    }
 }

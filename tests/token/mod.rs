@@ -330,6 +330,8 @@ pub struct Setup<'a> {
     pub issuer: &'a str,
     /// Extra `[registrar]` lines.
     pub registrar: &'a str,
+    /// Extra `[auth]` lines.
+    pub auth: &'a str,
     /// A folder for a durable store and key file; `None` = in memory.
     pub durable: Option<&'a Path>,
 }
@@ -343,6 +345,7 @@ impl Default for Setup<'_> {
             token_api: "",
             issuer: "",
             registrar: "",
+            auth: "",
             durable: None,
         }
     }
@@ -386,13 +389,14 @@ pub fn config_text(
     };
     format!(
         "[log]\nlevel = \"info\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n\n\
-         [registrar]\nmin_expires = 1\n{}\n\n\
+         [registrar]\nmin_expires = 1\n{}\n\n[auth]\n{}\n\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{}\"\n\n\
          [token_api]\n{store}{}\n\n\
          [[issuers]]\nname = \"test-idp\"\nissuer = \"{idp_issuer}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"ES256\", \"RS256\"]\n\
          client_ids = [\"softphone\"]\nlogin_client_id = \"softphone\"\nlabel = \"Test IdP\"\nadmin_claim = \"groups\"\nadmin_values = [\"sipward-admins\"]\n{}\n\n\
          [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\nsso = \"{}\"\nissuers = [\"test-idp\"]\nregistrar = \"sip:127.0.0.1:{port}\"\n\n{accounts}",
         setup.registrar,
+        setup.auth,
         sha256_hex(ADMIN_TOKEN.as_bytes()),
         setup.token_api,
         setup.issuer,
