@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the seed corpora in fuzz/corpus/<target>/ from ../shared/testdata (reproducible:
+# Builds the seed corpora in fuzz/corpus/<target>/ from ../tests/data (reproducible:
 # same inputs, same files). Usage: fuzz/seed.sh [TESTDATA_DIR]
 #   parse_message            RFC 4475 + RFC 5118 wire messages, ~200 PROTOS c07-sip requests
 #                            (placeholders filled in), and a softphone REGISTER
@@ -9,7 +9,7 @@
 #   parse_digest_credentials every Authorization / Proxy-Authorization value, plus a few
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-testdata="${1:-${SIPWARD_TESTDATA:-$here/../../shared/testdata}}"
+testdata="${1:-${SIPWARD_TESTDATA:-$here/../tests/data}}"
 [ -d "$testdata/rfc4475" ] || { echo "no testdata at $testdata" >&2; exit 1; }
 corpus="$here/corpus"
 rm -rf "$corpus"

@@ -1,12 +1,12 @@
 //! RFC 4475 and RFC 5118 torture messages through the message layer: every file has an
-//! expected outcome from its INDEX.md (../shared/testdata), asserted here.
+//! expected outcome from its INDEX.md (tests/data), asserted here.
 
 use bytes::Bytes;
 use sipward::sip::{Contact, Credentials, HeaderName, Limits, Message, Method, ParseError, Scheme};
 
 fn testdata(rel: &str) -> Bytes {
     let base = std::env::var("SIPWARD_TESTDATA")
-        .unwrap_or_else(|_| format!("{}/../shared/testdata", env!("CARGO_MANIFEST_DIR")));
+        .unwrap_or_else(|_| format!("{}/tests/data", env!("CARGO_MANIFEST_DIR")));
     let path = format!("{base}/{rel}");
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}")))
 }
@@ -270,7 +270,7 @@ fn cparam_and_regescrt_keep_parameters_on_the_right_side() {
 #[test]
 fn every_rfc4475_file_has_an_assertion() {
     // Guard: a new file in the corpus must get a row above.
-    let dir = format!("{}/../shared/testdata/rfc4475", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/tests/data/rfc4475", env!("CARGO_MANIFEST_DIR"));
     let count = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .filter(|e| {

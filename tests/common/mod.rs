@@ -14,10 +14,10 @@ pub const DOMAIN: &str = "example.test";
 /// SHA-256 of "test-admin-token-0123456789".
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// Path to the shared test data (../shared/testdata from the project root).
+/// Path to the test data in `tests/data` (or `SIPWARD_TESTDATA`); see `tests/data/README.md`.
 pub fn testdata(rel: &str) -> PathBuf {
     let base = std::env::var("SIPWARD_TESTDATA")
-        .unwrap_or_else(|_| format!("{}/../shared/testdata", env!("CARGO_MANIFEST_DIR")));
+        .unwrap_or_else(|_| format!("{}/tests/data", env!("CARGO_MANIFEST_DIR")));
     Path::new(&base).join(rel)
 }
 
