@@ -166,7 +166,10 @@ where
                         Ok(None) => break,
                         Err(e) => {
                             tracing::debug!(peer = %src.peer, error = %e, "stream framing error; closing");
-                            ctx.metrics.parse_error(src.transport);
+                            let reply = ctx.handler.on_framing_error(e, framer.pending_head(), &src);
+                            if let Some(bytes) = reply.bytes {
+                                let _ = write(&mut writer, &bytes, ctx.limits.write_timeout).await;
+                            }
                             break 'conn;
                         }
                     }
