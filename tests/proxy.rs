@@ -802,7 +802,10 @@ fn credentials_for_our_realm_never_reach_the_callee() {
     let server = start();
     let mut bob = bob_phone(&server);
     let mut c = Client::new(Proto::Udp, server.udp);
-    let other_proxy = format!("Proxy-Authorization: {}\r\n", credential("edge.example.net", "p"));
+    let other_proxy = format!(
+        "Proxy-Authorization: {}\r\n",
+        credential("edge.example.net", "p")
+    );
     let other_uas = format!("Authorization: {}\r\n", credential("bob.example.org", "u"));
     let ours_uas = format!("Authorization: {}\r\n", credential(DOMAIN, "ours"));
     let extra = format!("{other_proxy}{ours_uas}{other_uas}");
@@ -830,7 +833,11 @@ fn credentials_for_our_realm_never_reach_the_callee() {
         "other realms' credentials changed:\n{}",
         fwd.text
     );
-    assert!(!fwd.text.contains(&format!("realm=\"{DOMAIN}\"")), "{}", fwd.text);
+    assert!(
+        !fwd.text.contains(&format!("realm=\"{DOMAIN}\"")),
+        "{}",
+        fwd.text
+    );
 
     // The call is answered; alice's BYE (loose-routed through sipward) carries her
     // credentials again, as some phones do: consumed too.
@@ -896,7 +903,14 @@ fn uri_headers_of_a_contact_never_reach_the_request_uri() {
     assert_eq!(fwd.header("Call-ID"), Some(call_id.clone()));
     assert!(!fwd.text.contains("evil"), "{}", fwd.text);
 
-    let busy = response_to(&fwd, 486, "Busy Here", "bobtag", &bob.local.to_string(), false);
+    let busy = response_to(
+        &fwd,
+        486,
+        "Busy Here",
+        "bobtag",
+        &bob.local.to_string(),
+        false,
+    );
     bob.send_raw(busy.as_bytes());
     let ack = bob
         .recv(Duration::from_secs(5))

@@ -899,13 +899,20 @@ fn to_without_a_user_part_is_challenged_before_it_is_refused() {
         reg.to_user = String::new();
         let no_user = |r: &Register, c: &Client| {
             let text = r.build(c);
-            let fixed = text.replace(&format!("To: <sip:@{DOMAIN}>"), &format!("To: <sip:{DOMAIN}>"));
+            let fixed = text.replace(
+                &format!("To: <sip:@{DOMAIN}>"),
+                &format!("To: <sip:{DOMAIN}>"),
+            );
             assert_ne!(fixed, text, "To rewritten");
             fixed
         };
         let text = no_user(&reg, &c);
         let first = send_text(&mut c, &text);
-        expect(&first, 401, &format!("{proto:?} To without user, no credentials"));
+        expect(
+            &first,
+            401,
+            &format!("{proto:?} To without user, no credentials"),
+        );
         let mut next = reg.clone();
         next.cseq += 1;
         next.authorization = vec![authorization(
@@ -920,7 +927,11 @@ fn to_without_a_user_part_is_challenged_before_it_is_refused() {
         )];
         let text = no_user(&next, &c);
         let r = send_text(&mut c, &text);
-        expect(&r, 403, &format!("{proto:?} To without user, alice's credentials"));
+        expect(
+            &r,
+            403,
+            &format!("{proto:?} To without user, alice's credentials"),
+        );
         assert!(contacts(&server, ALICE_AOR).is_empty());
     }
     assert_eq!(server.admin_bindings(), "[]");

@@ -308,17 +308,18 @@ impl Dispatcher {
                 .contains(host.trim_matches(['[', ']']))
     }
 
-    /// A message that failed to parse: answered where a request's top Via can be read
-    /// (see [`Self::answer_malformed`]), else dropped and counted. On a stream the
-    /// connection is closed when the fault breaks framing, or when nothing could be
-    /// answered: a message with no readable Via or start line means the stream is most
-    /// likely out of step, and keeping it open would only read more garbage.
+    /// A message that failed to parse: a request is answered where it has a Via to copy
+    /// (see [`Self::answer_malformed`]), anything else is dropped and counted. On a stream
+    /// the connection is closed when the fault breaks framing, or when a request could not
+    /// be answered: with no readable Via or start line the stream is most likely out of
+    /// step, and keeping it open would only read more garbage. A malformed response is
+    /// dropped (RFC 3261 §18.1.2) and its connection kept: it may carry a callee's bindings.
     fn parse_failure(&self, e: ParseError, data: Bytes, src: &Source) -> Reply {
         self.inner.metrics.parse_error(src.transport);
         let is_request = !data.starts_with(b"SIP/");
         let mut reply = self.answer_malformed(e, is_request, data, src);
-        reply.close =
-            src.transport != Transport::Udp && (e.breaks_stream() || reply.bytes.is_none());
+        reply.close = src.transport != Transport::Udp
+            && (e.breaks_stream() || (is_request && reply.bytes.is_none()));
         reply
     }
 
@@ -327,7 +328,8 @@ impl Dispatcher {
         let i = &self.inner;
         i.metrics.parse_error(src.transport);
         if msg.method() == Some(Method::Register) {
-            i.metrics.register(crate::metrics::RegisterOutcome::BadRequest);
+            i.metrics
+                .register(crate::metrics::RegisterOutcome::BadRequest);
         }
         let Reaction::Respond(status, reason) = e.reaction(true) else {
             i.metrics.dropped(DropReason::Unparseable);
@@ -341,20 +343,25 @@ impl Dispatcher {
     }
 
     /// The stateless answer to a malformed message (`bytes`, failed with `e`): the status
-    /// and reason phrase of `e`'s reaction, for a request whose top Via parses (it is where
-    /// the answer goes), while the source is within its failure limit. Each answer counts
+    /// and reason phrase of `e`'s reaction, for a request with a Via header to copy (the
+    /// answer goes where §18.2.2 says, or to the source when the Via itself is the fault),
+    /// while the source is within its failure limit. Each answer counts
     /// as a failure of the source, so malformed input gets at most as many answers as
     /// guessing does (the per-source limit), then silence. Anything else is dropped and
     /// counted in `sipward_sip_dropped_total`.
-    fn answer_malformed(&self, e: ParseError, is_request: bool, bytes: Bytes, src: &Source) -> Reply {
+    fn answer_malformed(
+        &self,
+        e: ParseError,
+        is_request: bool,
+        bytes: Bytes,
+        src: &Source,
+    ) -> Reply {
         let i = &self.inner;
         let Reaction::Respond(status, reason) = e.reaction(is_request) else {
             i.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };
-        let Some(req) = Message::parse_for_error_reply(bytes, &i.limits)
-            .filter(|req| req.top_via().is_ok())
-        else {
+        let Some(req) = Message::parse_for_error_reply(bytes, &i.limits) else {
             i.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };

@@ -12,7 +12,9 @@
 //! Decisions: branches fork in parallel whatever their q-values (the lookup orders them by q;
 //! sequential forking by q-groups is not done); 401/407 from several branches are not
 //! aggregated (the best one is forwarded); a CANCEL for a branch that has sent no provisional
-//! yet waits for the first provisional (§9.1).
+//! yet waits for the first provisional (§9.1). Every forwarded request leaves without the
+//! Digest credentials for our realms (§22.3: a callee must never see a caller's response),
+//! and a URI that becomes a Request-URI loses its URI headers and `method` (§19.1.1).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

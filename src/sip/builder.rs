@@ -1,7 +1,8 @@
 //! Writing messages: a response built from a request (RFC 3261 §8.2.6), and byte-faithful
 //! forwarding edits for the proxy (§16.6): add or remove the top Via, add Record-Route,
-//! decrement Max-Forwards, rewrite the Request-URI, remove the top Route. Every header we
-//! do not touch, and the body, is copied byte for byte from the received buffer.
+//! decrement Max-Forwards, rewrite the Request-URI, remove the top Route, leave out the
+//! credentials for given realms. Every header we do not touch, and the body, is copied byte
+//! for byte from the received buffer.
 //!
 //! It must not decide policy (which status, which Via): callers pass that in.
 
@@ -425,8 +426,14 @@ mod forward_tests {
             },
         );
         let out = String::from_utf8(out.to_vec()).expect("text");
-        assert!(!out.contains("Example.TEST") && !out.contains("second.test"), "{out}");
-        assert!(out.contains("realm=\"other.example\", nonce=\"n2\""), "{out}");
+        assert!(
+            !out.contains("Example.TEST") && !out.contains("second.test"),
+            "{out}"
+        );
+        assert!(
+            out.contains("realm=\"other.example\", nonce=\"n2\""),
+            "{out}"
+        );
         assert!(out.contains("Authorization: Bearer abc\r\n"), "{out}");
         // Nothing is consumed unless asked.
         let kept = forward(&msg, &ForwardEdits::default());

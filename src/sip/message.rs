@@ -759,6 +759,59 @@ mod tests {
         );
     }
 
+    const REGISTER: &str = "REGISTER sip:b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    /// Issue 12 item 13: each fault is told apart, and the lenient parse for the answer
+    /// still finds what the answer copies.
+    #[test]
+    fn lf_only_control_characters_and_too_many_lines_can_be_answered() {
+        let limits = Limits::default();
+        let reply_parse = |text: String| {
+            let m = Message::parse_for_error_reply(Bytes::from(text), &limits)
+                .expect("an error reply can be built");
+            assert_eq!(m.call_id().ok(), Some("c"));
+            assert_eq!(m.top_via().ok().and_then(|v| v.branch()), Some("z9hG4bK1"));
+            m
+        };
+
+        let lf = REGISTER.replace("\r\n", "\n");
+        assert_eq!(
+            Message::parse(Bytes::from(lf.clone()), &limits).err(),
+            Some(ParseError::BareLineFeeds)
+        );
+        reply_parse(lf);
+
+        let ctl = REGISTER.replace("\r\nTo:", "\r\nTo\x01:");
+        assert_eq!(
+            Message::parse(Bytes::from(ctl.clone()), &limits).err(),
+            Some(ParseError::InvalidHeaderName)
+        );
+        let m = reply_parse(ctl);
+        assert!(
+            m.value(HeaderName::To).is_none(),
+            "the broken line is skipped"
+        );
+
+        let no_colon = REGISTER.replace("\r\nTo:", "\r\nTo ");
+        assert_eq!(
+            Message::parse(Bytes::from(no_colon), &limits).err(),
+            Some(ParseError::MalformedHeader)
+        );
+
+        let many: String = (0..200)
+            .map(|n| format!("Contact: <sip:a@h:{n}>\r\n"))
+            .collect();
+        let many = REGISTER.replace("Content-Length", &format!("{many}Content-Length"));
+        assert_eq!(
+            Message::parse(Bytes::from(many.clone()), &limits).err(),
+            Some(ParseError::TooManyHeaders)
+        );
+        let m = reply_parse(many);
+        assert!(m.headers().len() <= limits.max_headers);
+    }
+
     #[test]
     fn header_section_and_body_limits_are_enforced() {
         let limits = Limits {
