@@ -89,8 +89,8 @@ impl ParseError {
     /// The reaction to a request (`is_request`) or response that failed with `self`.
     ///
     /// Responses are always dropped (RFC 3261 §18.1.2). A request is answered whenever its
-    /// fault has a status, and dispatch answers only when it can read a top Via to send the
-    /// answer to (`Message::parse_for_error_reply`). Dropped: nothing to answer (empty), a
+    /// fault has a status, and dispatch answers only when `Message::parse_for_error_reply`
+    /// finds a Via header to copy (the answer's address comes from it, RFC 3261 §18.2.2). Dropped: nothing to answer (empty), a
     /// header section with no end (a truncated datagram; on a stream the framer waits),
     /// a header section over the size limit (no reflection of large input), and one that
     /// is not UTF-8 (nothing in it can be copied into a reply as text).
