@@ -221,6 +221,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         crate::proxy::ProxyConfig {
             t1: config.sip.t1,
             max_contexts: DEFAULT_MAX_TRANSACTIONS,
+            realms: config.domains.iter().map(|d| d.name.clone()).collect(),
         },
         transactions.clone(),
         metrics.clone(),

@@ -773,3 +773,152 @@ fn strict_routed_bye_reaches_the_callee() {
     assert_eq!(r.status(), 200, "{}", r.text);
     assert_eq!(r.header("CSeq").as_deref(), Some("3 BYE"));
 }
+
+/// A Digest credential header value for `realm` (never verified by anyone: what matters is
+/// whether it reaches the callee).
+fn credential(realm: &str, tag: &str) -> String {
+    format!(
+        "Digest username=\"alice\", realm=\"{realm}\", nonce=\"nonce-{tag}\", \
+         uri=\"sip:bob@{DOMAIN}\", response=\"0123456789abcdef0123456789abcdef\", \
+         cnonce=\"cnonce-{tag}\", qop=auth, nc=00000001, algorithm=MD5"
+    )
+}
+
+/// The credential header lines of a request, as `name: value`.
+fn credential_lines(req: &Resp) -> Vec<String> {
+    ["Authorization", "Proxy-Authorization"]
+        .iter()
+        .flat_map(|n| req.headers(n).into_iter().map(move |v| format!("{n}: {v}")))
+        .collect()
+}
+
+/// Issue 12 item 10: the caller's credentials for our realm (the Proxy-Authorization that
+/// authenticated the INVITE, and an Authorization for our realm) are consumed: bob's phone
+/// gets none of them, neither in the INVITE nor in an in-dialog BYE. Credentials for another
+/// realm pass byte for byte. Before the fix bob received alice's username, nonce, cnonce and
+/// response.
+#[test]
+fn credentials_for_our_realm_never_reach_the_callee() {
+    let server = start();
+    let mut bob = bob_phone(&server);
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let other_proxy = format!(
+        "Proxy-Authorization: {}\r\n",
+        credential("edge.example.net", "p")
+    );
+    let other_uas = format!("Authorization: {}\r\n", credential("bob.example.org", "u"));
+    let ours_uas = format!("Authorization: {}\r\n", credential(DOMAIN, "ours"));
+    let extra = format!("{other_proxy}{ours_uas}{other_uas}");
+    let call_id = rand_token();
+    let (trying, sent) = authenticated_invite(&mut c, "bob", &call_id, &extra, b"");
+    assert_eq!(trying.status(), 100, "{}", trying.text);
+    assert!(
+        String::from_utf8_lossy(&sent).contains(&format!("realm=\"{DOMAIN}\"")),
+        "the caller did send credentials for our realm"
+    );
+    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    assert!(fwd.text.starts_with("INVITE "), "{}", fwd.text);
+    let lines = credential_lines(&fwd);
+    assert_eq!(
+        lines,
+        vec![
+            other_uas.trim_end().to_owned(),
+            other_proxy.trim_end().to_owned()
+        ],
+        "credentials at the callee:\n{}",
+        fwd.text
+    );
+    assert!(
+        fwd.text.contains(&other_proxy) && fwd.text.contains(&other_uas),
+        "other realms' credentials changed:\n{}",
+        fwd.text
+    );
+    assert!(
+        !fwd.text.contains(&format!("realm=\"{DOMAIN}\"")),
+        "{}",
+        fwd.text
+    );
+
+    // The call is answered; alice's BYE (loose-routed through sipward) carries her
+    // credentials again, as some phones do: consumed too.
+    let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
+    bob.send_raw(ok.as_bytes());
+    let answer = first_final(&mut c);
+    assert_eq!(answer.status(), 200, "{}", answer.text);
+    let rr = answer.header("Record-Route").expect("Record-Route");
+    let contact = format!("sip:bob@{}", bob.local);
+    let bye = format!(
+        "BYE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+         Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: <sip:alice@{DOMAIN}>;tag=a{call_id}\r\n\
+         To: <sip:bob@{DOMAIN}>;tag=bobtag\r\nCall-ID: {call_id}\r\nCSeq: 3 BYE\r\n\
+         Proxy-Authorization: {}\r\n{other_proxy}Content-Length: 0\r\n\r\n",
+        c.local,
+        rand_token(),
+        credential(DOMAIN, "bye"),
+    );
+    c.send_raw(bye.as_bytes());
+    let got = std::iter::from_fn(|| bob.recv(Duration::from_secs(5)))
+        .find(|m| m.text.starts_with("BYE"))
+        .expect("the BYE at bob");
+    assert_eq!(
+        credential_lines(&got),
+        vec![other_proxy.trim_end().to_owned()],
+        "credentials in the BYE at the callee:\n{}",
+        got.text
+    );
+}
+
+/// Issue 12 item 11: a Contact registered with URI headers and a `method` parameter is kept
+/// verbatim by the registrar (the 200 lists it as registered, so the phone recognises its
+/// binding), but when it becomes a Request-URI the headers and `method` are gone (RFC 3261
+/// §19.1.1, §19.1.5 table), in the INVITE and in sipward's own ACK on that branch. Before
+/// the fix the INVITE went to `sip:bob@…;method=INVITE?Route=%3Csip:evil%3E&Call-ID=x`.
+#[test]
+fn uri_headers_of_a_contact_never_reach_the_request_uri() {
+    let server = start();
+    let mut bob = Client::new(Proto::Udp, server.udp);
+    let target = format!("sip:bob@{};method=INVITE", bob.local);
+    let registered = format!("{target}?Route=%3Csip:evil.example%3E&Call-ID=x");
+    let mut reg = Register::new("bob");
+    reg.contact = Some(format!("<{registered}>"));
+    let r = register(&mut bob, &reg, BOB_PW, "MD5");
+    assert_eq!(r.status(), 200, "{}", r.text);
+    let listed = r.header("Contact").expect("Contact in the 200");
+    assert!(
+        listed.starts_with(&format!("<{registered}>")),
+        "the 200 lists the Contact as registered: {listed}"
+    );
+
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let call_id = rand_token();
+    let (trying, _) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
+    assert_eq!(trying.status(), 100, "{}", trying.text);
+    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let plain = format!("sip:bob@{}", bob.local);
+    assert!(
+        fwd.text.starts_with(&format!("INVITE {plain} SIP/2.0\r\n")),
+        "{}",
+        fwd.text
+    );
+    assert_eq!(fwd.header("Call-ID"), Some(call_id.clone()));
+    assert!(!fwd.text.contains("evil"), "{}", fwd.text);
+
+    let busy = response_to(
+        &fwd,
+        486,
+        "Busy Here",
+        "bobtag",
+        &bob.local.to_string(),
+        false,
+    );
+    bob.send_raw(busy.as_bytes());
+    let ack = bob
+        .recv(Duration::from_secs(5))
+        .expect("sipward's ACK for the 486");
+    assert!(
+        ack.text.starts_with(&format!("ACK {plain} SIP/2.0\r\n")),
+        "{}",
+        ack.text
+    );
+    assert_eq!(first_final(&mut c).status(), 486);
+}

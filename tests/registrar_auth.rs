@@ -886,6 +886,57 @@ fn a10_a11_a12_identity_and_request_uri_rules() {
     }
 }
 
+/// Issue 12 item 13: a To without a user part names no AoR; like a To naming another user it
+/// is challenged first (401) and refused only after authentication (403), so the order of
+/// checks is the same for every malformed AoR. Before the fix it was a 403 before any
+/// challenge.
+#[test]
+fn to_without_a_user_part_is_challenged_before_it_is_refused() {
+    let server = Server::start(&Options::default());
+    for proto in PROTOS {
+        let mut c = Client::new(proto, server.udp);
+        let mut reg = Register::new("alice");
+        reg.to_user = String::new();
+        let no_user = |r: &Register, c: &Client| {
+            let text = r.build(c);
+            let fixed = text.replace(
+                &format!("To: <sip:@{DOMAIN}>"),
+                &format!("To: <sip:{DOMAIN}>"),
+            );
+            assert_ne!(fixed, text, "To rewritten");
+            fixed
+        };
+        let text = no_user(&reg, &c);
+        let first = send_text(&mut c, &text);
+        expect(
+            &first,
+            401,
+            &format!("{proto:?} To without user, no credentials"),
+        );
+        let mut next = reg.clone();
+        next.cseq += 1;
+        next.authorization = vec![authorization(
+            "MD5",
+            "alice",
+            ALICE_PW,
+            "REGISTER",
+            &reg.ruri,
+            &first.nonce(),
+            1,
+            &rand_token(),
+        )];
+        let text = no_user(&next, &c);
+        let r = send_text(&mut c, &text);
+        expect(
+            &r,
+            403,
+            &format!("{proto:?} To without user, alice's credentials"),
+        );
+        assert!(contacts(&server, ALICE_AOR).is_empty());
+    }
+    assert_eq!(server.admin_bindings(), "[]");
+}
+
 // ---------------------------------------------------------------------------------------------
 // A13, A14: CSeq and Call-ID
 // ---------------------------------------------------------------------------------------------

@@ -313,48 +313,84 @@ impl Dispatcher {
                 .contains(host.trim_matches(['[', ']']))
     }
 
+    /// A message that failed to parse: a request is answered where it has a Via to copy
+    /// (see [`Self::answer_malformed`]), anything else is dropped and counted. On a stream
+    /// the connection is closed when the fault breaks framing, or when a request could not
+    /// be answered: with no readable Via or start line the stream is most likely out of
+    /// step, and keeping it open would only read more garbage. A malformed response is
+    /// dropped (RFC 3261 §18.1.2) and its connection kept: it may carry a callee's bindings.
     fn parse_failure(&self, e: ParseError, data: Bytes, src: &Source) -> Reply {
-        let i = &self.inner;
-        i.metrics.parse_error(src.transport);
+        self.inner.metrics.parse_error(src.transport);
         let is_request = !data.starts_with(b"SIP/");
-        let close = src.transport != Transport::Udp && e.breaks_stream();
-        let mut reply = match e.reaction(is_request) {
-            Reaction::Drop => {
-                i.metrics.dropped(DropReason::Unparseable);
-                Reply::none()
-            }
-            Reaction::Respond(status, reason) => {
-                match Message::parse_for_error_reply(data, &i.limits) {
-                    Some(req) => {
-                        tracing::debug!(peer = %src.peer, error = %e, "rejecting malformed request");
-                        let r = self.respond(&req, src, status, reason, &[]);
-                        self.reply_to(&req, src, r.bytes)
-                    }
-                    None => {
-                        i.metrics.dropped(DropReason::Unparseable);
-                        Reply::none()
-                    }
-                }
-            }
-        };
-        reply.close = close;
+        let mut reply = self.answer_malformed(e, is_request, data, src);
+        reply.close = src.transport != Transport::Udp
+            && (e.breaks_stream() || (is_request && reply.bytes.is_none()));
         reply
     }
 
+    /// A request that parsed but whose core headers do not (`check_core_headers`).
     fn reject(&self, msg: &Message, e: ParseError, src: &Source) -> Reply {
-        self.inner.metrics.parse_error(src.transport);
+        let i = &self.inner;
+        i.metrics.parse_error(src.transport);
         if msg.method() == Some(Method::Register) {
-            self.inner
-                .metrics
+            i.metrics
                 .register(crate::metrics::RegisterOutcome::BadRequest);
         }
-        match e.reaction(true) {
-            Reaction::Respond(status, reason) => {
-                let r = self.respond(msg, src, status, reason, &[]);
-                self.reply_to(msg, src, r.bytes)
-            }
-            Reaction::Drop => Reply::none(),
+        let Reaction::Respond(status, reason) = e.reaction(true) else {
+            i.metrics.dropped(DropReason::Unparseable);
+            return Reply::none();
+        };
+        if !self.may_answer_malformed(src) {
+            return Reply::none();
         }
+        let r = self.respond(msg, src, status, reason, &[]);
+        self.reply_to(msg, src, r.bytes)
+    }
+
+    /// The stateless answer to a malformed message (`bytes`, failed with `e`): the status
+    /// and reason phrase of `e`'s reaction, for a request with a Via header to copy (the
+    /// answer goes where §18.2.2 says, or to the source when the Via itself is the fault),
+    /// while the source is within its failure limit. Each answer counts
+    /// as a failure of the source, so malformed input gets at most as many answers as
+    /// guessing does (the per-source limit), then silence. Anything else is dropped and
+    /// counted in `sipward_sip_dropped_total`.
+    fn answer_malformed(
+        &self,
+        e: ParseError,
+        is_request: bool,
+        bytes: Bytes,
+        src: &Source,
+    ) -> Reply {
+        let i = &self.inner;
+        let Reaction::Respond(status, reason) = e.reaction(is_request) else {
+            i.metrics.dropped(DropReason::Unparseable);
+            return Reply::none();
+        };
+        let Some(req) = Message::parse_for_error_reply(bytes, &i.limits) else {
+            i.metrics.dropped(DropReason::Unparseable);
+            return Reply::none();
+        };
+        if !self.may_answer_malformed(src) {
+            return Reply::none();
+        }
+        tracing::debug!(peer = %src.peer, error = %e, "rejecting malformed request");
+        let r = self.respond(&req, src, status, reason, &[]);
+        self.reply_to(&req, src, r.bytes)
+    }
+
+    /// Whether a malformed request from `src` may still be answered: false (counted as a
+    /// throttled drop) once the source is over its failure limit; true otherwise, and the
+    /// answer counts as one more failure of the source.
+    fn may_answer_malformed(&self, src: &Source) -> bool {
+        let i = &self.inner;
+        let now = Instant::now();
+        let ip = crate::auth::source_key(src.peer.ip());
+        if i.source_limiter.is_blocked(&ip, now) {
+            i.metrics.dropped(DropReason::Throttled);
+            return false;
+        }
+        i.source_limiter.record_failure(ip, now);
+        true
     }
 
     /// Builds a response with our To-tag, received/rport, extra headers and Server.
@@ -425,6 +461,18 @@ impl Dispatcher {
 impl Handler for Dispatcher {
     fn on_message(&self, data: Bytes, src: &Source) -> Reply {
         self.handle(data, src)
+    }
+
+    fn on_framing_error(&self, e: ParseError, head: Option<Bytes>, src: &Source) -> Reply {
+        self.inner.metrics.parse_error(src.transport);
+        let Some(head) = head else {
+            self.inner.metrics.dropped(DropReason::Unparseable);
+            return Reply::none();
+        };
+        let is_request = !head.starts_with(b"SIP/");
+        let mut reply = self.answer_malformed(e, is_request, head, src);
+        reply.close = true;
+        reply
     }
 
     fn on_flow_closed(&self, flow: FlowId) {

@@ -44,7 +44,10 @@ impl Dispatcher {
         let Some(to_aor) = to.uri.aor() else {
             return bad("To Is Not A SIP AoR");
         };
-        if !to.uri.host_raw.eq_ignore_ascii_case(&domain) || to.uri.user.is_none() {
+        // A To without a user part names no AoR anyone can hold: like a To naming another
+        // user it is refused after authentication (the identity's AoR never equals it), so
+        // every malformed AoR is challenged first.
+        if !to.uri.host_raw.eq_ignore_ascii_case(&domain) {
             i.metrics.register(RegisterOutcome::Forbidden);
             return Some(self.respond(msg, src, 403, "Forbidden", &[]));
         }

@@ -12,7 +12,9 @@
 //! Decisions: branches fork in parallel whatever their q-values (the lookup orders them by q;
 //! sequential forking by q-groups is not done); 401/407 from several branches are not
 //! aggregated (the best one is forwarded); a CANCEL for a branch that has sent no provisional
-//! yet waits for the first provisional (§9.1).
+//! yet waits for the first provisional (§9.1). Every forwarded request leaves without the
+//! Digest credentials for our realms (§22.3: a callee must never see a caller's response),
+//! and a URI that becomes a Request-URI loses its URI headers and `method` (§19.1.1).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -39,11 +41,15 @@ pub const BRANCH_PREFIX: &str = "z9hG4bKsw";
 const CONTEXT_HARD_LIMIT: Duration = Duration::from_secs(300);
 
 /// Settings from config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub t1: Duration,
     /// Response contexts held at once; further requests get 503.
     pub max_contexts: usize,
+    /// Our Digest realms (the served domains). Credentials for them are consumed: no
+    /// forwarded request carries them on, so a callee never sees a caller's Digest response
+    /// (RFC 3261 §22.3). Credentials for other realms pass unchanged.
+    pub realms: Vec<String>,
 }
 
 /// One place to forward a request to.
@@ -277,6 +283,11 @@ impl Proxy {
             let Some((transport, local)) = i.out.local_for(b.target) else {
                 continue;
             };
+            let request_uri = match b.request_uri.map(as_request_uri) {
+                Some(Some(uri)) => Some(uri),
+                Some(None) => continue,
+                None => None,
+            };
             let branch_id = self.new_branch_id(msg);
             let via = format!(
                 "SIP/2.0/{} {};branch={branch_id}{}",
@@ -302,7 +313,7 @@ impl Proxy {
                 (true, false) => vec![rr_out.as_str(), rr_in.as_str()],
             };
             let edits = ForwardEdits {
-                request_uri: b.request_uri,
+                request_uri: request_uri.as_deref(),
                 push_via: Some(&via),
                 pop_via: false,
                 record_route: &rr,
@@ -310,9 +321,14 @@ impl Proxy {
                 pop_routes,
                 push_route: &b.route,
                 pop_last_route,
+                consume_credentials_for: &i.config.realms,
             };
             let bytes = forward(msg, &edits);
-            let request_uri = b.request_uri.or(msg.request_uri()).unwrap_or("").to_owned();
+            let request_uri = request_uri
+                .as_deref()
+                .or(msg.request_uri())
+                .unwrap_or("")
+                .to_owned();
             let route: Vec<String> = match Message::parse(bytes.clone(), &generous_limits()) {
                 Ok(sent) => sent.values(HeaderName::Route).map(str::to_owned).collect(),
                 Err(_) => Vec::new(),
@@ -412,12 +428,18 @@ impl Proxy {
             transport.as_str().to_ascii_uppercase(),
             h.finish()
         );
+        let request_uri = match request_uri.map(as_request_uri) {
+            Some(Some(uri)) => Some(uri),
+            Some(None) => return false,
+            None => None,
+        };
         let edits = ForwardEdits {
-            request_uri,
+            request_uri: request_uri.as_deref(),
             push_via: Some(&via),
             decrement_max_forwards: true,
             pop_routes: routing.pop_routes,
             pop_last_route: routing.pop_last_route,
+            consume_credentials_for: &self.inner.config.realms,
             ..ForwardEdits::default()
         };
         self.inner.out.send(target, forward(msg, &edits))
@@ -785,6 +807,13 @@ fn branch_request(method: &str, request: &Message, b: &BranchState, to: &str) ->
     Bytes::from(out)
 }
 
+/// A URI that becomes a Request-URI (a binding's Contact, a strict router's last Route) in
+/// the form a Request-URI may take: no URI headers, no `method` parameter (RFC 3261
+/// §19.1.1). `None` if it does not parse (nothing is sent to it).
+fn as_request_uri(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    Uri::parse(raw).ok().map(|u| u.request_uri_form())
+}
+
 /// Where a SIP URI points: an IP literal host and port (5060, or 5061 for sips/TLS), and
 /// whether it asks for a stream transport. `None` for names (no DNS here).
 pub fn uri_address(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
@@ -829,6 +858,7 @@ mod tests {
             ProxyConfig {
                 t1: Duration::from_millis(500),
                 max_contexts: 10,
+                realms: vec!["example.test".into()],
             },
             TransactionTable::new(config),
             Metrics::new(),

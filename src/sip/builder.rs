@@ -1,7 +1,8 @@
 //! Writing messages: a response built from a request (RFC 3261 §8.2.6), and byte-faithful
 //! forwarding edits for the proxy (§16.6): add or remove the top Via, add Record-Route,
-//! decrement Max-Forwards, rewrite the Request-URI, remove the top Route. Every header we
-//! do not touch, and the body, is copied byte for byte from the received buffer.
+//! decrement Max-Forwards, rewrite the Request-URI, remove the top Route, leave out the
+//! credentials for given realms. Every header we do not touch, and the body, is copied byte
+//! for byte from the received buffer.
 //!
 //! It must not decide policy (which status, which Via): callers pass that in.
 
@@ -9,6 +10,7 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::digest::Credentials;
 use super::header::HeaderName;
 use super::message::Message;
 use super::scan::split_commas;
@@ -213,6 +215,11 @@ pub struct ForwardEdits<'a> {
     /// Remove the last Route value (RFC 3261 §16.4: a strict router upstream put the real
     /// target there, and it becomes the Request-URI).
     pub pop_last_route: bool,
+    /// Leave out `Authorization` and `Proxy-Authorization` lines holding a Digest credential
+    /// for one of these realms (compared case-insensitively): RFC 3261 §22.3 lets a proxy
+    /// remove the credentials meant for it. Other realms and schemes, and values that do
+    /// not parse, are copied.
+    pub consume_credentials_for: &'a [String],
 }
 
 /// Rewrites `msg` with `edits`; unknown headers, folding, and the body are untouched.
@@ -267,6 +274,8 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
             HeaderName::Route if routes_to_pop > 0 => {
                 routes_to_pop = write_without_first_n(&mut out, msg, h, "Route", routes_to_pop);
             }
+            HeaderName::Authorization | HeaderName::ProxyAuthorization
+                if credential_for(msg.text(h.value), edits.consume_credentials_for) => {}
             HeaderName::MaxForwards if edits.decrement_max_forwards => {
                 saw_max_forwards = true;
                 let n = msg.max_forwards().ok().flatten().unwrap_or(70);
@@ -285,6 +294,19 @@ pub fn forward(msg: &Message, edits: &ForwardEdits<'_>) -> Bytes {
     out.put_slice(b"\r\n");
     out.put_slice(msg.body());
     out.freeze()
+}
+
+/// Whether a credentials header value is a Digest credential for one of `realms`.
+fn credential_for(value: &str, realms: &[String]) -> bool {
+    if realms.is_empty() {
+        return false;
+    }
+    match Credentials::parse(value) {
+        Ok(Credentials::Digest(p)) => p
+            .realm
+            .is_some_and(|r| realms.iter().any(|ours| ours.eq_ignore_ascii_case(r))),
+        _ => false,
+    }
 }
 
 /// Writes a list header without its last value; nothing if that was its only value.
@@ -377,6 +399,45 @@ mod forward_tests {
         assert!(out.contains("X-Odd:  kept   as is\r\n"), "{out}");
         assert!(out.contains("Max-Forwards: 9\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\nbody"), "{out}");
+    }
+
+    #[test]
+    fn credentials_for_our_realms_are_consumed_and_others_kept() {
+        let msg = Message::parse(
+            Bytes::from_static(
+                b"INVITE sip:bob@example.test SIP/2.0\r\n\
+                Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n\
+                Proxy-Authorization: Digest username=\"alice\", realm=\"Example.TEST\", nonce=\"n\", uri=\"sip:bob@example.test\", response=\"r\"\r\n\
+                Proxy-Authorization: Digest username=\"alice\", realm=\"other.example\", nonce=\"n2\", uri=\"sip:bob@example.test\", response=\"r2\"\r\n\
+                Authorization: Digest username=\"alice\", realm=\"second.test\", nonce=\"n3\", uri=\"sip:bob@example.test\", response=\"r3\"\r\n\
+                Authorization: Bearer abc\r\n\
+                From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n\
+                Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            ),
+            &Limits::default(),
+        )
+        .expect("parses");
+        let realms = ["example.test".to_owned(), "second.test".to_owned()];
+        let out = forward(
+            &msg,
+            &ForwardEdits {
+                consume_credentials_for: &realms,
+                ..ForwardEdits::default()
+            },
+        );
+        let out = String::from_utf8(out.to_vec()).expect("text");
+        assert!(
+            !out.contains("Example.TEST") && !out.contains("second.test"),
+            "{out}"
+        );
+        assert!(
+            out.contains("realm=\"other.example\", nonce=\"n2\""),
+            "{out}"
+        );
+        assert!(out.contains("Authorization: Bearer abc\r\n"), "{out}");
+        // Nothing is consumed unless asked.
+        let kept = forward(&msg, &ForwardEdits::default());
+        assert_eq!(kept.len(), msg.wire_len());
     }
 
     #[test]

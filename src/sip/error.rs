@@ -12,6 +12,8 @@ pub enum ParseError {
     Empty,
     #[error("header section not terminated by an empty line")]
     IncompleteHeaders,
+    #[error("header lines end in a bare LF (CRLF is required)")]
+    BareLineFeeds,
     #[error("header section larger than the limit")]
     HeaderSectionTooLarge,
     #[error("more header fields than the limit")]
@@ -36,6 +38,8 @@ pub enum ParseError {
     InvalidStatusCode,
     #[error("malformed header line")]
     MalformedHeader,
+    #[error("header name is not a token")]
+    InvalidHeaderName,
     #[error("invalid Content-Length")]
     InvalidContentLength,
     #[error("more than one Content-Length")]
@@ -84,31 +88,34 @@ pub enum Reaction {
 impl ParseError {
     /// The reaction to a request (`is_request`) or response that failed with `self`.
     ///
-    /// Responses are always dropped (RFC 3261 §18.1.2). Oversize input is dropped rather
-    /// than answered, so that it cannot be used for reflection. A request we could not even
-    /// frame (no header end) gets nothing either: there is nothing safe to copy into a reply.
+    /// Responses are always dropped (RFC 3261 §18.1.2). A request is answered whenever its
+    /// fault has a status, and dispatch answers only when `Message::parse_for_error_reply`
+    /// finds a Via header to copy (the answer's address comes from it, RFC 3261 §18.2.2). Dropped: nothing to answer (empty), a
+    /// header section with no end (a truncated datagram; on a stream the framer waits),
+    /// a header section over the size limit (no reflection of large input), and one that
+    /// is not UTF-8 (nothing in it can be copied into a reply as text).
     pub fn reaction(self, is_request: bool) -> Reaction {
         if !is_request {
             return Reaction::Drop;
         }
         use ParseError::*;
         match self {
-            Empty
-            | IncompleteHeaders
-            | HeaderSectionTooLarge
-            | TooManyHeaders
-            | BodyTooLarge
-            | NotUtf8
-            | MalformedStartLine
-            | InvalidStatusCode => Reaction::Drop,
+            Empty | IncompleteHeaders | HeaderSectionTooLarge | NotUtf8 | InvalidStatusCode => {
+                Reaction::Drop
+            }
+            BareLineFeeds => Reaction::Respond(400, "CRLF Line Endings Required"),
+            TooManyHeaders => Reaction::Respond(513, "Too Many Header Fields"),
+            BodyTooLarge => Reaction::Respond(413, "Request Entity Too Large"),
+            MalformedStartLine => Reaction::Respond(400, "Bad Start Line"),
             UnsupportedVersion => Reaction::Respond(505, "Version Not Supported"),
             MalformedRequestLine | InvalidMethod => Reaction::Respond(400, "Bad Request-Line"),
             InvalidRequestUri | RequestUriHeaders => Reaction::Respond(400, "Bad Request-URI"),
-            MalformedHeader => Reaction::Respond(400, "Bad Header"),
-            InvalidContentLength
-            | DuplicateContentLength
-            | MissingContentLength
-            | BodyTruncated => Reaction::Respond(400, "Bad Content-Length"),
+            MalformedHeader => Reaction::Respond(400, "Bad Header Line"),
+            InvalidHeaderName => Reaction::Respond(400, "Bad Header Name"),
+            MissingContentLength => Reaction::Respond(400, "Content-Length Required"),
+            InvalidContentLength | DuplicateContentLength | BodyTruncated => {
+                Reaction::Respond(400, "Bad Content-Length")
+            }
             DuplicateHeader(_) => Reaction::Respond(400, "Duplicate Header"),
             MissingHeader(_) => Reaction::Respond(400, "Missing Header"),
             InvalidCSeq | CSeqMethodMismatch => Reaction::Respond(400, "Bad CSeq"),
@@ -129,6 +136,7 @@ impl ParseError {
         matches!(
             self,
             ParseError::IncompleteHeaders
+                | ParseError::BareLineFeeds
                 | ParseError::HeaderSectionTooLarge
                 | ParseError::TooManyHeaders
                 | ParseError::BodyTooLarge

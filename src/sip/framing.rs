@@ -78,6 +78,23 @@ impl StreamFramer {
         !self.buf.is_empty()
     }
 
+    /// The header section at the front of the buffer, through the blank line that ends it
+    /// (CRLF CRLF, or LF LF for bare-LF line ends), when it is complete within the header
+    /// limit. After [`Self::next_frame`] failed, it is what a stateless error reply can copy
+    /// its Via, From, To, Call-ID and CSeq from; `None` when nothing complete arrived.
+    pub fn pending_head(&self) -> Option<Bytes> {
+        let skip = leading_line_ends(&self.buf);
+        let window = &self.buf[..self.buf.len().min(self.limits.max_header_bytes + skip + 4)];
+        let crlf = memchr::memmem::find(window, b"\r\n\r\n").map(|p| p + 4);
+        let lf =
+            memchr::memmem::find(&window[skip.min(window.len())..], b"\n\n").map(|p| skip + p + 2);
+        let end = match (crlf, lf) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(Bytes::copy_from_slice(&self.buf[..end]))
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed, or an error after
     /// which the connection must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ParseError> {
@@ -106,7 +123,16 @@ impl StreamFramer {
         let from = self.scanned.saturating_sub(3);
         let limit = self.limits.max_header_bytes + 4;
         let window_end = self.buf.len().min(limit);
-        let header_end = match memchr::memmem::find(&self.buf[from..window_end], b"\r\n\r\n") {
+        let found = memchr::memmem::find(&self.buf[from..window_end], b"\r\n\r\n");
+        // A bare-LF blank line before the header end (or before the end of what arrived):
+        // LF-only line ends, which the parser refuses too. Searched after the CR/LF run the
+        // parser skips before a start line.
+        let lf_from = from.max(leading_line_ends(&self.buf));
+        let lf_to = found.map_or(window_end, |p| from + p).max(lf_from);
+        if memchr::memmem::find(&self.buf[lf_from..lf_to], b"\n\n").is_some() {
+            return Err(ParseError::BareLineFeeds);
+        }
+        let header_end = match found {
             Some(p) => from + p + 2,
             None => {
                 if self.buf.len() >= limit {
@@ -128,6 +154,13 @@ impl StreamFramer {
         self.scanned = 0;
         Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
     }
+}
+
+/// How many CR and LF bytes start `buf` (skipped before a start line, RFC 3261 §7.5).
+fn leading_line_ends(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 /// Finds the single Content-Length (long or compact name) in a header section.
@@ -298,6 +331,45 @@ mod tests {
         // Leading CRLFs before the start line are skipped, as in the parser.
         let input = format!("\r\n\rX{head}l: 1\r\n\r\na");
         assert_eq!(frames(&[input.as_bytes()]).unwrap().len(), 1);
+    }
+
+    /// Issue 12 item 13: LF-only line ends are refused as the parser refuses them, whether
+    /// the blank line has arrived or not, and the header section is there for the answer.
+    /// A body holding LF LF after a proper header end is a message like any other.
+    #[test]
+    fn bare_lf_line_ends_are_refused_and_their_head_kept_for_the_answer() {
+        let lf = b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\nl: 0\n\n";
+        assert_eq!(frames(&[lf]), Err(ParseError::BareLineFeeds));
+        let chunks: Vec<&[u8]> = lf.chunks(1).collect();
+        assert_eq!(frames(&chunks), Err(ParseError::BareLineFeeds));
+        let mut f = StreamFramer::new(Limits::default());
+        f.push(lf);
+        assert_eq!(f.next_frame(), Err(ParseError::BareLineFeeds));
+        assert_eq!(f.pending_head().as_deref(), Some(&lf[..]));
+
+        let body =
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 2\r\n\r\n\n\n";
+        assert_eq!(
+            frames(&[body]).unwrap(),
+            vec![Frame::Message(Bytes::from_static(body))]
+        );
+        // Leading line ends (skipped before a start line) are not a blank line.
+        let mut lead = b"\n\n".to_vec();
+        lead.extend_from_slice(MSG);
+        assert_eq!(frames(&[&lead]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_pending_head_is_the_complete_header_section_only() {
+        let mut f = StreamFramer::new(Limits::default());
+        f.push(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n");
+        assert_eq!(f.pending_head(), None);
+        f.push(b"\r\nbody");
+        assert_eq!(f.next_frame(), Err(ParseError::MissingContentLength));
+        assert_eq!(
+            f.pending_head().as_deref(),
+            Some(&b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"[..])
+        );
     }
 
     #[test]

@@ -174,9 +174,12 @@ impl Message {
             .min(limits.max_header_bytes.saturating_add(skip + 4));
         let (header_end, mut line_ends) = LineEnds::scan(&buf, skip, search_end);
         let header_end = match header_end {
-            Some(pos) => pos + 2,
-            None if buf.len() > search_end => return Err(ParseError::HeaderSectionTooLarge),
-            None => return Err(ParseError::IncompleteHeaders),
+            HeaderEnd::Crlf(pos) => pos + 2,
+            HeaderEnd::BareLf(_) => return Err(ParseError::BareLineFeeds),
+            HeaderEnd::None if buf.len() > search_end => {
+                return Err(ParseError::HeaderSectionTooLarge)
+            }
+            HeaderEnd::None => return Err(ParseError::IncompleteHeaders),
         };
         let head_text =
             ByteString::try_from(buf.slice(..header_end)).map_err(|_| ParseError::NotUtf8)?;
@@ -248,9 +251,11 @@ impl Message {
     }
 
     /// A best-effort parse of a request that failed `parse`, so that a stateless error
-    /// response (400, 505 ...) can copy its Via, From, To, Call-ID and CSeq. Only the header
-    /// line syntax must hold; the start line just has to look like a request. Never use the
-    /// result for anything but building that reply.
+    /// response (400, 505 ...) can copy its Via, From, To, Call-ID and CSeq. The start line
+    /// just has to look like a request; header lines that do not parse are skipped, only the
+    /// headers such a reply copies are indexed (at most `max_headers` of them), and a header
+    /// section with bare-LF line ends is read as if they were CRLFs (on a copy). Never use
+    /// the result for anything but building that reply.
     pub fn parse_for_error_reply(buf: Bytes, limits: &Limits) -> Option<Message> {
         let skip = buf
             .iter()
@@ -262,8 +267,19 @@ impl Message {
         if skip > search_end {
             return None;
         }
-        let (header_end, mut line_ends) = LineEnds::scan(&buf, skip, search_end);
-        let header_end = header_end? + 2;
+        let (header_end, mut line_ends) = match LineEnds::scan(&buf, skip, search_end) {
+            (HeaderEnd::Crlf(end), line_ends) => (end + 2, line_ends),
+            (HeaderEnd::BareLf(end), _) => {
+                let crlf = with_crlf_line_ends(&buf[..end + 1]);
+                // Room for the CRs added (a line is at least one byte and its LF).
+                let wider = Limits {
+                    max_header_bytes: limits.max_header_bytes.saturating_mul(2),
+                    ..*limits
+                };
+                return Message::parse_for_error_reply(crlf, &wider);
+            }
+            (HeaderEnd::None, _) => return None,
+        };
         let head_text = ByteString::try_from(buf.slice(..header_end)).ok()?;
         let head: &str = &head_text;
         let first_crlf = line_ends.next_crlf(head.as_bytes(), skip)?;
@@ -424,10 +440,22 @@ struct LineEnds {
 /// Line ends kept by `LineEnds`: 256 bytes of stack, more lines than a REGISTER or INVITE has.
 const LINE_ENDS_CAP: usize = 64;
 
+/// Where a header section ends, as `LineEnds::scan` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderEnd {
+    /// At the first CRLF CRLF, which starts at this index.
+    Crlf(usize),
+    /// A bare-LF blank line (`LF LF`, the second LF at this index) comes first: the lines
+    /// end in LF only, which RFC 3261 §7 does not allow.
+    BareLf(usize),
+    /// No end within the limit.
+    None,
+}
+
 impl LineEnds {
-    /// The start of the first CRLF CRLF in `buf[from..limit]` (as an index into `buf`),
-    /// and the CRLFs before it.
-    fn scan(buf: &[u8], from: usize, limit: usize) -> (Option<usize>, LineEnds) {
+    /// The end of the header section in `buf[from..limit]` (as an index into `buf`), and
+    /// the CRLFs before it.
+    fn scan(buf: &[u8], from: usize, limit: usize) -> (HeaderEnd, LineEnds) {
         let mut ends = LineEnds {
             at: [0; LINE_ENDS_CAP],
             len: 0,
@@ -436,10 +464,13 @@ impl LineEnds {
         let b = &buf[from..limit];
         for lf in memchr::memchr_iter(b'\n', b) {
             if lf == 0 || b[lf - 1] != b'\r' {
+                if lf > 0 && b[lf - 1] == b'\n' {
+                    return (HeaderEnd::BareLf(from + lf), ends);
+                }
                 continue;
             }
             if lf >= 3 && b[lf - 3..lf - 1] == *b"\r\n" {
-                return (Some(from + lf - 3), ends);
+                return (HeaderEnd::Crlf(from + lf - 3), ends);
             }
             if ends.len < LINE_ENDS_CAP {
                 // Below the header size limit, far below u32::MAX (as `Span`).
@@ -447,7 +478,7 @@ impl LineEnds {
                 ends.len += 1;
             }
         }
-        (None, ends)
+        (HeaderEnd::None, ends)
     }
 
     /// Index of the first CRLF in `b` that starts at or after `from`.
@@ -477,8 +508,31 @@ fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-/// Indexes the header lines of `head[from..header_end]`. `strict` rejects repeated
-/// single-valued headers and bad Content-Length; the lenient mode only needs line syntax.
+/// A header section whose lines end in bare LFs, rewritten with CRLFs and the blank line
+/// that ends it (for an error reply only). `head` ends with the LF of the blank line.
+fn with_crlf_line_ends(head: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(head.len() + head.len() / 8 + 2);
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' && (i == 0 || head[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Bytes::from(out)
+}
+
+/// Whether a lenient index keeps a header: the ones an error reply copies or reads.
+fn copied_into_error_reply(kind: HeaderName) -> bool {
+    matches!(
+        kind,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
+}
+
+/// Indexes the header lines of `head[from..header_end]`. `strict` rejects malformed lines,
+/// repeated single-valued headers and bad Content-Length, and holds at most `max_headers`
+/// lines. The lenient mode (for an error reply) skips lines that do not parse and keeps only
+/// the headers such a reply copies, at most `max_headers` of them.
 fn index_headers(
     head: &str,
     from: usize,
@@ -505,23 +559,41 @@ fn index_headers(
             }
             break;
         }
-        if matches!(hb[pos], b' ' | b'\t') {
-            return Err(ParseError::MalformedHeader);
-        }
-        let name_end = skip_token(&hb[..end], pos);
+        let line_start = pos;
+        pos = end + 2;
+        let fault = if matches!(hb[line_start], b' ' | b'\t') {
+            Some(ParseError::MalformedHeader)
+        } else {
+            None
+        };
+        let name_end = skip_token(&hb[..end], line_start);
         let mut colon = name_end;
         while colon < end && matches!(hb[colon], b' ' | b'\t') {
             colon += 1;
         }
-        if name_end == pos || colon >= end || hb[colon] != b':' {
-            return Err(ParseError::MalformedHeader);
+        let fault = fault.or(if name_end == line_start || colon >= end {
+            Some(ParseError::MalformedHeader)
+        } else if hb[colon] == b':' {
+            None
+        } else if colon == name_end {
+            // A byte that is neither a token byte, white space nor the colon inside the
+            // name (a control character, say).
+            Some(ParseError::InvalidHeaderName)
+        } else {
+            Some(ParseError::MalformedHeader)
+        });
+        let kind = HeaderName::from_wire(&hb[line_start..name_end]);
+        if !strict && (fault.is_some() || !copied_into_error_reply(kind)) {
+            continue;
+        }
+        if let Some(fault) = fault {
+            return Err(fault);
         }
         let vs = skip_lws(&hb[..end], colon + 1);
         let mut ve = end;
         while ve > vs && is_lws(hb[ve - 1]) {
             ve -= 1;
         }
-        let kind = HeaderName::from_wire(&hb[pos..name_end]);
         if headers.len() >= limits.max_headers {
             return Err(ParseError::TooManyHeaders);
         }
@@ -545,11 +617,10 @@ fn index_headers(
         }
         headers.push(Header {
             kind,
-            name: Span::new(pos, name_end),
+            name: Span::new(line_start, name_end),
             value: Span::new(vs, ve),
-            line: Span::new(pos, end + 2),
+            line: Span::new(line_start, end + 2),
         });
-        pos = end + 2;
     }
 
     Ok((headers, seen, content_length))
@@ -686,6 +757,59 @@ mod tests {
             Message::parse(request_with_headers(limits.max_headers + 1), &limits).err(),
             Some(ParseError::TooManyHeaders)
         );
+    }
+
+    const REGISTER: &str = "REGISTER sip:b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    /// Issue 12 item 13: each fault is told apart, and the lenient parse for the answer
+    /// still finds what the answer copies.
+    #[test]
+    fn lf_only_control_characters_and_too_many_lines_can_be_answered() {
+        let limits = Limits::default();
+        let reply_parse = |text: String| {
+            let m = Message::parse_for_error_reply(Bytes::from(text), &limits)
+                .expect("an error reply can be built");
+            assert_eq!(m.call_id().ok(), Some("c"));
+            assert_eq!(m.top_via().ok().and_then(|v| v.branch()), Some("z9hG4bK1"));
+            m
+        };
+
+        let lf = REGISTER.replace("\r\n", "\n");
+        assert_eq!(
+            Message::parse(Bytes::from(lf.clone()), &limits).err(),
+            Some(ParseError::BareLineFeeds)
+        );
+        reply_parse(lf);
+
+        let ctl = REGISTER.replace("\r\nTo:", "\r\nTo\x01:");
+        assert_eq!(
+            Message::parse(Bytes::from(ctl.clone()), &limits).err(),
+            Some(ParseError::InvalidHeaderName)
+        );
+        let m = reply_parse(ctl);
+        assert!(
+            m.value(HeaderName::To).is_none(),
+            "the broken line is skipped"
+        );
+
+        let no_colon = REGISTER.replace("\r\nTo:", "\r\nTo ");
+        assert_eq!(
+            Message::parse(Bytes::from(no_colon), &limits).err(),
+            Some(ParseError::MalformedHeader)
+        );
+
+        let many: String = (0..200)
+            .map(|n| format!("Contact: <sip:a@h:{n}>\r\n"))
+            .collect();
+        let many = REGISTER.replace("Content-Length", &format!("{many}Content-Length"));
+        assert_eq!(
+            Message::parse(Bytes::from(many.clone()), &limits).err(),
+            Some(ParseError::TooManyHeaders)
+        );
+        let m = reply_parse(many);
+        assert!(m.headers().len() <= limits.max_headers);
     }
 
     #[test]

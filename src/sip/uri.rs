@@ -4,6 +4,7 @@
 //! A `Uri` borrows from the message; parsing never allocates. Only `aor()` and
 //! `comparison_key()` build strings, for storage. It must not resolve or route anything.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -226,6 +227,29 @@ impl<'a> Uri<'a> {
             params_raw,
             headers,
         })
+    }
+
+    /// This URI as a Request-URI may carry it (RFC 3261 §19.1.1 and the §19.1.5 table):
+    /// without URI headers (`?…`) and without the `method` parameter, both of which a
+    /// registered Contact may hold but a Request-URI may not. Borrowed when there is
+    /// nothing to remove; other schemes are returned as they are.
+    pub fn request_uri_form(&self) -> Cow<'a, str> {
+        if !self.is_sip() || (self.headers.is_none() && self.param("method").is_none()) {
+            return Cow::Borrowed(self.raw);
+        }
+        // `raw` ends with the parameters, then `?` and the headers.
+        let tail = self.params_raw.len() + self.headers.map_or(0, |h| h.len() + 1);
+        let mut out = String::with_capacity(self.raw.len());
+        out.push_str(&self.raw[..self.raw.len() - tail]);
+        // `params_raw` is empty or starts with ';'; URI parameters hold no unescaped ';'.
+        for param in self.params_raw.split(';').skip(1) {
+            let name = param.split('=').next().unwrap_or("");
+            if !name.eq_ignore_ascii_case("method") {
+                out.push(';');
+                out.push_str(param);
+            }
+        }
+        Cow::Owned(out)
     }
 
     pub fn is_sip(&self) -> bool {
@@ -460,6 +484,28 @@ mod tests {
         assert!(u.lr());
         assert_eq!(u.headers, Some("Subject=x"));
         assert_eq!(u.aor().unwrap(), "sip:alice@example.com");
+    }
+
+    #[test]
+    fn request_uri_form_drops_headers_and_method_only() {
+        let form = |s: &str| Uri::parse(s).unwrap().request_uri_form().into_owned();
+        assert_eq!(
+            form("sip:alice@127.0.0.1:5371?Route=%3Csip:evil%3E&Call-ID=x"),
+            "sip:alice@127.0.0.1:5371"
+        );
+        assert_eq!(
+            form("sip:alice@h;transport=tcp;METHOD=INVITE;lr;maddr=192.0.2.1?Subject=x"),
+            "sip:alice@h;transport=tcp;lr;maddr=192.0.2.1"
+        );
+        assert_eq!(form("sips:h;method=REGISTER"), "sips:h");
+        // The user part may hold '?' and ';' (it ends at the last '@'): kept as written.
+        assert_eq!(
+            form("sip:a?b;method=x@h:5060;x=1?h=v"),
+            "sip:a?b;method=x@h:5060;x=1"
+        );
+        let plain = Uri::parse("sip:bob@192.0.2.4:5060;transport=udp").unwrap();
+        assert!(matches!(plain.request_uri_form(), Cow::Borrowed(_)));
+        assert_eq!(form("tel:+1-201-555-0123"), "tel:+1-201-555-0123");
     }
 
     #[test]

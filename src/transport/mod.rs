@@ -76,6 +76,17 @@ impl Reply {
 /// The seam between the network and the application (compare hickory's `handle_request`).
 pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, data: Bytes, src: &Source) -> Reply;
+    /// A stream could not be framed (`error`); `head` is the complete header section the
+    /// fault was found in, if one arrived. The reply, if any, is written and then the
+    /// connection is closed whatever `Reply::close` says.
+    fn on_framing_error(
+        &self,
+        _error: crate::sip::ParseError,
+        _head: Option<Bytes>,
+        _src: &Source,
+    ) -> Reply {
+        Reply::none()
+    }
     /// A stream connection closed.
     fn on_flow_closed(&self, _flow: FlowId) {}
 }

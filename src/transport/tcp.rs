@@ -1,7 +1,9 @@
 //! TCP (and the stream half of TLS): an accept loop that takes a connection slot before accepting (so a flood cannot
 //! exhaust descriptors), and one task per connection that frames the stream, enforces an
 //! idle timeout and a deadline for each header section (slowloris), hands each message to
-//! the handler, and writes replies and queued flow traffic back on the same connection.
+//! the handler, and writes replies and queued flow traffic back on the same connection. A
+//! framing fault goes to the handler too (with the header section, for its answer), and then
+//! the connection is closed.
 //!
 //! It must not parse beyond framing, and never holds a connection open past its deadlines.
 
@@ -166,7 +168,10 @@ where
                         Ok(None) => break,
                         Err(e) => {
                             tracing::debug!(peer = %src.peer, error = %e, "stream framing error; closing");
-                            ctx.metrics.parse_error(src.transport);
+                            let reply = ctx.handler.on_framing_error(e, framer.pending_head(), &src);
+                            if let Some(bytes) = reply.bytes {
+                                let _ = write(&mut writer, &bytes, ctx.limits.write_timeout).await;
+                            }
                             break 'conn;
                         }
                     }
