@@ -658,3 +658,427 @@ fn j16_old_kid_fails_once_the_cache_ttl_has_passed() {
     assert_eq!(r.status, 401, "old kid after the cache TTL: {}", r.body);
     assert_eq!(s.exchange(&idp.token_for("alice"), "phone").status, 200);
 }
+
+/// Issue 12 item 5 (RFC 6750 §3.1): more than one Authorization header is a malformed
+/// request, whatever the order of a valid and a forged token.
+#[test]
+fn two_authorization_headers_get_400_whatever_their_order() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    let valid = format!(
+        "Bearer {}",
+        idp.mint(
+            "alice",
+            &Mint {
+                tid: Some("tenant-a"),
+                ..Mint::default()
+            }
+        )
+    );
+    let attacker = ForgedKey::new("attacker");
+    let forged = format!(
+        "Bearer {}",
+        attacker.sign(
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": idp.kid("ES256")}),
+            &good_claims(&idp)
+        )
+    );
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let cases = [
+        ("POST", "/v1/sip/credentials", &valid, &forged),
+        ("POST", "/v1/sip/credentials", &forged, &valid),
+        ("GET", "/v1/sip/devices", &valid, &forged),
+        ("GET", "/v1/sip/devices", &forged, &valid),
+        ("DELETE", "/v1/sip/devices/laptop", &valid, &forged),
+        (
+            "POST",
+            "/admin/v1/users/alice@example.test/revoke",
+            &admin,
+            &forged,
+        ),
+        (
+            "POST",
+            "/admin/v1/users/alice@example.test/revoke",
+            &forged,
+            &admin,
+        ),
+        ("GET", "/admin/v1/bindings", &admin, &forged),
+        ("GET", "/admin/v1/bindings", &forged, &admin),
+    ];
+    for (method, path, first, second) in cases {
+        let r = http(
+            s.server.http,
+            method,
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", first.as_str()),
+                ("Authorization", second.as_str()),
+            ],
+            BODY,
+        );
+        let order = if first == &valid || first == &admin {
+            "valid first"
+        } else {
+            "forged first"
+        };
+        assert_eq!(r.status, 400, "{method} {path} {order}: {}", r.body);
+        assert_eq!(
+            r.body, r#"{"error":"invalid_request"}"#,
+            "{method} {path} {order}"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    assert_eq!(s.metric("sipward_devices_issued_total"), 0.0);
+    // One header still works.
+    let r = http(
+        s.server.http,
+        "POST",
+        "/v1/sip/credentials",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", valid.as_str()),
+        ],
+        BODY,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// Issue 12 item 6 (TOKEN_API.md step 2): `kid` is required unless the JWKS holds exactly
+/// one key, even when only one of several keys fits the token's `alg`.
+#[test]
+fn a_token_without_kid_is_refused_unless_the_jwks_has_exactly_one_key() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    // The IdP publishes an ES256 and an RS256 key: each alg has exactly one fitting key.
+    let no_kid = |alg: &str| {
+        let mut claims = good_claims(&idp);
+        claims["jti"] = json!(format!("no-kid-{alg}"));
+        idp.sign(&json!({"alg": alg, "typ": "at+jwt"}), &claims)
+    };
+    let cases = vec![
+        ("RS256 without kid, two keys".to_string(), no_kid("RS256")),
+        ("ES256 without kid, two keys".to_string(), no_kid("ES256")),
+    ];
+    expect_invalid(&s, &cases);
+    assert!(s.metric("sipward_token_rejections_total{reason=\"key_mismatch\"}") >= 2.0);
+
+    // A JWKS of exactly one key: no kid needed.
+    idp.jwks_mode("single");
+    let single = TokenServer::start(&idp, &setup());
+    let r = single.exchange(&no_kid("ES256"), "laptop");
+    assert_eq!(r.status, 201, "one published key, no kid: {}", r.body);
+    idp.jwks_mode("ok");
+}
+
+/// Issue 12 item 7: entries that cannot verify an allowed signature do not count towards the
+/// key cap, and a JWKS without a usable key never replaces working keys.
+#[test]
+fn a_jwks_padded_with_unusable_entries_keeps_the_real_keys() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    // 100 entries that parse as keys (alg RS512, a 64-bit RSA modulus, a P-256 key labelled
+    // ES384) ahead of the real ones; the cap is the default 32.
+    idp.jwks_mode("padded");
+    let s = TokenServer::start(
+        &idp,
+        &Setup {
+            token_api: "jwks_refetch_cooldown_secs = 1\nrate_per_device_per_minute = 1000",
+            ..Setup::default()
+        },
+    );
+    let token = idp.token_for("alice");
+    let r = s.exchange(&token, "phone");
+    assert_eq!(
+        r.status, 201,
+        "real keys behind 100 unusable entries: {}",
+        r.body
+    );
+    let rs = idp.mint(
+        "alice",
+        &Mint {
+            alg: Some("RS256"),
+            ..Mint::default()
+        },
+    );
+    assert_eq!(s.exchange(&rs, "phone").status, 200);
+
+    // Now the IdP publishes only unusable entries; a refetch (forced by an unknown kid after
+    // the cool-down) must keep the working keys.
+    idp.jwks_mode("unusable");
+    let fetches = idp.jwks_requests();
+    std::thread::sleep(Duration::from_millis(1100));
+    let attacker = ForgedKey::new("x");
+    let h = json!({"alg": "ES256", "typ": "at+jwt", "kid": "not-published"});
+    let r = s.http(
+        "POST",
+        "/v1/sip/credentials",
+        Some(&attacker.sign(&h, &idp.claims("alice"))),
+        BODY,
+    );
+    assert_eq!(r.status, 401);
+    assert!(idp.jwks_requests() > fetches, "the refetch happened");
+    let r = s.exchange(&token, "phone");
+    assert_eq!(r.status, 200, "working keys kept: {}", r.body);
+    idp.jwks_mode("ok");
+}
+
+/// label, status, method, path, extra headers, body.
+type RefusalCase<'a> = (
+    &'a str,
+    u16,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+);
+
+/// Issue 12 item 8: the HTTP layer's own refusals (head too large, NUL or obs-fold in a
+/// header, body too large, method not allowed) carry `no-store` and a JSON error.
+#[test]
+fn http_layer_refusals_carry_no_store_and_a_json_error() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    let huge = "a".repeat(100 * 1024);
+    let big_body = format!("{{\"device_id\":\"{}\"}}", "x".repeat(10_000));
+    let cases: Vec<RefusalCase<'_>> = vec![
+        (
+            "100 KB header",
+            431,
+            "POST",
+            "/v1/sip/credentials",
+            vec![("X-Filler", huge.as_str())],
+            BODY,
+        ),
+        (
+            "NUL in a header",
+            400,
+            "POST",
+            "/v1/sip/credentials",
+            vec![("X-Bad", "a\0b")],
+            BODY,
+        ),
+        (
+            "obs-fold",
+            400,
+            "POST",
+            "/v1/sip/credentials",
+            vec![("X-Folded", "a\r\n b")],
+            BODY,
+        ),
+        (
+            "body too large",
+            413,
+            "POST",
+            "/v1/sip/credentials",
+            vec![("Authorization", "Bearer x")],
+            big_body.as_str(),
+        ),
+        (
+            "method not allowed",
+            405,
+            "GET",
+            "/v1/sip/credentials",
+            vec![],
+            "",
+        ),
+    ];
+    for (label, status, method, path, headers, body) in cases {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend(headers);
+        let r = http(s.server.http, method, path, &all, body);
+        assert_eq!(r.status, status, "{label}: {:?}", r);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("no-store"),
+            "{label}: {r:?}"
+        );
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{label}: {r:?}"
+        );
+        let v = r.json();
+        assert!(
+            ["invalid_request", "server_error"].contains(&v["error"].as_str().unwrap_or("")),
+            "{label}: {}",
+            r.body
+        );
+    }
+    // The server still answers afterwards.
+    assert_eq!(s.http("GET", "/healthz", None, "").status, 200);
+}
+
+/// Issue 12 item 9, `azp`: every client-naming claim present must name an allowed client;
+/// `client_id` naming ours does not cover an `azp` naming another client.
+#[test]
+fn azp_naming_another_client_is_refused_even_with_our_client_id() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    let cases = vec![
+        (
+            "client_id ours, azp another".to_string(),
+            idp_signed(&idp, "ES256", |_, c| c["azp"] = json!("other-app")),
+        ),
+        (
+            "client_id another, azp ours".to_string(),
+            idp_signed(&idp, "ES256", |_, c| {
+                c["client_id"] = json!("other-app");
+                c["azp"] = json!("softphone");
+            }),
+        ),
+    ];
+    expect_invalid(&s, &cases);
+    let both_ours = idp_signed(&idp, "ES256", |_, c| c["azp"] = json!("softphone"));
+    assert_eq!(s.exchange(&both_ours, "laptop").status, 201);
+    let azp_only = idp_signed(&idp, "ES256", |_, c| {
+        c.as_object_mut().unwrap().remove("client_id");
+        c["azp"] = json!("softphone");
+    });
+    assert_eq!(s.exchange(&azp_only, "laptop").status, 200);
+}
+
+/// The P-256 group order n, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// n - s for a 32-byte big-endian s < n.
+fn p256_negate(s: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    out
+}
+
+/// Issue 12 item 9, ECDSA malleability: (r, n - s) verifies whenever (r, s) does. Decision:
+/// accepted (RFC 7518 does not ask for low-S, common signers emit high-S half of the time,
+/// and the claims are the same; sipward never identifies a token by its bytes).
+#[test]
+fn a_high_s_es256_signature_is_accepted_as_the_same_token() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    let token = idp_signed(&idp, "ES256", |_, _| {});
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+    assert_eq!(sig.len(), 64);
+    let mut other = sig[..32].to_vec();
+    other.extend(p256_negate(&sig[32..]));
+    let twin = format!("{input}.{}", b64(&other));
+    assert_ne!(twin, token);
+    let first = s.exchange(&token, "laptop");
+    assert_eq!(first.status, 201, "{}", first.body);
+    let second = s.exchange(&twin, "laptop");
+    assert_eq!(
+        second.status, 200,
+        "the other S renews the same device: {}",
+        second.body
+    );
+    assert_eq!(
+        first.json()["sip"]["username"],
+        second.json()["sip"]["username"]
+    );
+}
+
+/// Issue 12 item 9, the device namespace: an IdP username that looks like a device username
+/// (`d-…`, any case) cannot become an AoR user.
+#[test]
+fn a_username_in_the_device_namespace_is_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    for user in ["d-abcdefghijklmnop", "D-Abc", "d-"] {
+        let token = idp_signed(&idp, "ES256", |_, c| c["preferred_username"] = json!(user));
+        let r = s.exchange(&token, "laptop");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (403, r#"{"error":"access_denied"}"#),
+            "{user}"
+        );
+    }
+    assert!(s.metric("sipward_token_rejections_total{reason=\"username\"}") >= 3.0);
+    assert_eq!(s.metric("sipward_devices_issued_total"), 0.0);
+    let token = idp_signed(&idp, "ES256", |_, c| {
+        c["preferred_username"] = json!("dave-d")
+    });
+    assert_eq!(s.exchange(&token, "laptop").status, 201);
+}
+
+/// Issue 12 item 9, one AoR per subject: a username stays with the subject (`iss`, `sub`)
+/// that holds devices for it; another subject with the same username is refused until an
+/// admin revokes the user, which frees the name for the subject the IdP names next.
+#[test]
+fn a_username_moves_to_another_subject_only_after_an_admin_revoke() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &setup());
+    let as_sub = |sub: &str, iat: u64| {
+        let mut c = good_claims(&idp);
+        c["sub"] = json!(sub);
+        c["preferred_username"] = json!("carol");
+        c["iat"] = json!(iat);
+        idp.sign(&idp.header("ES256"), &c)
+    };
+    let first = s.credential(&as_sub("carol-1", now()), "laptop");
+    assert_eq!(first.aor, "sip:carol@example.test");
+    let r = s.exchange(&as_sub("carol-2", now()), "desk");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, r#"{"error":"access_denied"}"#),
+        "another subject with carol's username"
+    );
+    assert_eq!(
+        s.metric("sipward_token_rejections_total{reason=\"username_taken\"}"),
+        1.0
+    );
+    // The first subject keeps renewing.
+    assert_eq!(s.exchange(&as_sub("carol-1", now()), "laptop").status, 200);
+
+    let r = s.http(
+        "POST",
+        "/admin/v1/users/carol@example.test/revoke",
+        Some(ADMIN_TOKEN),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let revoked_by = now();
+    while now() <= revoked_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Tokens issued after the revoke (and its leeway): the new subject takes the name, and
+    // from then on the old one is refused.
+    let r = s.exchange(&as_sub("carol-2", now() + 60), "desk");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.exchange(&as_sub("carol-1", now() + 60), "laptop");
+    assert_eq!(r.status, 403, "{}", r.body);
+}

@@ -770,3 +770,146 @@ fn the_proxy_reaches_a_device_user_and_a_device_credential_calls_out() {
         fwd.text
     );
 }
+
+/// Issue 12 item 2: the admin revoke canonicalises the AoR exactly as the exchange does, and a
+/// user or domain that cannot be ours is refused instead of a silent 200.
+#[test]
+fn admin_revoke_canonicalises_the_aor_like_the_exchange_and_refuses_what_is_not_ours() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &Setup::default());
+    let token = idp.token_for("Lc8");
+    let cred = s.credential(&token, "phone");
+    assert_eq!(cred.aor, "sip:lc8@example.test");
+    let mut c = Client::new(Proto::Udp, s.server.udp);
+    assert_eq!(
+        register_device(&mut c, "lc8", &cred, "MD5", None).status(),
+        200
+    );
+
+    let revoke = |user: &str| {
+        s.http(
+            "POST",
+            &format!("/admin/v1/users/{user}/revoke"),
+            Some(ADMIN_TOKEN),
+            "",
+        )
+    };
+    for (user, status, error) in [
+        ("Lc8", 400, "invalid_request"),
+        ("sip:Lc8", 400, "invalid_request"),
+        ("d-abcdefghijklmnop@example.test", 400, "invalid_request"),
+        ("a%3Ab@example.test", 400, "invalid_request"),
+        ("Lc8@other.test", 404, "not_found"),
+        ("sip:lc8@example.test.evil", 404, "not_found"),
+    ] {
+        let r = revoke(user);
+        assert_eq!(r.status, status, "{user}: {}", r.body);
+        assert_eq!(r.json()["error"], error, "{user}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{user}");
+    }
+    assert_eq!(s.bindings_of("lc8").len(), 1, "nothing was revoked");
+
+    // The spelling the operator sees in the IdP revokes the user the exchange made.
+    let r = revoke("sip:Lc8@EXAMPLE.test");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["aor"], "sip:lc8@example.test");
+    assert_eq!(r.json()["devices_revoked"], 1);
+    assert!(s.bindings_of("lc8").is_empty());
+    assert_eq!(
+        register_device(&mut c, "lc8", &cred, "MD5", None).status(),
+        401,
+        "the revoked credential"
+    );
+    let r = s.exchange(&token, "phone");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, r#"{"error":"access_denied"}"#),
+        "a token issued before the revoke"
+    );
+    // A user of ours without any device yet is still revoked (its old tokens refused).
+    let r = revoke("nobody@example.test");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["devices_revoked"], 0);
+}
+
+/// Issue 12 item 3: a token minted before the revoke by an IdP whose clock runs 50 s fast
+/// (accepted under the 60 s leeway) must not get a credential after the revoke.
+#[test]
+fn the_revoke_cutoff_covers_tokens_stamped_ahead_within_the_leeway() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &Setup::default());
+    let header = idp.header("ES256");
+    let mut claims = idp.claims("alice");
+    claims["iat"] = serde_json::json!(now() + 50);
+    let fast_clock = idp.sign(&header, &claims);
+    assert_eq!(
+        s.exchange(&fast_clock, "phone").status,
+        201,
+        "accepted under the leeway"
+    );
+
+    let r = s.http(
+        "POST",
+        "/admin/v1/users/alice@example.test/revoke",
+        Some(ADMIN_TOKEN),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let revoked_by = now();
+    let r = s.exchange(&fast_clock, "phone");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, r#"{"error":"access_denied"}"#),
+        "minted before the revoke, stamped 50 s ahead"
+    );
+    // A token stamped after the revoke time plus the leeway is the IdP's new word: accepted.
+    while now() <= revoked_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut claims = idp.claims("alice");
+    claims["iat"] = serde_json::json!(now() + 60);
+    let after = idp.sign(&header, &claims);
+    let r = s.exchange(&after, "phone");
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// Issue 12 item 4: after a user revoke, the revoked user's old tokens get the exchange's 403
+/// on every Bearer route, not an empty device list.
+#[test]
+fn a_revoked_users_old_token_gets_403_on_the_device_routes_too() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &Setup::default());
+    let token = idp.token_for("alice");
+    s.credential(&token, "phone");
+    let r = s.http(
+        "POST",
+        "/admin/v1/users/alice@example.test/revoke",
+        Some(ADMIN_TOKEN),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (method, path) in [
+        ("GET", "/v1/sip/devices"),
+        ("DELETE", "/v1/sip/devices/phone"),
+    ] {
+        let r = s.http(method, path, Some(&token), "");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (403, r#"{"error":"access_denied"}"#),
+            "{method} {path}"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    // Bob's tokens are not affected.
+    let r = s.http("GET", "/v1/sip/devices", Some(&idp.token_for("bob")), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -6,14 +6,18 @@
 //! | --- | --- |
 //! | `mod.rs` | the router, health, readiness, metrics, admin bindings, the layers below |
 //! | `token.rs` | login options, credential exchange, devices, revocation; RFC 6750 errors |
+//! | `aor.rs` | the token API user's AoR: one canonical spelling for the exchange and the revoke |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
 //! | `server.rs` | the hyper accept loop: head size, head deadline, connection cap |
+//! | `head.rs` | the request-head gate before hyper: its refusals as JSON with `no-store` |
 //!
 //! Limits: request bodies of at most `token_api.max_body_bytes` (413 above), at most
 //! `MAX_CONCURRENT_REQUESTS` served at once, each within `token_api.request_timeout_secs`
 //! (503 after), the admin listing at most `MAX_LISTED_AORS` AoRs; `Cache-Control: no-store`
 //! on every response. It must not touch SIP sockets.
 
+pub mod aor;
+pub mod head;
 pub mod limit;
 pub mod server;
 pub mod token;
@@ -80,16 +84,44 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| deadline(timeout, req, next),
         ))
-        .layer(axum::middleware::map_response(
-            |mut r: Response| async move {
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                r
-            },
-        ))
+        .layer(axum::middleware::from_fn(no_store_and_json_errors))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))
+}
+
+/// `Cache-Control: no-store` on every response, and on the API routes (everything but the
+/// health, readiness and metrics probes) an error that axum or tower produced with a text or
+/// empty body (413 body too large, 405, a path that does not parse) gets an RFC 6750-shaped
+/// JSON body instead; its status and other headers (`Allow`, `Retry-After`) stay.
+async fn no_store_and_json_errors(req: Request, next: Next) -> Response {
+    let api_route = !matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let mut r = next.run(req).await;
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if api_route && !is_json && (r.status().is_client_error() || r.status().is_server_error()) {
+        let status = r.status();
+        let error = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request",
+        };
+        let (mut parts, _) = r.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::json!({"error": error}).to_string();
+        r = Response::from_parts(parts, axum::body::Body::from(body));
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// Answers 503 when a request takes longer than `timeout` (a slow store or IdP).
@@ -175,11 +207,10 @@ async fn bindings(
     headers: HeaderMap,
     Query(q): Query<BindingsQuery>,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = match token::bearer(&headers) {
+        Ok(p) => p,
+        Err(token::DuplicateAuthorization) => return token::bad_request(),
+    };
     let authorized = match (&s.admin_token, presented) {
         (Some(token), Some(p)) => token.matches(p.as_bytes()),
         _ => false,

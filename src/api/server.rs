@@ -1,8 +1,11 @@
 //! The HTTP listener's accept loop on hyper directly (instead of `axum::serve`), so the
-//! limits that axum does not expose are set: header section size (`max_buf_size`; larger heads
-//! get 431), a deadline for the request head (slowloris), and a connection cap taken before a
-//! connection is served. Each request carries the peer address ([`Peer`]) for per-source
-//! limits. On shutdown the loop stops accepting and open connections finish gracefully.
+//! limits that axum does not expose are set: header section size (larger heads get 431), a
+//! deadline for the request head (slowloris), and a connection cap taken before a connection
+//! is served. The head is read and checked by our own gate (`head.rs`) first, so that a
+//! refused head gets a JSON error with `no-store` like every other answer; a connection
+//! therefore serves one request (`Connection: close`), as every later head would reach hyper
+//! unchecked. Each request carries the peer address ([`Peer`]) for per-source limits. On
+//! shutdown the loop stops accepting and open connections finish gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
+
+use super::head::{self, Head, Rewind};
 
 /// Open HTTP connections at most; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -59,6 +64,20 @@ pub async fn serve(
         let stop = shutdown.clone();
         tracker.spawn(async move {
             let _slot = slot;
+            let mut stream = stream;
+            let read = head::read(&mut stream, limits.max_header_bytes);
+            let prefix = tokio::select! {
+                _ = stop.cancelled() => return,
+                read = tokio::time::timeout(HEADER_READ_TIMEOUT, read) => match read {
+                    Ok(Head::Ready(prefix)) => prefix,
+                    Ok(Head::Refused(refusal)) => {
+                        tracing::debug!(%peer, ?refusal, "http request head refused");
+                        head::refuse(&mut stream, refusal).await;
+                        return;
+                    }
+                    Ok(Head::Closed) | Err(_) => return,
+                },
+            };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
                 router.clone().oneshot(req.map(axum::body::Body::new))
@@ -67,8 +86,13 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(limits.max_header_bytes.max(8192));
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                .keep_alive(false)
+                .max_headers(head::MAX_HEADERS)
+                // The gate has seen the whole head within max_header_bytes; hyper's buffer
+                // also holds the body bytes that came with it.
+                .max_buf_size((limits.max_header_bytes + 2 * head::READ_CHUNK).max(8192));
+            let io = Rewind::new(prefix, stream);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

@@ -4,8 +4,10 @@
 //! to metrics and logs only. Logs carry the issuer, a hash of `sub`, `jti`, `kid` and the
 //! decision, never a token or password.
 //!
-//! Order in each request: per-source limit → bearer present → token validation → per-user
-//! (and per-device) limit → revocation check → body → store → device index → location.
+//! Order in each Bearer request: per-source limit → exactly one `Authorization` header
+//! (two or more: 400, RFC 6750 §3.1) → token validation → per-user limit → the AoR
+//! ([`UserAor`] from the username claim, in a domain the token API serves) → revocation
+//! cutoff → body → per-device limit → store (one subject per AoR) → device index → location.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,14 +22,15 @@ use prometheus::{IntCounterVec, IntGauge, Opts};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::aor::{AorError, UserAor};
 use super::limit::RateLimiter;
 use super::server::Peer;
-use super::{canonical_aor, ApiState};
+use super::ApiState;
 use crate::config::{Config, Sso};
 use crate::credentials::device::{new_username, DeviceIndex};
 use crate::metrics::Metrics;
 use crate::oidc::{Answer, IssuerRegistry, Purpose, Rejection, Verified};
-use crate::registrar::{Aor, Location};
+use crate::registrar::Location;
 use crate::store::{DeviceRecord, IssueOutcome, IssueRequest, Store, StoreError};
 
 pub const EXCHANGES: &str = "sipward_token_exchanges_total";
@@ -276,7 +279,7 @@ fn invalid_token() -> Response {
     )
 }
 
-fn bad_request() -> Response {
+pub(super) fn bad_request() -> Response {
     with_header(
         json(
             StatusCode::BAD_REQUEST,
@@ -337,21 +340,38 @@ fn store_failed(e: &StoreError) -> Response {
     )
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     json(
         StatusCode::NOT_FOUND,
         serde_json::json!({"error": "not_found"}),
     )
 }
 
-/// The bearer token, if the header has the `Bearer` scheme (case-insensitive).
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// A request with more than one `Authorization` header: malformed (RFC 6750 §3.1), answered
+/// 400 `invalid_request` whatever the headers hold, so no order of a valid and a forged
+/// token decides anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DuplicateAuthorization;
+
+/// The bearer token: `Ok(None)` when there is no `Authorization` header or it is not the
+/// `Bearer` scheme (case-insensitive) with a token.
+pub(super) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, DuplicateAuthorization> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return if headers.contains_key(header::AUTHORIZATION) {
+            Err(DuplicateAuthorization)
+        } else {
+            Ok(None)
+        };
+    };
+    let token = value.to_str().ok().and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    });
+    Ok(token)
 }
 
 /// A short, stable, non-reversible id for logs: SHA-256 of `iss`, NUL, `sub`, first 8 bytes.
@@ -415,8 +435,10 @@ async fn authenticate(
             ));
         }
     }
-    let Some(token) = bearer(headers) else {
-        return Err((missing_token(), ExchangeOutcome::MissingToken));
+    let token = match bearer(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Err((missing_token(), ExchangeOutcome::MissingToken)),
+        Err(DuplicateAuthorization) => return Err((bad_request(), ExchangeOutcome::BadRequest)),
     };
     let verified = match api.registry.validate(token, purpose, unix_now()).await {
         Ok(v) => v,
@@ -444,6 +466,59 @@ async fn authenticate(
         ));
     }
     Ok(verified)
+}
+
+/// The caller's AoR and the checks every Bearer route shares after [`authenticate`]: the
+/// username claim maps to a [`UserAor`] in one of the issuer's domains that the token API
+/// serves (`sso` not `off`), and the token was not issued before a revoke of that user.
+///
+/// The cutoff is compared with the leeway added: a token minted before the revoke by an IdP
+/// whose clock runs ahead carries an `iat` up to the leeway after the revoke time and is
+/// still refused (the price: a user re-provisioned at once waits out the leeway).
+async fn user_of<'a>(
+    api: &'a TokenApi,
+    v: &Verified,
+    route: &'static str,
+) -> Result<(UserAor, &'a DomainInfo), (Response, ExchangeOutcome)> {
+    let refuse = |rejection: Rejection, why: &str| {
+        api.registry.metrics().rejection(rejection);
+        tracing::info!(
+            route,
+            issuer = %v.issuer_name,
+            sub = %sub_hash(&v.iss, &v.sub),
+            jti = v.jti.as_deref().unwrap_or(""),
+            decision = "access_denied",
+            reason = rejection.as_str(),
+            why,
+            "bearer token refused"
+        );
+        (rejection_response(rejection), ExchangeOutcome::AccessDenied)
+    };
+    let claim = v.username.as_deref().unwrap_or_default();
+    let aor = match UserAor::from_claim(claim, &v.issuer_domains) {
+        Ok(aor) => aor,
+        Err(e) => return Err(refuse(Rejection::Username, aor_error(e))),
+    };
+    let Some(info) = api.domains.get(aor.domain()).filter(|d| d.sso != Sso::Off) else {
+        return Err(refuse(Rejection::Username, "domain without the token API"));
+    };
+    let key = aor.as_str().to_owned();
+    match api.store.run(move |s| s.aor_revoked_before(&key)).await {
+        Ok(Some(t)) if v.iat <= t.saturating_add(api.registry.leeway().as_secs()) => {
+            Err(refuse(Rejection::UserRevoked, "issued before the revoke"))
+        }
+        Ok(_) => Ok((aor, info)),
+        Err(e) => Err((store_failed(&e), ExchangeOutcome::Error)),
+    }
+}
+
+fn aor_error(e: AorError) -> &'static str {
+    match e {
+        AorError::NoDomain => "no domain",
+        AorError::User => "user part",
+        AorError::Domain => "domain",
+        AorError::NotServed => "domain not the issuer's",
+    }
 }
 
 // ---- Routes ----
@@ -576,6 +651,10 @@ async fn exchange(
         Ok(v) => v,
         Err(e) => return e,
     };
+    let (aor, info) = match user_of(api, &v, "credentials").await {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
     let log_refusal = |decision: &str, reason: &str| {
         tracing::info!(
             issuer = %v.issuer_name,
@@ -610,44 +689,14 @@ async fn exchange(
             ExchangeOutcome::RateLimited,
         );
     }
-    let (Some(user), Some(domain)) = (v.user.clone(), v.domain.clone()) else {
-        return (
-            rejection_response(Rejection::Username),
-            ExchangeOutcome::AccessDenied,
-        );
-    };
-    let Some(info) = api.domains.get(&domain).filter(|d| d.sso != Sso::Off) else {
-        log_refusal("access_denied", "domain");
-        return (
-            rejection_response(Rejection::Username),
-            ExchangeOutcome::AccessDenied,
-        );
-    };
-    let aor = format!("sip:{user}@{domain}");
     let now = unix_now();
-    let revoked_before = {
-        let aor = aor.clone();
-        api.store.run(move |s| s.aor_revoked_before(&aor)).await
-    };
-    match revoked_before {
-        Ok(Some(t)) if v.iat <= t => {
-            api.registry.metrics().rejection(Rejection::UserRevoked);
-            log_refusal("access_denied", Rejection::UserRevoked.as_str());
-            return (
-                rejection_response(Rejection::UserRevoked),
-                ExchangeOutcome::AccessDenied,
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return (store_failed(&e), ExchangeOutcome::Error),
-    }
     let expires_at = now + api.ttl.as_secs();
     let issue = IssueRequest {
         iss: v.iss.clone(),
         sub: v.sub.clone(),
         device_id: request.device_id.clone(),
-        aor: aor.clone(),
-        realm: domain.clone(),
+        aor: aor.as_str().to_owned(),
+        realm: aor.domain().to_owned(),
         new_username: new_username(),
         kid: api.devices.keys().current_kid().to_owned(),
         expires_at,
@@ -659,6 +708,14 @@ async fn exchange(
     let (record, outcome) = match api.store.run(move |s| s.issue(&issue)).await {
         Ok(IssueOutcome::Created(r)) => (r, ExchangeOutcome::Issued),
         Ok(IssueOutcome::Renewed(r)) => (r, ExchangeOutcome::Renewed),
+        Ok(IssueOutcome::AorTaken) => {
+            api.registry.metrics().rejection(Rejection::UsernameTaken);
+            log_refusal("access_denied", Rejection::UsernameTaken.as_str());
+            return (
+                rejection_response(Rejection::UsernameTaken),
+                ExchangeOutcome::AccessDenied,
+            );
+        }
         Ok(IssueOutcome::DeviceLimitReached) => {
             log_refusal("device_limit", "cap");
             return (
@@ -760,6 +817,9 @@ pub(super) async fn devices(
         Ok(v) => v,
         Err((r, _)) => return r,
     };
+    if let Err((r, _)) = user_of(api, &v, "devices").await {
+        return r;
+    }
     let (iss, sub) = (v.iss.clone(), v.sub.clone());
     let records = match api.store.run(move |s| s.user_devices(&iss, &sub)).await {
         Ok(r) => r,
@@ -795,7 +855,7 @@ fn drop_devices(
         // Index first, bindings second: see `registrar::Credential` for why no REGISTER
         // verified with this device can store a binding after this returns.
         api.devices.revoke(&r.username);
-        removed += location.remove_credential(&Aor::from_canonical(&r.aor), &r.username);
+        removed += location.remove_credential(&crate::registrar::Aor::from_canonical(&r.aor), &r.username);
     }
     metrics.bindings.set(location.binding_count() as i64);
     metrics.aors.set(location.aor_count() as i64);
@@ -825,6 +885,9 @@ pub(super) async fn delete_device(
         Ok(v) => v,
         Err((r, _)) => return r,
     };
+    if let Err((r, _)) = user_of(api, &v, "delete_device").await {
+        return r;
+    }
     let (iss, sub, id) = (v.iss.clone(), v.sub.clone(), device_id.clone());
     let now = unix_now();
     let found = match api
@@ -855,8 +918,12 @@ pub(super) async fn delete_device(
 }
 
 /// `POST /admin/v1/users/{user}/revoke`: every device of the AoR `user` (`alice@example.com`
-/// or `sip:alice@example.com`) is revoked, every binding of the AoR removed, and tokens issued
-/// until now may not get new credentials for it. Admin token, or an SSO admin of the domain.
+/// or `sip:alice@example.com`, canonicalised as the exchange does: [`UserAor`]) is revoked,
+/// every binding of the AoR removed, and tokens issued until now (plus the leeway, see
+/// [`user_of`]) may not get new credentials for it. Admin token, or an SSO admin of the
+/// domain. Order: credentials (401/403) → the AoR (400 unusable, 404 a domain without the
+/// token API) → the SSO admin's domain (403). A user of ours without devices is revoked too:
+/// its earlier tokens are refused.
 pub(super) async fn revoke_user(
     State(s): State<Arc<ApiState>>,
     Path(user): Path<String>,
@@ -865,50 +932,63 @@ pub(super) async fn revoke_user(
     let Some(api) = &s.token else {
         return not_found();
     };
-    let Some(aor) = canonical_aor(&user) else {
-        return bad_request();
+    let presented = match bearer(&headers) {
+        Ok(Some(p)) => p,
+        Ok(None) => return missing_token(),
+        Err(DuplicateAuthorization) => return bad_request(),
     };
-    let domain = aor
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_owned())
-        .unwrap_or_default();
-    let by_admin_token = match (&s.admin_token, bearer(&headers)) {
-        (Some(token), Some(p)) => token.matches(p.as_bytes()),
-        _ => false,
-    };
-    let actor = if by_admin_token {
-        "admin-token".to_owned()
+    let by_admin_token = s
+        .admin_token
+        .as_ref()
+        .is_some_and(|token| token.matches(presented.as_bytes()));
+    let sso_admin = if by_admin_token {
+        None
     } else {
-        let Some(token) = bearer(&headers) else {
-            return missing_token();
-        };
         match api
             .registry
-            .validate(token, Purpose::Admin, unix_now())
+            .validate(presented, Purpose::Admin, unix_now())
             .await
         {
-            Ok(v) if v.admin_domains.contains(&domain) => {
-                format!("{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
-            }
-            Ok(_) => return rejection_response(Rejection::Scope),
+            Ok(v) => Some(v),
             Err(r) => return rejection_response(r),
         }
     };
+    let aor = match UserAor::from_admin(&user) {
+        Ok(aor) => aor,
+        Err(e) => {
+            tracing::debug!(reason = aor_error(e), "admin revoke: not a token API AoR");
+            return bad_request();
+        }
+    };
+    if !api
+        .domains
+        .get(aor.domain())
+        .is_some_and(|d| d.sso != Sso::Off)
+    {
+        return not_found();
+    }
+    let actor = match &sso_admin {
+        None => "admin-token".to_owned(),
+        Some(v) if v.admin_domains.iter().any(|d| d == aor.domain()) => {
+            format!("{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
+        }
+        Some(_) => return rejection_response(Rejection::Scope),
+    };
     let now = unix_now();
-    let target = aor.clone();
+    let target = aor.as_str().to_owned();
     let records = match api.store.run(move |s| s.revoke_aor(&target, now)).await {
         Ok(r) => r,
         Err(e) => return store_failed(&e),
     };
     let mut removed = drop_devices(api, &s.location, &s.metrics, &records);
-    removed += s.location.remove_aor(&Aor::from_canonical(&aor));
+    removed += s.location.remove_aor(&aor.to_registrar());
     s.metrics.bindings.set(s.location.binding_count() as i64);
     s.metrics.aors.set(s.location.aor_count() as i64);
     api.metrics.revoked(RevokedBy::Admin, records.len());
     tracing::info!(aor = %aor, actor, devices = records.len(), bindings_removed = removed, decision = "revoked", "user revoked");
     json(
         StatusCode::OK,
-        serde_json::json!({"aor": aor, "devices_revoked": records.len(), "bindings_removed": removed}),
+        serde_json::json!({"aor": aor.as_str(), "devices_revoked": records.len(), "bindings_removed": removed}),
     )
 }
 
@@ -926,15 +1006,26 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
         let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), Ok(None));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("bearer abc"),
         );
-        assert_eq!(bearer(&h), Some("abc"));
+        assert_eq!(bearer(&h), Ok(Some("abc")));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
+        assert_eq!(bearer(&h), Ok(None));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer(&h), None);
+        assert_eq!(bearer(&h), Ok(None));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_in_either_order() {
+        for (first, second) in [("Bearer good", "Bearer forged"), ("Basic x", "Bearer good")] {
+            let mut h = HeaderMap::new();
+            h.append(header::AUTHORIZATION, HeaderValue::from_static(first));
+            h.append(header::AUTHORIZATION, HeaderValue::from_static(second));
+            assert_eq!(bearer(&h), Err(DuplicateAuthorization));
+        }
     }
 
     #[test]

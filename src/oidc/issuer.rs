@@ -194,10 +194,16 @@ impl IssuerState {
             return Err(RefreshError::Discovery("no jwks_uri".into()));
         };
         let fetched = self.fetcher.get(&uri).await;
+        let allowed: Vec<Algorithm> = self
+            .config
+            .algorithms
+            .iter()
+            .filter_map(|a| super::token::asymmetric(a))
+            .collect();
         let parsed = fetched
             .map_err(RefreshError::from)
             .and_then(|f| {
-                jwks::parse(&f.body, self.bounds.max_keys)
+                jwks::parse(&f.body, self.bounds.max_keys, &allowed)
                     .map(|(set, dropped)| (set, dropped, f.max_age))
                     .map_err(RefreshError::Jwks)
             })
@@ -215,7 +221,7 @@ impl IssuerState {
             .clamp(self.bounds.min, self.bounds.max);
         let count = set.len();
         if dropped > 0 {
-            tracing::info!(issuer = %self.config.name, dropped, "JWKS entries dropped (symmetric, encryption, unknown or over the cap)");
+            tracing::info!(issuer = %self.config.name, dropped, "JWKS entries dropped (symmetric, encryption, unknown, not for an allowed algorithm, or over the cap)");
         }
         self.keys.store(Some(Arc::new(set)));
         self.keys_due.store(Arc::new(Instant::now() + ttl));

@@ -1,7 +1,13 @@
-//! A JWKS document turned into verification keys. Keys that cannot verify an IdP signature are
-//! dropped while loading: `oct` (symmetric), `use = "enc"`, unknown key types and curves, and
-//! keys past the configured count cap. A JWK's `alg`, when given, pins the key to that one
-//! algorithm; its `kty`/`crv` must fit the token's `alg` in any case.
+//! A JWKS document turned into verification keys. Keys that cannot verify an allowed IdP
+//! signature are dropped while loading, before the count cap is applied, so entries padding
+//! the document cannot push the real keys out: `oct` (symmetric), `use = "enc"`, unknown key
+//! types and curves, keys that fit none of the issuer's allowed algorithms (a JWK's `alg`, when
+//! given, pins the key to that one algorithm; its `kty`/`crv` must fit in any case), and key
+//! material of the wrong size (RSA moduli under 2048 bits, EC or Ed25519 coordinates not of the
+//! curve's length). Only then are keys past the cap dropped.
+//!
+//! A token without `kid` is verified only when the set holds exactly one key (TOKEN_API.md
+//! step 2), not when exactly one of several keys fits its `alg`.
 
 use std::sync::Arc;
 
@@ -56,8 +62,8 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The key for a token header: by `kid`; without a `kid` only when exactly one key fits
-    /// `alg` (TOKEN_API.md step 2).
+    /// The key for a token header: by `kid`; without a `kid` only when the set holds exactly
+    /// one key and it fits `alg` (TOKEN_API.md step 2).
     pub(super) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
         match kid {
             Some(kid) => match self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
@@ -65,13 +71,10 @@ impl KeySet {
                 Some(_) => Lookup::Mismatch,
                 None => Lookup::Unknown,
             },
-            None => {
-                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
-                match (fitting.next(), fitting.next()) {
-                    (Some(k), None) => Lookup::Found(k.clone()),
-                    _ => Lookup::Mismatch,
-                }
-            }
+            None => match self.keys.as_slice() {
+                [only] if only.fits(alg) => Lookup::Found(only.clone()),
+                _ => Lookup::Mismatch,
+            },
         }
     }
 }
@@ -84,8 +87,13 @@ pub(super) enum Lookup {
     Mismatch,
 }
 
-/// Parses a JWKS body. Returns the usable keys and how many entries were dropped.
-pub(super) fn parse(body: &[u8], max_keys: usize) -> Result<(KeySet, usize), String> {
+/// Parses a JWKS body, keeping the keys that fit one of `allowed` (at most `max_keys` of
+/// them). Returns the usable keys and how many entries were dropped.
+pub(super) fn parse(
+    body: &[u8],
+    max_keys: usize,
+    allowed: &[Algorithm],
+) -> Result<(KeySet, usize), String> {
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
     let entries = doc
@@ -95,7 +103,7 @@ pub(super) fn parse(body: &[u8], max_keys: usize) -> Result<(KeySet, usize), Str
     let mut keys = Vec::new();
     let mut dropped = 0;
     for entry in entries {
-        match key(entry) {
+        match key(entry).filter(|k| allowed.iter().any(|alg| k.fits(*alg))) {
             Some(k) if keys.len() < max_keys => keys.push(Arc::new(k)),
             _ => dropped += 1,
         }
@@ -126,6 +134,9 @@ fn key(entry: &serde_json::Value) -> Option<VerifyKey> {
         None => None,
     };
     let crv = entry.get("crv").and_then(|c| c.as_str()).map(str::to_owned);
+    if !material_fits(entry, kty, crv.as_deref()) {
+        return None;
+    }
     let jwk: Jwk = serde_json::from_value(entry.clone()).ok()?;
     let key = DecodingKey::from_jwk(&jwk).ok()?;
     Some(VerifyKey {
@@ -137,12 +148,42 @@ fn key(entry: &serde_json::Value) -> Option<VerifyKey> {
     })
 }
 
+/// Smallest RSA modulus accepted (RFC 7518 §3.3: 2048 bits or larger).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+/// Whether the key material has the size its type and curve need.
+fn material_fits(entry: &serde_json::Value, kty: &str, crv: Option<&str>) -> bool {
+    let bytes = |name: &str| {
+        entry.get(name).and_then(|v| v.as_str()).and_then(|v| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v).ok()
+        })
+    };
+    match (kty, crv) {
+        ("RSA", _) => bytes("n").is_some_and(|n| {
+            let significant = n.iter().skip_while(|b| **b == 0).count();
+            significant >= MIN_RSA_MODULUS_BYTES
+        }),
+        ("EC", Some(crv)) => {
+            let len = match crv {
+                "P-256" => 32,
+                "P-384" => 48,
+                _ => return false,
+            };
+            bytes("x").is_some_and(|x| x.len() == len) && bytes("y").is_some_and(|y| y.len() == len)
+        }
+        ("OKP", Some("Ed25519")) => bytes("x").is_some_and(|x| x.len() == 32),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const RSA: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
     const EC: &str = r#"{"kty":"EC","kid":"e1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    const ALLOWED: &[Algorithm] = &[Algorithm::RS256, Algorithm::ES256];
 
     #[test]
     fn drops_symmetric_encryption_and_unknown_keys() {
@@ -151,7 +192,7 @@ mod tests {
             {{"kty":"RSA","use":"enc","kid":"x","n":"AQAB","e":"AQAB"}},{{"kty":"XYZ"}},
             {{"kty":"RSA","kid":"hs","alg":"HS256","n":"AQAB","e":"AQAB"}}]}}"#
         );
-        let (set, dropped) = parse(body.as_bytes(), 10).unwrap();
+        let (set, dropped) = parse(body.as_bytes(), 10, ALLOWED).unwrap();
         assert_eq!((set.len(), dropped), (2, 4));
         assert!(matches!(
             set.find(Some("r1"), Algorithm::RS256),
@@ -173,15 +214,64 @@ mod tests {
             set.find(Some("h"), Algorithm::RS256),
             Lookup::Unknown
         ));
-        assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
+        // Two keys: a token without kid is refused even though only one key fits its alg.
+        assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Mismatch));
+        assert!(matches!(set.find(None, Algorithm::RS256), Lookup::Mismatch));
+        let (one, _) = parse(format!(r#"{{"keys":[{EC}]}}"#).as_bytes(), 10, ALLOWED).unwrap();
+        assert!(matches!(one.find(None, Algorithm::ES256), Lookup::Found(_)));
+        assert!(matches!(one.find(None, Algorithm::RS256), Lookup::Mismatch));
+    }
+
+    #[test]
+    fn unusable_entries_do_not_count_towards_the_cap() {
+        let rsa: serde_json::Value = serde_json::from_str(RSA).unwrap();
+        let ec: serde_json::Value = serde_json::from_str(EC).unwrap();
+        let mut entries = Vec::new();
+        for i in 0..100 {
+            let mut e = match i % 4 {
+                0 => rsa.clone(),
+                _ => ec.clone(),
+            };
+            e["kid"] = serde_json::json!(format!("pad-{i}"));
+            match i % 4 {
+                0 => e["alg"] = serde_json::json!("RS512"), // not allowed for the issuer
+                1 => e["alg"] = serde_json::json!("ES384"), // a P-256 key labelled ES384
+                2 => e["x"] = serde_json::json!("AQAB"),    // too short for P-256
+                _ => {
+                    e = serde_json::json!({"kty": "RSA", "kid": format!("pad-{i}"), "n": "AQAAAAAAAAE", "e": "AQAB"})
+                }
+            }
+            entries.push(e);
+        }
+        entries.push(rsa);
+        entries.push(ec);
+        let body = serde_json::json!({ "keys": entries }).to_string();
+        let (set, dropped) = parse(body.as_bytes(), 32, ALLOWED).unwrap();
+        assert_eq!((set.len(), dropped), (2, 100));
+        assert!(matches!(
+            set.find(Some("r1"), Algorithm::RS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("e1"), Algorithm::ES256),
+            Lookup::Found(_)
+        ));
+        // Only keys the issuer cannot use: an empty set (the caller keeps its old keys).
+        let (set, _) = parse(
+            format!(r#"{{"keys":[{RSA}]}}"#).as_bytes(),
+            32,
+            &[Algorithm::ES256],
+        )
+        .unwrap();
+        assert!(set.is_empty());
     }
 
     #[test]
     fn caps_the_key_count_and_refuses_junk() {
         let body = format!(r#"{{"keys":[{RSA},{EC}]}}"#);
-        let (set, dropped) = parse(body.as_bytes(), 1).unwrap();
+        let (set, dropped) = parse(body.as_bytes(), 1, ALLOWED).unwrap();
         assert_eq!((set.len(), dropped), (1, 1));
-        assert!(parse(b"{\"keys\": [ not json", 10).is_err());
-        assert!(parse(b"{}", 10).is_err());
+        assert!(parse(b"{\"keys\": [ not json", 10, ALLOWED).is_err());
+        assert!(parse(b"{}", 10, ALLOWED).is_err());
     }
 }

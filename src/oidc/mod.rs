@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use fetch::{FetchError, Fetcher};
 pub use issuer::{CacheBounds, IssuerState};
-pub use token::{MAX_JSON_DEPTH, MAX_KID_BYTES, MAX_TOKEN_BYTES, MAX_USER_BYTES};
+pub use token::{MAX_JSON_DEPTH, MAX_KID_BYTES, MAX_TOKEN_BYTES};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -69,8 +69,11 @@ pub enum Rejection {
     Scope,
     /// Tenant not allowed (403 access_denied).
     Tenant,
-    /// No usable username claim, or its domain is not the issuer's (403 access_denied).
+    /// No usable username claim: missing, not an AoR user (device namespace `d-…`
+    /// included), or its domain is not the issuer's (403 access_denied).
     Username,
+    /// The username's AoR belongs to another subject (`iss`, `sub`) (403 access_denied).
+    UsernameTaken,
     /// The user was revoked after this token was issued (403 access_denied).
     UserRevoked,
     /// No keys cached and the IdP unreachable (503).
@@ -87,7 +90,7 @@ pub enum Answer {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 21] = [
+    pub const ALL: [Rejection; 22] = [
         Rejection::Malformed,
         Rejection::Algorithm,
         Rejection::Header,
@@ -107,6 +110,7 @@ impl Rejection {
         Rejection::Scope,
         Rejection::Tenant,
         Rejection::Username,
+        Rejection::UsernameTaken,
         Rejection::UserRevoked,
         Rejection::KeysUnavailable,
     ];
@@ -132,6 +136,7 @@ impl Rejection {
             Rejection::Scope => "scope",
             Rejection::Tenant => "tenant",
             Rejection::Username => "username",
+            Rejection::UsernameTaken => "username_taken",
             Rejection::UserRevoked => "user_revoked",
             Rejection::KeysUnavailable => "keys_unavailable",
         }
@@ -140,9 +145,10 @@ impl Rejection {
     pub fn answer(self) -> Answer {
         match self {
             Rejection::Scope => Answer::InsufficientScope,
-            Rejection::Tenant | Rejection::Username | Rejection::UserRevoked => {
-                Answer::AccessDenied
-            }
+            Rejection::Tenant
+            | Rejection::Username
+            | Rejection::UsernameTaken
+            | Rejection::UserRevoked => Answer::AccessDenied,
             Rejection::KeysUnavailable => Answer::Unavailable,
             _ => Answer::InvalidToken,
         }
@@ -167,9 +173,11 @@ pub struct Verified {
     pub kid: Option<String>,
     pub iat: u64,
     pub exp: u64,
-    /// AoR user part (credentials purpose only).
-    pub user: Option<String>,
-    pub domain: Option<String>,
+    /// The username claim's value as the IdP sent it (credentials purpose only); the API
+    /// turns it into an AoR (`api::aor::UserAor::from_claim`) within `issuer_domains`.
+    pub username: Option<String>,
+    /// The domains this token's issuer serves.
+    pub issuer_domains: Vec<String>,
     /// Domains this caller administers (the issuer's domains when it has the admin role).
     pub admin_domains: Vec<String>,
 }

@@ -9,9 +9,9 @@
 //! 4. the key by `kid` from its JWKS cache (`issuer.rs`);
 //! 5. signature and registered claims with `jsonwebtoken`: `exp`, `iat`, `iss`, `aud`, `sub`
 //!    required, exact `iss`, our audience, `nbf` checked, the configured leeway (≤ 60 s);
-//! 6. ours: `typ`, no ID token (`nonce`, or `aud` naming a client), client id, scope/role,
-//!    tenant;
-//! 7. the AoR from the username claim, inside the issuer's domains.
+//! 6. ours: `typ`, no ID token (`nonce`, or `aud` naming a client), client id (each of
+//!    `client_id` and `azp` that is present must name an allowed client), scope/role, tenant;
+//! 7. the username claim present as a string (the API maps it to an AoR, `api::aor`).
 //!
 //! Every failure is a [`Rejection`]; the API turns all token faults into one generic 401.
 
@@ -21,7 +21,7 @@ use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{IssuerRegistry, Purpose, Rejection, Verified};
-use crate::config::{Issuer, ScopeClaim};
+use crate::config::ScopeClaim;
 
 /// Largest token accepted (TOKEN_API.md step 1).
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -29,8 +29,6 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 pub const MAX_JSON_DEPTH: usize = 16;
 /// Longest `kid` looked up.
 pub const MAX_KID_BYTES: usize = 256;
-/// Longest user part taken from the username claim.
-pub const MAX_USER_BYTES: usize = 64;
 
 /// The parsed, not yet trusted parts of a token.
 pub(crate) struct Parts {
@@ -95,7 +93,7 @@ pub(crate) fn parse(token: &str) -> Result<Parts, Rejection> {
 }
 
 /// The asymmetric JWS algorithms, by exact name.
-fn asymmetric(name: &str) -> Option<Algorithm> {
+pub(super) fn asymmetric(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
         "RS384" => Algorithm::RS384,
@@ -183,11 +181,17 @@ pub(crate) async fn validate(
         return Err(Rejection::IdToken);
     }
     if !config.client_ids.is_empty() {
-        let client = claims
-            .get("client_id")
-            .or_else(|| claims.get("azp"))
-            .and_then(Value::as_str);
-        if !client.is_some_and(|c| config.client_ids.iter().any(|allowed| allowed == c)) {
+        // Each client-naming claim that is present must name an allowed client, and one of
+        // them must be present: `client_id` naming ours does not cover an `azp` naming another.
+        let named: Vec<Option<&str>> = ["client_id", "azp"]
+            .iter()
+            .filter_map(|name| claims.get(*name))
+            .map(Value::as_str)
+            .collect();
+        let allowed = |c: &Option<&str>| {
+            c.is_some_and(|c| config.client_ids.iter().any(|allowed| allowed == c))
+        };
+        if named.is_empty() || !named.iter().all(allowed) {
             return Err(Rejection::Client);
         }
     }
@@ -219,16 +223,15 @@ pub(crate) async fn validate(
             return Err(Rejection::Tenant);
         }
     }
-    let (user, domain) = match purpose {
-        Purpose::Credentials => {
-            let value = claims
+    let username = match purpose {
+        Purpose::Credentials => Some(
+            claims
                 .get(&config.username_claim)
                 .and_then(Value::as_str)
-                .ok_or(Rejection::Username)?;
-            let (user, domain) = map_user(config, value).ok_or(Rejection::Username)?;
-            (Some(user), Some(domain))
-        }
-        Purpose::Admin => (None, None),
+                .ok_or(Rejection::Username)?
+                .to_owned(),
+        ),
+        Purpose::Admin => None,
     };
     Ok(Verified {
         issuer_name: config.name.clone(),
@@ -238,8 +241,8 @@ pub(crate) async fn validate(
         kid: parts.kid,
         iat,
         exp,
-        user,
-        domain,
+        username,
+        issuer_domains: config.domains.clone(),
         admin_domains: if is_admin {
             config.domains.clone()
         } else {
@@ -264,29 +267,6 @@ fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
         K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => Rejection::Algorithm,
         _ => Rejection::Signature,
     }
-}
-
-/// The AoR user and domain from the username claim: `user@domain` with a domain this issuer
-/// serves, or a bare `user` when the issuer serves exactly one domain. The user part is
-/// lowercased and limited to letters, digits and `.-_+~`.
-pub(crate) fn map_user(config: &Issuer, value: &str) -> Option<(String, String)> {
-    let (user, domain) = match value.rsplit_once('@') {
-        Some((user, domain)) => {
-            let domain = domain.to_ascii_lowercase();
-            config.domains.iter().find(|d| **d == domain)?;
-            (user, domain)
-        }
-        None => match config.domains.as_slice() {
-            [only] => (value, only.clone()),
-            _ => return None,
-        },
-    };
-    let ok = !user.is_empty()
-        && user.len() <= MAX_USER_BYTES
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+' | b'~'));
-    ok.then(|| (user.to_ascii_lowercase(), domain))
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
@@ -439,45 +419,5 @@ mod tests {
             "{}",
         );
         assert!(matches!(parse(&long_kid), Err(Rejection::Header)));
-    }
-
-    fn issuer(domains: &[&str]) -> Issuer {
-        Issuer {
-            name: "corp".into(),
-            issuer: "https://idp".into(),
-            discovery_url: String::new(),
-            audience: "urn:a".into(),
-            algorithms: vec!["ES256".into()],
-            token_types: vec!["at+jwt".into()],
-            scope_claim: ScopeClaim::Scope,
-            required_scope: Some("sip".into()),
-            client_ids: vec![],
-            tenant: None,
-            username_claim: "preferred_username".into(),
-            admin: None,
-            login_client_id: String::new(),
-            login_scopes: vec![],
-            label: String::new(),
-            domains: domains.iter().map(|d| d.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn usernames_map_inside_the_issuers_domains() {
-        let one = issuer(&["example.test"]);
-        let two = issuer(&["example.test", "example.org"]);
-        assert_eq!(
-            map_user(&one, "Alice"),
-            Some(("alice".into(), "example.test".into()))
-        );
-        assert_eq!(
-            map_user(&two, "bob@EXAMPLE.org"),
-            Some(("bob".into(), "example.org".into()))
-        );
-        assert_eq!(map_user(&two, "bob"), None);
-        assert_eq!(map_user(&one, "eve@evil.test"), None);
-        assert_eq!(map_user(&one, "a:b"), None);
-        assert_eq!(map_user(&one, ""), None);
-        assert_eq!(map_user(&one, &"a".repeat(65)), None);
     }
 }

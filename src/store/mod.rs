@@ -83,6 +83,9 @@ pub enum IssueOutcome {
     Created(DeviceRecord),
     Renewed(DeviceRecord),
     DeviceLimitReached,
+    /// Another subject (`iss`, `sub`) holds a record for this AoR that is not revoked: an AoR
+    /// belongs to one subject at a time, and moves only after an admin revoke of the user.
+    AorTaken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +109,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     fn load_active(&self, now: u64) -> Result<Vec<DeviceRecord>, StoreError>;
     /// The user's records that are not revoked (expired ones included).
     fn user_devices(&self, iss: &str, sub: &str) -> Result<Vec<DeviceRecord>, StoreError>;
-    /// Issue or renew, atomically with the device cap: an existing, not revoked record of
+    /// Issue or renew, atomically with the device cap and the AoR's owner: nothing when
+    /// another subject holds a not revoked record (expired ones included) for the AoR
+    /// ([`IssueOutcome::AorTaken`]); else an existing, not revoked record of
     /// `(iss, sub, device_id)` gets `gen + 1` (the old generation becomes `previous` while
     /// unexpired); otherwise a new record, unless the user already has `max_devices` active.
     fn issue(&self, request: &IssueRequest) -> Result<IssueOutcome, StoreError>;

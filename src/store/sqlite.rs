@@ -186,6 +186,18 @@ impl DeviceStore for SqliteStore {
     fn issue(&self, req: &IssueRequest) -> Result<IssueOutcome, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
+            let taken = tx
+                .query_row(
+                    "SELECT 1 FROM devices WHERE aor = ?1 AND revoked IS NULL \
+                     AND (iss != ?2 OR sub != ?3) LIMIT 1",
+                    params![req.aor, req.iss, req.sub],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if taken {
+                return Ok(IssueOutcome::AorTaken);
+            }
             let existing = select(
                 &tx,
                 "iss = ?1 AND sub = ?2 AND device_id = ?3 AND revoked IS NULL",
@@ -395,6 +407,36 @@ mod tests {
         assert_eq!(
             store.aor_revoked_before("sip:alice@example.test").unwrap(),
             Some(1060)
+        );
+    }
+
+    #[test]
+    fn an_aor_belongs_to_one_subject_until_it_is_revoked() {
+        let store = SqliteStore::open(None).unwrap();
+        assert!(matches!(
+            store.issue(&request("a", "d-one", 1000)).unwrap(),
+            IssueOutcome::Created(_)
+        ));
+        let other = IssueRequest {
+            sub: "another-sub".into(),
+            ..request("b", "d-two", 1010)
+        };
+        assert_eq!(store.issue(&other).unwrap(), IssueOutcome::AorTaken);
+        // Expired but not revoked still holds the AoR.
+        let later = IssueRequest {
+            now: 5000,
+            expires_at: 5100,
+            ..other.clone()
+        };
+        assert_eq!(store.issue(&later).unwrap(), IssueOutcome::AorTaken);
+        store.revoke_aor("sip:alice@example.test", 5000).unwrap();
+        assert!(matches!(
+            store.issue(&later).unwrap(),
+            IssueOutcome::Created(_)
+        ));
+        assert_eq!(
+            store.issue(&request("a", "d-three", 5010)).unwrap(),
+            IssueOutcome::AorTaken
         );
     }
 }

@@ -21,7 +21,12 @@
 //                        for header.alg (header.kid picks one): valid signatures on bad claims
 //     POST /test/rotate  {"action": "add"} publishes a new RS256+ES256 pair and signs with it;
 //                        {"action": "drop"} removes every older key
-//     POST /test/jwks    {"mode": "ok" | "down" | "slow" | "junk"} how /jwks answers
+//     POST /test/jwks    {"mode": "ok" | "down" | "slow" | "junk" | "single" | "padded" |
+//                        "unusable", "count": N} how /jwks answers: "single" publishes only the
+//                        newest ES256 key; "padded" puts N (default 100) entries that parse as
+//                        keys but cannot verify an allowed signature (alg RS512, a 64-bit RSA
+//                        modulus, a P-256 key labelled ES384) ahead of the real keys;
+//                        "unusable" publishes only those N entries
 //     GET  /test/stats   {"jwks_requests": N, "discovery_requests": N}
 import http from 'node:http';
 import crypto from 'node:crypto';
@@ -35,6 +40,7 @@ const MINT = 'urn:sipward:params:oauth:grant-type:test-mint';
 
 let keys = []; // newest first: { kid, alg, privateJwk, publicJwk, publicKey }
 let jwksMode = 'ok';
+let padCount = 100;
 const stats = { jwks_requests: 0, discovery_requests: 0 };
 let keyCounter = 0;
 
@@ -129,6 +135,28 @@ async function mintGrant(ctx) {
   ctx.body = { access_token: value, token_type: 'Bearer', expires_in: at.expiration, scope };
 }
 
+// Entries that look like keys but cannot verify an ES256/RS256 signature from this IdP.
+function paddingEntries(n) {
+  const rsa = keys.find((k) => k.alg === 'RS256').publicJwk;
+  const ec = keys.find((k) => k.alg === 'ES256').publicJwk;
+  const out = [];
+  for (let i = 0; i < n; i += 1) {
+    const kid = `pad-${i}`;
+    if (i % 3 === 0) out.push({ kty: 'RSA', kid, use: 'sig', alg: 'RS512', n: rsa.n, e: rsa.e });
+    else if (i % 3 === 1) out.push({ kty: 'RSA', kid, use: 'sig', n: 'AQAAAAAAAAE', e: 'AQAB' });
+    else out.push({ kty: 'EC', kid, use: 'sig', alg: 'ES384', crv: 'P-256', x: ec.x, y: ec.y });
+  }
+  return out;
+}
+
+function publishedKeys() {
+  const real = keys.map((k) => k.publicJwk);
+  if (jwksMode === 'single') return [keys.find((k) => k.alg === 'ES256').publicJwk];
+  if (jwksMode === 'padded') return [...paddingEntries(padCount), ...real];
+  if (jwksMode === 'unusable') return paddingEntries(padCount);
+  return null;
+}
+
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
@@ -176,9 +204,12 @@ async function testEndpoint(req, res, url, rebuild) {
     return json(res, 200, { kids: keys.map((k) => k.kid) });
   }
   if (url.pathname === '/test/jwks' && req.method === 'POST') {
-    const { mode } = await readJson(req);
-    if (!['ok', 'down', 'slow', 'junk'].includes(mode)) return json(res, 400, { error: 'bad mode' });
+    const { mode, count } = await readJson(req);
+    if (!['ok', 'down', 'slow', 'junk', 'single', 'padded', 'unusable'].includes(mode)) {
+      return json(res, 400, { error: 'bad mode' });
+    }
     jwksMode = mode;
+    padCount = Number(count ?? 100);
     return json(res, 200, { mode });
   }
   if (url.pathname === '/test/stats' && req.method === 'GET') {
@@ -206,6 +237,8 @@ async function main() {
       if (jwksMode === 'down') { req.socket.destroy(); return; }
       if (jwksMode === 'junk') { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"keys": [ not json'); return; }
       if (jwksMode === 'slow') { setTimeout(() => callback(req, res), 10_000); return; }
+      const published = publishedKeys();
+      if (published) { json(res, 200, { keys: published }); return; }
     }
     callback(req, res);
   });
