@@ -855,7 +855,8 @@ fn drop_devices(
         // Index first, bindings second: see `registrar::Credential` for why no REGISTER
         // verified with this device can store a binding after this returns.
         api.devices.revoke(&r.username);
-        removed += location.remove_credential(&crate::registrar::Aor::from_canonical(&r.aor), &r.username);
+        removed +=
+            location.remove_credential(&crate::registrar::Aor::from_canonical(&r.aor), &r.username);
     }
     metrics.bindings.set(location.binding_count() as i64);
     metrics.aors.set(location.aor_count() as i64);

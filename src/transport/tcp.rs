@@ -19,6 +19,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// After answering a fault and closing, read and discard the peer's input for at most this
+/// long (see the lingering close in `serve_stream`): it holds the connection's slot.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// ... and at most this many bytes.
+const LINGER_BYTES: usize = 64 * 1024;
+
 use super::{Flows, Handler, Source, Transport};
 use crate::metrics::Metrics;
 use crate::sip::{Frame, Limits, StreamFramer};
@@ -127,6 +133,8 @@ where
     let mut framer = StreamFramer::new(ctx.limits.framing);
     let mut idle_deadline = Instant::now() + ctx.limits.idle_timeout;
     let mut header_deadline: Option<Instant> = None;
+    // Set when we close after answering a fault while the peer may still be sending.
+    let mut linger = false;
     'conn: loop {
         let deadline = header_deadline.map_or(idle_deadline, |h| h.min(idle_deadline));
         tokio::select! {
@@ -162,6 +170,7 @@ where
                                 }
                             }
                             if reply.close {
+                                linger = true;
                                 break 'conn;
                             }
                         }
@@ -172,6 +181,7 @@ where
                             if let Some(bytes) = reply.bytes {
                                 let _ = write(&mut writer, &bytes, ctx.limits.write_timeout).await;
                             }
+                            linger = true;
                             break 'conn;
                         }
                     }
@@ -186,6 +196,22 @@ where
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    if linger {
+        // Lingering close: closing a socket with unread input makes the kernel send a RST,
+        // which can destroy our answer before the peer reads it. So after the FIN (TLS:
+        // close_notify) read and discard what the peer still sends, bounded in time and bytes.
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match reader.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    }
     ctx.flows.close(flow);
     open_gauge.dec();
     ctx.handler.on_flow_closed(flow);
