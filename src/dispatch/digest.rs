@@ -99,6 +99,18 @@ impl Dispatcher {
         let refuse = |stale: bool, reason: AuthFailure| {
             self.challenge(msg, src, realm, stale, None, role, Some(reason))
         };
+        // The replay table refuses only after the digest verified, so the password is right:
+        // a stale challenge, which phones answer with the new nonce without prompting. A nonce
+        // that lost its slot (or is another process's) counts as stale, a replayed count as a
+        // replay.
+        let replay_refused = |e: auth::ReplayError| {
+            let reason = if e.is_stale() {
+                AuthFailure::StaleNonce
+            } else {
+                AuthFailure::Replay
+            };
+            refuse(true, reason)
+        };
         let Some(creds) = DigestCredentials::from_params(&p) else {
             return self.bad_credentials(msg, src, role);
         };
@@ -187,10 +199,9 @@ impl Dispatcher {
                 creds.nc.unwrap_or(0),
                 msg.call_id().unwrap_or(""),
                 Some(src.peer.ip()),
-                now_unix,
             ) {
                 tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-                return refuse(false, AuthFailure::Replay);
+                return replay_refused(e);
             }
             return AuthStep::Authenticated(Identity {
                 aor: Cow::Owned(entry.aor.to_string()),
@@ -234,10 +245,9 @@ impl Dispatcher {
             creds.nc.unwrap_or(0),
             call_id,
             Some(src.peer.ip()),
-            unix_now(),
         ) {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-            return refuse(false, AuthFailure::Replay);
+            return replay_refused(e);
         }
         let sso_enforced = i.domains.get(realm).is_some_and(|d| d.sso_enforced);
         if sso_enforced && account.kind == AccountKind::Human {

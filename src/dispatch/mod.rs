@@ -150,13 +150,13 @@ impl Dispatcher {
         &self.inner.transactions
     }
 
-    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries,
+    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries (the
+    /// replay table needs none: its slots are reused in place),
     /// and refresh the gauges. Called by the one purge task.
     pub fn purge(&self, now: Instant) {
         let i = &self.inner;
         i.location.purge(now);
         i.transactions.poll(now);
-        i.replay.purge(unix_now());
         i.source_limiter.purge(now);
         i.user_limiter.purge(now);
         if let Some(devices) = &i.devices {
