@@ -119,12 +119,7 @@ fn bench_replay(c: &mut Criterion) {
                 i = 0;
                 nc += 1;
             }
-            table.check_and_record(
-                black_box(&nonces[i]),
-                nc + 1,
-                "call-id@bench",
-                Some(SOURCE),
-            )
+            table.check_and_record(black_box(&nonces[i]), nc + 1, "call-id@bench", Some(SOURCE))
         })
     });
     // A first use of a fresh nonce, which takes over the slot of an older one.

@@ -35,12 +35,9 @@ pub use limiter::{
 };
 pub use nonce::{
     nonce_sequence, NonceConfig, NonceIssuer, NonceKeys, NonceSequence, NonceStatus,
-    DEFAULT_NONCE_LIFETIME,
-    DEFAULT_NONCE_MAX_DRIFT, MAX_NONCE_KEYS, NONCE_LEN,
+    DEFAULT_NONCE_LIFETIME, DEFAULT_NONCE_MAX_DRIFT, MAX_NONCE_KEYS, NONCE_LEN,
 };
-pub use replay::{
-    ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, SLOT_BYTES,
-};
+pub use replay::{ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, SLOT_BYTES};
 
 /// Errors of the auth layer: configuration problems found at load, and replay refusals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -230,7 +230,11 @@ impl NonceIssuer {
 
     /// An issuer with a chosen instance, for tests that need two processes.
     #[cfg(test)]
-    pub(crate) fn with_instance(keys: NonceKeys, config: NonceConfig, instance: u16) -> NonceIssuer {
+    pub(crate) fn with_instance(
+        keys: NonceKeys,
+        config: NonceConfig,
+        instance: u16,
+    ) -> NonceIssuer {
         NonceIssuer {
             keys,
             config,

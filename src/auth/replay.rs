@@ -180,9 +180,7 @@ impl ReplayTable {
         };
         let call_id = inner.hasher.hash_one(call_id);
         // Truncation is fine: a collision can only refuse.
-        let source = inner
-            .hasher
-            .hash_one(source.map(|ip| ip.to_canonical())) as u32;
+        let source = inner.hasher.hash_one(source.map(|ip| ip.to_canonical())) as u32;
         let index = sequence % inner.capacity;
         let mut shard = self.shard(index);
         let slot = &mut shard[(index / SHARDS as u64) as usize];
@@ -403,7 +401,10 @@ mod tests {
         assert!((1..=500).contains(&accepted), "{accepted}");
         assert_eq!(
             t.check_and_record(&nonce, 500, "c", None),
-            Err(ReplayError::NonceCountNotIncreasing { last: 500, got: 500 })
+            Err(ReplayError::NonceCountNotIncreasing {
+                last: 500,
+                got: 500
+            })
         );
     }
 

@@ -240,12 +240,10 @@ impl Dispatcher {
             return refuse(false, AuthFailure::WrongResponse);
         };
         let call_id = msg.call_id().unwrap_or("");
-        if let Err(e) = i.replay.check_and_record(
-            nonce,
-            creds.nc.unwrap_or(0),
-            call_id,
-            Some(src.peer.ip()),
-        ) {
+        if let Err(e) =
+            i.replay
+                .check_and_record(nonce, creds.nc.unwrap_or(0), call_id, Some(src.peer.ip()))
+        {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
             return replay_refused(e);
         }

@@ -26,7 +26,7 @@ mod table;
 
 pub use key::{is_rfc3261_branch, TransactionKey, MAGIC_COOKIE};
 pub use server::{Retransmission, ServerTransaction, State};
-pub use table::{RequestDisposition, TransactionTable};
+pub use table::{Admission, RequestDisposition, TransactionTable};
 
 /// Default T1, the RTT estimate of RFC 3261 §17.1.1.1.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
