@@ -32,7 +32,7 @@ pub use table::{Admission, RequestDisposition, TransactionTable};
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 
 /// Default cap on live server transactions, see [`TransactionConfig::max_transactions`]:
-/// about 120 MB at about 1.2 KB each (benches/RESULTS.md).
+/// about 140 MB at about 1.4 KB each (RSS in the storm runs, benches/RESULTS.md).
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
 
 /// Largest T1 accepted by [`TransactionConfig::new`]; 64*T1 is then at most 64 minutes.
