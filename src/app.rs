@@ -118,11 +118,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         lifetime: config.auth.nonce_lifetime,
         max_drift: config.auth.nonce_max_drift,
     };
-    let replay = ReplayTable::new(ReplayConfig {
-        capacity: config.auth.replay_table_size,
-        ..ReplayConfig::for_nonces(&nonce_config)
-    });
     let nonces = NonceIssuer::new(keys, nonce_config);
+    let replay = ReplayTable::new(
+        ReplayConfig {
+            capacity: config.auth.replay_table_size,
+        },
+        &nonces,
+    );
     let source_limiter = FailureLimiter::new(LimiterConfig {
         window: config.auth.failure_window,
         max_failures: config.auth.max_failures_per_source,

@@ -17,6 +17,7 @@ pub const BINDINGS: &str = "sipward_bindings";
 pub const AORS: &str = "sipward_aors";
 pub const TCP_CONNECTIONS: &str = "sipward_tcp_connections";
 pub const TRANSACTIONS: &str = "sipward_transactions";
+pub const TRANSACTIONS_EVICTED: &str = "sipward_transactions_evicted";
 pub const DROPPED: &str = "sipward_sip_dropped_total";
 pub const TLS_HANDSHAKES: &str = "sipward_tls_handshakes_total";
 pub const TLS_CONNECTIONS: &str = "sipward_tls_connections";
@@ -182,6 +183,8 @@ pub struct Metrics {
     pub aors: IntGauge,
     pub tcp_connections: IntGauge,
     pub transactions: IntGauge,
+    /// Completed transactions dropped before Timer J to make room, since the start.
+    pub transactions_evicted: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -267,6 +270,10 @@ impl Metrics {
             tls_connections: gauge(TLS_CONNECTIONS, "Open TLS connections (handshake done)"),
             proxy_contexts: gauge(PROXY_CONTEXTS, "Proxy response contexts held"),
             transactions: gauge(TRANSACTIONS, "Server transactions held"),
+            transactions_evicted: gauge(
+                TRANSACTIONS_EVICTED,
+                "Completed server transactions dropped before Timer J to make room, since the start",
+            ),
             registry,
             requests,
             responses,

@@ -280,3 +280,57 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     }
     assert!(server.metric("sipward_sip_dropped_total{reason=\"throttled\"}") >= 4.0);
 }
+
+/// Issue 13: the transaction cap is not what breaks in a registration storm. With room for
+/// 1000 transactions, 2500 registrations in a row (each leaves a completed UDP transaction
+/// that would be kept 32 s) all succeed: a REGISTER without credentials keeps no transaction,
+/// and a new request takes the room of the oldest completed one. The retransmission of a
+/// recent REGISTER is still answered from its transaction; that of one whose transaction gave
+/// way is processed afresh: a stale challenge, never a second acceptance.
+#[test]
+fn a_full_transaction_table_gives_way_and_registrations_keep_succeeding() {
+    let server = Server::start(&Options {
+        sip: "max_transactions = 1000",
+        ..Options::default()
+    });
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let mut sent = Vec::new();
+    for n in 0..2500 {
+        let mut reg = Register::new("alice");
+        reg.branch = format!("z9hG4bK-storm-{n}");
+        let challenge = c.request(&reg.build(&c)).expect("challenge");
+        assert_eq!(
+            challenge.status(),
+            401,
+            "registration {n}: {}",
+            challenge.text
+        );
+        reg.cseq += 1;
+        reg.authorization = vec![authorization(
+            "MD5",
+            "alice",
+            "alice-secret-1",
+            "REGISTER",
+            &reg.ruri,
+            &challenge.nonce(),
+            1,
+            &rand_token(),
+        )];
+        let msg = reg.build(&c);
+        let ok = c.request(&msg).expect("final response");
+        assert_eq!(ok.status(), 200, "registration {n}: {}", ok.text);
+        sent.push((msg, ok.text));
+    }
+    assert_eq!(
+        server.metric("sipward_sip_dropped_total{reason=\"overloaded\"}"),
+        0.0
+    );
+    let (last, last_answer) = sent.last().expect("registrations");
+    let again = c.request(last).expect("retransmission answered");
+    assert_eq!(&again.text, last_answer, "not the stored response");
+    let (first, _) = &sent[0];
+    let again = c.request(first).expect("retransmission answered");
+    assert_eq!(again.status(), 401, "{}", again.text);
+    let header = again.header("WWW-Authenticate").expect("a challenge");
+    assert!(header.contains("stale=true"), "{}", again.text);
+}

@@ -775,6 +775,85 @@ fn a06_replayed_credentials_are_refused() {
     }
 }
 
+/// Issue 13: a replay table far smaller than the number of nonces in use (the smallest allowed,
+/// 1024 slots, against 1500 registrations) never refuses a fresh nonce; a nonce whose slot a
+/// newer one took gets one `stale=true` round trip; every captured Authorization replayed
+/// afterwards is refused and changes nothing.
+#[test]
+fn a06_replay_table_at_capacity_serves_fresh_nonces_and_refuses_replays() {
+    let server = Server::start(&Options {
+        auth: "replay_table_size = 1024",
+        ..Options::default()
+    });
+    let mut c = Client::new(Proto::Udp, server.udp);
+    // A nonce handed out now and first used after 1500 newer ones were.
+    let mut late = Register::new("alice");
+    let late_nonce = challenge(&mut c, &late);
+
+    let mut captured = Vec::new();
+    for n in 0..1500 {
+        let mut reg = Register::new("alice");
+        reg.contact = Some("<sip:alice@127.0.0.1:5999>".into());
+        let nonce = challenge(&mut c, &reg);
+        reg.cseq = 2;
+        reg.authorization = vec![authorization(
+            "MD5",
+            "alice",
+            ALICE_PW,
+            "REGISTER",
+            &reg.ruri,
+            &nonce,
+            1,
+            &rand_token(),
+        )];
+        expect(&send(&mut c, &reg), 200, &format!("registration {n}"));
+        captured.push(reg);
+    }
+
+    // The late nonce lost its slot: stale, and the phone's retry with the new nonce works.
+    late.cseq = 2;
+    late.authorization = vec![authorization(
+        "MD5",
+        "alice",
+        ALICE_PW,
+        "REGISTER",
+        &late.ruri,
+        &late_nonce,
+        1,
+        &rand_token(),
+    )];
+    let r = send(&mut c, &late);
+    expect(&r, 401, "superseded nonce");
+    let challenge_header = r.header("WWW-Authenticate").expect("a challenge");
+    assert!(challenge_header.contains("stale=true"), "{}", r.text);
+    late.cseq = 3;
+    late.authorization = vec![authorization(
+        "MD5",
+        "alice",
+        ALICE_PW,
+        "REGISTER",
+        &late.ruri,
+        &r.nonce(),
+        1,
+        &rand_token(),
+    )];
+    expect(&send(&mut c, &late), 200, "retry with the new nonce");
+
+    // Every captured header again, asking to remove the binding: all refused.
+    let ok_before = server.metric("sipward_register_outcomes_total{outcome=\"ok\"}");
+    for (n, reg) in captured.iter().enumerate() {
+        let mut replay = reg.clone();
+        replay.cseq = 10;
+        replay.expires = Some("0".into());
+        expect(&send(&mut c, &replay), 401, &format!("replay of {n}"));
+    }
+    assert_eq!(
+        server.metric("sipward_register_outcomes_total{outcome=\"ok\"}"),
+        ok_before
+    );
+    assert_eq!(contacts(&server, ALICE_AOR).len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A8: a nonce from another server instance
 // ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ fn expect_invalid(s: &TokenServer, cases: &[Case]) -> Vec<(String, u16, String, 
 
 fn setup<'a>() -> Setup<'a> {
     Setup {
-        token_api: "rate_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000",
+        token_api: "failures_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000",
         issuer: "tenant_claim = \"tid\"\ntenants = [\"tenant-a\"]",
         ..Setup::default()
     }
@@ -506,7 +506,7 @@ fn j15_idp_down_slow_or_junk_warm_cache_keeps_working_cold_cache_gives_503() {
     let s = TokenServer::start(
         &idp,
         &Setup {
-            token_api: "rate_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000\n\
+            token_api: "failures_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000\n\
                         rate_per_device_per_minute = 100000\nfetch_timeout_secs = 2\njwks_refetch_cooldown_secs = 1",
             ..Setup::default()
         },

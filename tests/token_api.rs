@@ -523,7 +523,7 @@ fn rate_limits_per_source_user_and_device_give_429_with_retry_after() {
     let s = TokenServer::start(
         &idp,
         &Setup {
-            token_api: "rate_per_source_per_minute = 8\nrate_per_user_per_minute = 3\nrate_per_device_per_minute = 2",
+            token_api: "failures_per_source_per_minute = 3\nrate_per_user_per_minute = 3\nrate_per_device_per_minute = 2",
             ..Setup::default()
         },
     );
@@ -539,20 +539,73 @@ fn rate_limits_per_source_user_and_device_give_429_with_retry_after() {
     let r = s.http("GET", "/v1/sip/devices", Some(&alice), "");
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.header("retry-after").is_some());
-    // Bob is not affected by alice's limit.
+    // Bob is not affected by alice's limit, nor by the five valid requests from 127.0.0.1.
     let bob = idp.token_for("bob");
     assert_eq!(s.exchange(&bob, "desk").status, 201);
-    // Per source: eight requests from 127.0.0.1 so far were counted; the next is refused
-    // before its token is even looked at.
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(
-            s.http("GET", "/v1/sip/devices", Some("not-a-token"), "")
-                .status,
+    // Per source, failures only: three bad tokens from 127.0.0.1 are answered 401, the next
+    // request is refused before its token is even looked at, even a valid one.
+    for _ in 0..3 {
+        let r = s.http("GET", "/v1/sip/devices", Some("not-a-token"), "");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = s.http("GET", "/v1/sip/devices", Some("not-a-token"), "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    let carol = idp.token_for("carol");
+    assert_eq!(s.exchange(&carol, "desk").status, 429);
+    assert!(s.metric("sipward_token_exchanges_total{outcome=\"rate_limited\"}") >= 1.0);
+}
+
+/// Issue 13, the 9 am login storm behind one NAT address: 2000 users with valid tokens sign in
+/// from 127.0.0.1 with the default limits (faster than 2000 in 5 minutes, which is 400/min
+/// against the default 60 failures per source per minute): every one gets a credential. A
+/// source sending invalid tokens, 127.0.0.2, is throttled after the default 60 failures,
+/// and that does not touch the NAT address.
+#[test]
+fn login_storm_from_one_address_is_served_while_a_token_guesser_is_throttled() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = TokenServer::start(&idp, &Setup::default());
+    let tokens: Vec<String> = (0..2000)
+        .map(|n| idp.token_for(&format!("user{n:04}")))
+        .collect();
+    for (n, token) in tokens.iter().enumerate() {
+        let r = s.exchange(token, &format!("softphone-{n}"));
+        assert_eq!(r.status, 201, "user {n}: {}", r.body);
+        assert!(
+            r.json()["sip"]["password"].is_string(),
+            "user {n}: {}",
+            r.body
         );
     }
-    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    assert!(s.metric("sipward_token_exchanges_total{outcome=\"rate_limited\"}") >= 1.0);
+    assert_eq!(
+        s.metric("sipward_token_exchanges_total{outcome=\"issued\"}"),
+        2000.0
+    );
+    let guesser: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let bad = [
+        ("Content-Type", "application/json"),
+        ("Authorization", "Bearer not-a-token"),
+    ];
+    let body = r#"{"device_id":"x"}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..61 {
+        let r = http_from(
+            guesser,
+            s.server.http,
+            "POST",
+            "/v1/sip/credentials",
+            &bad,
+            body,
+        );
+        statuses.push(r.status);
+    }
+    assert!(statuses[..60].iter().all(|&st| st == 401), "{statuses:?}");
+    assert_eq!(statuses[60], 429, "{statuses:?}");
+    // The NAT address still signs users in.
+    let late = idp.token_for("late-user");
+    assert_eq!(s.exchange(&late, "softphone-late").status, 201);
 }
 
 #[test]

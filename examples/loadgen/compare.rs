@@ -19,6 +19,15 @@
 //! - `sha256`: this generator with SHA-256 Digest at each `--rates`.
 //! - `tls`: mTLS handshake + REGISTER + close storms, then `--idle` idle TLS connections:
 //!   memory per connection, then each registers and re-registers over its connection.
+//! - `storm` (issue 13): a registration storm on a fresh server: the `USERS` accounts
+//!   re-registering at each `--reg-storm-rates` (and at `--reg-storm-peak-share` of sipward's
+//!   highest clean rate when `max` ran) for `--reg-storm-seconds`, with the success ratio and
+//!   memory sampled every `--reg-storm-sample-secs`. Meanwhile a second client registers one
+//!   more user per second and replays the `Authorization` headers it captured (fresh branch,
+//!   so each is a new transaction): every replay answered 200 is counted as accepted.
+//!
+//! sipward runs with its default limits; `--sipward-sip` and `--sipward-auth` add lines for a
+//! tuned row.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -49,6 +58,7 @@ pub(crate) enum Phase {
     Overload,
     Sha256,
     Tls,
+    Storm,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +91,7 @@ pub(crate) struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "memory,sipp,max,half,overload,sha256,tls"
+        default_value = "memory,sipp,max,half,overload,sha256,tls,storm"
     )]
     pub(crate) phases: Vec<Phase>,
     #[arg(
@@ -129,14 +139,29 @@ pub(crate) struct CompareArgs {
     /// Generator runtime threads for TLS.
     #[arg(long, default_value_t = 2)]
     pub(crate) tls_threads: usize,
-    /// Extra TOML lines for sipward's [sip] table. The default lets sipward hold the UDP
-    /// transactions of a long run at tens of thousands of registrations per second.
-    #[arg(long, default_value = "max_transactions = 1000000")]
+    /// Extra TOML lines for sipward's [sip] table (none: sipward's defaults), e.g.
+    /// `max_transactions = 1000000` for a tuned row.
+    #[arg(long, default_value = "")]
     pub(crate) sipward_sip: String,
-    /// Extra TOML lines for sipward's [auth] table. The default sizes the replay table for
-    /// a long run at tens of thousands of registrations per second (see benches/RESULTS.md).
-    #[arg(long, default_value = "replay_table_size = 4000000")]
+    /// Extra TOML lines for sipward's [auth] table (none: sipward's defaults).
+    #[arg(long, default_value = "")]
     pub(crate) sipward_auth: String,
+    /// Offered rates of the registration storm, registrations per second.
+    #[arg(long, value_delimiter = ',', default_value = "2500")]
+    pub(crate) reg_storm_rates: Vec<f64>,
+    /// Also storm at this share of sipward's highest clean rate, when `max` ran for sipward
+    /// (0 for none).
+    #[arg(long, default_value_t = 0.8)]
+    pub(crate) reg_storm_peak_share: f64,
+    /// Length of each registration storm.
+    #[arg(long, default_value_t = 300.0)]
+    pub(crate) reg_storm_seconds: f64,
+    /// Sampling interval of the success ratio and memory during a storm.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) reg_storm_sample_secs: f64,
+    /// Captured Authorization headers replayed per second during a storm.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) reg_storm_replays: usize,
     /// UDP workers for sipward (sip.udp_workers) and Kamailio (children).
     #[arg(long, default_value_t = 2)]
     pub(crate) workers: usize,
@@ -268,6 +293,29 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
             Phase::Tls => {
                 for &kind in servers.iter().filter(|k| **k != Kind::Floor) {
                     phase_tls(args, work, &certs, kind, &mut notes)?;
+                }
+            }
+            Phase::Storm => {
+                let mut rates: Vec<(f64, String)> = args
+                    .reg_storm_rates
+                    .iter()
+                    .map(|r| (*r, format!("{r:.0}/s")))
+                    .collect();
+                if let Some((_, peak)) = best.iter().find(|(k, _)| *k == Kind::Sipward) {
+                    if args.reg_storm_peak_share > 0.0 && *peak > 0.0 {
+                        let share = args.reg_storm_peak_share;
+                        rates.push((
+                            (peak * share).round(),
+                            format!("{:.0} % of sipward's {peak:.0}/s", share * 100.0),
+                        ));
+                    }
+                }
+                for (rate, label) in &rates {
+                    for &kind in servers.iter().filter(|k| **k != Kind::Floor) {
+                        phase_storm(
+                            args, work, &certs, kind, *rate, label, &mut rows, &mut notes,
+                        )?;
+                    }
                 }
             }
         }
@@ -563,6 +611,253 @@ fn fixed(
         ));
     }
     Ok(rows)
+}
+
+/// What the replaying client saw during a storm.
+#[derive(Default, Debug)]
+struct Replays {
+    /// Registrations of its own that succeeded, each giving one captured header.
+    captured: u64,
+    sent: u64,
+    /// Replays answered 200: must stay 0.
+    accepted: u64,
+    /// Replays answered otherwise (401).
+    refused: u64,
+    /// Replays without an answer within 4 s.
+    unanswered: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn phase_storm(
+    args: &CompareArgs,
+    work: &Path,
+    certs: &Path,
+    kind: Kind,
+    rate: f64,
+    label: &str,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = Server::start(args, work, certs, kind, Algorithm::Md5, false)?;
+    let mem0 = server.memory();
+    let load = loadavg();
+    let cpu0 = server.cpu();
+    let progress = Arc::new(udp::Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let replayer = {
+        let (stop, target, per_second) = (stop.clone(), server.udp, args.reg_storm_replays);
+        std::thread::spawn(move || replay_during(target, per_second, &stop))
+    };
+    let load_run = {
+        let udp_args = udp_args(
+            args,
+            &server,
+            Algorithm::Md5,
+            rate,
+            Some(args.reg_storm_seconds),
+            None,
+        );
+        let progress = progress.clone();
+        std::thread::spawn(move || udp::run_with_progress(&udp_args, Some(progress)))
+    };
+    println!(
+        "storm {} at {rate:.0}/s ({label}) for {:.0} s: {}",
+        kind.name(),
+        args.reg_storm_seconds,
+        mem0.text()
+    );
+    let started = Instant::now();
+    let (mut last_ok, mut last_failed) = (0u64, 0u64);
+    let (mut rss_min, mut rss_max) = (u64::MAX, 0u64);
+    let mut worst_window = 100.0f64;
+    while !load_run.is_finished() {
+        std::thread::sleep(Duration::from_secs_f64(args.reg_storm_sample_secs));
+        let ok = progress.completed.load(Ordering::Relaxed);
+        let failed = progress.failed.load(Ordering::Relaxed);
+        let (d_ok, d_failed) = (ok - last_ok, failed - last_failed);
+        (last_ok, last_failed) = (ok, failed);
+        let window = if d_ok + d_failed == 0 {
+            100.0
+        } else {
+            d_ok as f64 / (d_ok + d_failed) as f64 * 100.0
+        };
+        let mem = server.memory();
+        if started.elapsed().as_secs_f64() > args.reg_storm_sample_secs * 1.5 {
+            rss_min = rss_min.min(mem.rss_kib);
+        }
+        rss_max = rss_max.max(mem.rss_kib);
+        if d_ok + d_failed > 0 {
+            worst_window = worst_window.min(window);
+        }
+        let mut line = format!(
+            "  t={:>4.0}s completed {ok} (+{d_ok}) failed {failed} (+{d_failed}) window success {window:.2} %; {}",
+            started.elapsed().as_secs_f64(),
+            mem.text()
+        );
+        if let Some(http) = server.http {
+            for m in [
+                "sipward_transactions",
+                "sipward_transactions_evicted",
+                "sipward_sip_dropped_total{reason=\"overloaded\"}",
+                "sipward_auth_failures_total{reason=\"stale_nonce\"}",
+                "sipward_auth_failures_total{reason=\"replay\"}",
+            ] {
+                let _ = write!(line, "; {m} {}", metric(http, m).unwrap_or(0.0));
+            }
+        }
+        println!("{line}");
+    }
+    let mut r = load_run.join().expect("load thread");
+    stop.store(true, Ordering::Relaxed);
+    let replays = replayer.join().expect("replay thread");
+    let mem1 = server.memory();
+    let cpu = server.cpu() - cpu0;
+    r.print(&format!("storm {} at {rate:.0}/s ({label})", kind.name()));
+    let success = r.completed as f64 / r.started.max(1) as f64 * 100.0;
+    println!(
+        "  success {success:.3} % ({} of {}), worst {:.0} s window {worst_window:.2} %, stale retries {}; replays {replays:?}; memory {} -> {}, RSS over the run {} .. {} KiB",
+        r.completed,
+        r.started,
+        args.reg_storm_sample_secs,
+        r.stale_retries,
+        mem0.text(),
+        mem1.text(),
+        rss_min,
+        rss_max
+    );
+    notes.push(format!(
+        "storm {} at {rate:.0}/s ({label}), {:.0} s: {success:.3} % succeeded ({} of {}; worst {:.0} s window {worst_window:.2} %), {} stale retries; replays: {} sent, {} accepted, {} refused, {} unanswered; RSS {} KiB at start, {} .. {} KiB during the run (after the first sample), peak {} KiB",
+        kind.name(),
+        args.reg_storm_seconds,
+        r.completed,
+        r.started,
+        args.reg_storm_sample_secs,
+        r.stale_retries,
+        replays.sent,
+        replays.accepted,
+        replays.refused,
+        replays.unanswered,
+        mem0.rss_kib,
+        rss_min,
+        rss_max,
+        mem1.peak_kib
+    ));
+    rows.push(udp_row(&format!("storm {label}"), kind, &mut r, cpu, load));
+    Ok(())
+}
+
+/// The replaying client of a storm: once a second it registers one user of its own (from the
+/// accounts the load does not use), keeps the authenticated REGISTER, and sends
+/// `per_second` of the REGISTERs kept so far again with a fresh branch: the newest, and
+/// older ones at random. A server that accepts one has accepted a replay.
+fn replay_during(
+    target: SocketAddr,
+    per_second: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Replays {
+    struct Captured {
+        user: String,
+        call_id: String,
+        auth: String,
+    }
+    let mut out = Replays::default();
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
+        return out;
+    };
+    let _ = sock.connect(target);
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(250)));
+    let Ok(local) = sock.local_addr() else {
+        return out;
+    };
+    let uri = format!("sip:{DOMAIN}");
+    let mut kept: Vec<Captured> = Vec::new();
+    let mut n = 0u32;
+    let build = |user: &str, call_id: &str, branch: &str, cseq: u32, auth: Option<&str>| {
+        let mut bytes = Vec::with_capacity(800);
+        sipmsg::Register {
+            domain: DOMAIN,
+            transport: "UDP",
+            local,
+            user,
+            call_id,
+            tag: "replayer",
+            branch,
+            cseq,
+            expires: 3600,
+            contact_port: local.port(),
+            authorization: auth,
+        }
+        .write(&mut bytes);
+        bytes
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let tick = Instant::now();
+        let i = n % USERS;
+        let user = format!("u{}", FIRST_USER + USERS + i);
+        let password = format!("pw{}", FIRST_USER + USERS + i);
+        let call_id = format!("replay-{n}-{:08x}@loadgen", rand::random::<u32>());
+        let first = build(&user, &call_id, &format!("r{n}a"), 1, None);
+        let challenge = exchange(&sock, &first, &call_id, 1)
+            .and_then(|m| sipmsg::challenge(&m, Algorithm::Md5));
+        if let Some(c) = challenge {
+            let ha1 = sipmsg::ha1(Algorithm::Md5, &user, DOMAIN, &password);
+            let auth =
+                sipmsg::authorization(Algorithm::Md5, &ha1, &user, &uri, &c, 1, &format!("rc{n}"));
+            let second = build(&user, &call_id, &format!("r{n}b"), 2, Some(&auth));
+            if exchange(&sock, &second, &call_id, 2).and_then(|m| sipmsg::status(&m)) == Some(200) {
+                out.captured += 1;
+                kept.push(Captured {
+                    user,
+                    call_id,
+                    auth,
+                });
+            }
+        }
+        for k in 0..per_second.min(kept.len()) {
+            let pick = if k == 0 {
+                kept.len() - 1
+            } else {
+                rand::random_range(0..kept.len())
+            };
+            let c = &kept[pick];
+            let replay = build(&c.user, &c.call_id, &format!("r{n}x{k}"), 2, Some(&c.auth));
+            out.sent += 1;
+            match exchange(&sock, &replay, &c.call_id, 2).and_then(|m| sipmsg::status(&m)) {
+                Some(200) => out.accepted += 1,
+                Some(_) => out.refused += 1,
+                None => out.unanswered += 1,
+            }
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+    }
+    out
+}
+
+/// Sends `request` and returns the final response with its Call-ID and CSeq, retransmitting
+/// every 500 ms for 4 s.
+fn exchange(sock: &UdpSocket, request: &[u8], call_id: &str, cseq: u32) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65_535];
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let _ = sock.send(request);
+        let resend = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < resend {
+            let Ok(len) = sock.recv(&mut buf) else {
+                continue;
+            };
+            let msg = &buf[..len];
+            let final_response = sipmsg::status(msg).is_some_and(|s| s >= 200);
+            if final_response
+                && sipmsg::call_id(msg) == Some(call_id)
+                && sipmsg::cseq(msg) == Some(cseq)
+            {
+                return Some(msg.to_vec());
+            }
+        }
+    }
+    None
 }
 
 fn phase_tls(
@@ -1215,7 +1510,7 @@ pub(crate) fn sipward_config_text(
     udp: SocketAddr,
     http: SocketAddr,
     algorithm: Algorithm,
-    replay_table_size: u64,
+    replay_table_size: Option<u64>,
 ) -> String {
     #[derive(clap::Parser)]
     struct Defaults {
@@ -1223,7 +1518,9 @@ pub(crate) fn sipward_config_text(
         args: CompareArgs,
     }
     let args = CompareArgs {
-        sipward_auth: format!("replay_table_size = {replay_table_size}"),
+        sipward_auth: replay_table_size
+            .map(|n| format!("replay_table_size = {n}"))
+            .unwrap_or_default(),
         ..<Defaults as clap::Parser>::parse_from(["compare"]).args
     };
     sipward_config(&args, Path::new("."), udp, None, http, algorithm)

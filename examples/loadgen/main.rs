@@ -5,7 +5,8 @@
 //! - `loadgen udp`: REGISTER → 401 → REGISTER → 200 over UDP at a fixed rate, MD5 or SHA-256.
 //! - `loadgen tls-storm`: mTLS connect + handshake + REGISTER + close, as fast as it goes.
 //! - `loadgen floor`: the minimal UDP responder (canned answers), the cost of socket I/O alone.
-//! - `loadgen compare`: floor, Kamailio and sipward side by side; prints figures and ratios.
+//! - `loadgen compare`: floor, Kamailio and sipward side by side; prints figures and ratios,
+//!   including the `storm` phase (a long registration storm with replays, issue 13).
 //!
 //! Build with `cargo build --release --example loadgen --bin sipward`.
 
@@ -50,9 +51,9 @@ enum Cmd {
         http: SocketAddr,
         #[arg(long, value_enum, default_value = "MD5")]
         algorithm: sipmsg::Algorithm,
-        /// Replay table size (auth.replay_table_size).
-        #[arg(long, default_value_t = 4_000_000)]
-        replay_table_size: u64,
+        /// Replay table size (auth.replay_table_size); sipward's default when not given.
+        #[arg(long)]
+        replay_table_size: Option<u64>,
     },
 }
 

@@ -103,6 +103,8 @@ pub(crate) struct Challenge {
     pub(crate) opaque: Option<String>,
     pub(crate) algorithm: Option<String>,
     pub(crate) qop: Option<String>,
+    /// `stale=true`: the credentials were right, only the nonce is refused; answer the new one.
+    pub(crate) stale: bool,
 }
 
 impl Challenge {
@@ -116,6 +118,7 @@ impl Challenge {
                 "opaque" => c.opaque = Some(v.to_owned()),
                 "algorithm" => c.algorithm = Some(v.to_owned()),
                 "qop" => c.qop = Some(v.to_owned()),
+                "stale" => c.stale = v.eq_ignore_ascii_case("true"),
                 _ => {}
             }
         }

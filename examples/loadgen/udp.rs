@@ -4,10 +4,13 @@
 //! to T2 = 4 s) and gives a transaction up after `--timeout`. Every user registers the same
 //! Contact (`sip:u<N>@127.0.0.1:15060`) from whichever socket and run, so a user has one
 //! binding however many runs there are; answers go to the request's source (Via `rport`).
+//! Like a phone, it answers a `401 … stale=true` to its authenticated REGISTER with the new
+//! nonce (at most twice per registration; counted in `stale_retries`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,15 @@ pub(crate) struct UdpReport {
     pub(crate) total: Samples,
     /// The generator's own CPU seconds.
     pub(crate) client_cpu: f64,
+    /// Authenticated REGISTERs answered `401 stale=true` and sent again with the new nonce.
+    pub(crate) stale_retries: u64,
+}
+
+/// Counters a run updates as it goes, for a caller that samples them over time.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
 }
 
 impl UdpReport {
@@ -103,6 +115,7 @@ impl UdpReport {
         }
         self.retransmissions += p.retransmissions;
         self.stray += p.stray;
+        self.stale_retries += p.stale_retries;
         self.elapsed = self.elapsed.max(p.elapsed);
         self.challenge.merge(p.challenge);
         self.register.merge(p.register);
@@ -121,7 +134,7 @@ impl UdpReport {
     pub(crate) fn print(&mut self, label: &str) {
         println!("{label}:");
         println!(
-            "  offered {:.0}/s, started {}, completed {} ({:.0}/s over {:.2} s), failed {} (timeouts {}, unexpected {:?}), retransmissions {}, stray responses {}",
+            "  offered {:.0}/s, started {}, completed {} ({:.0}/s over {:.2} s), failed {} (timeouts {}, unexpected {:?}), retransmissions {}, stray responses {}, stale retries {}",
             self.offered_rate,
             self.started,
             self.completed,
@@ -131,7 +144,8 @@ impl UdpReport {
             self.timeouts,
             self.unexpected,
             self.retransmissions,
-            self.stray
+            self.stray,
+            self.stale_retries
         );
         println!(
             "  p50/p99 ms: challenge {}, register {}, whole registration {}",
@@ -157,10 +171,16 @@ struct Plan {
     ha1: Vec<String>,
     uri: String,
     run_tag: u32,
+    progress: Option<Arc<Progress>>,
 }
 
 /// Runs the load and waits for the last transaction to finish or time out.
 pub(crate) fn run(args: &UdpArgs) -> UdpReport {
+    run_with_progress(args, None)
+}
+
+/// [`run`], counting completions and failures into `progress` as they happen.
+pub(crate) fn run_with_progress(args: &UdpArgs, progress: Option<Arc<Progress>>) -> UdpReport {
     let users = Users {
         first: args.first_user,
         count: args.users,
@@ -181,6 +201,7 @@ pub(crate) fn run(args: &UdpArgs) -> UdpReport {
         users,
         ha1,
         run_tag: rand::random(),
+        progress,
     });
     let threads = args.threads.max(1);
     let total = args.total();
@@ -222,6 +243,8 @@ struct Reg {
     /// Bumped on every send, so stale timer entries are ignored.
     generation: u32,
     bytes: Vec<u8>,
+    /// Stale challenges answered so far.
+    stale: u32,
 }
 
 async fn worker(
@@ -270,6 +293,7 @@ async fn worker(
                     interval: t1,
                     generation: 0,
                     bytes: out.clone(),
+                    stale: 0,
                 },
             );
             timers.push(Reverse((now + t1, next, 0)));
@@ -291,6 +315,7 @@ async fn worker(
                 pending.remove(&id);
                 report.failed += 1;
                 report.timeouts += 1;
+                plan.count_failed();
                 last_done = now;
                 continue;
             }
@@ -374,6 +399,20 @@ fn bind(target: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+impl Plan {
+    fn count_failed(&self) {
+        if let Some(p) = &self.progress {
+            p.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_completed(&self) {
+        if let Some(p) = &self.progress {
+            p.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn call_id(plan: &Plan, t: usize, id: u64) -> String {
     format!("{id}-{t}-{:08x}@loadgen", plan.run_tag)
 }
@@ -424,24 +463,35 @@ async fn on_response(
         report.stray += 1;
         return None;
     };
-    if cseq != Some(reg.stage) {
+    let expected_cseq = if reg.stage == 1 { 1 } else { 2 + reg.stale };
+    if cseq != Some(expected_cseq) {
         report.stray += 1;
         return None;
     }
     if status < 200 {
         return Some(false);
     }
+    let stale_challenge = || sipmsg::challenge(msg, plan.args.algorithm).filter(|c| c.stale);
+    let stale = (reg.stage == 2 && status == 401 && reg.stale < 2)
+        .then(stale_challenge)
+        .flatten();
     match (reg.stage, status) {
-        (1, 401) => {
-            report.challenge.push(now.duration_since(reg.sent));
+        (1, 401) | (2, 401) if reg.stage == 1 || stale.is_some() => {
+            if reg.stage == 1 {
+                report.challenge.push(now.duration_since(reg.sent));
+            } else {
+                report.stale_retries += 1;
+                reg.stale += 1;
+            }
             let Some(c) = sipmsg::challenge(msg, plan.args.algorithm) else {
                 *report.unexpected.entry(status).or_default() += 1;
                 report.failed += 1;
+                plan.count_failed();
                 pending.remove(&id);
                 return Some(true);
             };
             let name = plan.users.name(reg.user);
-            let cnonce = format!("{:x}{t}{id:x}", plan.run_tag);
+            let cnonce = format!("{:x}{t}{id:x}s{}", plan.run_tag, reg.stale);
             let auth = sipmsg::authorization(
                 plan.args.algorithm,
                 &plan.ha1[reg.user as usize],
@@ -453,7 +503,7 @@ async fn on_response(
             );
             let cid = call_id(plan, t, id);
             let tag = format!("{id:x}");
-            let branch = format!("{:08x}{t}x{id:x}b", plan.run_tag);
+            let branch = format!("{:08x}{t}x{id:x}b{}", plan.run_tag, reg.stale);
             reg.bytes.clear();
             Register {
                 domain: &plan.args.domain,
@@ -463,7 +513,7 @@ async fn on_response(
                 call_id: &cid,
                 tag: &tag,
                 branch: &branch,
-                cseq: 2,
+                cseq: 2 + reg.stale,
                 expires: plan.args.expires,
                 contact_port: CONTACT_PORT,
                 authorization: Some(&auth),
@@ -481,12 +531,14 @@ async fn on_response(
             report.register.push(now.duration_since(reg.sent));
             report.total.push(now.duration_since(reg.started));
             report.completed += 1;
+            plan.count_completed();
             pending.remove(&id);
             Some(true)
         }
         _ => {
             *report.unexpected.entry(status).or_default() += 1;
             report.failed += 1;
+            plan.count_failed();
             pending.remove(&id);
             Some(true)
         }

@@ -1,6 +1,9 @@
-//! Fixed-window request counters per key (source address, user, device) for the token API's
-//! 429s. Bounded: at most `max_keys` keys are tracked; when the map is full even after dropping
-//! finished windows, new keys are refused (fail closed) until windows end.
+//! Fixed-window counters per key for the token API's 429s: requests per user and per device
+//! ([`RateLimiter::check`] counts and refuses), failures per source address
+//! ([`RateLimiter::refuses`] before the work, [`RateLimiter::record`] after a failure), so
+//! that many valid sign-ins behind one NAT address are served while a source sending bad
+//! tokens is throttled. Bounded: at most `max_keys` keys are tracked; when the map is full
+//! even after dropping finished windows, new keys are refused (fail closed) until windows end.
 
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -48,6 +51,43 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         Ok(())
     }
 
+    /// Whether `key` has used up its window, without counting anything: `Err(retry_after)`
+    /// when it has, or when the map is full and `key` is not in it.
+    pub fn refuses(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        if let Some(slot) = self.counts.get(key) {
+            let (start, count) = *slot.value();
+            if now.duration_since(start) < self.window && count >= self.per_window {
+                return Err((start + self.window).saturating_duration_since(now));
+            }
+            return Ok(());
+        }
+        if self.counts.len() >= self.max_keys {
+            self.purge(now);
+            if self.counts.len() >= self.max_keys {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one event (a failure) for `key`. When the map is full even after a purge, the
+    /// event is not counted, but [`Self::refuses`] then refuses every new key anyway.
+    pub fn record(&self, key: &K, now: Instant) {
+        if !self.counts.contains_key(key) && self.counts.len() >= self.max_keys {
+            self.purge(now);
+            if self.counts.len() >= self.max_keys {
+                return;
+            }
+        }
+        let mut slot = self.counts.entry(key.clone()).or_insert((now, 0));
+        let (start, count) = slot.value_mut();
+        if now.duration_since(*start) >= self.window {
+            *start = now;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+    }
+
     /// Drops keys whose window has ended.
     pub fn purge(&self, now: Instant) {
         self.counts
@@ -69,6 +109,37 @@ mod tests {
         assert_eq!(retry, Duration::from_secs(50));
         assert!(l.check(&"b", t0).is_ok());
         assert!(l.check(&"a", t0 + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn failures_are_counted_apart_from_requests() {
+        let l = RateLimiter::per_minute(2);
+        let t0 = Instant::now();
+        // Asking costs nothing: any number of requests without failures pass.
+        for _ in 0..1000 {
+            assert!(l.refuses(&"nat", t0).is_ok());
+        }
+        l.record(&"guesser", t0);
+        assert!(l.refuses(&"guesser", t0).is_ok());
+        l.record(&"guesser", t0);
+        let retry = l
+            .refuses(&"guesser", t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(retry, Duration::from_secs(50));
+        assert!(l.refuses(&"nat", t0).is_ok());
+        assert!(l.refuses(&"guesser", t0 + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn a_full_map_of_failures_fails_closed() {
+        let mut l = RateLimiter::per_minute(5);
+        l.max_keys = 1;
+        let t0 = Instant::now();
+        l.record(&1, t0);
+        l.record(&2, t0);
+        assert!(l.refuses(&1, t0).is_ok());
+        assert!(l.refuses(&2, t0).is_err());
+        assert!(l.refuses(&2, t0 + Duration::from_secs(61)).is_ok());
     }
 
     #[test]

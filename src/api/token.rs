@@ -4,10 +4,14 @@
 //! to metrics and logs only. Logs carry the issuer, a hash of `sub`, `jti`, `kid` and the
 //! decision, never a token or password.
 //!
-//! Order in each Bearer request: per-source limit → exactly one `Authorization` header
-//! (two or more: 400, RFC 6750 §3.1) → token validation → per-user limit → the AoR
+//! Order in each Bearer request: per-source failure limit → exactly one `Authorization`
+//! header (two or more: 400, RFC 6750 §3.1) → token validation → per-user limit → the AoR
 //! ([`UserAor`] from the username claim, in a domain the token API serves) → revocation
 //! cutoff → body → per-device limit → store (one subject per AoR) → device index → location.
+//! The per-source limit counts only failures (a missing, invalid or refused token, an
+//! unknown domain): a company's softphones signing in through one NAT address are limited
+//! per user and device, not together, while a source sending bad tokens is stopped before its
+//! tokens are even looked at.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,7 +185,8 @@ pub struct TokenApi {
     pub domains: HashMap<String, DomainInfo>,
     pub ttl: Duration,
     pub max_devices: usize,
-    pub per_source: RateLimiter<std::net::IpAddr>,
+    /// Failures per source address (see the file header), not requests.
+    pub failures_per_source: RateLimiter<std::net::IpAddr>,
     pub per_user: RateLimiter<[u8; 32]>,
     pub per_device: RateLimiter<[u8; 32]>,
     pub metrics: TokenMetrics,
@@ -218,7 +223,7 @@ impl TokenApi {
             domains,
             ttl: t.credential_ttl,
             max_devices: t.max_devices_per_user,
-            per_source: RateLimiter::per_minute(t.rate_per_source_per_minute),
+            failures_per_source: RateLimiter::per_minute(t.failures_per_source_per_minute),
             per_user: RateLimiter::per_minute(t.rate_per_user_per_minute),
             per_device: RateLimiter::per_minute(t.rate_per_device_per_minute),
             metrics,
@@ -227,7 +232,7 @@ impl TokenApi {
 
     /// Drops finished rate-limit windows (called by the app's purge task).
     pub fn purge(&self, now: Instant) {
-        self.per_source.purge(now);
+        self.failures_per_source.purge(now);
         self.per_user.purge(now);
         self.per_device.purge(now);
         self.metrics.active.set(self.devices.len() as i64);
@@ -424,25 +429,35 @@ async fn authenticate(
     route: &'static str,
 ) -> Result<Verified, (Response, ExchangeOutcome)> {
     let now = Instant::now();
-    if let Some(Peer(addr)) = peer {
-        if let Err(after) = api
-            .per_source
-            .check(&crate::auth::source_key(addr.ip()), now)
-        {
+    let source = peer.map(|Peer(addr)| crate::auth::source_key(addr.ip()));
+    if let Some(source) = &source {
+        if let Err(after) = api.failures_per_source.refuses(source, now) {
             return Err((
                 retry_after(StatusCode::TOO_MANY_REQUESTS, "rate_limited", after),
                 ExchangeOutcome::RateLimited,
             ));
         }
     }
+    let failed = || {
+        if let Some(source) = &source {
+            api.failures_per_source.record(source, now);
+        }
+    };
     let token = match bearer(headers) {
         Ok(Some(token)) => token,
-        Ok(None) => return Err((missing_token(), ExchangeOutcome::MissingToken)),
-        Err(DuplicateAuthorization) => return Err((bad_request(), ExchangeOutcome::BadRequest)),
+        Ok(None) => {
+            failed();
+            return Err((missing_token(), ExchangeOutcome::MissingToken));
+        }
+        Err(DuplicateAuthorization) => {
+            failed();
+            return Err((bad_request(), ExchangeOutcome::BadRequest));
+        }
     };
     let verified = match api.registry.validate(token, purpose, unix_now()).await {
         Ok(v) => v,
         Err(r) => {
+            failed();
             tracing::info!(
                 route,
                 decision = "refused",
@@ -537,17 +552,24 @@ pub(super) async fn login_options(
     let Some(api) = &s.token else {
         return not_found();
     };
-    if let Some(Extension(Peer(addr))) = peer {
-        let key = crate::auth::source_key(addr.ip());
-        if let Err(after) = api.per_source.check(&key, Instant::now()) {
+    let now = Instant::now();
+    let source = peer.map(|Extension(Peer(addr))| crate::auth::source_key(addr.ip()));
+    if let Some(source) = &source {
+        if let Err(after) = api.failures_per_source.refuses(source, now) {
             return retry_after(StatusCode::TOO_MANY_REQUESTS, "rate_limited", after);
         }
     }
+    let failed = |response: Response| {
+        if let Some(source) = &source {
+            api.failures_per_source.record(source, now);
+        }
+        response
+    };
     let Some(domain) = q.domain.map(|d| d.to_ascii_lowercase()) else {
-        return bad_request();
+        return failed(bad_request());
     };
     let Some(info) = api.domains.get(&domain) else {
-        return not_found();
+        return failed(not_found());
     };
     let methods: Vec<serde_json::Value> = api
         .registry

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `digest.rs` | algorithms, [`Ha1`], [`verify`], [`Challenge`] rendering |
 //! | `nonce.rs` | stateless HMAC nonces bound to realm and source, key rotation |
-//! | `replay.rs` | per-nonce `nc`, Call-ID and source of first use (bounded) |
+//! | `replay.rs` | per-nonce `nc`, Call-ID and source of first use (a fixed array of slots indexed by the nonce's sequence number) |
 //! | `limiter.rs` | failed-attempt counters per source and per username (bounded) |
 //!
 //! This module must not parse SIP (the `sip` layer hands it typed views), read the clock, do
@@ -16,7 +16,8 @@
 //!    both happen before any user lookup;
 //! 3. user lookup, falling back to [`DummyHa1s::get`] for an unknown user;
 //! 4. [`verify`]: `Mismatch` → count a failure in both limiters, then challenge as in step 2;
-//! 5. only on `Accepted`: [`ReplayTable::check_and_record`]; an error → new challenge.
+//! 5. only on `Accepted`: [`ReplayTable::check_and_record`]; an error → new challenge with
+//!    `stale=true` (the password was right; see [`ReplayError::is_stale`]).
 //!
 //! The caller also checks the Digest `uri` against the Request-URI and the authenticated user
 //! against the To/From AoR.
@@ -34,12 +35,10 @@ pub use limiter::{
     source_key, FailureLimiter, FailureOutcome, LimiterConfig, DEFAULT_MAX_TRACKED_KEYS,
 };
 pub use nonce::{
-    NonceConfig, NonceIssuer, NonceKeys, NonceStatus, DEFAULT_NONCE_LIFETIME,
-    DEFAULT_NONCE_MAX_DRIFT, MAX_NONCE_KEYS, NONCE_LEN,
+    nonce_sequence, NonceConfig, NonceIssuer, NonceKeys, NonceSequence, NonceStatus,
+    DEFAULT_NONCE_LIFETIME, DEFAULT_NONCE_MAX_DRIFT, MAX_NONCE_KEYS, NONCE_LEN,
 };
-pub use replay::{
-    ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, WORST_BYTES_PER_ENTRY,
-};
+pub use replay::{ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, SLOT_BYTES};
 pub use trusted::{TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS};
 
 /// Errors of the auth layer: configuration problems found at load, and replay refusals.

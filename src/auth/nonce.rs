@@ -5,16 +5,21 @@
 //! This file owns the nonce format, the secret keys and their rotation. It must not track `nc`
 //! or first use (that is `super::replay`), and it never reads the clock: `now` is a parameter.
 //!
-//! Format: base64url without padding of `timestamp (u64 BE) | key id (u8) | salt (8 random
-//! bytes) | MAC[..16]` where
-//! `MAC = HMAC-SHA256(key, timestamp | key id | salt | len(realm) u32 BE | realm | source)`. The
-//! salt makes every challenge unique, so two clients challenged in the same second never share a
-//! nonce (the replay table binds a nonce to its first Call-ID and source). Always
+//! Format: base64url without padding of `timestamp (u64 BE) | key id (u8) | sequence (u64 BE) |
+//! MAC[..16]` where
+//! `MAC = HMAC-SHA256(key, timestamp | key id | sequence | len(realm) u32 BE | realm | source)`.
+//! The sequence number makes every challenge unique, so two clients challenged in the same
+//! second never share a nonce, and it is where the replay table keeps the nonce's state
+//! (`super::replay` explains why that needs no room per nonce). It is [`NonceSequence`]'s next
+//! number: this process's random 16-bit instance in the top bits, a counter below, so numbers
+//! only grow within a process and another process's nonces are told apart. Always
 //! [`NONCE_LEN`] characters. Memory: at most [`MAX_NONCE_KEYS`] keys of about 200 bytes each
 //! (the HMAC state is precomputed per key).
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,9 +44,12 @@ pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 /// Kamailio's `nonce_auth_max_drift`.
 pub const DEFAULT_NONCE_MAX_DRIFT: Duration = Duration::from_secs(3);
 
-const RAW_LEN: usize = 8 + 1 + SALT_LEN + MAC_LEN;
-const SALT_LEN: usize = 8;
+const RAW_LEN: usize = 8 + 1 + SEQUENCE_LEN + MAC_LEN;
+const SEQUENCE_LEN: usize = 8;
 const MAC_LEN: usize = 16;
+/// Bits of a sequence number that count; the bits above hold the instance.
+const COUNTER_BITS: u32 = 48;
+const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -115,6 +123,58 @@ impl fmt::Debug for NonceKeys {
     }
 }
 
+/// Where the sequence numbers of one process's nonces come from: a random 16-bit instance
+/// above a 48-bit counter that starts at 1. Numbers grow strictly in mint order (2^48 nonces
+/// outlast 89 years at 100 000 challenges per second), are never 0, and another process (a
+/// restart, another cluster node sharing the keys) has another instance with probability
+/// 65535/65536.
+#[derive(Debug)]
+pub struct NonceSequence {
+    /// The instance, already shifted into the top bits.
+    instance: u64,
+    next: AtomicU64,
+}
+
+impl NonceSequence {
+    fn random() -> NonceSequence {
+        NonceSequence::with_instance(rand::random::<u16>())
+    }
+
+    fn with_instance(instance: u16) -> NonceSequence {
+        NonceSequence {
+            instance: u64::from(instance) << COUNTER_BITS,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        // Relaxed: only uniqueness and per-process growth matter, which fetch_add gives.
+        self.instance | (self.next.fetch_add(1, Ordering::Relaxed) & COUNTER_MASK)
+    }
+
+    /// Whether `sequence` was minted by this process.
+    pub fn is_ours(&self, sequence: u64) -> bool {
+        sequence & !COUNTER_MASK == self.instance
+    }
+}
+
+/// The sequence number inside a nonce in our format (see the file header), whoever minted
+/// it; `None` if it is not one. Only meaningful after [`NonceIssuer::check`] said `Valid`:
+/// the MAC covers the number, so it cannot be altered.
+pub fn nonce_sequence(nonce: &str) -> Option<u64> {
+    if nonce.len() != NONCE_LEN {
+        return None;
+    }
+    let mut raw = [0u8; RAW_LEN + 2];
+    match URL_SAFE_NO_PAD.decode_slice(nonce, &mut raw) {
+        Ok(RAW_LEN) => {}
+        _ => return None,
+    }
+    let mut sequence = [0u8; SEQUENCE_LEN];
+    sequence.copy_from_slice(&raw[9..9 + SEQUENCE_LEN]);
+    Some(u64::from_be_bytes(sequence))
+}
+
 /// Time limits on a nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonceConfig {
@@ -149,20 +209,46 @@ pub enum NonceStatus {
     Invalid,
 }
 
-/// Mints and checks nonces. Cheap to share behind an `Arc`; holds no mutable state.
+/// Mints and checks nonces. A cheap `Clone` handle; its only mutable state is the sequence
+/// counter.
 #[derive(Debug, Clone)]
 pub struct NonceIssuer {
     keys: NonceKeys,
     config: NonceConfig,
+    sequence: Arc<NonceSequence>,
 }
 
 impl NonceIssuer {
+    /// An issuer with a random instance (see [`NonceSequence`]).
     pub fn new(keys: NonceKeys, config: NonceConfig) -> NonceIssuer {
-        NonceIssuer { keys, config }
+        NonceIssuer {
+            keys,
+            config,
+            sequence: Arc::new(NonceSequence::random()),
+        }
+    }
+
+    /// An issuer with a chosen instance, for tests that need two processes.
+    #[cfg(test)]
+    pub(crate) fn with_instance(
+        keys: NonceKeys,
+        config: NonceConfig,
+        instance: u16,
+    ) -> NonceIssuer {
+        NonceIssuer {
+            keys,
+            config,
+            sequence: Arc::new(NonceSequence::with_instance(instance)),
+        }
     }
 
     pub fn config(&self) -> &NonceConfig {
         &self.config
+    }
+
+    /// The sequence this issuer numbers its nonces from (the replay table keeps it).
+    pub fn sequence(&self) -> Arc<NonceSequence> {
+        Arc::clone(&self.sequence)
     }
 
     /// A new nonce bound to `realm` and, if given, the client's address, always [`NONCE_LEN`]
@@ -172,10 +258,10 @@ impl NonceIssuer {
         let mut raw = [0u8; RAW_LEN];
         raw[..8].copy_from_slice(&now_unix_secs.to_be_bytes());
         raw[8] = key_id;
-        let salt: [u8; SALT_LEN] = rand::random();
-        raw[9..9 + SALT_LEN].copy_from_slice(&salt);
-        let mac = mac(key, now_unix_secs, key_id, &salt, realm, source);
-        raw[9 + SALT_LEN..].copy_from_slice(&mac[..MAC_LEN]);
+        let sequence = self.sequence.next().to_be_bytes();
+        raw[9..9 + SEQUENCE_LEN].copy_from_slice(&sequence);
+        let mac = mac(key, now_unix_secs, key_id, &sequence, realm, source);
+        raw[9 + SEQUENCE_LEN..].copy_from_slice(&mac[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -204,10 +290,10 @@ impl NonceIssuer {
         let Some(key) = self.keys.by_id(key_id) else {
             return NonceStatus::Invalid;
         };
-        let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(&raw[9..9 + SALT_LEN]);
-        let expected = mac(key, issued_at, key_id, &salt, realm, source);
-        if !bool::from(expected[..MAC_LEN].ct_eq(&raw[9 + SALT_LEN..RAW_LEN])) {
+        let mut sequence = [0u8; SEQUENCE_LEN];
+        sequence.copy_from_slice(&raw[9..9 + SEQUENCE_LEN]);
+        let expected = mac(key, issued_at, key_id, &sequence, realm, source);
+        if !bool::from(expected[..MAC_LEN].ct_eq(&raw[9 + SEQUENCE_LEN..RAW_LEN])) {
             return NonceStatus::Invalid;
         }
         if issued_at > now_unix_secs.saturating_add(self.config.max_drift.as_secs()) {
@@ -224,14 +310,14 @@ fn mac(
     key: &HmacSha256,
     timestamp: u64,
     key_id: u8,
-    salt: &[u8; SALT_LEN],
+    sequence: &[u8; SEQUENCE_LEN],
     realm: &str,
     source: Option<IpAddr>,
 ) -> [u8; 32] {
     let mut mac = key.clone();
     mac.update(&timestamp.to_be_bytes());
     mac.update(&[key_id]);
-    mac.update(salt);
+    mac.update(sequence);
     // Realm length first so that realm and source can never be confused.
     let realm_len = u32::try_from(realm.len()).unwrap_or(u32::MAX);
     mac.update(&realm_len.to_be_bytes());
@@ -279,6 +365,22 @@ mod tests {
                 issuer.check(&n, "example.com", None, 1_000),
                 NonceStatus::Valid { .. }
             ));
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_grow_and_name_their_instance() {
+        let a = NonceIssuer::with_instance(NonceKeys::random(), NonceConfig::default(), 7);
+        let b = NonceIssuer::with_instance(NonceKeys::random(), NonceConfig::default(), 8);
+        let first = nonce_sequence(&a.mint(REALM, None, T0)).expect("our format");
+        let second = nonce_sequence(&a.mint(REALM, None, T0)).expect("our format");
+        assert!(second > first && first > 0);
+        assert!(a.sequence().is_ours(first) && a.sequence().is_ours(second));
+        let theirs = nonce_sequence(&b.mint(REALM, None, T0)).expect("our format");
+        assert!(!a.sequence().is_ours(theirs));
+        assert!(b.sequence().is_ours(theirs));
+        for bad in ["", "nonce", &"A".repeat(NONCE_LEN + 1)] {
+            assert_eq!(nonce_sequence(bad), None, "{bad}");
         }
     }
 

@@ -125,6 +125,8 @@ pub struct AuthConfig {
     pub nonce_secret: Option<Secret>,
     /// Bind each nonce to the client's source address, so it is useless from elsewhere.
     pub bind_nonce_to_source: bool,
+    /// Slots of the replay table (`auth::ReplayConfig::capacity`), 24 bytes each, allocated at
+    /// start.
     pub replay_table_size: usize,
     pub max_failures_per_source: u32,
     pub max_failures_per_user: u32,

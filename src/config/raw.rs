@@ -387,7 +387,7 @@ fn default_bind_nonce_to_source() -> bool {
     false
 }
 fn default_replay_table_size() -> u64 {
-    200_000
+    crate::auth::DEFAULT_REPLAY_CAPACITY as u64
 }
 fn default_max_failures_per_source() -> u64 {
     20

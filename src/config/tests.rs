@@ -151,7 +151,7 @@ fn missing_tables_take_documented_defaults() {
     assert_eq!(config.auth.nonce_max_drift, Duration::from_secs(3));
     assert!(config.auth.nonce_secret.is_none());
     assert!(!config.auth.bind_nonce_to_source);
-    assert_eq!(config.auth.replay_table_size, 200_000);
+    assert_eq!(config.auth.replay_table_size, 1_048_576);
     assert_eq!(config.auth.max_failures_per_source, 20);
     assert_eq!(config.auth.max_failures_per_user, 10);
     assert_eq!(config.auth.failure_window, Duration::from_secs(60));

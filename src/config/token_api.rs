@@ -57,7 +57,7 @@ pub struct TokenApiConfig {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub request_timeout: Duration,
-    pub rate_per_source_per_minute: u32,
+    pub failures_per_source_per_minute: u32,
     pub rate_per_user_per_minute: u32,
     pub rate_per_device_per_minute: u32,
     pub leeway: Duration,
@@ -146,8 +146,12 @@ pub(super) struct RawTokenApi {
     pub(super) max_header_bytes: u64,
     #[serde(default = "default_request_timeout_secs")]
     pub(super) request_timeout_secs: u64,
-    #[serde(default = "default_rate_per_source")]
-    pub(super) rate_per_source_per_minute: u64,
+    /// Before issue 13 this counted every request, valid or not; the old name still loads.
+    #[serde(
+        default = "default_failures_per_source",
+        alias = "rate_per_source_per_minute"
+    )]
+    pub(super) failures_per_source_per_minute: u64,
     #[serde(default = "default_rate_per_user")]
     pub(super) rate_per_user_per_minute: u64,
     #[serde(default = "default_rate_per_device")]
@@ -214,7 +218,7 @@ impl Default for RawTokenApi {
             max_body_bytes: default_max_body_bytes(),
             max_header_bytes: default_max_header_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
-            rate_per_source_per_minute: default_rate_per_source(),
+            failures_per_source_per_minute: default_failures_per_source(),
             rate_per_user_per_minute: default_rate_per_user(),
             rate_per_device_per_minute: default_rate_per_device(),
             leeway_secs: default_leeway_secs(),
@@ -250,8 +254,8 @@ fn default_max_header_bytes() -> u64 {
 fn default_request_timeout_secs() -> u64 {
     10
 }
-fn default_rate_per_source() -> u64 {
-    120
+fn default_failures_per_source() -> u64 {
+    60
 }
 fn default_rate_per_user() -> u64 {
     30
@@ -415,10 +419,10 @@ pub(super) fn token_api(
             raw.request_timeout_secs,
             REQUEST_TIMEOUT_SECS,
         ),
-        rate_per_source_per_minute: rate(
+        failures_per_source_per_minute: rate(
             problems,
-            "token_api.rate_per_source_per_minute",
-            raw.rate_per_source_per_minute,
+            "token_api.failures_per_source_per_minute",
+            raw.failures_per_source_per_minute,
         ),
         rate_per_user_per_minute: rate(
             problems,

@@ -103,6 +103,18 @@ impl Dispatcher {
         let refuse = |stale: bool, reason: AuthFailure| {
             self.challenge(msg, src, realm, stale, None, role, Some(reason))
         };
+        // The replay table refuses only after the digest verified, so the password is right:
+        // a stale challenge, which phones answer with the new nonce without prompting. A nonce
+        // that lost its slot (or is another process's) counts as stale, a replayed count as a
+        // replay.
+        let replay_refused = |e: auth::ReplayError| {
+            let reason = if e.is_stale() {
+                AuthFailure::StaleNonce
+            } else {
+                AuthFailure::Replay
+            };
+            refuse(true, reason)
+        };
         let Some(creds) = DigestCredentials::from_params(&p) else {
             return self.bad_credentials(msg, src, role);
         };
@@ -194,10 +206,9 @@ impl Dispatcher {
                 creds.nc.unwrap_or(0),
                 msg.call_id().unwrap_or(""),
                 Some(src.peer.ip()),
-                now_unix,
             ) {
                 tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-                return refuse(false, AuthFailure::Replay);
+                return replay_refused(e);
             }
             i.trusted.record_success(username, ip, now);
             return AuthStep::Authenticated(Identity {
@@ -236,15 +247,12 @@ impl Dispatcher {
             return refuse(false, AuthFailure::WrongResponse);
         };
         let call_id = msg.call_id().unwrap_or("");
-        if let Err(e) = i.replay.check_and_record(
-            nonce,
-            creds.nc.unwrap_or(0),
-            call_id,
-            Some(src.peer.ip()),
-            unix_now(),
-        ) {
+        if let Err(e) =
+            i.replay
+                .check_and_record(nonce, creds.nc.unwrap_or(0), call_id, Some(src.peer.ip()))
+        {
             tracing::debug!(peer = %src.peer, username, error = %e, "digest replay refused");
-            return refuse(false, AuthFailure::Replay);
+            return replay_refused(e);
         }
         i.trusted.record_success(username, ip, now);
         let sso_enforced = i.domains.get(realm).is_some_and(|d| d.sso_enforced);

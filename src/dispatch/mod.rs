@@ -34,7 +34,7 @@ use crate::registrar::Location;
 use crate::sip::{
     HeaderName, Limits, Message, Method, ParseError, Reaction, ResponseBuilder, Uri, ViaReceived,
 };
-use crate::transaction::{RequestDisposition, TransactionKey, TransactionTable};
+use crate::transaction::{Admission, RequestDisposition, TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Handler, Reply, Source, Transport};
 
 /// Option tags we support (RFC 3327 Path, RFC 5626 outbound).
@@ -154,13 +154,13 @@ impl Dispatcher {
         &self.inner.transactions
     }
 
-    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries,
+    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries (the
+    /// replay table needs none: its slots are reused in place),
     /// and refresh the gauges. Called by the one purge task.
     pub fn purge(&self, now: Instant) {
         let i = &self.inner;
         i.location.purge(now);
         i.transactions.poll(now);
-        i.replay.purge(unix_now());
         i.source_limiter.purge(now);
         i.user_limiter.purge(now);
         i.trusted.purge(now);
@@ -170,6 +170,9 @@ impl Dispatcher {
         i.metrics.bindings.set(i.location.binding_count() as i64);
         i.metrics.aors.set(i.location.aor_count() as i64);
         i.metrics.transactions.set(i.transactions.len() as i64);
+        i.metrics
+            .transactions_evicted
+            .set(i.transactions.evicted() as i64);
     }
 
     fn handle(&self, data: Bytes, src: &Source) -> Reply {
@@ -205,21 +208,27 @@ impl Dispatcher {
             return self.reject(&msg, ParseError::InvalidVia, src);
         };
         let reliable = src.transport != Transport::Udp;
-        match i.transactions.on_request(key.clone(), reliable, now) {
+        let admission = admission_of(&msg, src);
+        if msg.method() == Some(Method::Register) && admission == Admission::Unauthenticated {
+            // A REGISTER without credentials changes nothing: it is challenged or refused, and
+            // a retransmission is answered alike. So it keeps no transaction (RFC 3261
+            // §8.2.7), and in a storm costs no room; under overload it is shed first.
+            if !i.transactions.admits(admission) {
+                return self.overloaded(&msg, src);
+            }
+            return match self.route(&msg, src, now) {
+                Some(response) => self.reply_to(&msg, src, response.bytes),
+                None => Reply::none(),
+            };
+        }
+        match i
+            .transactions
+            .on_request(key.clone(), reliable, admission, now)
+        {
             RequestDisposition::New => {}
             RequestDisposition::Absorb => return Reply::none(),
             RequestDisposition::Retransmit(bytes) => return self.reply_to(&msg, src, bytes),
-            RequestDisposition::Overloaded => {
-                i.metrics.dropped(DropReason::Overloaded);
-                let r = self.respond(
-                    &msg,
-                    src,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", "5")],
-                );
-                return self.reply_to(&msg, src, r.bytes);
-            }
+            RequestDisposition::Overloaded => return self.overloaded(&msg, src),
         }
         let Some(response) = self.route(&msg, src, now) else {
             return Reply::none();
@@ -232,6 +241,18 @@ impl Dispatcher {
                 .on_response(&key, response.bytes.clone(), response.status, now);
         }
         self.reply_to(&msg, src, response.bytes)
+    }
+
+    fn overloaded(&self, msg: &Message, src: &Source) -> Reply {
+        self.inner.metrics.dropped(DropReason::Overloaded);
+        let r = self.respond(
+            msg,
+            src,
+            503,
+            "Service Unavailable",
+            &[("Retry-After", "5")],
+        );
+        self.reply_to(msg, src, r.bytes)
     }
 
     fn route(&self, msg: &Message, src: &Source, now: Instant) -> Option<Response> {
@@ -502,6 +523,20 @@ fn is_unroutable(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
         IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
+    }
+}
+
+/// Whether a new request can complete without another round trip (see [`Admission`]): it
+/// carries credentials, comes with a client certificate, belongs to a dialog (To tag) or
+/// cancels one.
+fn admission_of(msg: &Message, src: &Source) -> Admission {
+    let credentials = msg.values(HeaderName::Authorization).next().is_some()
+        || msg.values(HeaderName::ProxyAuthorization).next().is_some();
+    let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
+    if credentials || in_dialog || src.identity.is_some() || msg.method() == Some(Method::Cancel) {
+        Admission::Authenticated
+    } else {
+        Admission::Unauthenticated
     }
 }
 

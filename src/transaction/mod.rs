@@ -26,12 +26,13 @@ mod table;
 
 pub use key::{is_rfc3261_branch, TransactionKey, MAGIC_COOKIE};
 pub use server::{Retransmission, ServerTransaction, State};
-pub use table::{RequestDisposition, TransactionTable};
+pub use table::{Admission, RequestDisposition, TransactionTable};
 
 /// Default T1, the RTT estimate of RFC 3261 §17.1.1.1.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 
-/// Default cap on live server transactions, see [`TransactionConfig::max_transactions`].
+/// Default cap on live server transactions, see [`TransactionConfig::max_transactions`]:
+/// about 140 MB at about 1.4 KB each (RSS in the storm runs, benches/RESULTS.md).
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
 
 /// Largest T1 accepted by [`TransactionConfig::new`]; 64*T1 is then at most 64 minutes.
@@ -86,8 +87,10 @@ impl TransactionConfig {
         self.t1
     }
 
-    /// Cap on live transactions (default [`DEFAULT_MAX_TRANSACTIONS`]); beyond it new requests
-    /// get [`RequestDisposition::Overloaded`].
+    /// Cap on live transactions (default [`DEFAULT_MAX_TRANSACTIONS`]). At the cap the oldest
+    /// completed transaction gives way to a new request; only when none is completed does a
+    /// new request get [`RequestDisposition::Overloaded`] (see `table.rs`), so the cap bounds
+    /// memory, not the request rate.
     ///
     /// Worst-case memory is `max_transactions × (≈ 200 B of table/queue overhead + key length +
     /// stored response length)`. Keys are about 60–300 B; responses are bounded only by the

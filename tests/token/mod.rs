@@ -62,7 +62,43 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpResponse {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    http_over(s, addr, method, path, headers, body)
+}
+
+/// [`http`] from a chosen loopback source address (e.g. `127.0.0.2`), to act as another
+/// client address.
+pub fn http_from(
+    local: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let s = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(local, 0))?;
+            socket.connect(addr).await?.into_std()
+        })
+        .expect("connect from the given address");
+    s.set_nonblocking(false).expect("blocking");
+    http_over(s, addr, method, path, headers, body)
+}
+
+fn http_over(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
