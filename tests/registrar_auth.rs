@@ -1,4 +1,4 @@
-//! End-to-end tests of REGISTER authentication and the registrar rules (TESTING.md §2, A1–A21),
+//! End-to-end tests of REGISTER authentication and the registrar rules (docs/testing.md §2, A1–A21),
 //! of user enumeration (§3, E1–E5), and of a few server-wide behaviours (OPTIONS to us, Require,
 //! REGISTER outcome metrics, SIGTERM drain, `check-config`), against the real binary.
 //!
@@ -1391,7 +1391,7 @@ fn e01_e02_known_and_unknown_users_get_identical_answers() {
                 );
             }
         }
-        // E4 (TESTING.md): a timing comparison is not asserted here, because this machine is
+        // E4 (docs/testing.md): a timing comparison is not asserted here, because this machine is
         // shared and noisy; the benchmark issue owns it. Printed for information only.
         for t in &mut timing {
             t.sort();

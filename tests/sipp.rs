@@ -1,6 +1,6 @@
 //! SIPp against the real binary: 1000 users from an injection file register with
 //! REGISTER → 401 → REGISTER with MD5 Digest → 200 (scenario `tests/sipp/reg-digest.xml`,
-//! adapted from `../shared/peers/kamailio/reg-digest.xml`), over UDP and over TCP, with 0
+//! adapted from `the Kamailio benchmark peer's reg-digest.xml`), over UDP and over TCP, with 0
 //! failed calls. The bindings then show in the `sipward_bindings` gauge and expire on time.
 //!
 //! SIPp 3.6 (Debian sip-tester) only does MD5 Digest, so MD5 is the first algorithm offered.

@@ -1,6 +1,6 @@
 //! SIPVicious `svwar` (0.3.x) against the real binary with extensions 100, 200 and 555 (and
 //! alice) provisioned: `-m REGISTER` and `-m INVITE` over `-e100-999` report no extension
-//! (TESTING.md E6).
+//! (docs/testing.md E6).
 //!
 //! How svwar decides (svwar.py): it first sends the method for a random extension and keeps the
 //! first line of the reply as the "bad user" fingerprint. Without `--force` it gives up at once

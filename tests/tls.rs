@@ -1,6 +1,6 @@
 //! SIP over TLS against the real binary: REGISTER with Digest (MD5, SHA-256) and with a client
 //! certificate alone, driven by a rustls client and by `openssl s_client`; the certificate
-//! identity rule; TESTING.md T1–T3, T5–T7, T9, T11 and T13; flows; reload on SIGHUP.
+//! identity rule; docs/testing.md T1–T3, T5–T7, T9, T11 and T13; flows; reload on SIGHUP.
 //!
 //! Certificates come from `sipward certs dev` (a fresh set per test process, see
 //! `common::dev_certs`); bad ones (RSA-1024, self-signed) are made with openssl.

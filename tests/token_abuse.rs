@@ -1,4 +1,4 @@
-//! TESTING.md §6, J1–J16 and J20, against the real binary and the real OpenID provider in
+//! docs/testing.md §6, J1–J16 and J20, against the real binary and the real OpenID provider in
 //! `tests/idp`. Forged tokens are signed by the tests with keys the IdP does not publish;
 //! tokens with bad claims but a valid signature are signed by the IdP's own key through its
 //! test-only `/test/sign`. Every token fault must get the same 401 body and issue nothing.
@@ -370,7 +370,7 @@ fn j1_to_j13_and_j20_every_forged_or_broken_token_gets_the_same_401() {
     }
 
     // J11 (tenant): a real token of this issuer for a tenant not on the allowlist gets the
-    // contract's 403 access_denied (TOKEN_API.md "Errors"), not a credential.
+    // contract's 403 access_denied (docs/token-api.md "Errors"), not a credential.
     let r = s.exchange(
         &idp.mint(
             "alice",
@@ -747,7 +747,7 @@ fn two_authorization_headers_get_400_whatever_their_order() {
     assert_eq!(r.status, 201, "{}", r.body);
 }
 
-/// Issue 12 item 6 (TOKEN_API.md step 2): `kid` is required unless the JWKS holds exactly
+/// Issue 12 item 6 (docs/token-api.md step 2): `kid` is required unless the JWKS holds exactly
 /// one key, even when only one of several keys fits the token's `alg`.
 #[test]
 fn a_token_without_kid_is_refused_unless_the_jwks_has_exactly_one_key() {

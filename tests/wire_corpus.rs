@@ -526,7 +526,7 @@ fn rfc4475_over_tcp_one_byte_per_write() {
 }
 
 /// The same files over TLS, one byte per TLS record: framing, deadlines and answers as over
-/// TCP (TESTING.md T12).
+/// TCP (docs/testing.md T12).
 #[test]
 fn rfc4475_over_tls_one_byte_per_record() {
     run_all(Mode::TlsBytewise);

@@ -33,7 +33,7 @@ impl Algorithm {
 }
 
 /// The user names and passwords of the benchmark population: `u100000`..`u109999` with
-/// password `pw100000`.., as in ../shared/peers/kamailio and benches/kamailio/registrar.cfg.
+/// password `pw100000`.., as in benches/kamailio/registrar.cfg.
 #[derive(Clone, Debug)]
 pub(crate) struct Users {
     pub(crate) first: u32,

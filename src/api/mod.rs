@@ -1,5 +1,5 @@
 //! The HTTP side: health, readiness, Prometheus metrics, the admin bindings view (the
-//! operator's `ul.dump`), and the token API (`token.rs`, TOKEN_API.md) when issuers are
+//! operator's `ul.dump`), and the token API (`token.rs`, docs/token-api.md) when issuers are
 //! configured.
 //!
 //! | file | owns |

@@ -1,4 +1,4 @@
-//! The token API (TOKEN_API.md): login options, the exchange of an IdP access token for a
+//! The token API (docs/token-api.md): login options, the exchange of an IdP access token for a
 //! per-device SIP credential, the caller's devices, device revocation and the admin revoke of
 //! a user. Errors follow RFC 6750; every token fault gives the same 401 body, the reason goes
 //! to metrics and logs only. Logs carry the issuer, a hash of `sub`, `jti`, `kid` and the
@@ -44,7 +44,7 @@ pub const DEVICES_ACTIVE: &str = "sipward_devices_active";
 
 /// The one description every token fault gets.
 pub const INVALID_TOKEN_DESCRIPTION: &str = "the access token is not valid";
-/// `refresh_after` is this share of the TTL (TOKEN_API.md: 75 %).
+/// `refresh_after` is this share of the TTL (docs/token-api.md: 75 %).
 const REFRESH_AFTER_PERCENT: u64 = 75;
 const MAX_DEVICE_ID: usize = 64;
 const MAX_DEVICE_NAME: usize = 64;

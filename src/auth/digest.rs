@@ -265,7 +265,7 @@ impl fmt::Debug for Ha1 {
 
 /// One dummy [`Ha1`] per algorithm, derived from a per-process random secret. For an unknown user
 /// the caller verifies against [`DummyHa1s::get`], so known and unknown users take the same path
-/// and the same time (TESTING.md E4); the result is always [`Verdict::Mismatch`].
+/// and the same time (docs/testing.md E4); the result is always [`Verdict::Mismatch`].
 #[derive(Clone)]
 pub struct DummyHa1s {
     md5: Ha1,

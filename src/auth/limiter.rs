@@ -1,4 +1,4 @@
-//! Failed-attempt limits (TESTING.md A3, E8): count authentication failures per key in a fixed
+//! Failed-attempt limits (docs/testing.md A3, E8): count authentication failures per key in a fixed
 //! window and block the key once it reaches the limit, until that window ends. The registrar
 //! keeps two: one keyed by source address ([`source_key`]) and one keyed by username.
 //!
@@ -60,7 +60,7 @@ impl LimiterConfig {
         }
     }
 
-    /// Per username: 10 failures in 60 s (TESTING.md E8).
+    /// Per username: 10 failures in 60 s (docs/testing.md E8).
     pub fn per_username() -> LimiterConfig {
         LimiterConfig {
             window: Duration::from_secs(60),

@@ -9,7 +9,7 @@
 //!
 //! This module must not parse SIP (the `sip` layer hands it typed views), read the clock, do
 //! I/O, or decide status codes. The caller runs the steps in this order, so that known and
-//! unknown users look and time the same (TESTING.md §3):
+//! unknown users look and time the same (docs/testing.md §3):
 //!
 //! 1. limiters: [`FailureLimiter::is_blocked`] for the source and the username;
 //! 2. [`NonceIssuer::check`]: `Invalid` → new challenge; `Stale` → challenge with `stale=true`;

@@ -1,6 +1,6 @@
 //! Stateless Digest nonces: minted from a timestamp and an HMAC, checked without any table, so a
 //! flood of challenges costs no memory and a nonce can be checked before the user lookup (a
-//! `stale=true` answer then says nothing about whether the user exists, TESTING.md A5/E3).
+//! `stale=true` answer then says nothing about whether the user exists, docs/testing.md A5/E3).
 //!
 //! This file owns the nonce format, the secret keys and their rotation. It must not track `nc`
 //! or first use (that is `super::replay`), and it never reads the clock: `now` is a parameter.

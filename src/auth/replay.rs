@@ -1,4 +1,4 @@
-//! Nonce-count replay protection (TESTING.md A6, A7) in fixed memory: per nonce, the last
+//! Nonce-count replay protection (docs/testing.md A6, A7) in fixed memory: per nonce, the last
 //! accepted `nc` and the Call-ID and source of its first use, so a captured `Authorization`
 //! cannot be sent again, and a fresh nonce is never refused for lack of room.
 //!

@@ -6,7 +6,7 @@
 //!
 //! Rules that are security decisions, not just syntax:
 //! - an issuer URL is `https://`, or `http://` on a loopback host only (tests, development);
-//! - `HS*` and `none` are never accepted for IdP tokens (TESTING.md J3, J19);
+//! - `HS*` and `none` are never accepted for IdP tokens (docs/testing.md J3, J19);
 //! - a durable device store needs a credential key file, else credentials would stop
 //!   verifying at the next start.
 
@@ -319,7 +319,7 @@ const MAX_BODY_BYTES: RangeInclusive<u64> = 256..=65_536;
 const MAX_HEADER_BYTES: RangeInclusive<u64> = 8192..=65_536;
 const REQUEST_TIMEOUT_SECS: RangeInclusive<u64> = 1..=120;
 const RATE_PER_MINUTE: RangeInclusive<u64> = 1..=1_000_000;
-/// RFC 8725 practice and TESTING.md J8: never more than 60 s.
+/// RFC 8725 practice and docs/testing.md J8: never more than 60 s.
 const LEEWAY_SECS: RangeInclusive<u64> = 0..=60;
 const FETCH_TIMEOUT_SECS: RangeInclusive<u64> = 1..=60;
 const MAX_JWKS_BYTES: RangeInclusive<u64> = 1024..=4_194_304;

@@ -238,7 +238,7 @@ impl DeviceIndex {
         self.len() == 0
     }
 
-    /// TOKEN_API.md "The registrar's check for a device credential": the record must exist,
+    /// docs/token-api.md "The registrar's check for a device credential": the record must exist,
     /// be unrevoked (revoked ones are not in the index), unexpired, in `realm`, and own
     /// `expected_aor`; then the HA1 of each live generation for `algorithm`. Anything else
     /// yields dummies, so the caller runs the same verification either way.

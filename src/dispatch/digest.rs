@@ -1,5 +1,5 @@
 //! Authenticating one request with Digest, in the order that keeps known and unknown users
-//! indistinguishable (TESTING.md §3): credentials for our realm (two for the same realm is a
+//! indistinguishable (docs/testing.md §3): credentials for our realm (two for the same realm is a
 //! 400; none gets a challenge), limit by source, algorithm allowed, Digest `uri` equal to the
 //! Request-URI, the nonce checked **before** any user lookup, per-user limit, verification
 //! against the account's HA1 or a dummy one, and only after success the nonce-count replay
@@ -167,7 +167,7 @@ impl Dispatcher {
             .as_ref()
             .filter(|_| username.starts_with(DEVICE_PREFIX))
         {
-            // TOKEN_API.md "The registrar's check for a device credential": the record (or a
+            // docs/token-api.md "The registrar's check for a device credential": the record (or a
             // dummy) is checked against realm and AoR, then both generations are verified, so
             // an unknown, revoked or expired username takes the same path.
             let expected = match role {

@@ -1,6 +1,6 @@
 //! Requests that are not for the registrar: the proxy's side of dispatch.
 //!
-//! Order for a request that is not in a dialog (RFC 3261 §16.3, and TESTING.md E5): our
+//! Order for a request that is not in a dialog (RFC 3261 §16.3, and docs/testing.md E5): our
 //! domain (else 403), Max-Forwards (483), loop (482), Proxy-Require (420), authentication
 //! (407, or the TLS client certificate's identity), the From identity must be the
 //! authenticated user (403), and only then the callee: unknown user 404, no bindings 480,

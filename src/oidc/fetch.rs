@@ -1,7 +1,7 @@
 //! The one outbound HTTP client: discovery documents and JWKS, and nothing else. Redirects
 //! are never followed, every request has a timeout, bodies are capped while they stream in,
 //! and only `https://` (or `http://` on loopback) URLs are fetched. URLs come from config and
-//! from the configured issuer's discovery document, never from a token (TESTING.md J6).
+//! from the configured issuer's discovery document, never from a token (docs/testing.md J6).
 //!
 //! TLS is rustls with the aws-lc-rs provider (the binary's one crypto backend) and the
 //! Mozilla root set (`webpki-roots`). Environment proxies are not used.

@@ -1,5 +1,5 @@
 //! One configured issuer at run time: its discovered `jwks_uri`, the JWKS cache, and the
-//! refresh rules of TOKEN_API.md "JWKS cache, per issuer".
+//! refresh rules of docs/token-api.md "JWKS cache, per issuer".
 //!
 //! - Reads are lock-free (`ArcSwap` of an immutable [`KeySet`]); no lock is held across I/O.
 //! - A background task refreshes discovery every `discovery_refresh` and the keys when their

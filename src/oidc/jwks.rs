@@ -6,7 +6,7 @@
 //! material of the wrong size (RSA moduli under 2048 bits, EC or Ed25519 coordinates not of the
 //! curve's length). Only then are keys past the cap dropped.
 //!
-//! A token without `kid` is verified only when the set holds exactly one key (TOKEN_API.md
+//! A token without `kid` is verified only when the set holds exactly one key (docs/token-api.md
 //! step 2), not when exactly one of several keys fits its `alg`.
 
 use std::sync::Arc;
@@ -63,7 +63,7 @@ impl KeySet {
     }
 
     /// The key for a token header: by `kid`; without a `kid` only when the set holds exactly
-    /// one key and it fits `alg` (TOKEN_API.md step 2).
+    /// one key and it fits `alg` (docs/token-api.md step 2).
     pub(super) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
         match kid {
             Some(kid) => match self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {

@@ -6,7 +6,7 @@
 //! | `fetch.rs` | the outbound HTTP client: no redirects, timeouts, body cap, https or loopback only |
 //! | `jwks.rs` | JWKS → verification keys (drops `oct`, `use=enc`, unknown, over the cap) |
 //! | `issuer.rs` | one issuer: discovery, the lock-free key cache, refresh and unknown-kid refetch |
-//! | `token.rs` | validation steps 1–7 of TOKEN_API.md, strict JSON, claim checks, AoR mapping |
+//! | `token.rs` | validation steps 1–7 of docs/token-api.md, strict JSON, claim checks, AoR mapping |
 //!
 //! Discovery metadata is read with two fields of our own (`issuer`, `jwks_uri`) rather than
 //! `openidconnect`'s types: that crate validates ID tokens, not access tokens, and its

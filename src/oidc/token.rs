@@ -1,4 +1,4 @@
-//! Access-token validation, in TOKEN_API.md's order, failing closed:
+//! Access-token validation, in docs/token-api.md's order, failing closed:
 //!
 //! 1. size ≤ 8 KiB, exactly three segments of strict base64url (no padding, no `+/`), header
 //!    and payload strict JSON (no duplicate keys, nesting ≤ 16): all before any crypto;
@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::{IssuerRegistry, Purpose, Rejection, Verified};
 use crate::config::ScopeClaim;
 
-/// Largest token accepted (TOKEN_API.md step 1).
+/// Largest token accepted (docs/token-api.md step 1).
 pub const MAX_TOKEN_BYTES: usize = 8192;
 /// Deepest JSON nesting accepted in a header or payload.
 pub const MAX_JSON_DEPTH: usize = 16;

@@ -35,7 +35,7 @@ pub struct RegisterOutcome {
     /// RFC 5626 re-registration over a new flow). Allowed; the caller logs them.
     pub rebound: Vec<Rebound>,
     /// Whether the AoR had live bindings before the request (lets the caller answer 404 to
-    /// `Contact: *` on an unknown AoR, TESTING.md A16).
+    /// `Contact: *` on an unknown AoR, docs/testing.md A16).
     pub had_bindings: bool,
 }
 

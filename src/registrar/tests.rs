@@ -1,4 +1,4 @@
-//! Registrar tests on a virtual clock: RFC 3261 §10.3 rules, TESTING.md A13–A19, A23, P6, P7,
+//! Registrar tests on a virtual clock: RFC 3261 §10.3 rules, docs/testing.md A13–A19, A23, P6, P7,
 //! limits, indexes, concurrency and the per-binding footprint.
 
 use std::net::SocketAddr;

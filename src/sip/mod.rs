@@ -14,7 +14,7 @@
 //! | `builder.rs` | `ResponseBuilder`, `forward` edits for the proxy |
 //! | `error.rs` | `ParseError` and the `Reaction` a server takes |
 //!
-//! Why our own parser: see DESIGN.md (`rsip` rejects what real phones send and is slow).
+//! Why our own parser: see docs/architecture.md (`rsip` rejects what real phones send and is slow).
 //! The header section must be UTF-8 (SIP is UTF-8 text); a message that is not is dropped.
 
 mod builder;

@@ -26,7 +26,7 @@ pub struct Generation {
     pub expires_at: u64,
 }
 
-/// A device record (TOKEN_API.md "Credential format").
+/// A device record (docs/token-api.md "Credential format").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
     /// The Digest username, `d-…`; the primary key.
