@@ -70,13 +70,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let rr = ["<sip:192.0.2.1;lr>"];
+        let realms = ["example.test".to_string()];
         let edits = ForwardEdits {
             request_uri: Some("sip:bob@192.0.2.7:5062"),
             push_via: Some("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfuzz"),
             pop_via: false,
             record_route: &rr,
             decrement_max_forwards: true,
-            pop_route: true,
+            pop_routes: 1,
+            consume_credentials_for: &realms,
+            ..ForwardEdits::default()
         };
         let out = forward(&msg, &edits);
         let fwd = Message::parse(out.clone(), &grown(&limits))
