@@ -3,15 +3,20 @@
 //! in config), and per-device credentials from the token API (`device`: derived passwords and
 //! the index of active device records).
 //!
+//! [`Directory`] puts both behind [`crate::auth::CredentialLookup`], the seam through which the
+//! authenticator finds a username's HA1s.
+//!
 //! It holds no plaintext password after start. It must not decide policy (which AoR an
 //! identity may bind): dispatch does.
 
 pub mod device;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::auth::{Algorithm, Ha1};
+use crate::auth::{Algorithm, Candidate, CredentialLookup, DummyHa1s, Found, Ha1, Identity, Query};
 use crate::config::{AccountKind, AccountSecret, Config, DigestAlgorithmName};
+use device::{DeviceEntry, DeviceIndex, DEVICE_PREFIX};
 
 /// Maps a configured algorithm name to the digest implementation.
 pub fn algorithm(name: DigestAlgorithmName) -> Algorithm {
@@ -31,7 +36,7 @@ pub struct Account {
     /// The algorithms challenged for this account, in order.
     pub algorithms: Vec<Algorithm>,
     /// The AoR this identity may bind: `sip:username@domain`.
-    pub aor: Box<str>,
+    pub aor: Arc<str>,
     ha1: [Option<Ha1>; 3],
 }
 
@@ -110,6 +115,120 @@ impl StaticAccounts {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Every credential the registrar and proxy verify against: the static accounts and, when the
+/// token API is on, the device index.
+pub struct Directory {
+    accounts: StaticAccounts,
+    devices: Option<DeviceIndex>,
+}
+
+/// The token API device credential a request verified with: re-checked under the AoR lock
+/// (`registrar::Credential`) and reported after a successful REGISTER.
+#[derive(Debug, Clone)]
+pub struct DeviceCredential {
+    pub entry: Arc<DeviceEntry>,
+    pub generation: u32,
+}
+
+impl Directory {
+    pub fn new(accounts: StaticAccounts, devices: Option<DeviceIndex>) -> Directory {
+        Directory { accounts, devices }
+    }
+
+    /// The device index; `None` when the token API is off.
+    pub fn devices(&self) -> Option<&DeviceIndex> {
+        self.devices.as_ref()
+    }
+
+    /// Whether `user@domain` (AoR `aor`) exists: a static account or the AoR of an active
+    /// token API device.
+    pub fn user_exists(&self, user: &str, domain: &str, aor: &str) -> bool {
+        self.accounts.exists_aor(user, domain)
+            || self.devices.as_ref().is_some_and(|d| d.has_aor(aor))
+    }
+
+    fn find_device<'s>(
+        devices: &DeviceIndex,
+        q: &Query<'_>,
+        dummy: &DummyHa1s,
+    ) -> Found<'s, Option<DeviceCredential>> {
+        // docs/token-api.md "The registrar's check for a device credential": the record (or a
+        // dummy) is checked against realm and AoR, then both generations are verified, so an
+        // unknown, revoked or expired username takes the same path.
+        let found = devices.candidates(
+            q.username,
+            q.realm,
+            q.expected_aor,
+            q.algorithm,
+            q.now_unix,
+            dummy,
+        );
+        let candidates = found
+            .ha1
+            .into_iter()
+            .zip(found.generations)
+            .map(|(ha1, generation)| Candidate {
+                ha1,
+                identity: match (generation, &found.entry) {
+                    (Some((generation, expires_at)), Some(entry)) => Some(Identity {
+                        aor: entry.aor.clone(),
+                        sso_user: false,
+                        expires_cap: Some(expires_at.saturating_sub(q.now_unix).max(1)),
+                        credential: Some(DeviceCredential {
+                            entry: entry.clone(),
+                            generation,
+                        }),
+                    }),
+                    _ => None,
+                },
+            })
+            .collect();
+        Found {
+            candidates,
+            algorithms: None,
+        }
+    }
+}
+
+impl CredentialLookup for Directory {
+    type Credential = Option<DeviceCredential>;
+
+    /// A username with the device prefix is a token API device (two candidates: current and
+    /// previous generation); any other a static account (one candidate).
+    fn find<'s>(&'s self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<'s, Self::Credential> {
+        if let Some(devices) = self
+            .devices
+            .as_ref()
+            .filter(|_| q.username.starts_with(DEVICE_PREFIX))
+        {
+            return Directory::find_device(devices, q, dummy);
+        }
+        let account = self.accounts.lookup(q.username, q.realm);
+        let usable = account
+            .filter(|a| a.algorithms.contains(&q.algorithm))
+            .and_then(|a| a.ha1(q.algorithm).map(|ha1| (a, *ha1)));
+        let candidate = match usable {
+            Some((a, ha1)) => Candidate {
+                ha1,
+                identity: Some(Identity {
+                    aor: a.aor.clone(),
+                    sso_user: a.kind == AccountKind::Human,
+                    expires_cap: None,
+                    credential: None,
+                }),
+            },
+            None => Candidate {
+                ha1: *dummy.get(q.algorithm),
+                identity: None,
+            },
+        };
+        Found {
+            candidates: vec![candidate],
+            algorithms: account.map(|a| a.algorithms.as_slice()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ mod location;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
-pub use location::{Location, Rebound, RegisterOutcome};
+pub use location::{Location, LocationGauges, Rebound, RegisterOutcome};
 pub use rules::{
     ContactInput, Credential, PolicyError, RegisterError, RegisterInput, RegistrarPolicy,
     MAX_BINDING_TEXT, MAX_PATH_TEXT, MAX_USER_AGENT,
