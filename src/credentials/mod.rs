@@ -251,4 +251,85 @@ mod tests {
         assert!(accounts.lookup("mallory", "example.test").is_none());
         assert!(accounts.lookup("alice", "other.test").is_none());
     }
+
+    fn query<'a>(username: &'a str, expected_aor: Option<&'a str>) -> Query<'a> {
+        Query {
+            username,
+            realm: "example.test",
+            algorithm: Algorithm::Sha256,
+            expected_aor,
+            now_unix: 1000,
+        }
+    }
+
+    fn shape<C>(found: &Found<'_, C>) -> Vec<bool> {
+        found
+            .candidates
+            .iter()
+            .map(|c| c.identity.is_some())
+            .collect()
+    }
+
+    /// The lookup gives an unknown user as many candidates as a known one of its kind: one
+    /// for a static account, two for a device (current and previous generation).
+    #[test]
+    fn directory_gives_unknown_users_as_many_candidates_as_known_ones() {
+        use crate::config::Secret;
+        use crate::store::{DeviceRecord, Generation};
+        let keys = device::CredentialKeys::new(Some(vec![("k".into(), Secret::new(vec![3; 32]))]));
+        let (devices, _events) = DeviceIndex::new(keys);
+        let generation = |gen| Generation {
+            gen,
+            kid: "k".into(),
+            expires_at: 1100,
+        };
+        devices.upsert(
+            &DeviceRecord {
+                username: "d-known".into(),
+                device_id: "phone".into(),
+                iss: "https://idp".into(),
+                sub: "s".into(),
+                aor: "sip:alice@example.test".into(),
+                realm: "example.test".into(),
+                current: generation(2),
+                previous: Some(generation(1)),
+                created: 900,
+                revoked: None,
+                last_register: None,
+                name: None,
+                platform: None,
+            },
+            1000,
+        );
+        let dir = Directory::new(StaticAccounts::from_config(&Config::dev()), Some(devices));
+        let dummy = DummyHa1s::new();
+
+        let alice = dir.find(&query("alice", None), &dummy);
+        assert_eq!(shape(&alice), [true]);
+        let id = alice.candidates[0].identity.as_ref().expect("alice");
+        assert_eq!((&*id.aor, id.expires_cap), ("sip:alice@example.test", None));
+        assert!(alice.algorithms.is_some());
+        let ghost = dir.find(&query("ghost", None), &dummy);
+        assert_eq!(shape(&ghost), [false]);
+        assert!(ghost.algorithms.is_none());
+
+        let aor = Some("sip:alice@example.test");
+        let known = dir.find(&query("d-known", aor), &dummy);
+        assert_eq!(shape(&known), [true, true]);
+        let id = known.candidates[0].identity.as_ref().expect("device");
+        assert_eq!(id.expires_cap, Some(100));
+        assert_eq!(id.credential.as_ref().map(|d| d.generation), Some(2));
+        // Unknown, or known but for another AoR: two dummies, like the real thing.
+        assert_eq!(
+            shape(&dir.find(&query("d-ghost", aor), &dummy)),
+            [false, false]
+        );
+        let other = Some("sip:bob@example.test");
+        assert_eq!(
+            shape(&dir.find(&query("d-known", other), &dummy)),
+            [false, false]
+        );
+        assert!(dir.user_exists("nobody", "example.test", "sip:alice@example.test"));
+        assert!(!dir.user_exists("nobody", "example.test", "sip:nobody@example.test"));
+    }
 }
