@@ -13,16 +13,11 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{
-    FailureLimiter, LimiterConfig, NonceConfig, NonceIssuer, NonceKeys, ReplayConfig, ReplayTable,
-    TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS,
-};
-use crate::config::{Config, Sso};
+use crate::config::Config;
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
-use crate::credentials::{algorithm, StaticAccounts};
-use crate::dispatch::{DispatchParts, Dispatcher, DomainPolicy};
+use crate::dispatch::{dispatch_parts, Dispatcher, Shared};
 use crate::metrics::Metrics;
-use crate::registrar::{Location, RegistrarPolicy};
+use crate::registrar::{Location, LocationGauges, RegistrarPolicy};
 use crate::sip::Limits;
 use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
 use crate::transport::tcp::{StreamContext, StreamLimits};
@@ -100,61 +95,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     policy
         .validate()
         .map_err(|e| AppError::Setting(format!("registrar: {e:?}")))?;
-    let location = Location::new(policy);
+    let location = Location::with_gauges(
+        policy,
+        LocationGauges {
+            bindings: metrics.bindings.clone(),
+            aors: metrics.aors.clone(),
+        },
+    );
     let txn_config = TransactionConfig::new(config.sip.t1, config.sip.max_transactions)
         .map_err(|e| AppError::Setting(format!("sip.t1_ms: {e}")))?;
     let transactions = TransactionTable::new(txn_config);
-    let keys = match &config.auth.nonce_secret {
-        Some(secret) => {
-            let mut k = [0u8; 32];
-            use sha2::Digest;
-            k.copy_from_slice(&sha2::Sha256::digest(secret.expose()));
-            NonceKeys::from_bytes(&[(1, k)])
-                .map_err(|e| AppError::Setting(format!("auth.nonce_secret_file: {e}")))?
-        }
-        None => NonceKeys::random(),
-    };
-    let nonce_config = NonceConfig {
-        lifetime: config.auth.nonce_lifetime,
-        max_drift: config.auth.nonce_max_drift,
-    };
-    let nonces = NonceIssuer::new(keys, nonce_config);
-    let replay = ReplayTable::new(
-        ReplayConfig {
-            capacity: config.auth.replay_table_size,
-        },
-        &nonces,
-    );
-    let source_limiter = FailureLimiter::new(LimiterConfig {
-        window: config.auth.failure_window,
-        max_failures: config.auth.max_failures_per_source,
-        ..LimiterConfig::per_source()
-    });
-    let user_limiter = FailureLimiter::new(LimiterConfig {
-        window: config.auth.failure_window,
-        max_failures: config.auth.max_failures_per_user,
-        ..LimiterConfig::per_username()
-    });
-    // Trusted long enough to outlive a re-registration interval, so a working phone's next
-    // refresh still finds its pair during an attack.
-    let trusted = TrustedPairs::new(
-        config.registrar.max_expires.saturating_mul(2),
-        DEFAULT_MAX_TRUSTED_PAIRS,
-    );
-    let domains = config
-        .domains
-        .iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                DomainPolicy {
-                    algorithms: d.algorithms.iter().map(|a| algorithm(*a)).collect(),
-                    sso_enforced: d.sso == Sso::Enforce,
-                    client_cert: d.client_cert,
-                },
-            )
-        })
-        .collect();
 
     let tracker = TaskTracker::new();
     let token_parts = if config.issuers.is_empty() {
@@ -229,27 +179,19 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         metrics.clone(),
         config.server.server_header.clone(),
     );
-    let dispatcher = Dispatcher::new(
-        DispatchParts {
+    let parts = dispatch_parts(
+        config,
+        Shared {
             limits,
-            domains,
-            accounts: StaticAccounts::from_config(config),
-            nonces,
-            bind_nonce_to_source: config.auth.bind_nonce_to_source,
-            replay,
-            source_limiter,
-            user_limiter,
-            trusted,
             location: location.clone(),
             transactions,
             metrics: metrics.clone(),
-            server_header: config.server.server_header.clone(),
-            remove_bindings_on_close: r.remove_bindings_on_close,
             devices: token_parts.as_ref().map(|t| t.devices.clone()),
             proxy: proxy.clone(),
         },
-        &locals,
-    );
+    )
+    .map_err(|e| AppError::Setting(e.to_string()))?;
+    let dispatcher = Dispatcher::new(parts, &locals);
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
     let token_api = token_parts.map(|parts| {
         parts.registry.spawn_refreshers(&tracker, &shutdown);

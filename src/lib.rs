@@ -10,7 +10,7 @@
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
 //! | `transport` | UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
-//! | `auth` | Digest verification, stateless nonces, nonce-count replay table, failure limiters |
+//! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache, access-token validation |

@@ -865,13 +865,9 @@ pub(super) async fn devices(
     json(StatusCode::OK, serde_json::json!({"devices": list}))
 }
 
-/// Revokes in the index and removes the bindings the devices made. Returns bindings removed.
-fn drop_devices(
-    api: &TokenApi,
-    location: &Location,
-    metrics: &Metrics,
-    records: &[DeviceRecord],
-) -> usize {
+/// Revokes in the index and removes the bindings the devices made (the location service keeps
+/// the bindings gauges). Returns bindings removed.
+fn drop_devices(api: &TokenApi, location: &Location, records: &[DeviceRecord]) -> usize {
     let mut removed = 0;
     for r in records {
         // Index first, bindings second: see `registrar::Credential` for why no REGISTER
@@ -880,8 +876,6 @@ fn drop_devices(
         removed +=
             location.remove_credential(&crate::registrar::Aor::from_canonical(&r.aor), &r.username);
     }
-    metrics.bindings.set(location.binding_count() as i64);
-    metrics.aors.set(location.aor_count() as i64);
     api.metrics.active.set(api.devices.len() as i64);
     removed
 }
@@ -924,7 +918,7 @@ pub(super) async fn delete_device(
     let Some(record) = found else {
         return not_found();
     };
-    let removed = drop_devices(api, &s.location, &s.metrics, std::slice::from_ref(&record));
+    let removed = drop_devices(api, &s.location, std::slice::from_ref(&record));
     api.metrics.revoked(RevokedBy::User, 1);
     tracing::info!(
         issuer = %v.issuer_name,
@@ -1003,10 +997,8 @@ pub(super) async fn revoke_user(
         Ok(r) => r,
         Err(e) => return store_failed(&e),
     };
-    let mut removed = drop_devices(api, &s.location, &s.metrics, &records);
+    let mut removed = drop_devices(api, &s.location, &records);
     removed += s.location.remove_aor(&aor.to_registrar());
-    s.metrics.bindings.set(s.location.binding_count() as i64);
-    s.metrics.aors.set(s.location.aor_count() as i64);
     api.metrics.revoked(RevokedBy::Admin, records.len());
     tracing::info!(aor = %aor, actor, devices = records.len(), bindings_removed = removed, decision = "revoked", "user revoked");
     json(

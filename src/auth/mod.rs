@@ -2,32 +2,30 @@
 //!
 //! | file | owns |
 //! | --- | --- |
+//! | `authenticator.rs` | [`Authenticator`]: the whole Digest step of one request, in its documented order, returning a [`Decision`]; the [`CredentialLookup`] seam |
 //! | `digest.rs` | algorithms, [`Ha1`], [`verify`], [`Challenge`] rendering |
 //! | `nonce.rs` | stateless HMAC nonces bound to realm and source, key rotation |
 //! | `replay.rs` | per-nonce `nc`, Call-ID and source of first use (a fixed array of slots indexed by the nonce's sequence number) |
 //! | `limiter.rs` | failed-attempt counters per source and per username (bounded) |
+//! | `trusted.rs` | (username, source) pairs that authenticated recently, spared by the limiters |
 //!
 //! This module must not parse SIP (the `sip` layer hands it typed views), read the clock, do
-//! I/O, or decide status codes. The caller runs the steps in this order, so that known and
-//! unknown users look and time the same (docs/testing.md §3):
-//!
-//! 1. limiters: [`FailureLimiter::is_blocked`] for the source and the username;
-//! 2. [`NonceIssuer::check`]: `Invalid` → new challenge; `Stale` → challenge with `stale=true`;
-//!    both happen before any user lookup;
-//! 3. user lookup, falling back to [`DummyHa1s::get`] for an unknown user;
-//! 4. [`verify`]: `Mismatch` → count a failure in both limiters, then challenge as in step 2;
-//! 5. only on `Accepted`: [`ReplayTable::check_and_record`]; an error → new challenge with
-//!    `stale=true` (the password was right; see [`ReplayError::is_stale`]).
-//!
-//! The caller also checks the Digest `uri` against the Request-URI and the authenticated user
-//! against the To/From AoR.
+//! I/O, build responses or count metrics. The order of the steps, which keeps known and
+//! unknown users looking and timing the same (docs/testing.md §3), lives in
+//! [`Authenticator::authenticate`] (see `authenticator.rs`); its caller only checks the
+//! authenticated AoR against the To/From AoR and maps the decision to a status.
 
+mod authenticator;
 mod digest;
 mod limiter;
 mod nonce;
 mod replay;
 mod trusted;
 
+pub use authenticator::{
+    Authenticator, AuthenticatorParts, BadRequest, Candidate, ChallengeSet, CredentialLookup,
+    Decision, DigestRequest, Failure, Found, Identity, Offered, Query, RealmPolicy,
+};
 pub use digest::{
     verify, Algorithm, Challenge, DigestCredentials, DummyHa1s, Ha1, Refusal, Verdict,
 };

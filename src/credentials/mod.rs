@@ -3,15 +3,20 @@
 //! in config), and per-device credentials from the token API (`device`: derived passwords and
 //! the index of active device records).
 //!
+//! [`Directory`] puts both behind [`crate::auth::CredentialLookup`], the seam through which the
+//! authenticator finds a username's HA1s.
+//!
 //! It holds no plaintext password after start. It must not decide policy (which AoR an
 //! identity may bind): dispatch does.
 
 pub mod device;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::auth::{Algorithm, Ha1};
+use crate::auth::{Algorithm, Candidate, CredentialLookup, DummyHa1s, Found, Ha1, Identity, Query};
 use crate::config::{AccountKind, AccountSecret, Config, DigestAlgorithmName};
+use device::{DeviceEntry, DeviceIndex, DEVICE_PREFIX};
 
 /// Maps a configured algorithm name to the digest implementation.
 pub fn algorithm(name: DigestAlgorithmName) -> Algorithm {
@@ -31,7 +36,7 @@ pub struct Account {
     /// The algorithms challenged for this account, in order.
     pub algorithms: Vec<Algorithm>,
     /// The AoR this identity may bind: `sip:username@domain`.
-    pub aor: Box<str>,
+    pub aor: Arc<str>,
     ha1: [Option<Ha1>; 3],
 }
 
@@ -113,6 +118,120 @@ impl StaticAccounts {
     }
 }
 
+/// Every credential the registrar and proxy verify against: the static accounts and, when the
+/// token API is on, the device index.
+pub struct Directory {
+    accounts: StaticAccounts,
+    devices: Option<DeviceIndex>,
+}
+
+/// The token API device credential a request verified with: re-checked under the AoR lock
+/// (`registrar::Credential`) and reported after a successful REGISTER.
+#[derive(Debug, Clone)]
+pub struct DeviceCredential {
+    pub entry: Arc<DeviceEntry>,
+    pub generation: u32,
+}
+
+impl Directory {
+    pub fn new(accounts: StaticAccounts, devices: Option<DeviceIndex>) -> Directory {
+        Directory { accounts, devices }
+    }
+
+    /// The device index; `None` when the token API is off.
+    pub fn devices(&self) -> Option<&DeviceIndex> {
+        self.devices.as_ref()
+    }
+
+    /// Whether `user@domain` (AoR `aor`) exists: a static account or the AoR of an active
+    /// token API device.
+    pub fn user_exists(&self, user: &str, domain: &str, aor: &str) -> bool {
+        self.accounts.exists_aor(user, domain)
+            || self.devices.as_ref().is_some_and(|d| d.has_aor(aor))
+    }
+
+    fn find_device<'s>(
+        devices: &DeviceIndex,
+        q: &Query<'_>,
+        dummy: &DummyHa1s,
+    ) -> Found<'s, Option<DeviceCredential>> {
+        // docs/token-api.md "The registrar's check for a device credential": the record (or a
+        // dummy) is checked against realm and AoR, then both generations are verified, so an
+        // unknown, revoked or expired username takes the same path.
+        let found = devices.candidates(
+            q.username,
+            q.realm,
+            q.expected_aor,
+            q.algorithm,
+            q.now_unix,
+            dummy,
+        );
+        let candidates = found
+            .ha1
+            .into_iter()
+            .zip(found.generations)
+            .map(|(ha1, generation)| Candidate {
+                ha1,
+                identity: match (generation, &found.entry) {
+                    (Some((generation, expires_at)), Some(entry)) => Some(Identity {
+                        aor: entry.aor.clone(),
+                        sso_user: false,
+                        expires_cap: Some(expires_at.saturating_sub(q.now_unix).max(1)),
+                        credential: Some(DeviceCredential {
+                            entry: entry.clone(),
+                            generation,
+                        }),
+                    }),
+                    _ => None,
+                },
+            })
+            .collect();
+        Found {
+            candidates,
+            algorithms: None,
+        }
+    }
+}
+
+impl CredentialLookup for Directory {
+    type Credential = Option<DeviceCredential>;
+
+    /// A username with the device prefix is a token API device (two candidates: current and
+    /// previous generation); any other a static account (one candidate).
+    fn find<'s>(&'s self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<'s, Self::Credential> {
+        if let Some(devices) = self
+            .devices
+            .as_ref()
+            .filter(|_| q.username.starts_with(DEVICE_PREFIX))
+        {
+            return Directory::find_device(devices, q, dummy);
+        }
+        let account = self.accounts.lookup(q.username, q.realm);
+        let usable = account
+            .filter(|a| a.algorithms.contains(&q.algorithm))
+            .and_then(|a| a.ha1(q.algorithm).map(|ha1| (a, *ha1)));
+        let candidate = match usable {
+            Some((a, ha1)) => Candidate {
+                ha1,
+                identity: Some(Identity {
+                    aor: a.aor.clone(),
+                    sso_user: a.kind == AccountKind::Human,
+                    expires_cap: None,
+                    credential: None,
+                }),
+            },
+            None => Candidate {
+                ha1: *dummy.get(q.algorithm),
+                identity: None,
+            },
+        };
+        Found {
+            candidates: vec![candidate],
+            algorithms: account.map(|a| a.algorithms.as_slice()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +250,86 @@ mod tests {
         assert_eq!(&*alice.aor, "sip:alice@example.test");
         assert!(accounts.lookup("mallory", "example.test").is_none());
         assert!(accounts.lookup("alice", "other.test").is_none());
+    }
+
+    fn query<'a>(username: &'a str, expected_aor: Option<&'a str>) -> Query<'a> {
+        Query {
+            username,
+            realm: "example.test",
+            algorithm: Algorithm::Sha256,
+            expected_aor,
+            now_unix: 1000,
+        }
+    }
+
+    fn shape<C>(found: &Found<'_, C>) -> Vec<bool> {
+        found
+            .candidates
+            .iter()
+            .map(|c| c.identity.is_some())
+            .collect()
+    }
+
+    /// The lookup gives an unknown user as many candidates as a known one of its kind: one
+    /// for a static account, two for a device (current and previous generation).
+    #[test]
+    fn directory_gives_unknown_users_as_many_candidates_as_known_ones() {
+        use crate::config::Secret;
+        use crate::store::{DeviceRecord, Generation};
+        let keys = device::CredentialKeys::new(Some(vec![("k".into(), Secret::new(vec![3; 32]))]));
+        let (devices, _events) = DeviceIndex::new(keys);
+        let generation = |gen| Generation {
+            gen,
+            kid: "k".into(),
+            expires_at: 1100,
+        };
+        devices.upsert(
+            &DeviceRecord {
+                username: "d-known".into(),
+                device_id: "phone".into(),
+                iss: "https://idp".into(),
+                sub: "s".into(),
+                aor: "sip:alice@example.test".into(),
+                realm: "example.test".into(),
+                current: generation(2),
+                previous: Some(generation(1)),
+                created: 900,
+                revoked: None,
+                last_register: None,
+                name: None,
+                platform: None,
+            },
+            1000,
+        );
+        let dir = Directory::new(StaticAccounts::from_config(&Config::dev()), Some(devices));
+        let dummy = DummyHa1s::new();
+
+        let alice = dir.find(&query("alice", None), &dummy);
+        assert_eq!(shape(&alice), [true]);
+        let id = alice.candidates[0].identity.as_ref().expect("alice");
+        assert_eq!((&*id.aor, id.expires_cap), ("sip:alice@example.test", None));
+        assert!(alice.algorithms.is_some());
+        let ghost = dir.find(&query("ghost", None), &dummy);
+        assert_eq!(shape(&ghost), [false]);
+        assert!(ghost.algorithms.is_none());
+
+        let aor = Some("sip:alice@example.test");
+        let known = dir.find(&query("d-known", aor), &dummy);
+        assert_eq!(shape(&known), [true, true]);
+        let id = known.candidates[0].identity.as_ref().expect("device");
+        assert_eq!(id.expires_cap, Some(100));
+        assert_eq!(id.credential.as_ref().map(|d| d.generation), Some(2));
+        // Unknown, or known but for another AoR: two dummies, like the real thing.
+        assert_eq!(
+            shape(&dir.find(&query("d-ghost", aor), &dummy)),
+            [false, false]
+        );
+        let other = Some("sip:bob@example.test");
+        assert_eq!(
+            shape(&dir.find(&query("d-known", other), &dummy)),
+            [false, false]
+        );
+        assert!(dir.user_exists("nobody", "example.test", "sip:alice@example.test"));
+        assert!(!dir.user_exists("nobody", "example.test", "sip:nobody@example.test"));
     }
 }

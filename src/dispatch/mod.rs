@@ -7,70 +7,63 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `mod.rs` | `Dispatcher`, parse → transaction → route, reply addressing (RFC 3261 §18.2.2, RFC 3581) |
-//! | `digest.rs` | authentication of a request: credentials, nonce, limits, verification, challenges |
-//! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location` |
+//! | `parts.rs` | [`DispatchParts`] from `&Config`: every part below, built once |
+//! | `names.rs` | our domains, local hosts and addresses (`domain_of`, `is_us`) |
+//! | `respond.rs` | building and counting every response (To-tag, Server, received/rport) |
+//! | `digest.rs` | the request's Digest material → `auth::Authenticator` → 401/407/400/403 or no answer |
+//! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location`, REGISTER outcome metrics |
+//! | `register_request.rs` | REGISTER parsing: `&Message` → the registrar's input or a typed 400 reason (pure) |
 //! | `route.rs` | requests for our users (auth, lookup, fork), in-dialog loose routing, CANCEL |
+//!
+//! The state is grouped by owner (each group a field of `Inner`): the authenticator, the
+//! credential directory, the registrar side, our names, the responder, transactions, the
+//! proxy and the parse limits.
 //!
 //! It must not block or sleep: it runs inline on the receive task. Its only I/O is the
 //! proxy's non-blocking sends (`transport::Outbound`).
 
 mod digest;
+mod names;
+mod parts;
 mod register;
+mod register_request;
+mod respond;
 mod route;
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::auth::{Algorithm, DummyHa1s, FailureLimiter, NonceIssuer, ReplayTable, TrustedPairs};
-use crate::credentials::device::DeviceIndex;
-use crate::credentials::StaticAccounts;
-use crate::metrics::{DropReason, Metrics};
+use crate::auth::Authenticator;
+use crate::credentials::Directory;
+use crate::metrics::{DropReason, RegisterOutcome};
 use crate::registrar::Location;
-use crate::sip::{
-    HeaderName, Limits, Message, Method, ParseError, Reaction, ResponseBuilder, Uri, ViaReceived,
-};
+use crate::sip::{HeaderName, Limits, Message, Method, ParseError, Reaction, Uri};
 use crate::transaction::{Admission, RequestDisposition, TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Handler, Reply, Source, Transport};
+
+pub use names::{DomainPolicy, Names};
+pub use parts::{dispatch_parts, PartsError, Shared};
+pub use register::RegistrarSide;
+pub use respond::Responder;
+pub(crate) use respond::Response;
 
 /// Option tags we support (RFC 3327 Path, RFC 5626 outbound).
 pub const SUPPORTED: &[&str] = &["path", "outbound"];
 /// Methods answered here today; the proxy issue adds the rest.
 pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, PRACK, REFER";
 
-/// Per-domain policy derived from config.
-#[derive(Debug)]
-pub struct DomainPolicy {
-    pub algorithms: Vec<Algorithm>,
-    /// `sso = "enforce"`: static accounts of kind `human` get 403 after verifying.
-    pub sso_enforced: bool,
-    /// Whether a client-certificate identity authenticates a REGISTER alone.
-    pub client_cert: crate::config::ClientCertPolicy,
-}
-
-/// Everything dispatch needs; built once by `app`.
+/// Everything dispatch needs, grouped by owner; built once by [`dispatch_parts`].
 pub struct DispatchParts {
     pub limits: Limits,
     pub domains: Vec<(String, DomainPolicy)>,
-    pub accounts: StaticAccounts,
-    pub nonces: NonceIssuer,
-    pub bind_nonce_to_source: bool,
-    pub replay: ReplayTable,
-    pub source_limiter: FailureLimiter<IpAddr>,
-    pub user_limiter: FailureLimiter<String>,
-    /// (username, source) pairs that authenticated recently: the limiters let them through.
-    pub trusted: TrustedPairs,
-    pub location: Location,
+    pub auth: Authenticator,
+    pub credentials: Directory,
+    pub registrar: RegistrarSide,
+    pub responder: Responder,
     pub transactions: TransactionTable,
-    pub metrics: Metrics,
-    pub server_header: Option<String>,
-    pub remove_bindings_on_close: bool,
-    /// Device credentials from the token API; `None` when it is off.
-    pub devices: Option<DeviceIndex>,
     pub proxy: crate::proxy::Proxy,
 }
 
@@ -82,95 +75,54 @@ pub struct Dispatcher {
 
 struct Inner {
     limits: Limits,
-    domains: std::collections::HashMap<String, DomainPolicy>,
-    local_hosts: HashSet<String>,
-    accounts: StaticAccounts,
-    nonces: NonceIssuer,
-    bind_nonce_to_source: bool,
-    replay: ReplayTable,
-    source_limiter: FailureLimiter<IpAddr>,
-    user_limiter: FailureLimiter<String>,
-    trusted: TrustedPairs,
-    dummy: DummyHa1s,
-    location: Location,
+    auth: Authenticator,
+    /// Static accounts and token API devices.
+    credentials: Directory,
+    registrar: RegistrarSide,
+    names: Names,
+    responder: Responder,
     transactions: TransactionTable,
-    metrics: Metrics,
-    server_header: Option<String>,
-    remove_bindings_on_close: bool,
-    devices: Option<DeviceIndex>,
     proxy: crate::proxy::Proxy,
-    /// Our listening addresses (Route headers naming one of them are ours).
-    local_addrs: Vec<SocketAddr>,
-    /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
-    tag_hasher: std::collections::hash_map::RandomState,
-}
-
-/// A response produced by the core, with its status for the transaction layer and metrics.
-pub(crate) struct Response {
-    pub status: u16,
-    pub bytes: Bytes,
-    /// Sent without keeping transaction state (RFC 3261 §8.2.7): a challenge to a REGISTER
-    /// that carried no credentials. A retransmission of it is challenged afresh, which costs
-    /// less than holding the transaction and its response for 64*T1.
-    pub stateless: bool,
 }
 
 impl Dispatcher {
     pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
-        let mut local_hosts: HashSet<String> =
-            local_addrs.iter().map(|a| a.ip().to_string()).collect();
-        local_hosts.insert("localhost".into());
         Dispatcher {
             inner: Arc::new(Inner {
                 limits: parts.limits,
-                domains: parts.domains.into_iter().collect(),
-                local_hosts,
-                accounts: parts.accounts,
-                nonces: parts.nonces,
-                bind_nonce_to_source: parts.bind_nonce_to_source,
-                replay: parts.replay,
-                source_limiter: parts.source_limiter,
-                user_limiter: parts.user_limiter,
-                trusted: parts.trusted,
-                dummy: DummyHa1s::new(),
-                location: parts.location,
+                auth: parts.auth,
+                credentials: parts.credentials,
+                registrar: parts.registrar,
+                names: Names::new(parts.domains, local_addrs),
+                responder: parts.responder,
                 transactions: parts.transactions,
-                metrics: parts.metrics,
-                server_header: parts.server_header,
-                remove_bindings_on_close: parts.remove_bindings_on_close,
-                devices: parts.devices,
                 proxy: parts.proxy,
-                local_addrs: local_addrs.to_vec(),
-                tag_hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
     }
 
     pub fn location(&self) -> &Location {
-        &self.inner.location
+        &self.inner.registrar.location
     }
 
     pub fn transactions(&self) -> &TransactionTable {
         &self.inner.transactions
     }
 
-    /// Periodic housekeeping: purge expired bindings, transactions and limiter entries (the
-    /// replay table needs none: its slots are reused in place),
-    /// and refresh the gauges. Called by the one purge task.
+    /// Periodic housekeeping: purge expired bindings, transactions, limiter entries and
+    /// device records, and refresh the transaction gauges (the location service keeps its
+    /// own). Called by the one purge task.
     pub fn purge(&self, now: Instant) {
         let i = &self.inner;
-        i.location.purge(now);
+        i.registrar.location.purge(now);
         i.transactions.poll(now);
-        i.source_limiter.purge(now);
-        i.user_limiter.purge(now);
-        i.trusted.purge(now);
-        if let Some(devices) = &i.devices {
+        i.auth.purge(now);
+        if let Some(devices) = i.credentials.devices() {
             devices.purge(unix_now());
         }
-        i.metrics.bindings.set(i.location.binding_count() as i64);
-        i.metrics.aors.set(i.location.aor_count() as i64);
-        i.metrics.transactions.set(i.transactions.len() as i64);
-        i.metrics
+        let metrics = &i.responder.metrics;
+        metrics.transactions.set(i.transactions.len() as i64);
+        metrics
             .transactions_evicted
             .set(i.transactions.evicted() as i64);
     }
@@ -185,11 +137,11 @@ impl Dispatcher {
         if !msg.is_request() {
             // Responses belong to the proxy's client transactions, or to nobody.
             if !i.proxy.on_response(&msg, now) {
-                i.metrics.dropped(DropReason::Response);
+                i.responder.metrics.dropped(DropReason::Response);
             }
             return Reply::none();
         }
-        i.metrics.request(msg.method(), src.transport);
+        i.responder.metrics.request(msg.method(), src.transport);
         if msg.method() == Some(Method::Ack) {
             // An ACK for a 2xx travels end to end along the route set; an ACK for a non-2xx
             // final (ours or relayed) ends at the INVITE server transaction here.
@@ -197,7 +149,7 @@ impl Dispatcher {
                 if let Some(key) = invite_key_of(&msg) {
                     i.proxy.on_ack(&key, now);
                 }
-                i.metrics.dropped(DropReason::Ack);
+                i.responder.metrics.dropped(DropReason::Ack);
             }
             return Reply::none();
         }
@@ -244,7 +196,7 @@ impl Dispatcher {
     }
 
     fn overloaded(&self, msg: &Message, src: &Source) -> Reply {
-        self.inner.metrics.dropped(DropReason::Overloaded);
+        self.inner.responder.metrics.dropped(DropReason::Overloaded);
         let r = self.respond(
             msg,
             src,
@@ -262,18 +214,9 @@ impl Dispatcher {
             _ => return Some(self.respond(msg, src, 416, "Unsupported URI Scheme", &[])),
         };
         let method = msg.method();
-        if method != Some(Method::Cancel) {
-            let unsupported: Vec<&str> = msg
-                .option_tags(HeaderName::Require)
-                .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
-                .collect();
-            if !unsupported.is_empty() {
-                if method == Some(Method::Register) {
-                    self.inner
-                        .metrics
-                        .register(crate::metrics::RegisterOutcome::BadExtension);
-                }
-                let list = unsupported.join(", ");
+        // A REGISTER's Require is checked in `register`, which counts its outcome.
+        if !matches!(method, Some(Method::Cancel | Method::Register)) {
+            if let Some(list) = unsupported_required(msg) {
                 return Some(self.respond(
                     msg,
                     src,
@@ -307,31 +250,13 @@ impl Dispatcher {
         )
     }
 
-    /// The domain a Request-URI names: one of ours, or a local address standing for our
-    /// only domain. `None` if the request is for someone else.
+    /// The domain a Request-URI names (see [`Names::domain_of`]).
     fn domain_of(&self, ruri: &Uri<'_>) -> Option<String> {
-        let host = ruri.host_raw.to_ascii_lowercase();
-        if self.inner.domains.contains_key(&host) {
-            return Some(host);
-        }
-        if self
-            .inner
-            .local_hosts
-            .contains(host.trim_matches(['[', ']']))
-            && self.inner.domains.len() == 1
-        {
-            return self.inner.domains.keys().next().cloned();
-        }
-        None
+        self.inner.names.domain_of(ruri)
     }
 
     fn is_us(&self, ruri: &Uri<'_>) -> bool {
-        let host = ruri.host_raw.to_ascii_lowercase();
-        self.inner.domains.contains_key(&host)
-            || self
-                .inner
-                .local_hosts
-                .contains(host.trim_matches(['[', ']']))
+        self.inner.names.is_us(ruri)
     }
 
     /// A message that failed to parse: a request is answered where it has a Via to copy
@@ -341,7 +266,7 @@ impl Dispatcher {
     /// step, and keeping it open would only read more garbage. A malformed response is
     /// dropped (RFC 3261 §18.1.2) and its connection kept: it may carry a callee's bindings.
     fn parse_failure(&self, e: ParseError, data: Bytes, src: &Source) -> Reply {
-        self.inner.metrics.parse_error(src.transport);
+        self.inner.responder.metrics.parse_error(src.transport);
         let is_request = !data.starts_with(b"SIP/");
         let mut reply = self.answer_malformed(e, is_request, data, src);
         reply.close = src.transport != Transport::Udp
@@ -352,13 +277,13 @@ impl Dispatcher {
     /// A request that parsed but whose core headers do not (`check_core_headers`).
     fn reject(&self, msg: &Message, e: ParseError, src: &Source) -> Reply {
         let i = &self.inner;
-        i.metrics.parse_error(src.transport);
+        i.responder.metrics.parse_error(src.transport);
         if msg.method() == Some(Method::Register) {
-            i.metrics
-                .register(crate::metrics::RegisterOutcome::BadRequest);
+            // Refused before it has a transaction, so `register` never sees it.
+            i.responder.metrics.register(RegisterOutcome::BadRequest);
         }
         let Reaction::Respond(status, reason) = e.reaction(true) else {
-            i.metrics.dropped(DropReason::Unparseable);
+            i.responder.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };
         if !self.may_answer_malformed(src) {
@@ -384,11 +309,11 @@ impl Dispatcher {
     ) -> Reply {
         let i = &self.inner;
         let Reaction::Respond(status, reason) = e.reaction(is_request) else {
-            i.metrics.dropped(DropReason::Unparseable);
+            i.responder.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };
         let Some(req) = Message::parse_for_error_reply(bytes, &i.limits) else {
-            i.metrics.dropped(DropReason::Unparseable);
+            i.responder.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };
         if !self.may_answer_malformed(src) {
@@ -403,15 +328,15 @@ impl Dispatcher {
     /// throttled drop) once the source is over its failure limit; true otherwise, and the
     /// answer counts as one more failure of the source.
     fn may_answer_malformed(&self, src: &Source) -> bool {
-        let i = &self.inner;
-        let now = Instant::now();
-        let ip = crate::auth::source_key(src.peer.ip());
-        if i.source_limiter.is_blocked(&ip, now) {
-            i.metrics.dropped(DropReason::Throttled);
-            return false;
+        if self
+            .inner
+            .auth
+            .admit_malformed(src.peer.ip(), Instant::now())
+        {
+            return true;
         }
-        i.source_limiter.record_failure(ip, now);
-        true
+        self.inner.responder.metrics.dropped(DropReason::Throttled);
+        false
     }
 
     /// Builds a response with our To-tag, received/rport, extra headers and Server.
@@ -423,37 +348,9 @@ impl Dispatcher {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Response {
-        let tag = self.to_tag(msg);
-        let mut b = ResponseBuilder::new(msg, status, reason)
-            .received(ViaReceived { addr: src.peer })
-            .server(self.inner.server_header.as_deref());
-        if status > 100 {
-            b = b.to_tag(&tag);
-        }
-        for (n, v) in extra {
-            b = b.header(n, v);
-        }
-        self.inner.metrics.response(status, src.transport);
-        Response {
-            status,
-            bytes: b.build(),
-            stateless: false,
-        }
-    }
-
-    /// A To-tag stable for one request (retransmissions get the same) and unguessable.
-    fn to_tag(&self, msg: &Message) -> String {
-        let mut h = self.inner.tag_hasher.build_hasher();
-        h.write(msg.call_id().unwrap_or("").as_bytes());
-        h.write(
-            msg.from()
-                .ok()
-                .and_then(|f| f.tag())
-                .unwrap_or("")
-                .as_bytes(),
-        );
-        h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
-        format!("{:016x}", h.finish())
+        self.inner
+            .responder
+            .respond(msg, src, status, reason, extra)
     }
 
     /// Where a response goes: streams answer on the connection; UDP per RFC 3261 §18.2.2
@@ -485,9 +382,12 @@ impl Handler for Dispatcher {
     }
 
     fn on_framing_error(&self, e: ParseError, head: Option<Bytes>, src: &Source) -> Reply {
-        self.inner.metrics.parse_error(src.transport);
+        self.inner.responder.metrics.parse_error(src.transport);
         let Some(head) = head else {
-            self.inner.metrics.dropped(DropReason::Unparseable);
+            self.inner
+                .responder
+                .metrics
+                .dropped(DropReason::Unparseable);
             return Reply::none();
         };
         let is_request = !head.starts_with(b"SIP/");
@@ -497,8 +397,9 @@ impl Handler for Dispatcher {
     }
 
     fn on_flow_closed(&self, flow: FlowId) {
-        if self.inner.remove_bindings_on_close {
-            let removed = self.inner.location.remove_flow(flow);
+        let registrar = &self.inner.registrar;
+        if registrar.remove_bindings_on_close {
+            let removed = registrar.location.remove_flow(flow);
             if removed > 0 {
                 tracing::debug!(
                     flow = flow.0,
@@ -508,6 +409,15 @@ impl Handler for Dispatcher {
             }
         }
     }
+}
+
+/// The option tags of `Require` we do not support, comma-separated; `None` if all are.
+fn unsupported_required(msg: &Message) -> Option<String> {
+    let unsupported: Vec<&str> = msg
+        .option_tags(HeaderName::Require)
+        .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    (!unsupported.is_empty()).then(|| unsupported.join(", "))
 }
 
 /// The UDP address responses to `msg` go to (RFC 3261 §18.2.2, RFC 3581).

@@ -1,7 +1,13 @@
-//! REGISTER, RFC 3261 §10.3, on top of `registrar::Location`: Request-URI domain, user part
-//! refused in the Request-URI, To must be a SIP AoR in that domain, authentication, the
-//! identity may bind only its own AoR, then the binding change and a 200 that lists every
-//! current binding with its remaining expiry and a Date header.
+//! REGISTER, RFC 3261 §10.3, on top of `registrar::Location`: Require (420), Request-URI
+//! without a user part, the domain ours (403), To a SIP AoR (400) in that domain (403),
+//! authentication (or the TLS client certificate), the identity may bind only its own AoR
+//! (403), then the parsed binding change (400 for a malformed one: see `register_request.rs`)
+//! and a 200 that lists every current binding with its remaining expiry and a Date header.
+//!
+//! Every REGISTER that gets here leaves with exactly one [`RegisterOutcome`], counted in
+//! [`Dispatcher::register`] (the one other count is a REGISTER whose core headers do not
+//! parse, refused before it has a transaction). The bindings and AoRs gauges are kept by the
+//! location service itself.
 //!
 //! Decisions (see README): wrong credentials → a fresh 401 (not 403); out-of-order CSeq →
 //! 400; more bindings than allowed → 503; `*` on an AoR without bindings → 404 after
@@ -10,15 +16,29 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::digest::{AuthStep, Role};
-use super::{Dispatcher, Response};
+use super::digest::{AuthDecision, Role};
+use super::register_request::{parse_register, BadRegister, Origin};
+use super::respond::Response;
+use super::{unix_now, Dispatcher};
+use crate::auth::{Decision, Failure};
 use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
-use crate::registrar::{Aor, ContactInput, Credential, RegisterError, RegisterInput};
-use crate::sip::{Contact, HeaderName, Message, Uri};
+use crate::registrar::{Aor, Credential, Location, RegisterError};
+use crate::sip::{Message, Uri};
 use crate::transport::Source;
 
+/// The registrar side of dispatch: the location service and what to do when a flow closes.
+pub struct RegistrarSide {
+    pub location: Location,
+    /// Config `registrar.remove_bindings_on_close`: a closed connection takes its bindings.
+    pub remove_bindings_on_close: bool,
+}
+
+type Answer = (RegisterOutcome, Option<Response>);
+
 impl Dispatcher {
+    /// Answers a REGISTER and counts its outcome (the one place REGISTER outcomes are counted
+    /// once a REGISTER has a transaction).
     pub(crate) fn register(
         &self,
         msg: &Message,
@@ -26,168 +46,118 @@ impl Dispatcher {
         src: &Source,
         now: Instant,
     ) -> Option<Response> {
+        let (outcome, response) = self.registration(msg, ruri, src, now);
+        self.inner.responder.metrics.register(outcome);
+        response
+    }
+
+    fn registration(&self, msg: &Message, ruri: &Uri<'_>, src: &Source, now: Instant) -> Answer {
         let i = &self.inner;
-        let bad = |reason: &str| {
-            i.metrics.register(RegisterOutcome::BadRequest);
-            Some(self.respond(msg, src, 400, reason, &[]))
+        let answer = |outcome, status, reason: &str| {
+            (outcome, Some(self.respond(msg, src, status, reason, &[])))
         };
-        if ruri.user.is_some() {
-            return bad("User In Request-URI");
+        let bad = |e: BadRegister| answer(RegisterOutcome::BadRequest, 400, e.reason_phrase());
+        if let Some(list) = super::unsupported_required(msg) {
+            let r = self.respond(msg, src, 420, "Bad Extension", &[("Unsupported", &list)]);
+            return (RegisterOutcome::BadExtension, Some(r));
         }
-        let Some(domain) = self.domain_of(ruri) else {
-            i.metrics.register(RegisterOutcome::Forbidden);
-            return Some(self.respond(msg, src, 403, "Domain Not Served", &[]));
+        let parsed = parse_register(msg, ruri);
+        if let Err(e @ BadRegister::UserInRequestUri) = parsed {
+            return bad(e);
+        }
+        let Some(domain) = i.names.domain_of(ruri) else {
+            return answer(RegisterOutcome::Forbidden, 403, "Domain Not Served");
         };
-        let Ok(to) = msg.to() else {
-            return bad("Bad To");
-        };
-        let Some(to_aor) = to.uri.aor() else {
-            return bad("To Is Not A SIP AoR");
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => return bad(e),
         };
         // A To without a user part names no AoR anyone can hold: like a To naming another
         // user it is refused after authentication (the identity's AoR never equals it), so
         // every malformed AoR is challenged first.
-        if !to.uri.host_raw.eq_ignore_ascii_case(&domain) {
-            i.metrics.register(RegisterOutcome::Forbidden);
-            return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+        if !request.to_host.eq_ignore_ascii_case(&domain) {
+            return answer(RegisterOutcome::Forbidden, 403, "Forbidden");
         }
+        let to_aor = request.to_aor.as_str();
         // A TLS client certificate restricts the AoRs its connection may bind (A22, T5), and
         // where the domain allows it, authenticates the REGISTER on its own.
         let certificate_suffices = match &src.identity {
             None => false,
-            Some(id) if !id.permits(&to_aor) => {
-                i.metrics.register(RegisterOutcome::Forbidden);
+            Some(id) if !id.permits(to_aor) => {
                 tracing::info!(peer = %src.peer, certificate = ?id.aors(), "REGISTER for an AoR the client certificate does not name");
-                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+                return answer(RegisterOutcome::Forbidden, 403, "Forbidden");
             }
             Some(_) => i
-                .domains
-                .get(domain.as_str())
+                .names
+                .policy(&domain)
                 .is_some_and(|d| d.client_cert == ClientCertPolicy::Sufficient),
         };
         // A device credential caps the granted expiry and reports its successful REGISTER.
         let mut expires_cap = None;
         let mut device = None;
         if !certificate_suffices {
-            let identity = match self.authenticate(msg, &domain, src, now, Role::Registrar) {
-                AuthStep::Authenticated(identity) => identity,
-                AuthStep::Reply(r) => return r,
+            let identity = match self.decide(msg, &domain, src, now, Role::Registrar) {
+                Decision::Authenticated(identity) => identity,
+                refusal => return self.refused(msg, src, &domain, refusal),
             };
             // A10/A22: the identity binds only its own AoR.
-            if identity.aor != to_aor {
-                i.metrics.register(RegisterOutcome::Forbidden);
+            if &*identity.aor != to_aor {
                 tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
-                return Some(self.respond(msg, src, 403, "Forbidden", &[]));
+                return answer(RegisterOutcome::Forbidden, 403, "Forbidden");
             }
             expires_cap = identity.expires_cap;
-            device = identity.device;
+            device = identity.credential;
         }
+        let bindings = match &request.bindings {
+            Ok(b) => b,
+            Err(e) => return bad(*e),
+        };
 
-        let mut star = false;
-        let mut keys: Vec<String> = Vec::new();
-        let mut params: Vec<String> = Vec::new();
-        let mut parsed = Vec::new();
-        for c in msg.contacts() {
-            match c {
-                Ok(Contact::Star) => star = true,
-                Ok(Contact::Addr(a)) => {
-                    if !a.addr.uri.is_sip() && a.addr.uri.scheme != crate::sip::Scheme::Tel {
-                        return bad("Bad Contact");
-                    }
-                    let mut p = String::new();
-                    for param in a.params_without_expires() {
-                        p.push(';');
-                        p.push_str(param.name);
-                        if let Some(v) = param.value {
-                            p.push('=');
-                            p.push_str(v);
-                        }
-                    }
-                    keys.push(a.addr.uri.comparison_key());
-                    params.push(p);
-                    parsed.push(a);
-                }
-                Err(_) => return bad("Bad Contact"),
-            }
-        }
-        let mut contacts = Vec::with_capacity(parsed.len());
-        for (n, a) in parsed.iter().enumerate() {
-            let (Ok(expires), Ok(q), Ok(reg_id)) = (a.expires(), a.q(), a.reg_id()) else {
-                return bad("Bad Contact");
-            };
-            contacts.push(ContactInput {
-                uri: a.addr.uri.raw,
-                uri_key: &keys[n],
-                params: &params[n],
-                expires,
-                q,
-                instance: a.instance(),
-                reg_id,
-            });
-        }
-        let Ok(expires_header) = msg.expires() else {
-            return bad("Bad Expires");
-        };
-        let path_supported = msg.supports("path");
-        let path: Vec<&str> = if path_supported {
-            msg.values(HeaderName::Path).collect()
-        } else {
-            Vec::new()
-        };
-        let Ok(call_id) = msg.call_id() else {
-            return bad("Bad Call-ID");
-        };
-        let Ok(cseq) = msg.cseq() else {
-            return bad("Bad CSeq");
-        };
-        let aor = Aor::from_canonical(&to_aor);
-        let is_live = || match (&device, &i.devices) {
-            (Some((entry, _)), Some(devices)) => devices.is_active(&entry.username),
+        let aor = Aor::from_canonical(to_aor);
+        let devices = i.credentials.devices();
+        let is_live = || match (&device, devices) {
+            (Some(d), Some(devices)) => devices.is_active(&d.entry.username),
             _ => false,
         };
-        let credential = device.as_ref().map(|(entry, _)| Credential {
-            name: &entry.username,
-            is_live: &is_live,
-        });
-        let input = RegisterInput {
-            aor: &aor,
-            call_id,
-            cseq: cseq.seq,
-            star,
-            contacts: &contacts,
-            expires_header,
-            path: &path,
-            path_supported,
+        let contacts = bindings.contacts();
+        let origin = Origin {
             source: src.peer,
             transport: src.transport,
             flow: src.flow,
-            user_agent: msg.user_agent(),
             max_expires_cap: expires_cap,
-            credential,
+            credential: device.as_ref().map(|d| Credential {
+                name: &d.entry.username,
+                is_live: &is_live,
+            }),
         };
-        let outcome = match i.location.register(&input, now) {
+        let input = bindings.input(&aor, &contacts, origin);
+        let outcome = match i.registrar.location.register(&input, now) {
             Ok(o) => o,
             Err(RegisterError::CredentialRevoked) => {
                 // Revoked between verification and apply: answered as a revoked credential
                 // is at verification, with a fresh challenge.
                 tracing::debug!(peer = %src.peer, aor = %aor, "REGISTER with a credential revoked meanwhile");
-                return self.refused_credential(msg, src, &domain);
+                let challenge = i.auth.challenge(
+                    &domain,
+                    src.peer,
+                    false,
+                    Some(Failure::WrongResponse),
+                    None,
+                    unix_now(),
+                );
+                return self.refused(msg, src, &domain, Decision::Challenge(challenge));
             }
-            Err(e) => return Some(self.register_error(msg, src, e)),
+            Err(e) => return self.register_error(msg, src, e),
         };
-        if star && !outcome.had_bindings {
-            i.metrics.register(RegisterOutcome::Ok);
-            return Some(self.respond(msg, src, 404, "Not Found", &[]));
+        if bindings.star && !outcome.had_bindings {
+            return answer(RegisterOutcome::Ok, 404, "Not Found");
         }
         for r in &outcome.rebound {
             tracing::info!(aor = %aor, old = %r.old_source, new = %r.new_source, "binding moved to a new source");
         }
-        if let (Some((entry, gen)), Some(devices)) = (&device, &i.devices) {
-            devices.registered(entry, *gen, super::unix_now());
+        if let (Some(d), Some(devices)) = (&device, devices) {
+            devices.registered(&d.entry, d.generation, unix_now());
         }
-        i.metrics.register(RegisterOutcome::Ok);
-        i.metrics.bindings.set(i.location.binding_count() as i64);
-        i.metrics.aors.set(i.location.aor_count() as i64);
 
         let mut contact_values: Vec<String> = Vec::with_capacity(outcome.bindings.len());
         for b in &outcome.bindings {
@@ -200,36 +170,48 @@ impl Dispatcher {
             .iter()
             .map(|c| ("Contact", c.as_str()))
             .collect();
-        let path_echo: Vec<&str> = if path_supported {
-            path.clone()
-        } else {
-            Vec::new()
-        };
-        for p in &path_echo {
+        for p in &bindings.path {
             extra.push(("Path", p));
         }
         extra.push(("Date", &date));
         extra.push(("Supported", "path, outbound"));
-        Some(self.respond(msg, src, 200, "OK", &extra))
+        (
+            RegisterOutcome::Ok,
+            Some(self.respond(msg, src, 200, "OK", &extra)),
+        )
     }
 
-    fn register_error(&self, msg: &Message, src: &Source, e: RegisterError) -> Response {
-        let i = &self.inner;
+    /// A refused authentication: its answer, and the outcome it counts as.
+    fn refused(&self, msg: &Message, src: &Source, realm: &str, refusal: AuthDecision) -> Answer {
+        let outcome = match &refusal {
+            Decision::Challenge(c) if c.failure.is_some() && !c.stale => {
+                RegisterOutcome::AuthFailed
+            }
+            Decision::Challenge(_) | Decision::Authenticated(_) => RegisterOutcome::Challenged,
+            Decision::BadRequest(_) => RegisterOutcome::BadRequest,
+            Decision::Throttled => RegisterOutcome::Throttled,
+            Decision::SsoRequired => RegisterOutcome::Forbidden,
+        };
+        let response = self.answer_refusal(msg, src, realm, Role::Registrar, refusal);
+        (outcome, response)
+    }
+
+    fn register_error(&self, msg: &Message, src: &Source, e: RegisterError) -> Answer {
         let (status, reason) = e.sip_status();
         match e {
             RegisterError::IntervalTooBrief { min_expires } => {
-                i.metrics.register(RegisterOutcome::IntervalTooBrief);
                 let min = min_expires.to_string();
-                self.respond(msg, src, status, reason, &[("Min-Expires", &min)])
+                let r = self.respond(msg, src, status, reason, &[("Min-Expires", &min)]);
+                (RegisterOutcome::IntervalTooBrief, Some(r))
             }
-            RegisterError::TooManyBindings { .. } | RegisterError::Full => {
-                i.metrics.register(RegisterOutcome::TooManyBindings);
-                self.respond(msg, src, status, reason, &[])
-            }
-            _ => {
-                i.metrics.register(RegisterOutcome::BadRequest);
-                self.respond(msg, src, status, reason, &[])
-            }
+            RegisterError::TooManyBindings { .. } | RegisterError::Full => (
+                RegisterOutcome::TooManyBindings,
+                Some(self.respond(msg, src, status, reason, &[])),
+            ),
+            _ => (
+                RegisterOutcome::BadRequest,
+                Some(self.respond(msg, src, status, reason, &[])),
+            ),
         }
     }
 }

@@ -122,12 +122,11 @@ impl Dispatcher {
         let user = ruri.user.unwrap_or("");
         let callee = ruri.aor().unwrap_or_default();
         // A user exists as a static account or as the AoR of a token API device.
-        let device_user = i.devices.as_ref().is_some_and(|d| d.has_aor(&callee));
-        if !i.accounts.exists_aor(user, &domain) && !device_user {
+        if !i.credentials.user_exists(user, &domain, &callee) {
             return Some(self.respond(msg, src, 404, "Not Found", &[]));
         }
         let aor = crate::registrar::Aor::from_canonical(&callee);
-        let bindings = i.location.lookup(&aor, now);
+        let bindings = i.registrar.location.lookup(&aor, now);
         if bindings.is_empty() {
             return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
         }
@@ -201,7 +200,7 @@ impl Dispatcher {
         match i.proxy.start(msg, inbound, key, branches, routing, now) {
             Started::Forwarded => None,
             Started::Overloaded => {
-                i.metrics.proxied(method, "overloaded");
+                i.responder.metrics.proxied(method, "overloaded");
                 Some(self.respond(
                     msg,
                     src,
@@ -211,7 +210,7 @@ impl Dispatcher {
                 ))
             }
             Started::NoRoute => {
-                i.metrics.proxied(method, "no_route");
+                i.responder.metrics.proxied(method, "no_route");
                 Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]))
             }
         }
@@ -415,7 +414,8 @@ impl Dispatcher {
             return false;
         };
         self.inner
-            .local_addrs
+            .names
+            .local_addrs()
             .iter()
             .any(|l| *l == addr || (l.port() == addr.port() && l.ip().is_unspecified()))
     }

@@ -6,6 +6,12 @@
 //! AoR entry → flow index entry → expiry mutex; no code holds two AoR entries at once or holds
 //! a lock across `.await` (there is none here). A binding past its deadline is invisible to
 //! every read even before the purge task removes it.
+//!
+//! The bindings and AoRs gauges are set here and nowhere else: [`Location::with_gauges`] takes
+//! the two gauge handles, and every change of the counts moves them by the same delta, so
+//! they are exact at every moment (no caller has to remember to refresh them after a
+//! REGISTER, a revoke, a closed flow or a purge). The handles are plain `prometheus` gauges,
+//! not `crate::metrics`, so the registrar names no upper module.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +20,7 @@ use std::time::Instant;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use prometheus::IntGauge;
 
 use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
 use super::expiry::{ExpiryEntry, ExpiryQueue};
@@ -67,9 +74,73 @@ struct Inner {
     flows: DashMap<FlowId, Vec<(Aor, BindingId)>>,
     expiry: ExpiryQueue,
     next_id: AtomicU64,
-    /// Gauges kept by hand: `DashMap::len` locks every shard.
-    aor_count: AtomicUsize,
-    binding_count: AtomicUsize,
+    /// Counts kept by hand: `DashMap::len` locks every shard.
+    aor_count: Count,
+    binding_count: Count,
+}
+
+/// The gauges the location service keeps equal to its counts (`sipward_bindings`,
+/// `sipward_aors`).
+#[derive(Clone)]
+pub struct LocationGauges {
+    pub bindings: IntGauge,
+    pub aors: IntGauge,
+}
+
+/// A count, mirrored into a gauge when there is one.
+struct Count {
+    value: AtomicUsize,
+    gauge: Option<IntGauge>,
+}
+
+impl Count {
+    fn new(gauge: Option<IntGauge>) -> Count {
+        if let Some(g) = &gauge {
+            g.set(0);
+        }
+        Count {
+            value: AtomicUsize::new(0),
+            gauge,
+        }
+    }
+
+    fn load(&self) -> usize {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        if let Some(g) = &self.gauge {
+            g.add(n as i64);
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+        if let Some(g) = &self.gauge {
+            g.sub(n as i64);
+        }
+    }
+
+    /// Adds one unless the count has reached `max`.
+    fn increment_below(&self, max: usize) -> bool {
+        let taken = self
+            .value
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if let (true, Some(g)) = (taken, &self.gauge) {
+            g.inc();
+        }
+        taken
+    }
+}
+
+impl std::fmt::Debug for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.load().fmt(f)
+    }
 }
 
 /// Index updates collected while an AoR entry is held, applied before it is released.
@@ -133,6 +204,19 @@ impl Location {
     /// An empty location service. Check the policy with [`RegistrarPolicy::validate`] when
     /// loading configuration; an inconsistent one is used as given.
     pub fn new(policy: RegistrarPolicy) -> Self {
+        Self::build(policy, None)
+    }
+
+    /// Like [`Location::new`], keeping `gauges` equal to the binding and AoR counts.
+    pub fn with_gauges(policy: RegistrarPolicy, gauges: LocationGauges) -> Self {
+        Self::build(policy, Some(gauges))
+    }
+
+    fn build(policy: RegistrarPolicy, gauges: Option<LocationGauges>) -> Self {
+        let (bindings, aors) = match gauges {
+            Some(g) => (Some(g.bindings), Some(g.aors)),
+            None => (None, None),
+        };
         Self {
             inner: Arc::new(Inner {
                 policy,
@@ -140,8 +224,8 @@ impl Location {
                 flows: DashMap::new(),
                 expiry: ExpiryQueue::default(),
                 next_id: AtomicU64::new(1),
-                aor_count: AtomicUsize::new(0),
-                binding_count: AtomicUsize::new(0),
+                aor_count: Count::new(aors),
+                binding_count: Count::new(bindings),
             }),
         }
     }
@@ -192,7 +276,7 @@ impl Location {
                 let outcome = inner.apply(input, occupied.get_mut(), plan, now);
                 if occupied.get().is_empty() {
                     occupied.remove();
-                    inner.aor_count.fetch_sub(1, Ordering::Relaxed);
+                    inner.aor_count.sub(1);
                 }
                 Ok(outcome)
             }
@@ -298,12 +382,12 @@ impl Location {
 
     /// Stored bindings (a gauge; includes any past their deadline until purge runs).
     pub fn binding_count(&self) -> usize {
-        self.inner.binding_count.load(Ordering::Relaxed)
+        self.inner.binding_count.load()
     }
 
     /// AoRs with at least one stored binding (a gauge).
     pub fn aor_count(&self) -> usize {
-        self.inner.aor_count.load(Ordering::Relaxed)
+        self.inner.aor_count.load()
     }
 
     #[cfg(test)]
@@ -316,12 +400,11 @@ impl Location {
 impl Inner {
     /// Takes one unit of the global AoR budget.
     fn reserve_aor(&self) -> Result<(), RegisterError> {
-        self.aor_count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.policy.max_aors).then_some(n + 1)
-            })
-            .map(|_| ())
-            .map_err(|_| RegisterError::Full)
+        if self.aor_count.increment_below(self.policy.max_aors) {
+            Ok(())
+        } else {
+            Err(RegisterError::Full)
+        }
     }
 
     /// Applies a validated plan to the AoR's bindings (whose entry the caller holds). Cannot
@@ -411,11 +494,9 @@ impl Inner {
         self.commit(aor, index);
         let new_len = bindings.len();
         if new_len >= old_len {
-            self.binding_count
-                .fetch_add(new_len - old_len, Ordering::Relaxed);
+            self.binding_count.add(new_len - old_len);
         } else {
-            self.binding_count
-                .fetch_sub(old_len - new_len, Ordering::Relaxed);
+            self.binding_count.sub(old_len - new_len);
         }
         RegisterOutcome {
             bindings: snapshots(bindings, now),
@@ -470,10 +551,10 @@ impl Inner {
         }
         bindings.shrink_to_fit();
         self.commit(aor, index);
-        self.binding_count.fetch_sub(removed, Ordering::Relaxed);
+        self.binding_count.sub(removed);
         if entry.get().is_empty() {
             entry.remove();
-            self.aor_count.fetch_sub(1, Ordering::Relaxed);
+            self.aor_count.sub(1);
         }
         removed
     }

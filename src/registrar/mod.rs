@@ -5,7 +5,9 @@
 //! authenticated and authorised REGISTER given as plain data ([`RegisterInput`]), whether the
 //! change is allowed and what the AoR's bindings are afterwards. It must not parse SIP,
 //! authenticate, build responses, touch sockets, spawn tasks or read the clock: the caller passes
-//! `now` and runs the single purge task that calls [`Location::purge`].
+//! `now` and runs the single purge task that calls [`Location::purge`]. It is the only
+//! writer of the bindings and AoRs gauges, through the handles given to
+//! [`Location::with_gauges`] (plain `prometheus` gauges, so it names no upper module).
 //!
 //! Layout: `binding` holds the data kept per binding and the snapshots handed out,
 //! `rules` the pure §10.3 decision (validate everything, then a plan that cannot fail),
@@ -18,7 +20,7 @@ mod location;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
-pub use location::{Location, Rebound, RegisterOutcome};
+pub use location::{Location, LocationGauges, Rebound, RegisterOutcome};
 pub use rules::{
     ContactInput, Credential, PolicyError, RegisterError, RegisterInput, RegistrarPolicy,
     MAX_BINDING_TEXT, MAX_PATH_TEXT, MAX_USER_AGENT,

@@ -913,6 +913,71 @@ fn concurrent_registers_for_different_aors() {
     assert_eq!(loc.index_sizes(), (0, 0));
 }
 
+/// The gauges handed to `with_gauges` follow every change of the counts: a REGISTER, a closed
+/// flow, a removed credential or AoR, a purge, and concurrent changes (deltas, never a stale
+/// `set`), so no caller has to refresh them.
+#[test]
+fn location_keeps_its_gauges_equal_to_its_counts() {
+    let gauges = LocationGauges {
+        bindings: prometheus::IntGauge::new("b", "bindings").expect("gauge"),
+        aors: prometheus::IntGauge::new("a", "aors").expect("gauge"),
+    };
+    gauges.bindings.set(99);
+    let loc = Location::with_gauges(RegistrarPolicy::default(), gauges.clone());
+    let seen = || (gauges.aors.get(), gauges.bindings.get());
+    let counts = || (loc.aor_count() as i64, loc.binding_count() as i64);
+    assert_eq!(seen(), (0, 0));
+    let t0 = Instant::now();
+    let (a, b) = (aor("alice"), aor("bob"));
+    let tcp = [
+        contact("sip:alice@10.0.0.1;transport=tcp"),
+        contact("sip:alice@10.0.0.2;transport=tcp"),
+    ];
+    let input = RegisterInput {
+        transport: Transport::Tcp,
+        flow: Some(FlowId(7)),
+        ..req(&a, "c", 1, &tcp)
+    };
+    loc.register(&input, t0).expect("tcp");
+    let short = [ContactInput {
+        expires: Some(60),
+        ..contact("sip:bob@10.0.0.3")
+    }];
+    loc.register(&req(&b, "c", 1, &short), t0).expect("udp");
+    assert_eq!(seen(), (2, 3));
+    assert_eq!(loc.remove_flow(FlowId(7)), 2);
+    assert_eq!(seen(), (1, 1));
+    assert_eq!(loc.purge(t0 + secs(61)), 1);
+    assert_eq!(seen(), (0, 0));
+    loc.register(&req(&a, "c", 2, &[contact("sip:alice@10.0.0.9")]), t0)
+        .expect("again");
+    assert_eq!(seen(), (1, 1));
+    assert_eq!(loc.remove_aor(&a), 1);
+    assert_eq!(seen(), (0, 0));
+
+    const THREADS: usize = 4;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let loc = loc.clone();
+            s.spawn(move || {
+                for i in 0..200 {
+                    let who = aor(&format!("t{t}u{}", i % 20));
+                    let uri = format!("sip:t{t}@10.1.{t}.{i}");
+                    let c = [contact(&uri)];
+                    let _ = loc.register(&req(&who, "c", i + 1, &c), t0);
+                    if i % 3 == 0 {
+                        loc.remove_aor(&who);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(seen(), counts());
+    assert!(counts().1 > 0);
+    loc.purge(t0 + secs(7200));
+    assert_eq!(seen(), (0, 0));
+}
+
 #[test]
 fn policy_defaults_validate_and_statuses_map() {
     let p = RegistrarPolicy::default();

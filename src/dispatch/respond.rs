@@ -1,0 +1,83 @@
+//! The responder: builds every SIP response dispatch sends (our To-tag, received/rport,
+//! extra headers, Server) and counts it; it also holds the metrics handle dispatch counts with.
+//!
+//! It must not decide statuses: callers pass them.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use crate::sip::{Message, ResponseBuilder, ViaReceived};
+use crate::transport::Source;
+
+/// A response produced by the core, with its status for the transaction layer and metrics.
+pub(crate) struct Response {
+    pub status: u16,
+    pub bytes: Bytes,
+    /// Sent without keeping transaction state (RFC 3261 §8.2.7): a challenge to a REGISTER
+    /// that carried no credentials. A retransmission of it is challenged afresh, which costs
+    /// less than holding the transaction and its response for 64*T1.
+    pub stateless: bool,
+}
+
+/// Builds and counts responses.
+pub struct Responder {
+    pub metrics: Metrics,
+    server_header: Option<String>,
+    /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
+    tag_hasher: RandomState,
+}
+
+impl Responder {
+    pub fn new(metrics: Metrics, server_header: Option<String>) -> Responder {
+        Responder {
+            metrics,
+            server_header,
+            tag_hasher: RandomState::new(),
+        }
+    }
+
+    /// Builds a response with our To-tag, received/rport, extra headers and Server.
+    pub(crate) fn respond(
+        &self,
+        msg: &Message,
+        src: &Source,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let tag = self.to_tag(msg);
+        let mut b = ResponseBuilder::new(msg, status, reason)
+            .received(ViaReceived { addr: src.peer })
+            .server(self.server_header.as_deref());
+        if status > 100 {
+            b = b.to_tag(&tag);
+        }
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        self.metrics.response(status, src.transport);
+        Response {
+            status,
+            bytes: b.build(),
+            stateless: false,
+        }
+    }
+
+    /// A To-tag stable for one request (retransmissions get the same) and unguessable.
+    fn to_tag(&self, msg: &Message) -> String {
+        let mut h = self.tag_hasher.build_hasher();
+        h.write(msg.call_id().unwrap_or("").as_bytes());
+        h.write(
+            msg.from()
+                .ok()
+                .and_then(|f| f.tag())
+                .unwrap_or("")
+                .as_bytes(),
+        );
+        h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
+        format!("{:016x}", h.finish())
+    }
+}
