@@ -6,7 +6,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::transport::Transport;
+use crate::sip::Transport;
 
 pub const SIP_REQUESTS: &str = "sipward_sip_requests_total";
 pub const SIP_RESPONSES: &str = "sipward_sip_responses_sent_total";

@@ -11,10 +11,10 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::scan::{is_lws, is_token, parse_u32_strict, skip_lws, skip_token};
-use super::views::CSeq;
 
 /// Limits applied while parsing and framing; each has a default and a worst case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
