@@ -226,8 +226,8 @@ async fn bindings(
         );
         return r;
     }
-    let filter = match q.aor.as_deref().map(canonical_aor) {
-        Some(Some(aor)) => Some(Aor::from_canonical(&aor)),
+    let filter = match q.aor.as_deref().map(Aor::parse) {
+        Some(Some(aor)) => Some(aor),
         Some(None) => {
             return no_store(
                 StatusCode::BAD_REQUEST,
@@ -263,14 +263,4 @@ async fn bindings(
         })
         .collect();
     no_store(StatusCode::OK, Json(list))
-}
-
-/// `alice@example.test` or `sip:alice@example.test` → the canonical AoR.
-pub(crate) fn canonical_aor(text: &str) -> Option<String> {
-    let with_scheme = if text.contains(':') {
-        text.to_string()
-    } else {
-        format!("sip:{text}")
-    };
-    crate::sip::Uri::parse(&with_scheme).ok()?.aor()
 }

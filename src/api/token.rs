@@ -877,8 +877,11 @@ fn drop_devices(
         // Index first, bindings second: see `registrar::Credential` for why no REGISTER
         // verified with this device can store a binding after this returns.
         api.devices.revoke(&r.username);
-        removed +=
-            location.remove_credential(&crate::registrar::Aor::from_canonical(&r.aor), &r.username);
+        // The store holds the canonical text a `UserAor` wrote; one that no longer parses
+        // names no binding.
+        if let Some(aor) = crate::sip::Aor::parse(&r.aor) {
+            removed += location.remove_credential(&aor, &r.username);
+        }
     }
     metrics.bindings.set(location.binding_count() as i64);
     metrics.aors.set(location.aor_count() as i64);
@@ -1004,7 +1007,7 @@ pub(super) async fn revoke_user(
         Err(e) => return store_failed(&e),
     };
     let mut removed = drop_devices(api, &s.location, &s.metrics, &records);
-    removed += s.location.remove_aor(&aor.to_registrar());
+    removed += s.location.remove_aor(aor.aor());
     s.metrics.bindings.set(s.location.binding_count() as i64);
     s.metrics.aors.set(s.location.aor_count() as i64);
     api.metrics.revoked(RevokedBy::Admin, records.len());

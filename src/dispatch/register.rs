@@ -14,7 +14,7 @@ use super::digest::{AuthStep, Role};
 use super::{Dispatcher, Response};
 use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
-use crate::registrar::{Aor, ContactInput, Credential, RegisterError, RegisterInput};
+use crate::registrar::{ContactInput, Credential, RegisterError, RegisterInput};
 use crate::sip::{Contact, HeaderName, Message, Uri};
 use crate::transport::Source;
 
@@ -74,7 +74,7 @@ impl Dispatcher {
                 AuthStep::Reply(r) => return r,
             };
             // A10/A22: the identity binds only its own AoR.
-            if identity.aor != to_aor {
+            if *identity.aor != *to_aor {
                 i.metrics.register(RegisterOutcome::Forbidden);
                 tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
                 return Some(self.respond(msg, src, 403, "Forbidden", &[]));
@@ -140,7 +140,7 @@ impl Dispatcher {
         let Ok(cseq) = msg.cseq() else {
             return bad("Bad CSeq");
         };
-        let aor = Aor::from_canonical(&to_aor);
+        let aor = to_aor.clone();
         let is_live = || match (&device, &i.devices) {
             (Some((entry, _)), Some(devices)) => devices.is_active(&entry.username),
             _ => false,

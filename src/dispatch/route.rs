@@ -120,14 +120,17 @@ impl Dispatcher {
             }
         }
         let user = ruri.user.unwrap_or("");
-        let callee = ruri.aor().unwrap_or_default();
+        let callee = ruri.aor();
         // A user exists as a static account or as the AoR of a token API device.
-        let device_user = i.devices.as_ref().is_some_and(|d| d.has_aor(&callee));
+        let device_user = (i.devices.as_ref())
+            .zip(callee.as_ref())
+            .is_some_and(|(d, callee)| d.has_aor(callee));
         if !i.accounts.exists_aor(user, &domain) && !device_user {
             return Some(self.respond(msg, src, 404, "Not Found", &[]));
         }
-        let aor = crate::registrar::Aor::from_canonical(&callee);
-        let bindings = i.location.lookup(&aor, now);
+        let bindings = (callee.as_ref())
+            .map(|aor| i.location.lookup(aor, now))
+            .unwrap_or_default();
         if bindings.is_empty() {
             return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
         }

@@ -7,7 +7,7 @@
 //! | `message.rs` | `Message::parse`: start line, header index (offsets; line ends found once), body, eager checks (CSeq kept parsed); `Limits`, `Method` |
 //! | `header.rs` | `HeaderName`: canonical names and compact forms (case-folded word lookup) |
 //! | `scan.rs` | lexing: byte-class tables, tokens, LWS, quoted strings, `Params`, comma lists, numbers |
-//! | `uri.rs` | `Uri` (sip, sips, tel, others raw), §19.1.4 comparison key, AoR form |
+//! | `uri.rs` | `Uri` (sip, sips, tel, others raw), §19.1.4 comparison key, `Aor` (the one AoR type, built by parsing) |
 //! | `cseq.rs` | `CSeq`: number and method, read by `Message::parse` and the views |
 //! | `views.rs` | `Via`, `NameAddr`, `Contact` (parameters the accessors read noted in one scan) and the `Message` accessors |
 //! | `digest.rs` | `Credentials`/`DigestParams` from Authorization headers |
@@ -40,5 +40,5 @@ pub use header::HeaderName;
 pub use message::{Header, Limits, Message, Method, Span, StartLine};
 pub use scan::{Param, Params};
 pub use transport::Transport;
-pub use uri::{Host, Scheme, Uri};
+pub use uri::{Aor, Host, Scheme, Uri};
 pub use views::{Contact, ContactAddr, NameAddr, Via};
