@@ -14,6 +14,7 @@
 //! | `framing.rs` | `StreamFramer` for TCP/TLS, CRLF keep-alives |
 //! | `builder.rs` | `ResponseBuilder`, `forward` edits for the proxy |
 //! | `error.rs` | `ParseError` and the `Reaction` a server takes |
+//! | `status.rs` | `Status` (a status code, parsed; reason phrases) and `StatusClass` (the metric label) |
 //! | `transport.rs` | `Transport`: UDP, TCP, TLS by their RFC 3261 names |
 //!
 //! Why our own parser: see docs/architecture.md (`rsip` rejects what real phones send and is slow).
@@ -27,6 +28,7 @@ mod framing;
 mod header;
 mod message;
 mod scan;
+mod status;
 mod transport;
 mod uri;
 mod views;
@@ -39,6 +41,7 @@ pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
 pub use message::{Header, Limits, Message, Method, Span, StartLine};
 pub use scan::{Param, Params};
+pub use status::{Status, StatusClass};
 pub use transport::Transport;
 pub use uri::{Aor, Host, Scheme, Uri};
 pub use views::{Contact, ContactAddr, NameAddr, Via};
