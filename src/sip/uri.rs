@@ -306,10 +306,21 @@ impl<'a> Uri<'a> {
         if !self.is_sip() {
             return None;
         }
-        let mut out = String::with_capacity(self.raw.len());
-        self.push_scheme_and_user(&mut out, false);
-        push_lower(self.host_raw, &mut out);
-        Some(Aor(Arc::from(out)))
+        // Written into a per-thread buffer and copied once into the `Arc`: one allocation
+        // per AoR (an `Arc<str>` from a `String` would be a second).
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        Some(TEXT.with_borrow_mut(|out| {
+            out.clear();
+            self.push_scheme_and_user(out, false);
+            push_lower(self.host_raw, out);
+            let aor = Aor(Arc::from(out.as_str()));
+            if out.capacity() > AOR_BUFFER_KEPT {
+                *out = String::new();
+            }
+            aor
+        }))
     }
 
     /// A canonical key such that two URIs are equal per RFC 3261 §19.1.4 when their keys
@@ -471,6 +482,10 @@ fn push_lower(s: &str, out: &mut String) {
     out.push_str(s);
     out[from..].make_ascii_lowercase();
 }
+
+/// Largest AoR buffer a thread keeps between calls of [`Uri::aor`] (longer ones allocate it
+/// afresh each time).
+const AOR_BUFFER_KEPT: usize = 1024;
 
 /// A canonical address-of-record (RFC 3261 §10.3): `sip:user@host` (or `sips:`), the user
 /// with unreserved escapes decoded and other escapes upper-cased (so `%00` stays visible and
