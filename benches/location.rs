@@ -34,7 +34,7 @@ struct Phone {
 
 fn phone(n: usize) -> Phone {
     Phone {
-        aor: Aor::from_canonical(&format!("sip:u{}@bench.test", 100_000 + n)),
+        aor: Aor::parse(&format!("sip:u{}@bench.test", 100_000 + n)).expect("a SIP AoR"),
         contact: format!(
             "sip:u{}@10.{}.{}.{}:5060",
             100_000 + n,
@@ -84,7 +84,7 @@ fn filled(phones: &[Phone], expires: u64, now: Instant) -> Location {
     });
     for p in phones {
         let fresh = Phone {
-            aor: Aor::from_canonical(p.aor.as_str()),
+            aor: Aor::parse(p.aor.as_str()).expect("a SIP AoR"),
             contact: p.contact.clone(),
             call_id: p.call_id.clone(),
         };

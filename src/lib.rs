@@ -7,7 +7,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building |
+//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `Status`) |
 //! | `transport` | UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |

@@ -6,7 +6,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::transport::Transport;
+use crate::sip::{StatusClass, Transport};
 
 pub const SIP_REQUESTS: &str = "sipward_sip_requests_total";
 pub const SIP_RESPONSES: &str = "sipward_sip_responses_sent_total";
@@ -327,15 +327,9 @@ impl Metrics {
             .inc();
     }
 
+    /// One response sent, counted by its class (`sip::StatusClass`).
     pub fn response(&self, status: u16, t: Transport) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "6xx",
-        };
+        let class = StatusClass::of(status).as_str();
         self.responses.with_label_values(&[class, t.as_str()]).inc();
     }
 

@@ -5,13 +5,15 @@
 //!
 //! Canonical form: the user part lowercased ASCII, 1 to [`MAX_USER_BYTES`] of letters, digits
 //! and `.-_+~`, never in the device namespace (`d-…`, the Digest usernames sipward hands out);
-//! the domain lowercased. It does not decide whether the domain is served: callers check that
+//! the domain lowercased. Those are the token API's rules for its users; the result is then
+//! parsed into the SIP layer's [`Aor`], the one AoR type, so it is spelled as the registrar
+//! spells the same address. It does not decide whether the domain is served: callers check that
 //! against their own domain list (the issuer's for the exchange, every served one for revoke).
 
 use std::fmt;
 
 use crate::credentials::device::DEVICE_PREFIX;
-use crate::registrar::Aor;
+use crate::sip::Aor;
 
 /// Longest user part accepted.
 pub const MAX_USER_BYTES: usize = 64;
@@ -35,11 +37,12 @@ pub enum AorError {
     NotServed,
 }
 
-/// `sip:user@domain` in canonical form. Cheap to compare; converts to the registrar's [`Aor`].
+/// `sip:user@domain` in canonical form: an [`Aor`] that also meets the token API's rules for
+/// a user. Cheap to clone and compare.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserAor {
-    text: String,
-    /// Index of the `@` in `text`.
+    aor: Aor,
+    /// Index of the `@` in the text.
     at: usize,
 }
 
@@ -72,7 +75,7 @@ impl UserAor {
         UserAor::new(user, domain)
     }
 
-    /// The single canonicaliser.
+    /// The token API's rules for a user, then the SIP layer's parse.
     fn new(user: &str, domain: &str) -> Result<UserAor, AorError> {
         let user_ok = !user.is_empty()
             && user.len() <= MAX_USER_BYTES
@@ -98,38 +101,41 @@ impl UserAor {
         if !domain_ok {
             return Err(AorError::Domain);
         }
+        // The checked characters are all URI-safe, so this parses and keeps its spelling.
         let text = format!(
             "sip:{}@{}",
             user.to_ascii_lowercase(),
             domain.to_ascii_lowercase()
         );
+        let aor = Aor::parse(&text).ok_or(AorError::User)?;
+        debug_assert_eq!(aor.as_str(), text);
         Ok(UserAor {
             at: 4 + user.len(),
-            text,
+            aor,
         })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.aor.as_str()
     }
 
     pub fn user(&self) -> &str {
-        &self.text[4..self.at]
+        &self.as_str()[4..self.at]
     }
 
     pub fn domain(&self) -> &str {
-        &self.text[self.at + 1..]
+        &self.as_str()[self.at + 1..]
     }
 
-    /// The same AoR as the location service keys it.
-    pub fn to_registrar(&self) -> Aor {
-        Aor::from_canonical(&self.text)
+    /// The AoR, as the location service keys it.
+    pub fn aor(&self) -> &Aor {
+        &self.aor
     }
 }
 
 impl fmt::Display for UserAor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 

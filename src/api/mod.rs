@@ -5,8 +5,11 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `mod.rs` | the router, health, readiness, metrics, admin bindings, the layers below |
-//! | `token.rs` | login options, credential exchange, devices, revocation; RFC 6750 errors |
-//! | `aor.rs` | the token API user's AoR: one canonical spelling for the exchange and the revoke |
+//! | `token.rs` | the token API's state and metrics; the common start of its Bearer routes |
+//! | `exchange.rs` | login options and the credential exchange |
+//! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
+//! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
+//! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
 //! | `server.rs` | the hyper accept loop: head size, head deadline, connection cap |
 //! | `head.rs` | the request-head gate before hyper: its refusals as JSON with `no-store` |
@@ -17,8 +20,11 @@
 //! on every response. It must not touch SIP sockets.
 
 pub mod aor;
+mod devices;
+mod exchange;
 pub mod head;
 pub mod limit;
+mod reply;
 pub mod server;
 pub mod token;
 
@@ -68,11 +74,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/v1/bindings", get(bindings))
-        .route("/admin/v1/users/{user}/revoke", post(token::revoke_user))
-        .route("/v1/login-options", get(token::login_options))
-        .route("/v1/sip/credentials", post(token::credentials))
-        .route("/v1/sip/devices", get(token::devices))
-        .route("/v1/sip/devices/{device_id}", delete(token::delete_device))
+        .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
+        .route("/v1/login-options", get(exchange::login_options))
+        .route("/v1/sip/credentials", post(exchange::credentials))
+        .route("/v1/sip/devices", get(devices::devices))
+        .route(
+            "/v1/sip/devices/{device_id}",
+            delete(devices::delete_device),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -207,9 +216,9 @@ async fn bindings(
     headers: HeaderMap,
     Query(q): Query<BindingsQuery>,
 ) -> Response {
-    let presented = match token::bearer(&headers) {
+    let presented = match reply::bearer(&headers) {
         Ok(p) => p,
-        Err(token::DuplicateAuthorization) => return token::bad_request(),
+        Err(reply::DuplicateAuthorization) => return reply::bad_request(),
     };
     let authorized = match (&s.admin_token, presented) {
         (Some(token), Some(p)) => token.matches(p.as_bytes()),
@@ -226,8 +235,8 @@ async fn bindings(
         );
         return r;
     }
-    let filter = match q.aor.as_deref().map(canonical_aor) {
-        Some(Some(aor)) => Some(Aor::from_canonical(&aor)),
+    let filter = match q.aor.as_deref().map(Aor::parse) {
+        Some(Some(aor)) => Some(aor),
         Some(None) => {
             return no_store(
                 StatusCode::BAD_REQUEST,
@@ -263,14 +272,4 @@ async fn bindings(
         })
         .collect();
     no_store(StatusCode::OK, Json(list))
-}
-
-/// `alice@example.test` or `sip:alice@example.test` → the canonical AoR.
-pub(crate) fn canonical_aor(text: &str) -> Option<String> {
-    let with_scheme = if text.contains(':') {
-        text.to_string()
-    } else {
-        format!("sip:{text}")
-    };
-    crate::sip::Uri::parse(&with_scheme).ok()?.aor()
 }

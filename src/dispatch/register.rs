@@ -23,7 +23,7 @@ use super::{unix_now, Dispatcher};
 use crate::auth::{Decision, Failure};
 use crate::config::ClientCertPolicy;
 use crate::metrics::RegisterOutcome;
-use crate::registrar::{Aor, Credential, Location, RegisterError};
+use crate::registrar::{Credential, Location, RegisterError};
 use crate::sip::{Message, Uri};
 use crate::transport::Source;
 
@@ -78,7 +78,7 @@ impl Dispatcher {
         if !request.to_host.eq_ignore_ascii_case(&domain) {
             return answer(RegisterOutcome::Forbidden, 403, "Forbidden");
         }
-        let to_aor = request.to_aor.as_str();
+        let to_aor = &request.to_aor;
         // A TLS client certificate restricts the AoRs its connection may bind (A22, T5), and
         // where the domain allows it, authenticates the REGISTER on its own.
         let certificate_suffices = match &src.identity {
@@ -101,7 +101,7 @@ impl Dispatcher {
                 refusal => return self.refused(msg, src, &domain, refusal),
             };
             // A10/A22: the identity binds only its own AoR.
-            if &*identity.aor != to_aor {
+            if *identity.aor != **to_aor {
                 tracing::info!(peer = %src.peer, identity = %identity.aor, "REGISTER for another AoR refused");
                 return answer(RegisterOutcome::Forbidden, 403, "Forbidden");
             }
@@ -113,7 +113,7 @@ impl Dispatcher {
             Err(e) => return bad(*e),
         };
 
-        let aor = Aor::from_canonical(to_aor);
+        let aor = to_aor.clone();
         let devices = i.credentials.devices();
         let is_live = || match (&device, devices) {
             (Some(d), Some(devices)) => devices.is_active(&d.entry.username),

@@ -40,7 +40,7 @@ impl BadRegister {
 #[derive(Debug)]
 pub(crate) struct RegisterRequest<'m> {
     /// The To AoR, canonical (`sip:user@host`; no user part when the To has none).
-    pub to_aor: String,
+    pub to_aor: Aor,
     /// The To URI's host as written.
     pub to_host: String,
     /// The binding part; its error is answered only after authentication.

@@ -120,13 +120,12 @@ impl Dispatcher {
             }
         }
         let user = ruri.user.unwrap_or("");
-        let callee = ruri.aor().unwrap_or_default();
+        let callee = ruri.aor();
         // A user exists as a static account or as the AoR of a token API device.
-        if !i.credentials.user_exists(user, &domain, &callee) {
+        let Some(callee) = callee.filter(|c| i.credentials.user_exists(user, &domain, c)) else {
             return Some(self.respond(msg, src, 404, "Not Found", &[]));
-        }
-        let aor = crate::registrar::Aor::from_canonical(&callee);
-        let bindings = i.registrar.location.lookup(&aor, now);
+        };
+        let bindings = i.registrar.location.lookup(&callee, now);
         if bindings.is_empty() {
             return Some(self.respond(msg, src, 480, "Temporarily Unavailable", &[]));
         }

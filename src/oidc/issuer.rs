@@ -127,9 +127,12 @@ impl IssuerState {
                 None => Rejection::KeysUnavailable,
             });
         }
+        // Whatever happens to this future from here (completion, or a drop mid-await by a
+        // request deadline or a client disconnect), the guard frees the single-flight slot.
+        let slot = RefetchSlot(&self.refetching);
         self.metrics.refetch();
         let result = self.refresh_keys().await;
-        self.refetching.store(false, Ordering::Release);
+        drop(slot);
         if let Err(e) = &result {
             tracing::warn!(issuer = %self.config.name, error = %e, "on-demand JWKS refetch failed; keeping the cached keys");
         }
@@ -275,9 +278,143 @@ impl IssuerState {
     }
 }
 
+/// The claimed on-demand refetch slot: dropping it frees `IssuerState::refetching`.
+struct RefetchSlot<'a>(&'a AtomicBool);
+
+impl Drop for RefetchSlot<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// The two fields of an OIDC discovery document (or RFC 8414 metadata) we use.
 #[derive(serde::Deserialize)]
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::config::ScopeClaim;
+    use crate::metrics::Metrics;
+
+    const RSA: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
+
+    /// An IdP on 127.0.0.1:0 whose first JWKS request never gets an answer; later ones get
+    /// a JWKS with key `r1`. Counts JWKS requests and signals each one.
+    struct StallingIdp {
+        base: String,
+        jwks_requests: Arc<AtomicUsize>,
+        jwks_seen: Arc<Notify>,
+    }
+
+    async fn stalling_idp() -> StallingIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let jwks_requests = Arc::new(AtomicUsize::new(0));
+        let jwks_seen = Arc::new(Notify::new());
+        let (count, seen, issuer) = (jwks_requests.clone(), jwks_seen.clone(), base.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (count, seen, issuer) = (count.clone(), seen.clone(), issuer.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = if head.starts_with(b"GET /jwks ") {
+                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                        seen.notify_one();
+                        if n == 1 {
+                            // Stall: hold the connection open without answering.
+                            std::future::pending::<()>().await;
+                        }
+                        format!(r#"{{"keys":[{RSA}]}}"#)
+                    } else {
+                        format!(r#"{{"issuer":"{issuer}","jwks_uri":"{issuer}/jwks"}}"#)
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        StallingIdp {
+            base,
+            jwks_requests,
+            jwks_seen,
+        }
+    }
+
+    fn issuer_state(base: &str) -> IssuerState {
+        let config = Issuer {
+            name: "stall".into(),
+            issuer: base.into(),
+            discovery_url: format!("{base}/.well-known/openid-configuration"),
+            audience: "sipward".into(),
+            algorithms: vec!["RS256".into()],
+            token_types: vec!["at+jwt".into()],
+            scope_claim: ScopeClaim::Scope,
+            required_scope: None,
+            client_ids: Vec::new(),
+            tenant: None,
+            username_claim: "sub".into(),
+            admin: None,
+            login_client_id: "sipward".into(),
+            login_scopes: Vec::new(),
+            label: "stall".into(),
+            domains: vec!["example.test".into()],
+        };
+        let bounds = CacheBounds {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+            // No cool-down: only the single-flight flag can refuse the second refetch.
+            refetch_cooldown: Duration::ZERO,
+            discovery_refresh: Duration::from_secs(600),
+            max_keys: 8,
+        };
+        let fetcher = Fetcher::new(Duration::from_secs(60), 64 * 1024).unwrap();
+        IssuerState::new(config, bounds, fetcher, OidcMetrics::new(&Metrics::new()))
+    }
+
+    /// Issue 14 item 8: a request dropped while its on-demand refetch is in flight (request
+    /// deadline, client gone) must not leave the single-flight flag set.
+    #[tokio::test]
+    async fn a_dropped_refetch_frees_the_slot_for_the_next_unknown_kid() {
+        let idp = stalling_idp().await;
+        let state = issuer_state(&idp.base);
+
+        let first = state.key(Some("r1"), Algorithm::RS256);
+        tokio::select! {
+            _ = first => panic!("the stalled JWKS fetch answered"),
+            // Dropping `first` here abandons the refetch mid-await.
+            _ = idp.jwks_seen.notified() => {}
+        }
+        assert_eq!(idp.jwks_requests.load(Ordering::SeqCst), 1);
+
+        let key = state.key(Some("r1"), Algorithm::RS256).await;
+        assert_eq!(
+            idp.jwks_requests.load(Ordering::SeqCst),
+            2,
+            "the unknown kid caused a second JWKS fetch"
+        );
+        assert!(key.is_ok(), "the refetched key is found");
+    }
 }

@@ -5,36 +5,14 @@
 //! it equals the URI, and the `+sip.instance` value is not stored again when it appears in the
 //! params. This module holds data only; the rules that change bindings live in `rules`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A canonical address-of-record, `sip:user@host`, as produced by the SIP parser.
-///
-/// Cheap to clone (one reference count); compared and hashed by its canonical text.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Aor(Arc<str>);
-
-impl Aor {
-    /// Wraps text the parser has already canonicalised (scheme, user, lower-case host).
-    pub fn from_canonical(canonical: &str) -> Self {
-        Self(Arc::from(canonical))
-    }
-
-    /// The canonical text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Aor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-pub use crate::transport::{FlowId, Transport};
+/// The AoR, as the SIP layer parses it; re-exported so `registrar::Aor` keeps naming it.
+pub use crate::sip::Aor;
+pub use crate::sip::Transport;
+pub use crate::transport::FlowId;
 
 /// Unique identity of one binding for the lifetime of the process; kept across refreshes and
 /// RFC 5626 replacements so the expiry and flow indexes can find it.

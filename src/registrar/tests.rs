@@ -8,7 +8,7 @@ use super::binding::{Binding, BindingId, BindingText, TextParts};
 use super::*;
 
 fn aor(user: &str) -> Aor {
-    Aor::from_canonical(&format!("sip:{user}@example.com"))
+    Aor::parse(&format!("sip:{user}@example.com")).expect("a SIP AoR")
 }
 
 fn contact(uri: &str) -> ContactInput<'_> {

@@ -11,10 +11,11 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::scan::{is_lws, is_token, parse_u32_strict, skip_lws, skip_token};
-use super::views::CSeq;
+use super::status::Status;
 
 /// Limits applied while parsing and framing; each has a default and a worst case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +121,7 @@ pub enum StartLine {
         uri: Span,
     },
     Response {
-        code: u16,
+        code: Status,
         reason: Span,
     },
 }
@@ -374,7 +375,7 @@ impl Message {
 
     pub fn status(&self) -> Option<u16> {
         match self.start {
-            StartLine::Response { code, .. } => Some(code),
+            StartLine::Response { code, .. } => Some(code.code()),
             StartLine::Request { .. } => None,
         }
     }
@@ -635,10 +636,7 @@ fn parse_start_line(head: &str, start: usize, end: usize) -> Result<StartLine, P
         let after = &rest[sp + 1..];
         let code_end = after.find(' ').ok_or(ParseError::InvalidStatusCode)?;
         let code_text = &after[..code_end];
-        let code = match parse_u32_strict(code_text) {
-            Some(c) if code_text.len() == 3 && (100..=699).contains(&c) => c as u16,
-            _ => return Err(ParseError::InvalidStatusCode),
-        };
+        let code = Status::parse(code_text).ok_or(ParseError::InvalidStatusCode)?;
         let reason_start = start + 4 + sp + 1 + code_end + 1;
         return Ok(StartLine::Response {
             code,

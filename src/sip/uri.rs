@@ -3,10 +3,15 @@
 //!
 //! A `Uri` borrows from the message; parsing never allocates. Only `aor()` and
 //! `comparison_key()` build strings, for storage. It must not resolve or route anything.
+//!
+//! [`Aor`] is the one address-of-record type of the crate: the registrar keys bindings by
+//! it, the proxy looks callees up by it, TLS identities and the admin API compare by it. It
+//! is built only here, by parsing a URI.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use super::error::ParseError;
 use super::scan::{byte_table, eq_lower, Params};
@@ -295,17 +300,27 @@ impl<'a> Uri<'a> {
         }
     }
 
-    /// The AoR canonical form: scheme, user with unreserved escapes decoded and other
-    /// escapes upper-cased (so `%00` stays visible and is never cut), host lower-cased,
-    /// no port, no parameters. `None` for URIs that cannot be an AoR.
-    pub fn aor(&self) -> Option<String> {
+    /// The address-of-record this URI names (see [`Aor`]); `None` for URIs that cannot be
+    /// an AoR (not `sip:` or `sips:`).
+    pub fn aor(&self) -> Option<Aor> {
         if !self.is_sip() {
             return None;
         }
-        let mut out = String::with_capacity(self.raw.len());
-        self.push_scheme_and_user(&mut out, false);
-        push_lower(self.host_raw, &mut out);
-        Some(out)
+        // Written into a per-thread buffer and copied once into the `Arc`: one allocation
+        // per AoR (an `Arc<str>` from a `String` would be a second).
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        Some(TEXT.with_borrow_mut(|out| {
+            out.clear();
+            self.push_scheme_and_user(out, false);
+            push_lower(self.host_raw, out);
+            let aor = Aor(Arc::from(out.as_str()));
+            if out.capacity() > AOR_BUFFER_KEPT {
+                *out = String::new();
+            }
+            aor
+        }))
     }
 
     /// A canonical key such that two URIs are equal per RFC 3261 §19.1.4 when their keys
@@ -468,6 +483,78 @@ fn push_lower(s: &str, out: &mut String) {
     out[from..].make_ascii_lowercase();
 }
 
+/// Largest AoR buffer a thread keeps between calls of [`Uri::aor`] (longer ones allocate it
+/// afresh each time).
+const AOR_BUFFER_KEPT: usize = 1024;
+
+/// A canonical address-of-record (RFC 3261 §10.3): `sip:user@host` (or `sips:`), the user
+/// with unreserved escapes decoded and other escapes upper-cased (so `%00` stays visible and
+/// is never cut), the user otherwise as written (user parts are case-sensitive, §19.1.4), the
+/// host lower-cased, no port, no parameters.
+///
+/// Built only by parsing ([`Uri::aor`], [`Aor::parse`]); cheap to clone (one reference
+/// count); compared and hashed by its canonical text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Aor(Arc<str>);
+
+impl Aor {
+    /// An operator's or a configuration's spelling of an AoR: a SIP URI (`sip:alice@example.test`,
+    /// `SIP:alice@Example.Test;transport=tcp`) or `user@host` without a scheme (taken as
+    /// `sip:`). The same canonical form the registrar stores for the same address.
+    pub fn parse(text: &str) -> Option<Aor> {
+        match Uri::parse(text) {
+            Ok(uri) if uri.scheme != Scheme::Other => uri.aor(),
+            _ if !text.contains(':') => Uri::parse(&format!("sip:{text}")).ok()?.aor(),
+            _ => None,
+        }
+    }
+
+    /// The canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The same address under `sip:` (a `sips:` AoR names the same user, RFC 3261 §19.1).
+    pub fn to_sip(&self) -> Aor {
+        match self.0.strip_prefix("sips:") {
+            Some(rest) => Aor(Arc::from(format!("sip:{rest}"))),
+            None => self.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for Aor {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Aor {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Aor {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Aor {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for Aor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,5 +702,31 @@ mod tests {
         assert!(Uri::parse("sip:host:99999").is_err());
         assert!(Uri::parse("sip:a b@h").is_err());
         assert!(Uri::parse("nocolon").is_err());
+    }
+
+    #[test]
+    fn aor_spellings_parse_to_the_form_the_registrar_stores() {
+        let stored = Uri::parse("sip:Alice@Example.test").unwrap().aor().unwrap();
+        assert_eq!(stored, "sip:Alice@example.test");
+        for text in [
+            "sip:Alice@Example.test",
+            "SIP:Alice@EXAMPLE.TEST",
+            "Alice@Example.test",
+            "sip:Alice@example.test:5060;transport=tcp",
+            "sip:%41lice@example.test",
+        ] {
+            assert_eq!(Aor::parse(text).as_ref(), Some(&stored), "{text}");
+        }
+        // The user part is case-sensitive (RFC 3261 §19.1.4).
+        assert_ne!(Aor::parse("sip:alice@example.test").unwrap(), stored);
+        // A host alone is an AoR with no user part, as a To without one is.
+        assert_eq!(Aor::parse("example.test").unwrap(), "sip:example.test");
+        for bad in ["", "<sip:a@b>", "tel:+1234", "mailto:a@b", "sip:a b@c"] {
+            assert_eq!(Aor::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            Aor::parse("sips:Bob@EXAMPLE.test").unwrap().to_sip(),
+            "sip:Bob@example.test"
+        );
     }
 }

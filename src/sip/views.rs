@@ -5,6 +5,7 @@
 //! A view borrows from the message and is parsed on each call; nothing here allocates.
 //! It must not apply registrar or proxy policy: it only says what the bytes mean.
 
+use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::Message;
@@ -407,37 +408,6 @@ fn parse_qvalue(v: &str) -> Option<u16> {
         "0" => Some(thousandths),
         "1" if thousandths == 0 => Some(1000),
         _ => None,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CSeq<'a> {
-    pub seq: u32,
-    pub method: &'a str,
-}
-
-impl<'a> CSeq<'a> {
-    pub fn parse(v: &'a str) -> Result<CSeq<'a>, ParseError> {
-        let (seq, method) = CSeq::parse_parts(v)?;
-        Ok(CSeq {
-            seq,
-            method: &v[method],
-        })
-    }
-
-    /// The number and the byte range of the method in `v` (so `Message::parse` can keep
-    /// it as a span).
-    pub(crate) fn parse_parts(v: &str) -> Result<(u32, std::ops::Range<usize>), ParseError> {
-        let lead = skip_lws(v.as_bytes(), 0);
-        let t = trim_lws(v);
-        let sp = t.bytes().position(is_lws).ok_or(ParseError::InvalidCSeq)?;
-        let seq = parse_u32_strict(&t[..sp]).ok_or(ParseError::InvalidCSeq)?;
-        let method = trim_lws(&t[sp..]);
-        if method.is_empty() || !method.bytes().all(is_token) {
-            return Err(ParseError::InvalidCSeq);
-        }
-        let start = lead + skip_lws(t.as_bytes(), sp);
-        Ok((seq, start..start + method.len()))
     }
 }
 

@@ -7,8 +7,9 @@
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
 //!
-//! It hands `(bytes, Source)` to a `Handler` and sends back what the handler returns. It
-//! must not interpret SIP beyond framing; dispatch lives in `app`.
+//! It hands `(bytes, Source)` to a `Handler` (implemented by `dispatch`) and sends back what
+//! the handler returns, at once or later through a [`Responder`]. It must not interpret SIP
+//! beyond framing.
 
 pub mod tcp;
 pub mod tls;
@@ -22,23 +23,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-/// The transport a message came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
+/// Re-exported from `sip`, where it lives below metrics and the registrar.
+pub use crate::sip::Transport;
 
 /// Identifies one TCP/TLS connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,8 +60,21 @@ impl Reply {
 }
 
 /// The seam between the network and the application (compare hickory's `handle_request`).
+///
+/// The transports call [`Handler::handle`]. A handler answers at once by returning the
+/// `Reply` (the fast path: on UDP the receive thread sends it, with no allocation or
+/// reference count for the seam), or it answers later: it turns the [`Later`] into a
+/// [`Responder`], moves that to another task or thread, returns `Reply::none()`, and calls
+/// [`Responder::send`] once when the answer is ready.
 pub trait Handler: Send + Sync + 'static {
+    /// Answers one message at once.
     fn on_message(&self, data: Bytes, src: &Source) -> Reply;
+    /// Answers one message at once or, through `later`, afterwards. The default answers at
+    /// once with [`Handler::on_message`].
+    fn handle(&self, data: Bytes, src: &Source, later: Later<'_>) -> Reply {
+        let _ = later;
+        self.on_message(data, src)
+    }
     /// A stream could not be framed (`error`); `head` is the complete header section the
     /// fault was found in, if one arrived. The reply, if any, is written and then the
     /// connection is closed whatever `Reply::close` says.
@@ -89,6 +88,91 @@ pub trait Handler: Send + Sync + 'static {
     }
     /// A stream connection closed.
     fn on_flow_closed(&self, _flow: FlowId) {}
+}
+
+/// The way back to the sender of the message being handled, borrowed from the transport for
+/// the length of [`Handler::handle`]. Costs nothing unless made into a [`Responder`].
+#[derive(Debug)]
+pub struct Later<'a> {
+    way: LaterWay<'a>,
+}
+
+#[derive(Debug)]
+enum LaterWay<'a> {
+    Udp(&'a Arc<udp::Listener>),
+    Flow(&'a Flows, FlowId),
+}
+
+impl<'a> Later<'a> {
+    pub(crate) fn udp(listener: &'a Arc<udp::Listener>) -> Later<'a> {
+        Later {
+            way: LaterWay::Udp(listener),
+        }
+    }
+
+    pub(crate) fn flow(flows: &'a Flows, id: FlowId) -> Later<'a> {
+        Later {
+            way: LaterWay::Flow(flows, id),
+        }
+    }
+
+    /// An owned handle that answers this message later, from any task or thread.
+    pub fn responder(self) -> Responder {
+        Responder {
+            way: match self.way {
+                LaterWay::Udp(listener) => ResponderWay::Udp(listener.clone()),
+                LaterWay::Flow(flows, id) => ResponderWay::Flow(flows.clone(), id),
+            },
+        }
+    }
+}
+
+/// Answers one message after [`Handler::handle`] has returned (compare hickory's
+/// `ResponseHandle`). `send` consumes it, so it answers at most once; dropping it answers
+/// nothing. It holds the UDP socket (shared with the receive threads) or the connection's id
+/// in the flow table, never the connection itself: a connection that closes meanwhile makes
+/// `send` return false, and a held responder keeps nothing open.
+#[derive(Debug)]
+pub struct Responder {
+    way: ResponderWay,
+}
+
+#[derive(Debug)]
+enum ResponderWay {
+    Udp(Arc<udp::Listener>),
+    Flow(Flows, FlowId),
+}
+
+impl Responder {
+    /// Sends `reply` as if [`Handler::handle`] had returned it: over UDP to `reply.to`; on a
+    /// stream queued on the same connection (which is closed after the write if
+    /// `reply.close`). Never waits: false if nothing could be handed over (no bytes or no
+    /// UDP destination, a full socket buffer or connection queue, a closed connection).
+    pub fn send(self, reply: Reply) -> bool {
+        match self.way {
+            ResponderWay::Udp(listener) => match (reply.bytes, reply.to) {
+                (Some(bytes), Some(to)) => listener.send_nowait(&bytes, to),
+                _ => false,
+            },
+            ResponderWay::Flow(flows, id) => match reply.bytes {
+                Some(bytes) => flows.write(
+                    id,
+                    FlowWrite {
+                        bytes,
+                        close: reply.close,
+                    },
+                ),
+                None if reply.close => flows.write(
+                    id,
+                    FlowWrite {
+                        bytes: Bytes::new(),
+                        close: true,
+                    },
+                ),
+                None => false,
+            },
+        }
+    }
 }
 
 /// Open stream connections by id, each with a bounded queue of bytes to write, its addresses
@@ -108,8 +192,16 @@ struct FlowsInner {
 
 #[derive(Debug)]
 struct FlowEntry {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<FlowWrite>,
     info: FlowInfo,
+}
+
+/// One entry of a connection's write queue.
+#[derive(Debug)]
+pub(crate) struct FlowWrite {
+    pub(crate) bytes: Bytes,
+    /// Close the connection after writing (a deferred answer to a framing fault).
+    pub(crate) close: bool,
 }
 
 /// Where a connection runs.
@@ -125,7 +217,7 @@ pub struct FlowInfo {
 pub const FLOW_QUEUE: usize = 64;
 
 impl Flows {
-    pub(crate) fn open(&self, info: FlowInfo) -> (FlowId, mpsc::Receiver<Bytes>) {
+    pub(crate) fn open(&self, info: FlowInfo) -> (FlowId, mpsc::Receiver<FlowWrite>) {
         let id = FlowId(self.inner.next.fetch_add(1, Ordering::Relaxed) + 1);
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
         self.inner.entries.insert(id, FlowEntry { tx, info });
@@ -143,8 +235,18 @@ impl Flows {
 
     /// Queue bytes on a connection; false if it is gone or its queue is full.
     pub fn send(&self, id: FlowId, bytes: Bytes) -> bool {
+        self.write(
+            id,
+            FlowWrite {
+                bytes,
+                close: false,
+            },
+        )
+    }
+
+    fn write(&self, id: FlowId, write: FlowWrite) -> bool {
         match self.inner.entries.get(&id) {
-            Some(entry) => entry.tx.try_send(bytes).is_ok(),
+            Some(entry) => entry.tx.try_send(write).is_ok(),
             None => false,
         }
     }

@@ -25,7 +25,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ... and at most this many bytes.
 const LINGER_BYTES: usize = 64 * 1024;
 
-use super::{Flows, Handler, Source, Transport};
+use super::{Flows, Handler, Later, Source, Transport};
 use crate::metrics::Metrics;
 use crate::sip::{Frame, Limits, StreamFramer};
 
@@ -144,8 +144,12 @@ where
                 break;
             }
             out = outbound.recv() => {
-                let Some(bytes) = out else { break };
-                if !write(&mut writer, &bytes, ctx.limits.write_timeout).await {
+                let Some(out) = out else { break };
+                if !write(&mut writer, &out.bytes, ctx.limits.write_timeout).await {
+                    break;
+                }
+                if out.close {
+                    linger = true;
                     break;
                 }
             }
@@ -163,7 +167,7 @@ where
                             }
                         }
                         Ok(Some(Frame::Message(data))) => {
-                            let reply = ctx.handler.on_message(data, &src);
+                            let reply = ctx.handler.handle(data, &src, Later::flow(&ctx.flows, flow));
                             if let Some(bytes) = reply.bytes {
                                 if !write(&mut writer, &bytes, ctx.limits.write_timeout).await {
                                     break 'conn;

@@ -40,7 +40,7 @@ use super::tcp::{accept_each, serve_stream, StreamContext};
 use super::{Source, Transport};
 use crate::config::{ClientAuth, TlsConfig};
 use crate::metrics::{HandshakeOutcome, Metrics};
-use crate::sip::Uri;
+use crate::sip::{Aor, Uri};
 
 /// SAN URIs read from one certificate at most; a certificate with more gives no identity.
 pub const MAX_IDENTITY_URIS: usize = 16;
@@ -56,7 +56,7 @@ pub const MAX_IDENTITY_URIS: usize = 16;
 /// than [`MAX_IDENTITY_URIS`] AoRs is treated the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
-    aors: Vec<String>,
+    aors: Vec<Aor>,
 }
 
 impl PeerIdentity {
@@ -69,7 +69,7 @@ impl PeerIdentity {
             let x509_parser::extensions::GeneralName::URI(text) = name else {
                 continue;
             };
-            if let Some(aor) = canonical_aor(text) {
+            if let Some(aor) = identity_aor(text) {
                 if !aors.contains(&aor) {
                     aors.push(aor);
                 }
@@ -79,25 +79,21 @@ impl PeerIdentity {
     }
 
     /// The AoRs this identity may register, canonical.
-    pub fn aors(&self) -> &[String] {
+    pub fn aors(&self) -> &[Aor] {
         &self.aors
     }
 
     /// Whether this identity covers `aor` (any SIP URI text; compared in canonical form).
     pub fn permits(&self, aor: &str) -> bool {
-        canonical_aor(aor).is_some_and(|a| self.aors.contains(&a))
+        identity_aor(aor).is_some_and(|a| self.aors.contains(&a))
     }
 }
 
-/// `sip:user@host` for a SIP or SIPS URI with a user part; `None` otherwise.
-fn canonical_aor(text: &str) -> Option<String> {
+/// The AoR of a SIP or SIPS URI with a user part, under `sip:`; `None` otherwise.
+fn identity_aor(text: &str) -> Option<Aor> {
     let uri = Uri::parse(text).ok()?;
     uri.user?;
-    let aor = uri.aor()?;
-    Some(match aor.strip_prefix("sips:") {
-        Some(rest) => format!("sip:{rest}"),
-        None => aor,
-    })
+    Some(uri.aor()?.to_sip())
 }
 
 /// A TLS setting that could not be loaded: the config key and what is wrong.

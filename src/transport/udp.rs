@@ -10,7 +10,9 @@
 //! `MSG_DONTWAIT` and never waits: a full send buffer drops the datagram, as the network
 //! could, and the transaction layer retransmits.
 //!
-//! It must not block on anything but the socket: the handler is synchronous and in-memory.
+//! It must not block on anything but the socket: the handler is synchronous and in-memory;
+//! one that must wait for something answers later through a `Responder`, which sends with
+//! `MSG_DONTWAIT` from wherever it runs.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use socket2::SockRef;
 use tokio_util::sync::CancellationToken;
 
-use super::{Handler, Source, Transport};
+use super::{Handler, Later, Source, Transport};
 
 /// Largest datagram we read (the UDP maximum).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -101,7 +103,11 @@ pub fn receive_loop(
             flow: None,
             identity: None,
         };
-        let reply = handler.on_message(Bytes::copy_from_slice(&buf[..n]), &src);
+        let reply = handler.handle(
+            Bytes::copy_from_slice(&buf[..n]),
+            &src,
+            Later::udp(&listener),
+        );
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {
             if let Err(e) = listener.socket.send_to(&bytes, to) {
                 tracing::debug!(error = %e, %to, "udp send failed");

@@ -1,0 +1,44 @@
+//! `Transport`: the SIP transports this server speaks, by the names of RFC 3261 §18 (the
+//! `transport` URI parameter, the Via sent-protocol). Below every layer that names one: the
+//! transports that carry messages, the registrar's bindings, the proxy's targets and metrics.
+
+/// The transport a message came in on or leaves by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The lowercase name: the `transport` URI parameter value and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// A transport name as written in a URI parameter or a Via (case-insensitive); `None`
+    /// for one this server does not speak (SCTP, WS).
+    pub fn parse(name: &str) -> Option<Transport> {
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .into_iter()
+            .find(|t| name.eq_ignore_ascii_case(t.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_case_insensitively() {
+        assert_eq!(Transport::parse("TCP"), Some(Transport::Tcp));
+        assert_eq!(Transport::parse("tls"), Some(Transport::Tls));
+        assert_eq!(Transport::parse("Udp"), Some(Transport::Udp));
+        assert_eq!(Transport::parse("sctp"), None);
+        assert_eq!(Transport::parse(""), None);
+    }
+}
