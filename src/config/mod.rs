@@ -6,6 +6,7 @@
 //! tasks, or know how other modules use the values; they receive ready types (`SocketAddr`,
 //! `Duration`, enums) and never see a string that still needs checking.
 
+mod domain;
 mod raw;
 mod secret;
 mod token_api;

@@ -41,6 +41,9 @@ use crate::transport::{FlowId, Handler, Reply, Source, Transport};
 pub const SUPPORTED: &[&str] = &["path", "outbound"];
 /// Methods answered here today; the proxy issue adds the rest.
 pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, PRACK, REFER";
+/// `Retry-After` seconds on the 503 that refuses a new request during drain: about the time a
+/// restart takes, after which the client tries again (here or, behind DNS SRV, elsewhere).
+pub const DRAIN_RETRY_AFTER_SECS: &str = "5";
 
 /// Per-domain policy derived from config.
 #[derive(Debug)]
@@ -72,6 +75,8 @@ pub struct DispatchParts {
     /// Device credentials from the token API; `None` when it is off.
     pub devices: Option<DeviceIndex>,
     pub proxy: crate::proxy::Proxy,
+    /// Cancelled when the server drains (SIGTERM): new requests outside a dialog get 503.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 /// Cheap `Clone` handle over the shared state.
@@ -99,6 +104,7 @@ struct Inner {
     remove_bindings_on_close: bool,
     devices: Option<DeviceIndex>,
     proxy: crate::proxy::Proxy,
+    draining: tokio_util::sync::CancellationToken,
     /// Our listening addresses (Route headers naming one of them are ours).
     local_addrs: Vec<SocketAddr>,
     /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
@@ -140,6 +146,7 @@ impl Dispatcher {
                 remove_bindings_on_close: parts.remove_bindings_on_close,
                 devices: parts.devices,
                 proxy: parts.proxy,
+                draining: parts.draining,
                 local_addrs: local_addrs.to_vec(),
                 tag_hasher: std::collections::hash_map::RandomState::new(),
             }),
@@ -256,6 +263,14 @@ impl Dispatcher {
     }
 
     fn route(&self, msg: &Message, src: &Source, now: Instant) -> Option<Response> {
+        // Drain: refuse what would start something new; in-dialog requests and CANCEL
+        // (for a transaction in flight) pass. ACK never reaches here.
+        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        if self.inner.draining.is_cancelled() && !in_dialog && msg.method() != Some(Method::Cancel)
+        {
+            let retry = [("Retry-After", DRAIN_RETRY_AFTER_SECS)];
+            return Some(self.respond(msg, src, 503, "Service Unavailable", &retry));
+        }
         let uri_text = msg.request_uri().unwrap_or("");
         let ruri = match Uri::parse(uri_text) {
             Ok(u) if u.is_sip() => u,

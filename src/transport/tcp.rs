@@ -25,6 +25,10 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ... and at most this many bytes.
 const LINGER_BYTES: usize = 64 * 1024;
 
+/// A write to a stream that cannot complete within this long closes the connection: a peer
+/// that stops reading holds at most its connection slot and one queued message this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 use super::{Flows, Handler, Source, Transport};
 use crate::metrics::Metrics;
 use crate::sip::{Frame, Limits, StreamFramer};
@@ -51,7 +55,11 @@ pub struct StreamContext {
     pub flows: Flows,
     pub limits: StreamLimits,
     pub metrics: Metrics,
+    /// Stop accepting (drain begins); TLS handshakes in progress are abandoned too.
     pub shutdown: CancellationToken,
+    /// Close the open connections (drain ended): until then they keep carrying responses,
+    /// ACKs and CANCELs for the transactions in flight.
+    pub halt: CancellationToken,
 }
 
 pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: TaskTracker) {
@@ -138,7 +146,7 @@ where
     'conn: loop {
         let deadline = header_deadline.map_or(idle_deadline, |h| h.min(idle_deadline));
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.halt.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(peer = %src.peer, "stream deadline passed; closing");
                 break;
