@@ -109,19 +109,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
-    let tls_listeners = config.tls.as_ref().map_or(&[][..], |t| &t.listeners[..]);
-    let bound = Bound::bind(
-        &config.sip.udp,
-        config.sip.udp_recv_buffer_bytes,
-        &config.sip.tcp,
-        tls_listeners,
-    )
-    .await?;
+    let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
     let addrs = bound.addresses();
-    let tls_state = match &config.tls {
-        Some(tls) => Some(TlsState::load(tls, metrics.clone())?),
-        None => None,
-    };
+    let tls_state = config
+        .tls
+        .as_ref()
+        .map(|tls| TlsState::load(tls, metrics.clone()));
+    let tls_state = tls_state.transpose()?;
 
     let nonces = NonceIssuer::new(nonce_keys(config)?, config.auth.nonce());
     let flows = Flows::default();
@@ -158,67 +152,26 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         },
         &addrs.all(),
     );
-    let token_api = token_parts.map(|parts| {
-        parts.registry.spawn_refreshers(&tracker, &shutdown);
-        tracker.spawn(record_registers(
-            parts.events,
-            parts.store.clone(),
-            halt.clone(),
-        ));
-        Arc::new(crate::api::token::TokenApi::new(
-            config,
-            parts.registry,
-            parts.store,
-            parts.devices,
-            parts.metrics,
-        ))
-    });
+    let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
 
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
     let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
     let tls_serving = tls_serving(config, tls_state.clone());
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
-    let http = match config.http.listen {
-        Some(addr) => Some(
-            serve_http(
-                config, addr, &metrics, &location, &token_api, &shutdown, &tracker,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let http = serve_http(config, &metrics, &location, &token_api, &shutdown, &tracker).await?;
 
-    // The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10.
-    let (stop, proxy_timers) = (halt.clone(), proxy.clone());
-    let tick = (config.sip.t1 / 10).max(std::time::Duration::from_millis(10));
-    tracker.spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = interval.tick() => {
-                    if !proxy_timers.is_empty() {
-                        proxy_timers.poll(Instant::now());
-                    }
-                }
-            }
-        }
-    });
-
-    let purged = dispatcher.clone();
-    let purge_api = token_api.clone();
+    tracker.spawn(proxy_timers(proxy.clone(), config.sip.t1, halt.clone()));
+    let (purged, purged_api) = (dispatcher.clone(), token_api.clone());
     tracker.spawn(every(
         config.registrar.purge_interval,
         halt.clone(),
         move |now| {
             purged.purge(now);
-            if let Some(api) = &purge_api {
+            if let Some(api) = &purged_api {
                 api.purge(now);
             }
         },
     ));
-
     log_listening(config, &addrs, http);
     Ok(Running {
         udp: addrs.udp,
@@ -234,6 +187,23 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         tracker,
         grace: config.server.drain_grace,
     })
+}
+
+/// The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10, until `halt`.
+async fn proxy_timers(proxy: Proxy, t1: Duration, halt: CancellationToken) {
+    let tick = (t1 / 10).max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = halt.cancelled() => break,
+            _ = interval.tick() => {
+                if !proxy.is_empty() {
+                    proxy.poll(Instant::now());
+                }
+            }
+        }
+    }
 }
 
 /// Runs `job(now)` every `period` until `stop` (the one purge task: each owner purges its own
@@ -330,17 +300,19 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
     })
 }
 
-/// Binds the HTTP listener and serves health, metrics, admin and (when on) the token API on
-/// it until shutdown; returns the bound address.
+/// Binds the HTTP listener (if `http.listen` names one) and serves health, metrics, admin
+/// and (when on) the token API on it until shutdown; returns the bound address.
 async fn serve_http(
     config: &Config,
-    addr: SocketAddr,
     metrics: &Metrics,
     location: &Location,
     token_api: &Option<Arc<crate::api::token::TokenApi>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<SocketAddr, AppError> {
+) -> Result<Option<SocketAddr>, AppError> {
+    let Some(addr) = config.http.listen else {
+        return Ok(None);
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BindError {
@@ -373,7 +345,7 @@ async fn serve_http(
         shutdown.clone(),
         tracker.clone(),
     ));
-    Ok(bound)
+    Ok(Some(bound))
 }
 
 fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
@@ -390,6 +362,30 @@ fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
     if let Some(a) = http {
         tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");
     }
+}
+
+/// The token API over its parts, with its tasks: the issuers' refreshers (until shutdown)
+/// and the writer of device REGISTERs to the store (until halt).
+fn token_api(
+    config: &Config,
+    parts: TokenParts,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    halt: &CancellationToken,
+) -> Arc<crate::api::token::TokenApi> {
+    parts.registry.spawn_refreshers(tracker, shutdown);
+    tracker.spawn(record_registers(
+        parts.events,
+        parts.store.clone(),
+        halt.clone(),
+    ));
+    Arc::new(crate::api::token::TokenApi::new(
+        config,
+        parts.registry,
+        parts.store,
+        parts.devices,
+        parts.metrics,
+    ))
 }
 
 /// The token API's parts that exist before the dispatcher: the store (with active records

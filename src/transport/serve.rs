@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::tcp::{self, StreamContext};
 use super::tls::{self, HandshakeLimits, TlsState};
 use super::udp;
-use crate::config::{ClientAuth, TlsListener};
+use crate::config::{ClientAuth, SipConfig, TlsConfig};
 
 /// A socket that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -62,32 +62,32 @@ pub struct TlsServing {
 }
 
 impl Bound {
-    /// Binds the UDP sockets (with `SO_RCVBUF`/`SO_SNDBUF` of `udp_buffer_bytes`), the TCP
-    /// listeners and the TLS listeners.
-    pub async fn bind(
-        udp_addrs: &[SocketAddr],
-        udp_buffer_bytes: usize,
-        tcp_addrs: &[SocketAddr],
-        tls_listeners: &[TlsListener],
-    ) -> Result<Bound, BindError> {
+    /// Binds the UDP sockets (with `SO_RCVBUF`/`SO_SNDBUF` of `sip.udp_recv_buffer_bytes`),
+    /// the TCP listeners and the TLS listeners.
+    pub async fn bind(sip: &SipConfig, tls: Option<&TlsConfig>) -> Result<Bound, BindError> {
         let mut udp = Vec::new();
-        for &addr in udp_addrs {
-            let socket = udp::bind(addr, udp_buffer_bytes).map_err(|source| BindError {
-                what: "udp",
-                addr,
-                source,
-            })?;
+        for &addr in &sip.udp {
+            let socket =
+                udp::bind(addr, sip.udp_recv_buffer_bytes).map_err(|source| BindError {
+                    what: "udp",
+                    addr,
+                    source,
+                })?;
             udp.push(Arc::new(socket));
         }
         let mut tcp = Vec::new();
-        for &addr in tcp_addrs {
+        for &addr in &sip.tcp {
             tcp.push(listen("tcp", addr).await?);
         }
-        let mut tls = Vec::new();
-        for l in tls_listeners {
-            tls.push((listen("tls", l.addr).await?, l.client_auth));
+        let mut secure = Vec::new();
+        for l in tls.iter().flat_map(|t| &t.listeners) {
+            secure.push((listen("tls", l.addr).await?, l.client_auth));
         }
-        Ok(Bound { udp, tcp, tls })
+        Ok(Bound {
+            udp,
+            tcp,
+            tls: secure,
+        })
     }
 
     pub fn addresses(&self) -> Addresses {
