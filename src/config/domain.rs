@@ -12,8 +12,8 @@ use super::{AuthConfig, RegistrarConfig, SipConfig};
 
 // The transaction layer's T1 bound contains the file's `sip.t1_ms` range, so `transactions()`
 // cannot fail.
-const _: () = assert!(*super::raw::T1_MS.start() >= 1);
-const _: () = assert!(*super::raw::T1_MS.end() as u128 <= MAX_T1.as_millis());
+const _: () = assert!(super::raw::T1_MS.min >= 1);
+const _: () = assert!(super::raw::T1_MS.max as u128 <= MAX_T1.as_millis());
 
 impl SipConfig {
     /// The parser's limits: the header section, the body (what `max_message_bytes` leaves

@@ -6,17 +6,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
+use super::problems::{OneOf, Problems};
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
-use super::token_api;
+use super::{issuers, token_api};
 use super::{
-    Account, AccountKind, AccountSecret, AuthConfig, ClientAuth, ClientCertPolicy, Config,
-    ConfigErrors, ConfigProblem, DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat,
-    RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
+    Account, AccountSecret, AuthConfig, ClientAuth, ClientCertPolicy, Config, ConfigErrors,
+    DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat, RegistrarConfig, ServerConfig,
+    SipConfig, SniCertificate, TlsConfig, TlsListener,
 };
 
 /// The nonce key must hold at least this many bytes (256 bits).
@@ -26,49 +26,6 @@ const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 const MAX_SERVER_HEADER_BYTES: usize = 256;
 const MAX_USERNAME_BYTES: usize = 256;
 const MAX_DOMAIN_NAME_BYTES: usize = 253;
-
-/// Problems found so far.
-#[derive(Default)]
-pub(super) struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(key, message));
-    }
-
-    /// Records a problem when `value` is outside `range`; returns `value` either way.
-    pub(super) fn range(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> u64 {
-        if !range.contains(&value) {
-            self.push(
-                key,
-                format!(
-                    "must be between {} and {} (got {value})",
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-        value
-    }
-
-    pub(super) fn range_usize(
-        &mut self,
-        key: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-    ) -> usize {
-        usize::try_from(self.range(key, value, range)).unwrap_or(usize::MAX)
-    }
-
-    pub(super) fn range_secs(
-        &mut self,
-        key: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-    ) -> Duration {
-        Duration::from_secs(self.range(key, value, range))
-    }
-}
 
 pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut problems = Problems::default();
@@ -120,9 +77,9 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
 /// `[[issuers]]` plus the cross-checks with `domains[].issuers` and `domains[].sso`.
 fn issuers(
     problems: &mut Problems,
-    raw: Vec<token_api::RawIssuer>,
+    raw: Vec<issuers::RawIssuer>,
     domains: &[Domain],
-) -> Vec<token_api::Issuer> {
+) -> Vec<issuers::Issuer> {
     let names: Vec<&str> = raw.iter().map(|i| i.name.as_str()).collect();
     let mut trusted_by: HashMap<String, Vec<String>> = HashMap::new();
     for (index, domain) in domains.iter().enumerate() {
@@ -150,21 +107,11 @@ fn issuers(
             _ => {}
         }
     }
-    token_api::issuers(problems, raw, &trusted_by)
+    issuers::issuers(problems, raw, &trusted_by)
 }
 
 fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {
-    let format = match raw.format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            problems.push(
-                "log.format",
-                format!("{other:?} is not one of \"text\", \"json\""),
-            );
-            LogFormat::Text
-        }
-    };
+    let format = problems.one_of("log.format", &raw.format, LogFormat::Text);
     if raw.level.trim().is_empty() {
         problems.push(
             "log.level",
@@ -287,12 +234,12 @@ fn listeners(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<SocketAd
 }
 
 fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
-    let min = problems.range("registrar.min_expires", raw.min_expires, raw::EXPIRES_SECS);
-    let max = problems.range("registrar.max_expires", raw.max_expires, raw::EXPIRES_SECS);
+    let min = problems.range("registrar.min_expires", raw.min_expires, raw::MIN_EXPIRES);
+    let max = problems.range("registrar.max_expires", raw.max_expires, raw::MAX_EXPIRES);
     let default = problems.range(
         "registrar.default_expires",
         raw.default_expires,
-        raw::EXPIRES_SECS,
+        raw::DEFAULT_EXPIRES,
     );
     if min > max {
         problems.push(
@@ -362,8 +309,8 @@ fn auth(problems: &mut Problems, raw: raw::RawAuth, base_dir: &Path) -> AuthConf
             }
         }
     };
-    let max_failures = |problems: &mut Problems, key: &str, value: u64| {
-        u32::try_from(problems.range(key, value, raw::MAX_FAILURES)).unwrap_or(u32::MAX)
+    let max_failures = |problems: &mut Problems, key: &str, value: u64, setting| {
+        u32::try_from(problems.range(key, value, setting)).unwrap_or(u32::MAX)
     };
     AuthConfig {
         nonce_lifetime: Duration::from_secs(lifetime),
@@ -379,11 +326,13 @@ fn auth(problems: &mut Problems, raw: raw::RawAuth, base_dir: &Path) -> AuthConf
             problems,
             "auth.max_failures_per_source",
             raw.max_failures_per_source,
+            raw::MAX_FAILURES_PER_SOURCE,
         ),
         max_failures_per_user: max_failures(
             problems,
             "auth.max_failures_per_user",
             raw.max_failures_per_user,
+            raw::MAX_FAILURES_PER_USER,
         ),
         failure_window: problems.range_secs(
             "auth.failure_window_secs",
@@ -495,21 +444,16 @@ fn tls(
     let max_connections = problems.range_usize(
         "tls.max_connections",
         raw.max_connections,
-        raw::TCP_MAX_CONNECTIONS,
+        raw::TLS_MAX_CONNECTIONS,
     );
     let mut listeners: Vec<TlsListener> = Vec::with_capacity(raw.listeners.len());
     for (index, listener) in raw.listeners.iter().enumerate() {
         let key = format!("tls.listeners[{index}]");
-        let client_auth = ClientAuth::from_name(&listener.client_auth).unwrap_or_else(|| {
-            problems.push(
-                format!("{key}.client_auth"),
-                format!(
-                    "{:?} is not one of \"off\", \"optional\", \"required\"",
-                    listener.client_auth
-                ),
-            );
-            ClientAuth::Off
-        });
+        let client_auth = problems.one_of(
+            format!("{key}.client_auth"),
+            &listener.client_auth,
+            ClientAuth::Off,
+        );
         match listener.addr.parse::<SocketAddr>() {
             Ok(addr) if listeners.iter().any(|l| l.addr == addr) => {
                 problems.push(
@@ -610,7 +554,7 @@ fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
         let key = format!("domains[{index}]");
         let name = raw.name.to_ascii_lowercase();
         let algorithms = algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
-        let sso = token_api::sso(problems, &format!("{key}.sso"), &raw.sso);
+        let sso = problems.one_of(format!("{key}.sso"), &raw.sso, token_api::Sso::Off);
         let registrar = if raw.registrar.is_empty() {
             format!("sip:{name}")
         } else if !raw.registrar.starts_with("sip:") && !raw.registrar.starts_with("sips:") {
@@ -640,16 +584,11 @@ fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
             );
         } else {
             seen.insert(name.clone(), index);
-            let client_cert = ClientCertPolicy::from_name(&raw.client_cert).unwrap_or_else(|| {
-                problems.push(
-                    format!("{key}.client_cert"),
-                    format!(
-                        "{:?} is not one of \"sufficient\", \"plus-digest\"",
-                        raw.client_cert
-                    ),
-                );
-                ClientCertPolicy::Sufficient
-            });
+            let client_cert = problems.one_of(
+                format!("{key}.client_cert"),
+                &raw.client_cert,
+                ClientCertPolicy::Sufficient,
+            );
             domains.push(Domain {
                 name,
                 algorithms,
@@ -679,22 +618,23 @@ fn is_domain_name(name: &str) -> bool {
         })
 }
 
-/// Parses algorithm names; unknown and repeated names are problems.
-fn algorithm_list(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<DigestAlgorithmName> {
+/// The algorithms named; unknown and repeated names are problems.
+fn algorithm_list(
+    problems: &mut Problems,
+    key: &str,
+    raw: &[OneOf<DigestAlgorithmName>],
+) -> Vec<DigestAlgorithmName> {
     let mut algorithms = Vec::with_capacity(raw.len());
     for (index, name) in raw.iter().enumerate() {
-        match DigestAlgorithmName::from_name(name) {
+        match problems.known(format!("{key}[{index}]"), name) {
             Some(algorithm) if algorithms.contains(&algorithm) => {
                 problems.push(
                     format!("{key}[{index}]"),
-                    format!("{name:?} is listed twice"),
+                    format!("{:?} is listed twice", name.text),
                 );
             }
             Some(algorithm) => algorithms.push(algorithm),
-            None => problems.push(
-                format!("{key}[{index}]"),
-                format!("{name:?} is not one of \"MD5\", \"SHA-256\", \"SHA-512-256\""),
-            ),
+            None => {}
         }
     }
     algorithms
@@ -719,16 +659,7 @@ fn accounts(
                 format!("{:?} is not a configured domain", raw.domain),
             );
         }
-        let kind = AccountKind::from_name(&raw.kind);
-        if kind.is_none() {
-            problems.push(
-                format!("{key}.kind"),
-                format!(
-                    "{:?} is not one of \"device\", \"trunk\", \"human\", \"break-glass\"",
-                    raw.kind
-                ),
-            );
-        }
+        let kind = problems.known(format!("{key}.kind"), &raw.kind);
         let secret = account_secret(problems, &key, &raw, base_dir);
         let own_algorithms =
             algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
@@ -870,7 +801,7 @@ fn effective_algorithms(
     key: &str,
     secret: &AccountSecret,
     domain: &Domain,
-    raw_own: &[String],
+    raw_own: &[OneOf<DigestAlgorithmName>],
     own: Vec<DigestAlgorithmName>,
 ) -> Vec<DigestAlgorithmName> {
     if !raw_own.is_empty() {
@@ -902,75 +833,4 @@ fn effective_algorithms(
         );
     }
     inherited
-}
-
-/// Turns a serde/toml error into one problem. toml reports a message and a byte span; the key
-/// is recovered from the span's line (`key = value` under the nearest `[table]` header) when that
-/// line has the usual shape, and the line and column are always given.
-pub(super) fn toml_problem(text: &str, err: &toml::de::Error) -> ConfigProblem {
-    let message = err.message().trim().replace('\n', " ");
-    let Some(start) = err
-        .span()
-        .map(|span| span.start)
-        .filter(|start| text.is_char_boundary(*start))
-    else {
-        return ConfigProblem::new("config", message);
-    };
-    let before = &text[..start];
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |at| start + at);
-    let line_number = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
-    let location = format!("line {line_number}, column {column}");
-    match key_at(&text[..line_end]) {
-        Some(key) => ConfigProblem::new(key, format!("{message} ({location})")),
-        None => ConfigProblem::new(location, message),
-    }
-}
-
-/// The dotted key of the last line of `text`: a table header's own path, or `table.key` for a
-/// `key = value` line. `None` when the line has neither shape (say, inside a multi-line array).
-fn key_at(text: &str) -> Option<String> {
-    let mut table = String::new();
-    let mut array_counts: HashMap<&str, usize> = HashMap::new();
-    let mut last = "";
-    for line in text.lines() {
-        last = line;
-        let trimmed = line.trim();
-        if let Some(name) = header(trimmed, "[[", "]]") {
-            let count = array_counts.entry(name).or_insert(0);
-            table = format!("{name}[{count}]");
-            *count += 1;
-        } else if let Some(name) = header(trimmed, "[", "]") {
-            table = name.to_owned();
-        }
-    }
-    let last = last.trim();
-    if last.starts_with('[') {
-        return (!table.is_empty()).then_some(table);
-    }
-    let (key, _) = last.split_once('=')?;
-    let key = key.trim();
-    if !is_bare_key(key) {
-        return None;
-    }
-    Some(if table.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{table}.{key}")
-    })
-}
-
-/// The name of a `[name]` or `[[name]]` header line made of bare keys.
-fn header<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(open)?;
-    let name = rest[..rest.find(close)?].trim();
-    is_bare_key(name).then_some(name)
-}
-
-fn is_bare_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
