@@ -4,14 +4,27 @@
 //! folder), and the embedded development profile. It reports every problem at once, each as
 //! `key.path: problem`, and never puts a secret in a message. It must not open sockets, start
 //! tasks, or know how other modules use the values; they receive ready types (`SocketAddr`,
-//! `Duration`, enums) and never see a string that still needs checking.
+//! `Duration`, enums) and never see a string that still needs checking; the sections also
+//! build the domain types of the modules that use them (`typed.rs`), so nobody checks twice.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `raw.rs` | the serde shapes, the default functions, each numeric key's `Setting` |
+//! | `problems.rs` | the problem list, `Setting`, closed sets (`Named`, `OneOf`), TOML errors with their key; imports no other config file |
+//! | `validate.rs` | raw → validated sections: ranges, cross-checks, secret files |
+//! | `domains.rs` | `[[domains]]` and `[[accounts]]` |
+//! | `issuers.rs` | `[[issuers]]` and the URL rule |
+//! | `token_api.rs` | `[token_api]` |
+//! | `secret.rs` | secret files, redaction |
+//! | `typed.rs` | sections → `sip::Limits`, `TransactionConfig`, `RegistrarPolicy`, nonce, replay and limiter configs |
 
-mod domain;
+mod domains;
 mod issuers;
 mod problems;
 mod raw;
 mod secret;
 mod token_api;
+mod typed;
 mod validate;
 
 use std::fmt;
