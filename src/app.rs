@@ -161,17 +161,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let http = serve_http(config, &metrics, &location, &token_api, &shutdown, &tracker).await?;
 
     tracker.spawn(proxy_timers(proxy.clone(), config.sip.t1, halt.clone()));
-    let (purged, purged_api) = (dispatcher.clone(), token_api.clone());
-    tracker.spawn(every(
-        config.registrar.purge_interval,
-        halt.clone(),
-        move |now| {
-            purged.purge(now);
-            if let Some(api) = &purged_api {
-                api.purge(now);
-            }
-        },
-    ));
+    let purge = purge(dispatcher.clone(), token_api.clone());
+    tracker.spawn(every(config.registrar.purge_interval, halt.clone(), purge));
     log_listening(config, &addrs, http);
     Ok(Running {
         udp: addrs.udp,
@@ -202,6 +193,20 @@ async fn proxy_timers(proxy: Proxy, t1: Duration, halt: CancellationToken) {
                     proxy.poll(Instant::now());
                 }
             }
+        }
+    }
+}
+
+/// The purge job: each owner drops what expired by `now` (bindings, transactions, limiter
+/// entries, devices; the token API's rate windows).
+fn purge(
+    dispatcher: Dispatcher,
+    token_api: Option<Arc<crate::api::token::TokenApi>>,
+) -> impl Fn(Instant) {
+    move |now| {
+        dispatcher.purge(now);
+        if let Some(api) = &token_api {
+            api.purge(now);
         }
     }
 }

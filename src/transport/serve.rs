@@ -143,3 +143,148 @@ async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Bin
         .await
         .map_err(|source| BindError { what, addr, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::transport::tcp::StreamLimits;
+    use crate::transport::{Flows, Handler, Reply, Source};
+
+    /// Sends every message back where it came from.
+    struct Echo;
+
+    impl Handler for Echo {
+        fn on_message(&self, data: Bytes, src: &Source) -> Reply {
+            Reply {
+                bytes: Some(data),
+                to: Some(src.peer),
+                close: false,
+            }
+        }
+    }
+
+    const MESSAGE: &[u8] = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+
+    fn context(shutdown: &CancellationToken, halt: &CancellationToken) -> StreamContext {
+        let sip = Config::dev().sip;
+        StreamContext {
+            handler: Arc::new(Echo),
+            flows: Flows::default(),
+            limits: StreamLimits {
+                max_connections: 8,
+                idle_timeout: Duration::from_secs(60),
+                header_timeout: Duration::from_secs(10),
+                write_timeout: tcp::WRITE_TIMEOUT,
+                framing: sip.limits(),
+            },
+            metrics: Metrics::new(),
+            shutdown: shutdown.clone(),
+            halt: halt.clone(),
+        }
+    }
+
+    fn udp_echo(socket: &UdpSocket, to: SocketAddr) -> bool {
+        socket.send_to(MESSAGE, to).unwrap();
+        let mut buf = [0u8; 256];
+        matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == MESSAGE)
+    }
+
+    fn tcp_echo(stream: &mut TcpStream) -> bool {
+        stream.write_all(MESSAGE).unwrap();
+        let mut buf = vec![0u8; MESSAGE.len()];
+        stream.read_exact(&mut buf).is_ok() && buf == MESSAGE
+    }
+
+    /// A second bind of a taken port names the transport and the address.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_taken_port_is_reported_with_transport_and_address() {
+        let mut sip = Config::dev().sip;
+        sip.udp = vec![];
+        sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        let first = Bound::bind(&sip, None).await.unwrap();
+        let taken = first.addresses().tcp[0];
+        sip.tcp = vec![taken];
+        let Err(e) = Bound::bind(&sip, None).await else {
+            panic!("bound {taken} twice");
+        };
+        assert_eq!((e.what, e.addr), ("tcp", taken));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot bind tcp {taken}: ")),
+            "{e}"
+        );
+    }
+
+    /// `shutdown` stops accepting but UDP and open connections are still served (a drain);
+    /// `halt` stops the rest, and every task ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_stops_accepting_and_halt_stops_reading() {
+        let mut sip = Config::dev().sip;
+        sip.udp = vec!["127.0.0.1:0".parse().unwrap()];
+        sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        let bound = Bound::bind(&sip, None).await.unwrap();
+        let addrs = bound.addresses();
+        assert_eq!(addrs.all().len(), 2);
+        let (udp_addr, tcp_addr) = (addrs.udp[0], addrs.tcp[0]);
+        assert_ne!(udp_addr.port(), 0);
+        let (shutdown, halt, tracker) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            TaskTracker::new(),
+        );
+        bound.serve(2, context(&shutdown, &halt), None, &tracker);
+
+        let check = tokio::task::spawn_blocking(move || {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut open = TcpStream::connect(tcp_addr).unwrap();
+            open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            assert!(udp_echo(&udp, udp_addr), "udp served");
+            assert!(tcp_echo(&mut open), "tcp served");
+            (udp, open)
+        });
+        let (udp, mut open) = check.await.unwrap();
+
+        shutdown.cancel();
+        let drained = tokio::task::spawn_blocking(move || {
+            // The accept loop drops its listener; wait (bounded) until connecting fails.
+            let refused = (0..250).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                TcpStream::connect(tcp_addr).is_err()
+            });
+            assert!(refused, "still accepting after shutdown");
+            assert!(udp_echo(&udp, udp_addr), "udp still read during the drain");
+            assert!(
+                tcp_echo(&mut open),
+                "open connection still served during the drain"
+            );
+            (udp, open)
+        });
+        let (udp, mut open) = drained.await.unwrap();
+
+        halt.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("every task ends after halt");
+        let stopped = tokio::task::spawn_blocking(move || {
+            udp.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let closed = matches!(open.read(&mut buf), Ok(0) | Err(_));
+            (udp_echo(&udp, udp_addr), closed)
+        });
+        let (udp_answered, tcp_closed) = stopped.await.unwrap();
+        assert!(!udp_answered, "udp still answered after halt");
+        assert!(tcp_closed, "the connection is closed after halt");
+    }
+}
