@@ -81,7 +81,7 @@ pub(super) struct RawIssuer {
     pub(super) issuer: String,
     pub(super) audience: String,
     #[serde(default = "default_issuer_algorithms")]
-    pub(super) algorithms: Vec<String>,
+    pub(super) algorithms: Vec<OneOf<JwsAlgorithm>>,
     #[serde(default = "default_token_types")]
     pub(super) token_types: Vec<String>,
     #[serde(default = "default_scope_claim")]
@@ -108,9 +108,9 @@ pub(super) struct RawIssuer {
     pub(super) label: String,
 }
 
-fn default_issuer_algorithms() -> Vec<String> {
+fn default_issuer_algorithms() -> Vec<OneOf<JwsAlgorithm>> {
     ["RS256", "PS256", "ES256", "EdDSA"]
-        .map(str::to_owned)
+        .map(|name| OneOf::parse(name.to_owned()))
         .to_vec()
 }
 fn default_token_types() -> Vec<String> {
@@ -129,10 +129,27 @@ fn default_login_scopes() -> Vec<String> {
     vec!["openid".to_owned(), "sip".to_owned()]
 }
 
-/// Algorithms an issuer may list.
-const ASYMMETRIC_ALGORITHMS: [&str; 9] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
+/// A JWS algorithm an issuer may list: asymmetric only (HMAC and `none` are refused with a
+/// message of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct JwsAlgorithm(&'static str);
+
+impl Named for JwsAlgorithm {
+    const ALL: &'static [Self] = &[
+        Self("RS256"),
+        Self("RS384"),
+        Self("RS512"),
+        Self("PS256"),
+        Self("PS384"),
+        Self("PS512"),
+        Self("ES256"),
+        Self("ES384"),
+        Self("EdDSA"),
+    ];
+    fn name(self) -> &'static str {
+        self.0
+    }
+}
 
 /// Validates `[[issuers]]`. `trusted_by` maps each issuer name to the domains listing it.
 pub(super) fn issuers(
@@ -177,17 +194,18 @@ pub(super) fn issuers(
                 "must list at least one algorithm",
             );
         }
+        let mut algorithms = Vec::with_capacity(raw.algorithms.len());
         for (n, alg) in raw.algorithms.iter().enumerate() {
-            if alg.to_ascii_uppercase().starts_with("HS") || alg.eq_ignore_ascii_case("none") {
+            let text = &alg.text;
+            if text.to_ascii_uppercase().starts_with("HS") || text.eq_ignore_ascii_case("none") {
                 problems.push(
                     format!("{key}.algorithms[{n}]"),
-                    format!("{alg:?} is never accepted for IdP tokens (HMAC and none are refused)"),
+                    format!(
+                        "{text:?} is never accepted for IdP tokens (HMAC and none are refused)"
+                    ),
                 );
-            } else if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
-                problems.push(
-                    format!("{key}.algorithms[{n}]"),
-                    format!("{alg:?} is not one of {}", ASYMMETRIC_ALGORITHMS.join(", ")),
-                );
+            } else if let Some(alg) = problems.known(format!("{key}.algorithms[{n}]"), alg) {
+                algorithms.push(alg.name().to_owned());
             }
         }
         if raw.token_types.is_empty() {
@@ -250,7 +268,7 @@ pub(super) fn issuers(
             issuer: raw.issuer,
             discovery_url,
             audience: raw.audience,
-            algorithms: raw.algorithms,
+            algorithms,
             token_types: raw.token_types,
             scope_claim,
             required_scope: (!raw.required_scope.is_empty()).then_some(raw.required_scope),
