@@ -1,37 +1,42 @@
-//! Wiring: bind every socket, build the shared state from config, spawn the receive loops,
-//! the accept loops, the HTTP server and the one purge task, and drain on shutdown.
-//! Only this file knows every module.
+//! Wiring: config → parts (pure functions, no I/O), bind every socket, serve. Only this file
+//! knows every module; the serving itself lives with its owners (`transport::serve`,
+//! `api::server`), and so do the periodic jobs (`purge(now)` of each owner).
 //!
-//! Shutdown: the token is cancelled → listeners and receive loops stop reading → open
-//! connections finish the message in hand and close → the purge task stops → everything is
-//! awaited for at most the configured grace period.
+//! Drain, with two tokens: `shutdown` (SIGTERM) stops the accept loops and the HTTP server,
+//! and dispatch answers new requests outside a dialog with 503 and `Retry-After`; the UDP
+//! receive threads, the open stream connections and the proxy's timers keep running for the
+//! transactions in flight. Once the proxy holds no context, or `server.drain_grace_secs` has
+//! passed, `halt` stops the rest, and every task is awaited briefly before the process exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
-use crate::dispatch::{dispatch_parts, Dispatcher, Shared};
+use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
-use crate::registrar::{Location, LocationGauges, RegistrarPolicy};
-use crate::sip::Limits;
-use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
+use crate::proxy::Proxy;
+use crate::registrar::{Location, LocationGauges};
+use crate::transaction::{TransactionTable, DEFAULT_MAX_TRANSACTIONS};
+use crate::transport::serve::{Addresses, BindError, Bound, TlsServing};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
-use crate::transport::{udp, Flows, Handler};
+use crate::transport::{Flows, Handler, Outbound};
+
+/// How often a drain checks whether the proxy still holds a transaction.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// After `halt`, how long the tasks get to end on top of what is left of the grace period: a
+/// UDP receive thread notices `halt` within its 200 ms read timeout.
+const HALT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot bind {what} {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("invalid setting: {0}")]
     Setting(String),
     #[error("tls: {0}")]
@@ -48,9 +53,12 @@ pub struct Running {
     pub tls_state: Option<TlsState>,
     pub dispatcher: Dispatcher,
     pub metrics: Metrics,
+    proxy: Proxy,
     shutdown: CancellationToken,
+    /// Cancelled when the drain ends: stops the receive threads, connections and timers.
+    halt: CancellationToken,
     tracker: TaskTracker,
-    grace: std::time::Duration,
+    grace: Duration,
 }
 
 impl Running {
@@ -58,15 +66,30 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Waits for the shutdown token, then drains within the grace period.
+    /// Waits for the shutdown token, then drains: the proxy's transactions in flight get
+    /// until they end or the grace period passes; then everything stops.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let in_flight = self.proxy.len();
+        let idle = async {
+            while !self.proxy.is_empty() {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            tracing::warn!(grace = ?self.grace, contexts = self.proxy.len(), "drain grace period passed; abandoning proxy transactions");
+        } else {
+            tracing::info!(in_flight, "drained: no proxy transaction in flight");
+        }
+        self.halt.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
+        let stop = deadline.max(tokio::time::Instant::now()) + HALT_TIMEOUT;
+        if tokio::time::timeout_at(stop, self.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?self.grace, "drain grace period passed; exiting with tasks still open");
+            tracing::warn!("tasks still open after the drain; exiting anyway");
         }
     }
 }
@@ -74,102 +97,29 @@ impl Running {
 /// Binds and starts everything; returns once every socket is listening.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Running, AppError> {
     let metrics = Metrics::new();
-    let limits = Limits {
-        max_header_bytes: config.sip.max_header_bytes,
-        max_body_bytes: config
-            .sip
-            .max_message_bytes
-            .saturating_sub(config.sip.max_header_bytes)
-            .max(1),
-        max_headers: config.sip.max_headers,
-    };
-    let r = &config.registrar;
-    let policy = RegistrarPolicy {
-        min_expires: r.min_expires.as_secs(),
-        max_expires: r.max_expires.as_secs(),
-        default_expires: r.default_expires.as_secs(),
-        max_bindings_per_aor: r.max_bindings_per_aor,
-        expiry_jitter_percent: r.expiry_jitter_percent,
-        max_aors: r.max_aors,
-    };
-    policy
-        .validate()
-        .map_err(|e| AppError::Setting(format!("registrar: {e:?}")))?;
-    let location = Location::with_gauges(
-        policy,
-        LocationGauges {
-            bindings: metrics.bindings.clone(),
-            aors: metrics.aors.clone(),
-        },
-    );
-    let txn_config = TransactionConfig::new(config.sip.t1, config.sip.max_transactions)
-        .map_err(|e| AppError::Setting(format!("sip.t1_ms: {e}")))?;
-    let transactions = TransactionTable::new(txn_config);
-
+    let halt = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let token_parts = if config.issuers.is_empty() {
-        None
-    } else {
-        Some(token_api_parts(config, &metrics)?)
+    let gauges = LocationGauges {
+        bindings: metrics.bindings.clone(),
+        aors: metrics.aors.clone(),
     };
-
-    // Bind before building the dispatcher: it needs the local addresses.
-    let mut udp_sockets = Vec::new();
-    for addr in &config.sip.udp {
-        let s = udp::bind(*addr, config.sip.udp_recv_buffer_bytes).map_err(|source| {
-            AppError::Bind {
-                what: "udp",
-                addr: *addr,
-                source,
-            }
-        })?;
-        udp_sockets.push(Arc::new(s));
-    }
-    let mut tcp_listeners = Vec::new();
-    for addr in &config.sip.tcp {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| AppError::Bind {
-                what: "tcp",
-                addr: *addr,
-                source,
-            })?;
-        tcp_listeners.push(l);
-    }
-    let tls_state = match &config.tls {
-        Some(tls) => Some(TlsState::load(tls, metrics.clone())?),
-        None => None,
+    let location = Location::with_gauges(config.registrar.policy(), gauges);
+    let transactions = TransactionTable::new(config.sip.transactions());
+    let token_parts = match config.issuers.is_empty() {
+        true => None,
+        false => Some(token_api_parts(config, &metrics).await?),
     };
-    let mut tls_listeners = Vec::new();
-    for l in config.tls.iter().flat_map(|t| t.listeners.iter()) {
-        let listener = tokio::net::TcpListener::bind(l.addr)
-            .await
-            .map_err(|source| AppError::Bind {
-                what: "tls",
-                addr: l.addr,
-                source,
-            })?;
-        tls_listeners.push((listener, l.client_auth));
-    }
-    let tls_addrs: Vec<SocketAddr> = tls_listeners
-        .iter()
-        .filter_map(|(l, _)| l.local_addr().ok())
-        .collect();
-    let udp_addrs: Vec<SocketAddr> = udp_sockets.iter().map(|s| s.local_addr()).collect();
-    let tcp_addrs: Vec<SocketAddr> = tcp_listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
-    let locals: Vec<SocketAddr> = udp_addrs
-        .iter()
-        .chain(&tcp_addrs)
-        .chain(&tls_addrs)
-        .copied()
-        .collect();
+    let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
+    let addrs = bound.addresses();
+    let tls_state = config
+        .tls
+        .as_ref()
+        .map(|tls| TlsState::load(tls, metrics.clone()));
+    let tls_state = tls_state.transpose()?;
 
     let flows = Flows::default();
-    let proxy = crate::proxy::Proxy::new(
-        crate::transport::Outbound::new(udp_sockets.clone(), flows.clone()),
+    let proxy = Proxy::new(
+        Outbound::new(bound.udp.clone(), flows.clone()),
         crate::proxy::ProxyConfig {
             t1: config.sip.t1,
             max_contexts: DEFAULT_MAX_TRANSACTIONS,
@@ -179,192 +129,222 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         metrics.clone(),
         config.server.server_header.clone(),
     );
-    let parts = dispatch_parts(
-        config,
-        Shared {
-            limits,
-            location: location.clone(),
-            transactions,
-            metrics: metrics.clone(),
-            devices: token_parts.as_ref().map(|t| t.devices.clone()),
-            proxy: proxy.clone(),
+    let shared = Shared {
+        intake: Intake {
+            limits: config.sip.limits(),
+            draining: shutdown.clone(),
         },
-    )
-    .map_err(|e| AppError::Setting(e.to_string()))?;
-    let dispatcher = Dispatcher::new(parts, &locals);
-    let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
-    let token_api = token_parts.map(|parts| {
-        parts.registry.spawn_refreshers(&tracker, &shutdown);
-        tracker.spawn(record_registers(
-            parts.events,
-            parts.store.clone(),
-            shutdown.clone(),
-        ));
-        Arc::new(crate::api::token::TokenApi::new(
-            config,
-            parts.registry,
-            parts.store,
-            parts.devices,
-            parts.metrics,
-        ))
-    });
+        location: location.clone(),
+        transactions,
+        metrics: metrics.clone(),
+        devices: token_parts.as_ref().map(|t| t.devices.clone()),
+        proxy: proxy.clone(),
+    };
+    let parts = dispatch_parts(config, shared).map_err(|e| AppError::Setting(e.to_string()))?;
+    let dispatcher = Dispatcher::new(parts, &addrs.all());
+    let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
 
-    let workers = config.sip.udp_workers.map(|n| n.get()).unwrap_or_else(|| {
+    let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
+    let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
+    let tls_serving = tls_serving(config, tls_state.clone());
+    bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
+    let http = serve_http(config, &metrics, &location, &token_api, &shutdown, &tracker).await?;
+
+    tracker.spawn(proxy_timers(proxy.clone(), config.sip.t1, halt.clone()));
+    let purge = purge(dispatcher.clone(), token_api.clone());
+    tracker.spawn(every(config.registrar.purge_interval, halt.clone(), purge));
+    log_listening(config, &addrs, http);
+    Ok(Running {
+        udp: addrs.udp,
+        tcp: addrs.tcp,
+        tls: addrs.tls,
+        http,
+        tls_state,
+        dispatcher,
+        metrics,
+        proxy,
+        shutdown,
+        halt,
+        tracker,
+        grace: config.server.drain_grace,
+    })
+}
+
+/// The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10, until `halt`.
+async fn proxy_timers(proxy: Proxy, t1: Duration, halt: CancellationToken) {
+    let tick = (t1 / 10).max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = halt.cancelled() => break,
+            _ = interval.tick() => {
+                if !proxy.is_empty() {
+                    proxy.poll(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// The purge job: each owner drops what expired by `now` (bindings, transactions, limiter
+/// entries, devices; the token API's rate windows).
+fn purge(
+    dispatcher: Dispatcher,
+    token_api: Option<Arc<crate::api::token::TokenApi>>,
+) -> impl Fn(Instant) {
+    move |now| {
+        dispatcher.purge(now);
+        if let Some(api) = &token_api {
+            api.purge(now);
+        }
+    }
+}
+
+/// Runs `job(now)` every `period` until `stop` (the one purge task: each owner purges its own
+/// state in `purge(now)`).
+async fn every(period: Duration, stop: CancellationToken, job: impl Fn(Instant)) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => job(Instant::now()),
+        }
+    }
+}
+
+fn udp_workers(config: &Config) -> usize {
+    config.sip.udp_workers.map(|n| n.get()).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-    });
-    for socket in &udp_sockets {
-        for _ in 0..workers {
-            let (socket, handler, shutdown) = (socket.clone(), handler.clone(), shutdown.clone());
-            // A blocking thread per loop (see transport/udp.rs), inside the runtime's context
-            // so that the handler may use it.
-            tracker.spawn_blocking(move || udp::receive_loop(socket, handler, shutdown));
-        }
-    }
-    let stream_ctx = StreamContext {
-        handler: handler.clone(),
+    })
+}
+
+fn stream_context(
+    config: &Config,
+    handler: Arc<dyn Handler>,
+    flows: Flows,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    halt: &CancellationToken,
+) -> StreamContext {
+    let sip = &config.sip;
+    StreamContext {
+        handler,
         flows,
         limits: StreamLimits {
-            max_connections: config.sip.tcp_max_connections,
-            idle_timeout: config.sip.tcp_idle_timeout,
-            header_timeout: config.sip.tcp_header_timeout,
-            write_timeout: std::time::Duration::from_secs(10),
-            framing: limits,
+            max_connections: sip.tcp_max_connections,
+            idle_timeout: sip.tcp_idle_timeout,
+            header_timeout: sip.tcp_header_timeout,
+            write_timeout: crate::transport::tcp::WRITE_TIMEOUT,
+            framing: sip.limits(),
         },
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
-    };
-    for listener in tcp_listeners {
-        tracker.spawn(crate::transport::tcp::accept_loop(
-            listener,
-            stream_ctx.clone(),
-            tracker.clone(),
-        ));
+        halt: halt.clone(),
     }
-    if let (Some(state), Some(tls)) = (&tls_state, &config.tls) {
-        let handshakes = HandshakeLimits {
+}
+
+fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
+    let (state, tls) = (state?, config.tls.as_ref()?);
+    Some(TlsServing {
+        state,
+        handshakes: HandshakeLimits {
             timeout: tls.handshake_timeout,
             slots: Arc::new(tokio::sync::Semaphore::new(tls.max_handshakes)),
-        };
-        let mut tls_ctx = stream_ctx.clone();
-        tls_ctx.limits.max_connections = tls.max_connections;
-        for (listener, mode) in tls_listeners {
-            tracker.spawn(crate::transport::tls::accept_loop(
-                listener,
-                mode,
-                state.clone(),
-                handshakes.clone(),
-                tls_ctx.clone(),
-                tracker.clone(),
-            ));
-        }
-    }
+        },
+        max_connections: tls.max_connections,
+    })
+}
 
-    let http = match config.http.listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| AppError::Bind {
-                    what: "http",
-                    addr,
-                    source,
-                })?;
-            let bound = listener.local_addr().ok();
-            let (max_body_bytes, request_timeout, max_header_bytes) = match &token_api {
-                Some(_) => (
-                    config.token_api.max_body_bytes,
-                    config.token_api.request_timeout,
-                    config.token_api.max_header_bytes,
-                ),
-                None => (
-                    crate::api::DEFAULT_MAX_BODY_BYTES,
-                    crate::api::DEFAULT_REQUEST_TIMEOUT,
-                    16 * 1024,
-                ),
-            };
-            let app = crate::api::router(crate::api::ApiState {
-                metrics: metrics.clone(),
-                location: location.clone(),
-                admin_token: config.http.admin_token.clone(),
-                token: token_api.clone(),
-                max_body_bytes,
-                request_timeout,
-            });
-            tracker.spawn(crate::api::server::serve(
-                listener,
-                app,
-                crate::api::server::HttpLimits { max_header_bytes },
-                shutdown.clone(),
-                tracker.clone(),
-            ));
-            bound
-        }
-        None => None,
+/// Binds the HTTP listener (if `http.listen` names one) and serves health, metrics, admin
+/// and (when on) the token API on it until shutdown; returns the bound address.
+async fn serve_http(
+    config: &Config,
+    metrics: &Metrics,
+    location: &Location,
+    token_api: &Option<Arc<crate::api::token::TokenApi>>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<SocketAddr>, AppError> {
+    let Some(addr) = config.http.listen else {
+        return Ok(None);
     };
-
-    // The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10.
-    let stop = shutdown.clone();
-    let tick = (config.sip.t1 / 10).max(std::time::Duration::from_millis(10));
-    tracker.spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = interval.tick() => {
-                    if !proxy.is_empty() {
-                        proxy.poll(Instant::now());
-                    }
-                }
-            }
-        }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError {
+            what: "http",
+            addr,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let t = &config.token_api;
+    let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
+        Some(_) => (t.max_body_bytes, t.request_timeout, t.max_header_bytes),
+        None => (
+            crate::api::DEFAULT_MAX_BODY_BYTES,
+            crate::api::DEFAULT_REQUEST_TIMEOUT,
+            crate::api::DEFAULT_MAX_HEADER_BYTES,
+        ),
+    };
+    let app = crate::api::router(crate::api::ApiState {
+        metrics: metrics.clone(),
+        location: location.clone(),
+        admin_token: config.http.admin_token.clone(),
+        token: token_api.clone(),
+        max_body_bytes,
+        request_timeout,
     });
+    tracker.spawn(crate::api::server::serve(
+        listener,
+        app,
+        crate::api::server::HttpLimits { max_header_bytes },
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    Ok(Some(bound))
+}
 
-    let purge_every = config.registrar.purge_interval;
-    let purge_dispatcher = dispatcher.clone();
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let mut tick = tokio::time::interval(purge_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    purge_dispatcher.purge(now);
-                    if let Some(api) = &token_api {
-                        api.purge(now);
-                    }
-                }
-            }
-        }
-    });
-
-    for a in &udp_addrs {
+fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
+    let workers = udp_workers(config);
+    for a in &addrs.udp {
         tracing::info!(addr = %a, workers, "listening on udp");
     }
-    for a in &tcp_addrs {
+    for a in &addrs.tcp {
         tracing::info!(addr = %a, "listening on tcp");
     }
-    for a in &tls_addrs {
+    for a in &addrs.tls {
         tracing::info!(addr = %a, "listening on tls");
     }
     if let Some(a) = http {
         tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");
     }
-    Ok(Running {
-        udp: udp_addrs,
-        tcp: tcp_addrs,
-        tls: tls_addrs,
-        http,
-        tls_state,
-        dispatcher,
-        metrics,
-        shutdown,
-        tracker,
-        grace: config.server.drain_grace,
-    })
+}
+
+/// The token API over its parts, with its tasks: the issuers' refreshers (until shutdown)
+/// and the writer of device REGISTERs to the store (until halt).
+fn token_api(
+    config: &Config,
+    parts: TokenParts,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    halt: &CancellationToken,
+) -> Arc<crate::api::token::TokenApi> {
+    parts.registry.spawn_refreshers(tracker, shutdown);
+    tracker.spawn(record_registers(
+        parts.events,
+        parts.store.clone(),
+        halt.clone(),
+    ));
+    Arc::new(crate::api::token::TokenApi::new(
+        config,
+        parts.registry,
+        parts.store,
+        parts.devices,
+        parts.metrics,
+    ))
 }
 
 /// The token API's parts that exist before the dispatcher: the store (with active records
@@ -377,9 +357,15 @@ struct TokenParts {
     metrics: crate::api::token::TokenMetrics,
 }
 
-fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, AppError> {
+/// Opens the store and loads its active records, both on the blocking pool (SQLite blocks).
+async fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, AppError> {
     let t = &config.token_api;
-    let backend = crate::store::SqliteStore::open(t.store_path.as_deref()).map_err(|e| {
+    let path = t.store_path.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || crate::store::SqliteStore::open(path.as_deref()))
+            .await
+            .map_err(|e| AppError::Setting(format!("token_api.store_path: {e}")))?;
+    let backend = opened.map_err(|e| {
         AppError::Setting(format!(
             "token_api.store_path {:?}: {e}",
             t.store_path
@@ -393,8 +379,8 @@ fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, App
     let (devices, events) = DeviceIndex::new(CredentialKeys::new(t.credential_keys.clone()));
     let now = crate::dispatch::unix_now();
     let active = store
-        .blocking()
-        .load_active(now)
+        .run(move |s| s.load_active(now))
+        .await
         .map_err(|e| AppError::Setting(format!("token_api.store_path: {e}")))?;
     for record in &active {
         devices.upsert(record, now);
@@ -415,15 +401,15 @@ fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, App
 }
 
 /// Writes REGISTER successes of device credentials to the store (last REGISTER time, the end
-/// of the previous generation), one at a time, until shutdown.
+/// of the previous generation), one at a time, until `halt`.
 async fn record_registers(
     mut events: tokio::sync::mpsc::Receiver<RegisterEvent>,
     store: crate::store::Store,
-    shutdown: CancellationToken,
+    halt: CancellationToken,
 ) {
     loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = halt.cancelled() => return,
             e = events.recv() => match e {
                 Some(e) => e,
                 None => return,

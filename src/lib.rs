@@ -8,7 +8,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `Status`) |
-//! | `transport` | UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
+//! | `transport` | binding and serving every SIP socket, UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
@@ -18,9 +18,9 @@
 //! | `proxy` | RFC 3261 §16 response contexts: forking, best response, CANCEL, ACK, Record-Route flow tokens |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
-//! | `config` | TOML → validated domain types; the embedded development profile |
+//! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
-//! | `app` | wiring: bind, spawn, purge task, drain on shutdown |
+//! | `app` | wiring: config → parts, bind, serve, the purge and proxy timer tasks, the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 
 pub mod api;

@@ -161,6 +161,7 @@ fn start_tcp(
         },
         metrics: Metrics::new(),
         shutdown: shutdown.clone(),
+        halt: shutdown.clone(),
     };
     rt.spawn(tcp::accept_loop(listener, ctx, TaskTracker::new()));
     (addr, flows, shutdown)

@@ -50,6 +50,9 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 256;
 
 /// Request body limit when the token API is off (no route reads a body then).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4096;
+/// Header section limit when the token API is off (health, metrics and admin requests carry
+/// small headers): each open connection may buffer up to this much.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Per-request deadline when the token API is off.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -4,11 +4,27 @@
 //! folder), and the embedded development profile. It reports every problem at once, each as
 //! `key.path: problem`, and never puts a secret in a message. It must not open sockets, start
 //! tasks, or know how other modules use the values; they receive ready types (`SocketAddr`,
-//! `Duration`, enums) and never see a string that still needs checking.
+//! `Duration`, enums) and never see a string that still needs checking; the sections also
+//! build the domain types of the modules that use them (`typed.rs`), so nobody checks twice.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `raw.rs` | the serde shapes, the default functions, each numeric key's `Setting` |
+//! | `problems.rs` | the problem list, `Setting`, closed sets (`Named`, `OneOf`), TOML errors with their key; imports no other config file |
+//! | `validate.rs` | raw → validated sections: ranges, cross-checks, secret files |
+//! | `domains.rs` | `[[domains]]` and `[[accounts]]` |
+//! | `issuers.rs` | `[[issuers]]` and the URL rule |
+//! | `token_api.rs` | `[token_api]` |
+//! | `secret.rs` | secret files, redaction |
+//! | `typed.rs` | sections → `sip::Limits`, `TransactionConfig`, `RegistrarPolicy`, nonce, replay and limiter configs |
 
+mod domains;
+mod issuers;
+mod problems;
 mod raw;
 mod secret;
 mod token_api;
+mod typed;
 mod validate;
 
 use std::fmt;
@@ -17,8 +33,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
-pub use token_api::{check_url, Issuer, ScopeClaim, Sso, TokenApiConfig, MEMORY_STORE};
+
+pub use issuers::{check_url, Issuer, ScopeClaim};
+use problems::Named;
+pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.
@@ -59,6 +79,16 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Named for LogFormat {
+    const ALL: &'static [Self] = &[Self::Text, Self::Json];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
 }
 
 /// `[server]`
@@ -231,11 +261,12 @@ impl ClientAuth {
             Self::Required => "required",
         }
     }
+}
 
-    fn from_name(name: &str) -> Option<Self> {
-        [Self::Off, Self::Optional, Self::Required]
-            .into_iter()
-            .find(|mode| mode.as_str() == name)
+impl Named for ClientAuth {
+    const ALL: &'static [Self] = &[Self::Off, Self::Optional, Self::Required];
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -247,11 +278,12 @@ impl ClientCertPolicy {
             Self::PlusDigest => "plus-digest",
         }
     }
+}
 
-    fn from_name(name: &str) -> Option<Self> {
-        [Self::Sufficient, Self::PlusDigest]
-            .into_iter()
-            .find(|policy| policy.as_str() == name)
+impl Named for ClientCertPolicy {
+    const ALL: &'static [Self] = &[Self::Sufficient, Self::PlusDigest];
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -297,21 +329,6 @@ pub enum AccountSecret {
         sha256: Option<String>,
         sha512_256: Option<String>,
     },
-}
-
-/// Every problem found in a configuration; `Display` prints one per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", lines(.problems))]
-pub struct ConfigErrors {
-    problems: Vec<ConfigProblem>,
-}
-
-/// One problem: the key it concerns (`registrar.min_expires`, `accounts[1].domain`) and what is
-/// wrong with it. Displays as `key: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    key: String,
-    message: String,
 }
 
 /// Unknown keys named in one report before giving up.
@@ -383,7 +400,7 @@ impl Config {
                     };
                 }
                 Err(err) => {
-                    problems.push(validate::toml_problem(&text, &err));
+                    problems.push(problems::toml_problem(&text, &err));
                     let unknown = err.message().starts_with("unknown field");
                     match err.span() {
                         Some(span) if unknown && comment_out(&mut text, span.start) => continue,
@@ -444,6 +461,17 @@ impl DigestAlgorithmName {
     }
 }
 
+impl Named for DigestAlgorithmName {
+    const ALL: &'static [Self] = &Self::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    /// Algorithm tokens are case-insensitive (RFC 7616 §3.3).
+    fn is_named(self, text: &str) -> bool {
+        self.as_str().eq_ignore_ascii_case(text)
+    }
+}
+
 impl fmt::Display for DigestAlgorithmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -460,11 +488,12 @@ impl AccountKind {
             Self::BreakGlass => "break-glass",
         }
     }
+}
 
-    fn from_name(name: &str) -> Option<Self> {
-        [Self::Device, Self::Trunk, Self::Human, Self::BreakGlass]
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
+impl Named for AccountKind {
+    const ALL: &'static [Self] = &[Self::Device, Self::Trunk, Self::Human, Self::BreakGlass];
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -508,54 +537,6 @@ impl fmt::Debug for AccountSecret {
                 .finish(),
         }
     }
-}
-
-impl ConfigErrors {
-    /// The problems, in the order found (file order, then cross-checks).
-    pub fn problems(&self) -> &[ConfigProblem] {
-        &self.problems
-    }
-
-    fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::from_problems(vec![ConfigProblem::new(key, message)])
-    }
-
-    fn from_problems(problems: Vec<ConfigProblem>) -> Self {
-        debug_assert!(!problems.is_empty());
-        Self { problems }
-    }
-}
-
-impl ConfigProblem {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The dotted key path, such as `sip.udp[0]` or `accounts[2].ha1_md5`.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-fn lines(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(ConfigProblem::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! The TOML file as serde sees it: one struct per table, `deny_unknown_fields` everywhere, every
-//! default a named function and every numeric range a named constant. Nothing here is checked
-//! beyond TOML types; `validate` turns these structs into the domain types in `crate::config`.
+//! default a named function, every numeric key's default and range one [`Setting`], and every
+//! closed set of names a [`OneOf`] of its domain enum. Nothing here is checked beyond TOML
+//! types; `validate` turns these structs into the domain types in `crate::config`.
 //! Keep the field order in step with `config/example.toml`, which documents each key.
 
-use std::ops::RangeInclusive;
-
 use serde::Deserialize;
+
+use super::issuers::RawIssuer;
+use super::problems::{setting, OneOf, Setting};
+use super::token_api::{RawTokenApi, Sso};
+use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -30,16 +34,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) accounts: Vec<RawAccount>,
     #[serde(default)]
-    pub(super) token_api: super::token_api::RawTokenApi,
+    pub(super) token_api: RawTokenApi,
     #[serde(default)]
-    pub(super) issuers: Vec<super::token_api::RawIssuer>,
+    pub(super) issuers: Vec<RawIssuer>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     #[serde(default = "default_log_format")]
-    pub(super) format: String,
+    pub(super) format: OneOf<LogFormat>,
     #[serde(default = "default_log_level")]
     pub(super) level: String,
 }
@@ -163,7 +167,7 @@ pub(super) struct RawTls {
 pub(super) struct RawTlsListener {
     pub(super) addr: String,
     #[serde(default = "default_client_auth")]
-    pub(super) client_auth: String,
+    pub(super) client_auth: OneOf<ClientAuth>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -179,10 +183,9 @@ pub(super) struct RawSniCertificate {
 pub(super) struct RawDomain {
     pub(super) name: String,
     #[serde(default = "default_domain_algorithms")]
-    pub(super) algorithms: Vec<String>,
-    /// `off`, `enable` or `enforce` (see `token_api::Sso`).
-    #[serde(default = "super::token_api::default_sso")]
-    pub(super) sso: String,
+    pub(super) algorithms: Vec<OneOf<DigestAlgorithmName>>,
+    #[serde(default = "default_sso")]
+    pub(super) sso: OneOf<Sso>,
     /// Names of `[[issuers]]` this domain trusts.
     #[serde(default)]
     pub(super) issuers: Vec<String>,
@@ -190,7 +193,7 @@ pub(super) struct RawDomain {
     #[serde(default)]
     pub(super) registrar: String,
     #[serde(default = "default_client_cert")]
-    pub(super) client_cert: String,
+    pub(super) client_cert: OneOf<ClientCertPolicy>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -198,7 +201,7 @@ pub(super) struct RawDomain {
 pub(super) struct RawAccount {
     pub(super) username: String,
     pub(super) domain: String,
-    pub(super) kind: String,
+    pub(super) kind: OneOf<AccountKind>,
     #[serde(default)]
     pub(super) password_file: String,
     #[serde(default)]
@@ -209,7 +212,7 @@ pub(super) struct RawAccount {
     pub(super) ha1_sha512_256: String,
     /// Empty means "the domain's list".
     #[serde(default)]
-    pub(super) algorithms: Vec<String>,
+    pub(super) algorithms: Vec<OneOf<DigestAlgorithmName>>,
 }
 
 // Defaults. `Default` for each table is built from the same functions, so a missing table and a
@@ -308,8 +311,8 @@ impl Default for RawTls {
     }
 }
 
-fn default_log_format() -> String {
-    "text".to_owned()
+fn default_log_format() -> OneOf<LogFormat> {
+    OneOf::known(LogFormat::Text)
 }
 fn default_log_level() -> String {
     "info".to_owned()
@@ -317,134 +320,169 @@ fn default_log_level() -> String {
 fn default_server_header() -> String {
     "sipward".to_owned()
 }
-fn default_drain_grace_secs() -> u64 {
-    5
-}
 fn default_sip_listeners() -> Vec<String> {
     vec!["127.0.0.1:5060".to_owned()]
-}
-fn default_udp_workers() -> u64 {
-    0
-}
-fn default_udp_recv_buffer_bytes() -> u64 {
-    4 * 1024 * 1024
-}
-fn default_max_message_bytes() -> u64 {
-    65_535
-}
-fn default_max_header_bytes() -> u64 {
-    16 * 1024
-}
-fn default_max_headers() -> u64 {
-    128
-}
-fn default_tcp_max_connections() -> u64 {
-    10_000
-}
-fn default_tcp_idle_timeout_secs() -> u64 {
-    600
-}
-fn default_tcp_header_timeout_secs() -> u64 {
-    10
-}
-fn default_t1_ms() -> u64 {
-    500
-}
-fn default_max_transactions() -> u64 {
-    crate::transaction::DEFAULT_MAX_TRANSACTIONS as u64
-}
-fn default_min_expires() -> u64 {
-    60
-}
-fn default_max_expires() -> u64 {
-    3600
-}
-fn default_default_expires() -> u64 {
-    3600
-}
-fn default_max_bindings_per_aor() -> u64 {
-    10
-}
-fn default_max_aors() -> u64 {
-    1_000_000
-}
-fn default_expiry_jitter_percent() -> u64 {
-    0
 }
 fn default_remove_bindings_on_close() -> bool {
     true
 }
-fn default_purge_interval_secs() -> u64 {
-    1
-}
-fn default_nonce_lifetime_secs() -> u64 {
-    300
-}
-fn default_nonce_max_drift_secs() -> u64 {
-    3
-}
 fn default_bind_nonce_to_source() -> bool {
     false
-}
-fn default_replay_table_size() -> u64 {
-    crate::auth::DEFAULT_REPLAY_CAPACITY as u64
-}
-fn default_max_failures_per_source() -> u64 {
-    20
-}
-fn default_max_failures_per_user() -> u64 {
-    10
-}
-fn default_failure_window_secs() -> u64 {
-    60
 }
 fn default_http_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
-fn default_tls_handshake_timeout_secs() -> u64 {
-    10
+fn default_client_auth() -> OneOf<ClientAuth> {
+    OneOf::known(ClientAuth::Off)
 }
-fn default_tls_max_handshakes() -> u64 {
-    256
+fn default_client_cert() -> OneOf<ClientCertPolicy> {
+    OneOf::known(ClientCertPolicy::Sufficient)
 }
-fn default_tls_max_connections() -> u64 {
-    10_000
+fn default_sso() -> OneOf<Sso> {
+    OneOf::known(Sso::Off)
 }
-fn default_client_auth() -> String {
-    "off".to_owned()
-}
-fn default_client_cert() -> String {
-    "sufficient".to_owned()
-}
-fn default_domain_algorithms() -> Vec<String> {
-    vec!["SHA-256".to_owned(), "MD5".to_owned()]
+fn default_domain_algorithms() -> Vec<OneOf<DigestAlgorithmName>> {
+    vec![
+        OneOf::known(DigestAlgorithmName::Sha256),
+        OneOf::known(DigestAlgorithmName::Md5),
+    ]
 }
 
-// Ranges, inclusive. `config/example.toml` states each one next to its key.
+// Numeric keys: default and inclusive range, once each. `config/example.toml` states both
+// next to its key.
 
-pub(super) const DRAIN_GRACE_SECS: RangeInclusive<u64> = 0..=600;
-/// Upper bound only: 0 means one receive thread per core.
-pub(super) const UDP_WORKERS: RangeInclusive<u64> = 0..=1024;
-pub(super) const UDP_RECV_BUFFER_BYTES: RangeInclusive<u64> = 65_536..=268_435_456;
-/// RFC 3261 §18.1.1: an element must accept at least 1300 bytes over UDP.
-pub(super) const MAX_MESSAGE_BYTES: RangeInclusive<u64> = 1300..=1_048_576;
-pub(super) const MAX_HEADER_BYTES: RangeInclusive<u64> = 1024..=1_048_576;
-pub(super) const MAX_HEADERS: RangeInclusive<u64> = 16..=1024;
-pub(super) const TCP_MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
-pub(super) const TCP_IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 10..=86_400;
-pub(super) const TCP_HEADER_TIMEOUT_SECS: RangeInclusive<u64> = 1..=300;
-pub(super) const T1_MS: RangeInclusive<u64> = 50..=5000;
-pub(super) const MAX_TRANSACTIONS: RangeInclusive<u64> = 1000..=100_000_000;
+setting!(
+    DRAIN_GRACE_SECS,
+    default_drain_grace_secs,
+    Setting::new(5, 0, 600)
+);
+setting!(
+    /// 0 means one receive thread per core.
+    UDP_WORKERS,
+    default_udp_workers,
+    Setting::new(0, 0, 1024)
+);
+setting!(
+    UDP_RECV_BUFFER_BYTES,
+    default_udp_recv_buffer_bytes,
+    Setting::new(4 * 1024 * 1024, 65_536, 268_435_456)
+);
+setting!(
+    /// RFC 3261 §18.1.1: an element must accept at least 1300 bytes over UDP.
+    MAX_MESSAGE_BYTES,
+    default_max_message_bytes,
+    Setting::new(65_535, 1300, 1_048_576)
+);
+setting!(
+    MAX_HEADER_BYTES,
+    default_max_header_bytes,
+    Setting::new(16 * 1024, 1024, 1_048_576)
+);
+setting!(
+    MAX_HEADERS,
+    default_max_headers,
+    Setting::new(128, 16, 1024)
+);
+setting!(
+    TCP_MAX_CONNECTIONS,
+    default_tcp_max_connections,
+    Setting::new(10_000, 1, 1_000_000)
+);
+setting!(
+    TCP_IDLE_TIMEOUT_SECS,
+    default_tcp_idle_timeout_secs,
+    Setting::new(600, 10, 86_400)
+);
+setting!(
+    TCP_HEADER_TIMEOUT_SECS,
+    default_tcp_header_timeout_secs,
+    Setting::new(10, 1, 300)
+);
+setting!(T1_MS, default_t1_ms, Setting::new(500, 50, 5000));
+setting!(
+    MAX_TRANSACTIONS,
+    default_max_transactions,
+    Setting::new(
+        crate::transaction::DEFAULT_MAX_TRANSACTIONS as u64,
+        1000,
+        100_000_000
+    )
+);
 /// One week; 0 is not an expiry (a zero Expires removes a binding).
-pub(super) const EXPIRES_SECS: RangeInclusive<u64> = 1..=604_800;
-pub(super) const MAX_BINDINGS_PER_AOR: RangeInclusive<u64> = 1..=1000;
-pub(super) const MAX_AORS: RangeInclusive<u64> = 1..=100_000_000;
-pub(super) const EXPIRY_JITTER_PERCENT: RangeInclusive<u64> = 0..=50;
-pub(super) const PURGE_INTERVAL_SECS: RangeInclusive<u64> = 1..=60;
-pub(super) const NONCE_LIFETIME_SECS: RangeInclusive<u64> = 10..=3600;
-pub(super) const NONCE_MAX_DRIFT_SECS: RangeInclusive<u64> = 0..=60;
-pub(super) const REPLAY_TABLE_SIZE: RangeInclusive<u64> = 1024..=100_000_000;
-pub(super) const MAX_FAILURES: RangeInclusive<u64> = 1..=1_000_000;
-pub(super) const FAILURE_WINDOW_SECS: RangeInclusive<u64> = 1..=86_400;
-pub(super) const TLS_HANDSHAKE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=120;
-pub(super) const TLS_MAX_HANDSHAKES: RangeInclusive<u64> = 1..=100_000;
+const EXPIRES_SECS: Setting = Setting::new(3600, 1, 604_800);
+setting!(
+    MIN_EXPIRES,
+    default_min_expires,
+    EXPIRES_SECS.with_default(60)
+);
+setting!(MAX_EXPIRES, default_max_expires, EXPIRES_SECS);
+setting!(DEFAULT_EXPIRES, default_default_expires, EXPIRES_SECS);
+setting!(
+    MAX_BINDINGS_PER_AOR,
+    default_max_bindings_per_aor,
+    Setting::new(10, 1, 1000)
+);
+setting!(
+    MAX_AORS,
+    default_max_aors,
+    Setting::new(1_000_000, 1, 100_000_000)
+);
+setting!(
+    EXPIRY_JITTER_PERCENT,
+    default_expiry_jitter_percent,
+    Setting::new(0, 0, 50)
+);
+setting!(
+    PURGE_INTERVAL_SECS,
+    default_purge_interval_secs,
+    Setting::new(1, 1, 60)
+);
+setting!(
+    NONCE_LIFETIME_SECS,
+    default_nonce_lifetime_secs,
+    Setting::new(300, 10, 3600)
+);
+setting!(
+    NONCE_MAX_DRIFT_SECS,
+    default_nonce_max_drift_secs,
+    Setting::new(3, 0, 60)
+);
+setting!(
+    REPLAY_TABLE_SIZE,
+    default_replay_table_size,
+    Setting::new(
+        crate::auth::DEFAULT_REPLAY_CAPACITY as u64,
+        1024,
+        100_000_000
+    )
+);
+setting!(
+    MAX_FAILURES_PER_SOURCE,
+    default_max_failures_per_source,
+    Setting::new(20, 1, 1_000_000)
+);
+setting!(
+    MAX_FAILURES_PER_USER,
+    default_max_failures_per_user,
+    Setting::new(10, 1, 1_000_000)
+);
+setting!(
+    FAILURE_WINDOW_SECS,
+    default_failure_window_secs,
+    Setting::new(60, 1, 86_400)
+);
+setting!(
+    TLS_HANDSHAKE_TIMEOUT_SECS,
+    default_tls_handshake_timeout_secs,
+    Setting::new(10, 1, 120)
+);
+setting!(
+    TLS_MAX_HANDSHAKES,
+    default_tls_max_handshakes,
+    Setting::new(256, 1, 100_000)
+);
+setting!(
+    TLS_MAX_CONNECTIONS,
+    default_tls_max_connections,
+    TCP_MAX_CONNECTIONS
+);

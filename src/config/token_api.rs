@@ -1,8 +1,8 @@
 //! The token API's part of the file: `[token_api]` (device store, credential keys, TTLs, HTTP
 //! limits, rate limits, JWKS cache bounds) and `[[issuers]]` (the OpenID providers a domain
-//! trusts), plus the per-domain `sso`, `issuers` and `registrar` keys. Raw serde shapes,
-//! defaults, ranges and validation for these tables live here so the token API's config stays
-//! in one place; `raw.rs` and `validate.rs` only hook them in.
+//! trusts, in `issuers.rs`), plus the per-domain `sso`, `issuers` and `registrar` keys. Raw
+//! serde shapes, defaults, ranges and validation for `[token_api]` live here so the token
+//! API's config stays in one place; `raw.rs` and `validate.rs` only hook them in.
 //!
 //! Rules that are security decisions, not just syntax:
 //! - an issuer URL is `https://`, or `http://` on a loopback host only (tests, development);
@@ -10,16 +10,13 @@
 //! - a durable device store needs a credential key file, else credentials would stop
 //!   verifying at the next start.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::{setting, Named, Problems, Setting};
 use super::secret::{self, Secret};
-use super::validate::Problems;
 
 // ---- Domain types ----
 
@@ -33,6 +30,13 @@ pub enum Sso {
     /// SSO required for humans: static accounts of kind `human` are refused at REGISTER
     /// (403); `device`, `trunk` and `break-glass` accounts keep working.
     Enforce,
+}
+
+impl Named for Sso {
+    const ALL: &'static [Self] = &[Sso::Off, Sso::Enable, Sso::Enforce];
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl Sso {
@@ -68,63 +72,6 @@ pub struct TokenApiConfig {
     pub jwks_max_cache: Duration,
     pub jwks_refetch_cooldown: Duration,
     pub discovery_refresh: Duration,
-}
-
-/// `[[issuers]]`: one OpenID provider (an `iss` value) and what its tokens must satisfy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issuer {
-    /// Short name, referenced by `domains[].issuers`; appears in logs, never in metrics.
-    pub name: String,
-    /// The exact `iss` string (compared byte for byte).
-    pub issuer: String,
-    /// Where discovery is fetched from: `<issuer>/.well-known/openid-configuration`.
-    pub discovery_url: String,
-    /// Our API identifier; `aud` must contain it.
-    pub audience: String,
-    /// JWS `alg` names accepted, never HS* or none.
-    pub algorithms: Vec<String>,
-    /// Accepted `typ` header values, compared case-insensitively (`at+jwt`, `JWT`).
-    pub token_types: Vec<String>,
-    pub scope_claim: ScopeClaim,
-    /// Needed in `scope_claim`; `None` = no scope check.
-    pub required_scope: Option<String>,
-    /// Accepted `client_id` / `azp` values; empty = any client.
-    pub client_ids: Vec<String>,
-    /// `(claim, allowed values)`; `None` = no tenant check.
-    pub tenant: Option<(String, Vec<String>)>,
-    /// The claim whose value gives the AoR user part (`alice` or `alice@domain`).
-    pub username_claim: String,
-    /// `(claim, values)` that make a caller an admin; `None` = no SSO admins.
-    pub admin: Option<(String, Vec<String>)>,
-    /// For `GET /v1/login-options`.
-    pub login_client_id: String,
-    pub login_scopes: Vec<String>,
-    pub label: String,
-    /// The domains that trust this issuer (filled from `domains[].issuers`), lowercase.
-    pub domains: Vec<String>,
-}
-
-/// Where scopes or roles are read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeClaim {
-    /// A space-separated string (RFC 8693, RFC 9068).
-    Scope,
-    /// `scp`: a string or an array (Entra, Okta).
-    Scp,
-    /// An array of strings.
-    Roles,
-    Groups,
-}
-
-impl ScopeClaim {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScopeClaim::Scope => "scope",
-            ScopeClaim::Scp => "scp",
-            ScopeClaim::Roles => "roles",
-            ScopeClaim::Groups => "groups",
-        }
-    }
 }
 
 // ---- Raw shapes ----
@@ -174,40 +121,6 @@ pub(super) struct RawTokenApi {
     pub(super) discovery_refresh_secs: u64,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawIssuer {
-    pub(super) name: String,
-    pub(super) issuer: String,
-    pub(super) audience: String,
-    #[serde(default = "default_issuer_algorithms")]
-    pub(super) algorithms: Vec<String>,
-    #[serde(default = "default_token_types")]
-    pub(super) token_types: Vec<String>,
-    #[serde(default = "default_scope_claim")]
-    pub(super) scope_claim: String,
-    #[serde(default = "default_required_scope")]
-    pub(super) required_scope: String,
-    #[serde(default)]
-    pub(super) client_ids: Vec<String>,
-    #[serde(default)]
-    pub(super) tenant_claim: String,
-    #[serde(default)]
-    pub(super) tenants: Vec<String>,
-    #[serde(default = "default_username_claim")]
-    pub(super) username_claim: String,
-    #[serde(default)]
-    pub(super) admin_claim: String,
-    #[serde(default)]
-    pub(super) admin_values: Vec<String>,
-    #[serde(default)]
-    pub(super) login_client_id: String,
-    #[serde(default = "default_login_scopes")]
-    pub(super) login_scopes: Vec<String>,
-    #[serde(default)]
-    pub(super) label: String,
-}
-
 impl Default for RawTokenApi {
     fn default() -> Self {
         Self {
@@ -239,98 +152,91 @@ pub const MEMORY_STORE: &str = ":memory:";
 fn default_store_path() -> String {
     MEMORY_STORE.to_owned()
 }
-fn default_credential_ttl_secs() -> u64 {
-    43_200
-}
-fn default_max_devices_per_user() -> u64 {
-    5
-}
-fn default_max_body_bytes() -> u64 {
-    4096
-}
-fn default_max_header_bytes() -> u64 {
-    16_384
-}
-fn default_request_timeout_secs() -> u64 {
-    10
-}
-fn default_failures_per_source() -> u64 {
-    60
-}
-fn default_rate_per_user() -> u64 {
-    30
-}
-fn default_rate_per_device() -> u64 {
-    10
-}
-fn default_leeway_secs() -> u64 {
-    60
-}
-fn default_fetch_timeout_secs() -> u64 {
-    5
-}
-fn default_max_jwks_bytes() -> u64 {
-    262_144
-}
-fn default_max_jwks_keys() -> u64 {
-    32
-}
-fn default_jwks_min_cache_secs() -> u64 {
-    300
-}
-fn default_jwks_max_cache_secs() -> u64 {
-    86_400
-}
-fn default_jwks_refetch_cooldown_secs() -> u64 {
-    60
-}
-fn default_discovery_refresh_secs() -> u64 {
-    86_400
-}
-pub(super) fn default_sso() -> String {
-    "off".to_owned()
-}
-fn default_issuer_algorithms() -> Vec<String> {
-    ["RS256", "PS256", "ES256", "EdDSA"]
-        .map(str::to_owned)
-        .to_vec()
-}
-fn default_token_types() -> Vec<String> {
-    vec!["at+jwt".to_owned()]
-}
-fn default_scope_claim() -> String {
-    "scope".to_owned()
-}
-fn default_required_scope() -> String {
-    "sip".to_owned()
-}
-fn default_username_claim() -> String {
-    "preferred_username".to_owned()
-}
-fn default_login_scopes() -> Vec<String> {
-    vec!["openid".to_owned(), "sip".to_owned()]
-}
+// Numeric keys: default and inclusive range, once each; `config/example.toml` states both
+// next to its key.
+setting!(
+    CREDENTIAL_TTL_SECS,
+    default_credential_ttl_secs,
+    Setting::new(43_200, 60, 86_400)
+);
+setting!(
+    MAX_DEVICES_PER_USER,
+    default_max_devices_per_user,
+    Setting::new(5, 1, 100)
+);
+setting!(
+    MAX_BODY_BYTES,
+    default_max_body_bytes,
+    Setting::new(4096, 256, 65_536)
+);
+setting!(
+    /// hyper refuses a read buffer below 8 KiB.
+    MAX_HEADER_BYTES,
+    default_max_header_bytes,
+    Setting::new(16_384, 8192, 65_536)
+);
+setting!(
+    REQUEST_TIMEOUT_SECS,
+    default_request_timeout_secs,
+    Setting::new(10, 1, 120)
+);
+setting!(
+    FAILURES_PER_SOURCE,
+    default_failures_per_source,
+    Setting::new(60, 1, 1_000_000)
+);
+setting!(
+    RATE_PER_USER,
+    default_rate_per_user,
+    Setting::new(30, 1, 1_000_000)
+);
+setting!(
+    RATE_PER_DEVICE,
+    default_rate_per_device,
+    Setting::new(10, 1, 1_000_000)
+);
+setting!(
+    /// RFC 8725 practice and docs/testing.md J8: never more than 60 s.
+    LEEWAY_SECS,
+    default_leeway_secs,
+    Setting::new(60, 0, 60)
+);
+setting!(
+    FETCH_TIMEOUT_SECS,
+    default_fetch_timeout_secs,
+    Setting::new(5, 1, 60)
+);
+setting!(
+    MAX_JWKS_BYTES,
+    default_max_jwks_bytes,
+    Setting::new(262_144, 1024, 4_194_304)
+);
+setting!(
+    MAX_JWKS_KEYS,
+    default_max_jwks_keys,
+    Setting::new(32, 1, 1000)
+);
+setting!(
+    JWKS_MIN_CACHE_SECS,
+    default_jwks_min_cache_secs,
+    Setting::new(300, 1, 604_800)
+);
+setting!(
+    JWKS_MAX_CACHE_SECS,
+    default_jwks_max_cache_secs,
+    Setting::new(86_400, 1, 604_800)
+);
+setting!(
+    JWKS_REFETCH_COOLDOWN_SECS,
+    default_jwks_refetch_cooldown_secs,
+    Setting::new(60, 1, 3600)
+);
+setting!(
+    DISCOVERY_REFRESH_SECS,
+    default_discovery_refresh_secs,
+    Setting::new(86_400, 10, 604_800)
+);
 
-// Ranges, inclusive; `config/example.toml` states each next to its key.
-const CREDENTIAL_TTL_SECS: RangeInclusive<u64> = 60..=86_400;
-const MAX_DEVICES_PER_USER: RangeInclusive<u64> = 1..=100;
-const MAX_BODY_BYTES: RangeInclusive<u64> = 256..=65_536;
-/// hyper refuses a read buffer below 8 KiB.
-const MAX_HEADER_BYTES: RangeInclusive<u64> = 8192..=65_536;
-const REQUEST_TIMEOUT_SECS: RangeInclusive<u64> = 1..=120;
-const RATE_PER_MINUTE: RangeInclusive<u64> = 1..=1_000_000;
-/// RFC 8725 practice and docs/testing.md J8: never more than 60 s.
-const LEEWAY_SECS: RangeInclusive<u64> = 0..=60;
-const FETCH_TIMEOUT_SECS: RangeInclusive<u64> = 1..=60;
-const MAX_JWKS_BYTES: RangeInclusive<u64> = 1024..=4_194_304;
-const MAX_JWKS_KEYS: RangeInclusive<u64> = 1..=1000;
-const JWKS_CACHE_SECS: RangeInclusive<u64> = 1..=604_800;
-const JWKS_REFETCH_COOLDOWN_SECS: RangeInclusive<u64> = 1..=3600;
-const DISCOVERY_REFRESH_SECS: RangeInclusive<u64> = 10..=604_800;
-/// Algorithms an issuer may list.
-const ASYMMETRIC_ALGORITHMS: [&str; 9] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
 /// Credential key: at least 32 bytes (64 hex digits).
 const MIN_CREDENTIAL_KEY_BYTES: usize = 32;
 const MAX_CREDENTIAL_KEYS: usize = 16;
@@ -375,12 +281,12 @@ pub(super) fn token_api(
     let min_cache = problems.range(
         "token_api.jwks_min_cache_secs",
         raw.jwks_min_cache_secs,
-        JWKS_CACHE_SECS,
+        JWKS_MIN_CACHE_SECS,
     );
     let max_cache = problems.range(
         "token_api.jwks_max_cache_secs",
         raw.jwks_max_cache_secs,
-        JWKS_CACHE_SECS,
+        JWKS_MAX_CACHE_SECS,
     );
     if min_cache > max_cache {
         problems.push(
@@ -388,8 +294,8 @@ pub(super) fn token_api(
             format!("must not exceed token_api.jwks_max_cache_secs ({min_cache} > {max_cache})"),
         );
     }
-    let rate = |problems: &mut Problems, key: &str, value: u64| {
-        u32::try_from(problems.range(key, value, RATE_PER_MINUTE)).unwrap_or(u32::MAX)
+    let rate = |problems: &mut Problems, key: &str, value: u64, setting| {
+        u32::try_from(problems.range(key, value, setting)).unwrap_or(u32::MAX)
     };
     TokenApiConfig {
         store_path,
@@ -423,16 +329,19 @@ pub(super) fn token_api(
             problems,
             "token_api.failures_per_source_per_minute",
             raw.failures_per_source_per_minute,
+            FAILURES_PER_SOURCE,
         ),
         rate_per_user_per_minute: rate(
             problems,
             "token_api.rate_per_user_per_minute",
             raw.rate_per_user_per_minute,
+            RATE_PER_USER,
         ),
         rate_per_device_per_minute: rate(
             problems,
             "token_api.rate_per_device_per_minute",
             raw.rate_per_device_per_minute,
+            RATE_PER_DEVICE,
         ),
         leeway: problems.range_secs("token_api.leeway_secs", raw.leeway_secs, LEEWAY_SECS),
         fetch_timeout: problems.range_secs(
@@ -514,210 +423,9 @@ fn credential_keys(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Secret)>, S
     Ok(keys)
 }
 
-pub(super) fn sso(problems: &mut Problems, key: &str, raw: &str) -> Sso {
-    match raw {
-        "off" => Sso::Off,
-        "enable" => Sso::Enable,
-        "enforce" => Sso::Enforce,
-        other => {
-            problems.push(
-                key,
-                format!("{other:?} is not one of \"off\", \"enable\", \"enforce\""),
-            );
-            Sso::Off
-        }
-    }
-}
-
-/// Validates `[[issuers]]`. `trusted_by` maps each issuer name to the domains listing it.
-pub(super) fn issuers(
-    problems: &mut Problems,
-    raw: Vec<RawIssuer>,
-    trusted_by: &HashMap<String, Vec<String>>,
-) -> Vec<Issuer> {
-    let mut out: Vec<Issuer> = Vec::with_capacity(raw.len());
-    for (index, raw) in raw.into_iter().enumerate() {
-        let key = format!("issuers[{index}]");
-        let name_ok = !raw.name.is_empty()
-            && raw.name.len() <= 32
-            && raw
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            problems.push(
-                format!("{key}.name"),
-                "must be 1 to 32 characters of a-z, 0-9, '-'",
-            );
-        } else if out.iter().any(|i| i.name == raw.name) {
-            problems.push(
-                format!("{key}.name"),
-                format!("{:?} is already used by another issuer", raw.name),
-            );
-        }
-        if let Err(message) = check_url(&raw.issuer) {
-            problems.push(format!("{key}.issuer"), message);
-        } else if out.iter().any(|i| i.issuer == raw.issuer) {
-            problems.push(
-                format!("{key}.issuer"),
-                format!("{:?} is already configured", raw.issuer),
-            );
-        }
-        if raw.audience.trim().is_empty() {
-            problems.push(format!("{key}.audience"), "must not be empty");
-        }
-        if raw.algorithms.is_empty() {
-            problems.push(
-                format!("{key}.algorithms"),
-                "must list at least one algorithm",
-            );
-        }
-        for (n, alg) in raw.algorithms.iter().enumerate() {
-            if alg.to_ascii_uppercase().starts_with("HS") || alg.eq_ignore_ascii_case("none") {
-                problems.push(
-                    format!("{key}.algorithms[{n}]"),
-                    format!("{alg:?} is never accepted for IdP tokens (HMAC and none are refused)"),
-                );
-            } else if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
-                problems.push(
-                    format!("{key}.algorithms[{n}]"),
-                    format!("{alg:?} is not one of {}", ASYMMETRIC_ALGORITHMS.join(", ")),
-                );
-            }
-        }
-        if raw.token_types.is_empty() {
-            problems.push(
-                format!("{key}.token_types"),
-                "must list at least one typ value (\"at+jwt\", or \"JWT\" for Entra/Keycloak)",
-            );
-        }
-        let scope_claim = match raw.scope_claim.as_str() {
-            "scope" => ScopeClaim::Scope,
-            "scp" => ScopeClaim::Scp,
-            "roles" => ScopeClaim::Roles,
-            "groups" => ScopeClaim::Groups,
-            other => {
-                problems.push(
-                    format!("{key}.scope_claim"),
-                    format!("{other:?} is not one of \"scope\", \"scp\", \"roles\", \"groups\""),
-                );
-                ScopeClaim::Scope
-            }
-        };
-        let tenant = match (raw.tenant_claim.is_empty(), raw.tenants.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some((raw.tenant_claim.clone(), raw.tenants.clone())),
-            _ => {
-                problems.push(
-                    key.clone(),
-                    "give tenant_claim and tenants together (or neither)",
-                );
-                None
-            }
-        };
-        let admin = match (raw.admin_claim.is_empty(), raw.admin_values.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some((raw.admin_claim.clone(), raw.admin_values.clone())),
-            _ => {
-                problems.push(
-                    key.clone(),
-                    "give admin_claim and admin_values together (or neither)",
-                );
-                None
-            }
-        };
-        if raw.username_claim.is_empty() {
-            problems.push(format!("{key}.username_claim"), "must not be empty");
-        }
-        let domains = trusted_by.get(&raw.name).cloned().unwrap_or_default();
-        if name_ok && domains.is_empty() {
-            problems.push(
-                key.clone(),
-                format!(
-                    "issuer {:?} is not listed in any domains[].issuers, so it could mint no identity",
-                    raw.name
-                ),
-            );
-        }
-        let discovery_url = format!(
-            "{}/.well-known/openid-configuration",
-            raw.issuer.trim_end_matches('/')
-        );
-        let label = if raw.label.is_empty() {
-            raw.name.clone()
-        } else {
-            raw.label
-        };
-        out.push(Issuer {
-            name: raw.name,
-            issuer: raw.issuer,
-            discovery_url,
-            audience: raw.audience,
-            algorithms: raw.algorithms,
-            token_types: raw.token_types,
-            scope_claim,
-            required_scope: (!raw.required_scope.is_empty()).then_some(raw.required_scope),
-            client_ids: raw.client_ids,
-            tenant,
-            username_claim: raw.username_claim,
-            admin,
-            login_client_id: raw.login_client_id,
-            login_scopes: raw.login_scopes,
-            label,
-            domains,
-        });
-    }
-    out
-}
-
-/// An issuer or fetch URL: `https://host…`, or `http://` on a loopback host. No userinfo, no
-/// fragment.
-pub fn check_url(text: &str) -> Result<(), String> {
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| format!("{text:?} is not an absolute URL"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') || text.contains('#') {
-        return Err(format!(
-            "{text:?} must have a host and no userinfo or fragment"
-        ));
-    }
-    match scheme {
-        "https" => Ok(()),
-        "http" if is_loopback_authority(authority) => Ok(()),
-        "http" => Err(format!(
-            "{text:?} uses http on a non-loopback host; only https is allowed there"
-        )),
-        _ => Err(format!("{text:?} must be an https URL")),
-    }
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_must_be_https_or_loopback_http() {
-        assert!(check_url("https://login.example.com/tenant/v2.0").is_ok());
-        assert!(check_url("http://127.0.0.1:4400").is_ok());
-        assert!(check_url("http://[::1]:4400/x").is_ok());
-        assert!(check_url("http://localhost:4400").is_ok());
-        assert!(check_url("http://idp.example.com").is_err());
-        assert!(check_url("http://127.0.0.1.evil.com").is_err());
-        assert!(check_url("file:///etc/passwd").is_err());
-        assert!(check_url("https://user@idp.example.com").is_err());
-        assert!(check_url("idp.example.com").is_err());
-    }
 
     #[test]
     fn credential_key_file_format() {

@@ -6,16 +6,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
+use super::problems::Problems;
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
-use super::token_api;
+use super::{domains, issuers, token_api};
 use super::{
-    Account, AccountKind, AccountSecret, AuthConfig, ClientAuth, ClientCertPolicy, Config,
-    ConfigErrors, ConfigProblem, DigestAlgorithmName, Domain, HttpConfig, LogConfig, LogFormat,
+    AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
     RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
 };
 
@@ -24,51 +23,6 @@ const MIN_NONCE_SECRET_BYTES: usize = 32;
 /// An admin token read from a file must be at least this long.
 const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 const MAX_SERVER_HEADER_BYTES: usize = 256;
-const MAX_USERNAME_BYTES: usize = 256;
-const MAX_DOMAIN_NAME_BYTES: usize = 253;
-
-/// Problems found so far.
-#[derive(Default)]
-pub(super) struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(key, message));
-    }
-
-    /// Records a problem when `value` is outside `range`; returns `value` either way.
-    pub(super) fn range(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> u64 {
-        if !range.contains(&value) {
-            self.push(
-                key,
-                format!(
-                    "must be between {} and {} (got {value})",
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-        value
-    }
-
-    pub(super) fn range_usize(
-        &mut self,
-        key: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-    ) -> usize {
-        usize::try_from(self.range(key, value, range)).unwrap_or(usize::MAX)
-    }
-
-    pub(super) fn range_secs(
-        &mut self,
-        key: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-    ) -> Duration {
-        Duration::from_secs(self.range(key, value, range))
-    }
-}
 
 pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut problems = Problems::default();
@@ -78,7 +32,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let registrar = registrar(&mut problems, raw.registrar);
     let auth = auth(&mut problems, raw.auth, base_dir);
     let http = http(&mut problems, raw.http, base_dir);
-    let domains = domains(&mut problems, raw.domains);
+    let domains = domains::domains(&mut problems, raw.domains);
     let tls = tls(&mut problems, raw.tls, &domains, base_dir);
     if sip.udp.is_empty() && sip.tcp.is_empty() && tls.is_none() {
         problems.push(
@@ -86,7 +40,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
             "at least one listener is required in sip.udp, sip.tcp or tls.listeners",
         );
     }
-    let accounts = accounts(&mut problems, raw.accounts, &domains, base_dir);
+    let accounts = domains::accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
     let issuers = issuers(&mut problems, raw.issuers, &domains);
     if !issuers.is_empty() {
@@ -120,9 +74,9 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
 /// `[[issuers]]` plus the cross-checks with `domains[].issuers` and `domains[].sso`.
 fn issuers(
     problems: &mut Problems,
-    raw: Vec<token_api::RawIssuer>,
+    raw: Vec<issuers::RawIssuer>,
     domains: &[Domain],
-) -> Vec<token_api::Issuer> {
+) -> Vec<issuers::Issuer> {
     let names: Vec<&str> = raw.iter().map(|i| i.name.as_str()).collect();
     let mut trusted_by: HashMap<String, Vec<String>> = HashMap::new();
     for (index, domain) in domains.iter().enumerate() {
@@ -150,21 +104,11 @@ fn issuers(
             _ => {}
         }
     }
-    token_api::issuers(problems, raw, &trusted_by)
+    issuers::issuers(problems, raw, &trusted_by)
 }
 
 fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {
-    let format = match raw.format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            problems.push(
-                "log.format",
-                format!("{other:?} is not one of \"text\", \"json\""),
-            );
-            LogFormat::Text
-        }
-    };
+    let format = problems.one_of("log.format", &raw.format, LogFormat::Text);
     if raw.level.trim().is_empty() {
         problems.push(
             "log.level",
@@ -287,12 +231,12 @@ fn listeners(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<SocketAd
 }
 
 fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
-    let min = problems.range("registrar.min_expires", raw.min_expires, raw::EXPIRES_SECS);
-    let max = problems.range("registrar.max_expires", raw.max_expires, raw::EXPIRES_SECS);
+    let min = problems.range("registrar.min_expires", raw.min_expires, raw::MIN_EXPIRES);
+    let max = problems.range("registrar.max_expires", raw.max_expires, raw::MAX_EXPIRES);
     let default = problems.range(
         "registrar.default_expires",
         raw.default_expires,
-        raw::EXPIRES_SECS,
+        raw::DEFAULT_EXPIRES,
     );
     if min > max {
         problems.push(
@@ -362,8 +306,8 @@ fn auth(problems: &mut Problems, raw: raw::RawAuth, base_dir: &Path) -> AuthConf
             }
         }
     };
-    let max_failures = |problems: &mut Problems, key: &str, value: u64| {
-        u32::try_from(problems.range(key, value, raw::MAX_FAILURES)).unwrap_or(u32::MAX)
+    let max_failures = |problems: &mut Problems, key: &str, value: u64, setting| {
+        u32::try_from(problems.range(key, value, setting)).unwrap_or(u32::MAX)
     };
     AuthConfig {
         nonce_lifetime: Duration::from_secs(lifetime),
@@ -379,11 +323,13 @@ fn auth(problems: &mut Problems, raw: raw::RawAuth, base_dir: &Path) -> AuthConf
             problems,
             "auth.max_failures_per_source",
             raw.max_failures_per_source,
+            raw::MAX_FAILURES_PER_SOURCE,
         ),
         max_failures_per_user: max_failures(
             problems,
             "auth.max_failures_per_user",
             raw.max_failures_per_user,
+            raw::MAX_FAILURES_PER_USER,
         ),
         failure_window: problems.range_secs(
             "auth.failure_window_secs",
@@ -495,21 +441,16 @@ fn tls(
     let max_connections = problems.range_usize(
         "tls.max_connections",
         raw.max_connections,
-        raw::TCP_MAX_CONNECTIONS,
+        raw::TLS_MAX_CONNECTIONS,
     );
     let mut listeners: Vec<TlsListener> = Vec::with_capacity(raw.listeners.len());
     for (index, listener) in raw.listeners.iter().enumerate() {
         let key = format!("tls.listeners[{index}]");
-        let client_auth = ClientAuth::from_name(&listener.client_auth).unwrap_or_else(|| {
-            problems.push(
-                format!("{key}.client_auth"),
-                format!(
-                    "{:?} is not one of \"off\", \"optional\", \"required\"",
-                    listener.client_auth
-                ),
-            );
-            ClientAuth::Off
-        });
+        let client_auth = problems.one_of(
+            format!("{key}.client_auth"),
+            &listener.client_auth,
+            ClientAuth::Off,
+        );
         match listener.addr.parse::<SocketAddr>() {
             Ok(addr) if listeners.iter().any(|l| l.addr == addr) => {
                 problems.push(
@@ -598,379 +539,4 @@ fn hex_digest<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
-}
-
-fn domains(problems: &mut Problems, raw: Vec<raw::RawDomain>) -> Vec<Domain> {
-    if raw.is_empty() {
-        problems.push("domains", "at least one [[domains]] entry is required");
-    }
-    let mut domains: Vec<Domain> = Vec::with_capacity(raw.len());
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (index, raw) in raw.into_iter().enumerate() {
-        let key = format!("domains[{index}]");
-        let name = raw.name.to_ascii_lowercase();
-        let algorithms = algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
-        let sso = token_api::sso(problems, &format!("{key}.sso"), &raw.sso);
-        let registrar = if raw.registrar.is_empty() {
-            format!("sip:{name}")
-        } else if !raw.registrar.starts_with("sip:") && !raw.registrar.starts_with("sips:") {
-            problems.push(
-                format!("{key}.registrar"),
-                format!("{:?} is not a sip: or sips: URI", raw.registrar),
-            );
-            String::new()
-        } else {
-            raw.registrar.clone()
-        };
-        if raw.algorithms.is_empty() {
-            problems.push(
-                format!("{key}.algorithms"),
-                "must list at least one algorithm",
-            );
-        }
-        if !is_domain_name(&name) {
-            problems.push(
-                format!("{key}.name"),
-                format!("{:?} is not a valid domain name", raw.name),
-            );
-        } else if let Some(first) = seen.get(&name) {
-            problems.push(
-                format!("{key}.name"),
-                format!("{name:?} is already configured by domains[{first}]"),
-            );
-        } else {
-            seen.insert(name.clone(), index);
-            let client_cert = ClientCertPolicy::from_name(&raw.client_cert).unwrap_or_else(|| {
-                problems.push(
-                    format!("{key}.client_cert"),
-                    format!(
-                        "{:?} is not one of \"sufficient\", \"plus-digest\"",
-                        raw.client_cert
-                    ),
-                );
-                ClientCertPolicy::Sufficient
-            });
-            domains.push(Domain {
-                name,
-                algorithms,
-                client_cert,
-                sso,
-                issuers: raw.issuers,
-                registrar,
-            });
-        }
-    }
-    domains
-}
-
-/// Hostname syntax: dot-separated labels of letters, digits and `-`, no empty label. IPv4
-/// literals pass too.
-fn is_domain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_DOMAIN_NAME_BYTES
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// Parses algorithm names; unknown and repeated names are problems.
-fn algorithm_list(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<DigestAlgorithmName> {
-    let mut algorithms = Vec::with_capacity(raw.len());
-    for (index, name) in raw.iter().enumerate() {
-        match DigestAlgorithmName::from_name(name) {
-            Some(algorithm) if algorithms.contains(&algorithm) => {
-                problems.push(
-                    format!("{key}[{index}]"),
-                    format!("{name:?} is listed twice"),
-                );
-            }
-            Some(algorithm) => algorithms.push(algorithm),
-            None => problems.push(
-                format!("{key}[{index}]"),
-                format!("{name:?} is not one of \"MD5\", \"SHA-256\", \"SHA-512-256\""),
-            ),
-        }
-    }
-    algorithms
-}
-
-fn accounts(
-    problems: &mut Problems,
-    raw: Vec<raw::RawAccount>,
-    domains: &[Domain],
-    base_dir: &Path,
-) -> Vec<Account> {
-    let mut accounts = Vec::with_capacity(raw.len());
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for (index, raw) in raw.into_iter().enumerate() {
-        let key = format!("accounts[{index}]");
-        let username_ok = check_username(problems, &key, &raw.username);
-        let domain_name = raw.domain.to_ascii_lowercase();
-        let domain = domains.iter().find(|domain| domain.name == domain_name);
-        if domain.is_none() {
-            problems.push(
-                format!("{key}.domain"),
-                format!("{:?} is not a configured domain", raw.domain),
-            );
-        }
-        let kind = AccountKind::from_name(&raw.kind);
-        if kind.is_none() {
-            problems.push(
-                format!("{key}.kind"),
-                format!(
-                    "{:?} is not one of \"device\", \"trunk\", \"human\", \"break-glass\"",
-                    raw.kind
-                ),
-            );
-        }
-        let secret = account_secret(problems, &key, &raw, base_dir);
-        let own_algorithms =
-            algorithm_list(problems, &format!("{key}.algorithms"), &raw.algorithms);
-        let algorithms = match (&secret, domain) {
-            (Some(secret), Some(domain)) => effective_algorithms(
-                problems,
-                &key,
-                secret,
-                domain,
-                &raw.algorithms,
-                own_algorithms,
-            ),
-            _ => Vec::new(),
-        };
-        if username_ok && domain.is_some() {
-            let identity = (raw.username.clone(), domain_name.clone());
-            if let Some(first) = seen.get(&identity) {
-                problems.push(
-                    key.clone(),
-                    format!(
-                        "{}@{} is already configured by accounts[{first}]",
-                        raw.username, domain_name
-                    ),
-                );
-            } else {
-                seen.insert(identity, index);
-            }
-        }
-        if let (Some(kind), Some(secret)) = (kind, secret) {
-            accounts.push(Account {
-                username: raw.username,
-                domain: domain_name,
-                kind,
-                secret,
-                algorithms,
-            });
-        }
-    }
-    accounts
-}
-
-/// Usernames appear in `username:realm:password` and in quoted Digest parameters, so a colon, a
-/// quote, a backslash, whitespace or a control character would make them ambiguous.
-fn check_username(problems: &mut Problems, key: &str, username: &str) -> bool {
-    let message = if username.is_empty() {
-        "must not be empty".to_owned()
-    } else if username.len() > MAX_USERNAME_BYTES {
-        format!("must not be longer than {MAX_USERNAME_BYTES} bytes")
-    } else if username
-        .chars()
-        .any(|c| matches!(c, ':' | '"' | '\\') || c.is_whitespace() || c.is_control())
-    {
-        "must not contain ':', '\"', '\\', whitespace or control characters".to_owned()
-    } else {
-        return true;
-    };
-    problems.push(format!("{key}.username"), message);
-    false
-}
-
-fn account_secret(
-    problems: &mut Problems,
-    key: &str,
-    raw: &raw::RawAccount,
-    base_dir: &Path,
-) -> Option<AccountSecret> {
-    let ha1_fields = [
-        ("ha1_md5", &raw.ha1_md5, DigestAlgorithmName::Md5),
-        ("ha1_sha256", &raw.ha1_sha256, DigestAlgorithmName::Sha256),
-        (
-            "ha1_sha512_256",
-            &raw.ha1_sha512_256,
-            DigestAlgorithmName::Sha512_256,
-        ),
-    ];
-    let has_ha1 = ha1_fields.iter().any(|(_, value, _)| !value.is_empty());
-    match (raw.password_file.is_empty(), has_ha1) {
-        (false, true) => {
-            problems.push(key, "give either password_file or ha1_* values, not both");
-            None
-        }
-        (true, false) => {
-            problems.push(key, "give password_file or at least one ha1_* value");
-            None
-        }
-        (false, false) => {
-            let path = secret::resolve(base_dir, &raw.password_file);
-            match secret::read_file(&path).map(secret::strip_line_endings) {
-                Ok(password) if password.is_empty() => {
-                    problems.push(
-                        format!("{key}.password_file"),
-                        format!("{path:?} holds an empty password"),
-                    );
-                    None
-                }
-                Ok(password) => Some(AccountSecret::Password(Secret::new(password))),
-                Err(message) => {
-                    problems.push(format!("{key}.password_file"), message);
-                    None
-                }
-            }
-        }
-        (true, true) => {
-            let mut values: [Option<String>; 3] = [None, None, None];
-            let mut ok = true;
-            for (slot, (field, value, algorithm)) in values.iter_mut().zip(ha1_fields) {
-                if value.is_empty() {
-                    continue;
-                }
-                let digits = algorithm.hex_len();
-                if value.len() == digits && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    *slot = Some(value.to_ascii_lowercase());
-                } else {
-                    ok = false;
-                    problems.push(
-                        format!("{key}.{field}"),
-                        format!(
-                            "must be {digits} hex digits, the {algorithm} of \
-                             username:realm:password (got {} characters)",
-                            value.chars().count()
-                        ),
-                    );
-                }
-            }
-            let [md5, sha256, sha512_256] = values;
-            ok.then_some(AccountSecret::Ha1 {
-                md5,
-                sha256,
-                sha512_256,
-            })
-        }
-    }
-}
-
-/// The account's own list (every entry must be answerable with its secret) or, when it gives
-/// none, the domain's list narrowed to what its secret can answer.
-fn effective_algorithms(
-    problems: &mut Problems,
-    key: &str,
-    secret: &AccountSecret,
-    domain: &Domain,
-    raw_own: &[String],
-    own: Vec<DigestAlgorithmName>,
-) -> Vec<DigestAlgorithmName> {
-    if !raw_own.is_empty() {
-        for (index, algorithm) in own.iter().enumerate() {
-            if !secret.supports(*algorithm) {
-                problems.push(
-                    format!("{key}.algorithms[{index}]"),
-                    format!("{algorithm} is listed but no ha1 value for it is given"),
-                );
-            }
-        }
-        return own;
-    }
-    let inherited: Vec<_> = domain
-        .algorithms
-        .iter()
-        .copied()
-        .filter(|algorithm| secret.supports(*algorithm))
-        .collect();
-    if inherited.is_empty() {
-        let names: Vec<_> = domain.algorithms.iter().map(|a| a.as_str()).collect();
-        problems.push(
-            key,
-            format!(
-                "no ha1_* value matches an algorithm of domain {:?} ({})",
-                domain.name,
-                names.join(", ")
-            ),
-        );
-    }
-    inherited
-}
-
-/// Turns a serde/toml error into one problem. toml reports a message and a byte span; the key
-/// is recovered from the span's line (`key = value` under the nearest `[table]` header) when that
-/// line has the usual shape, and the line and column are always given.
-pub(super) fn toml_problem(text: &str, err: &toml::de::Error) -> ConfigProblem {
-    let message = err.message().trim().replace('\n', " ");
-    let Some(start) = err
-        .span()
-        .map(|span| span.start)
-        .filter(|start| text.is_char_boundary(*start))
-    else {
-        return ConfigProblem::new("config", message);
-    };
-    let before = &text[..start];
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |at| start + at);
-    let line_number = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
-    let location = format!("line {line_number}, column {column}");
-    match key_at(&text[..line_end]) {
-        Some(key) => ConfigProblem::new(key, format!("{message} ({location})")),
-        None => ConfigProblem::new(location, message),
-    }
-}
-
-/// The dotted key of the last line of `text`: a table header's own path, or `table.key` for a
-/// `key = value` line. `None` when the line has neither shape (say, inside a multi-line array).
-fn key_at(text: &str) -> Option<String> {
-    let mut table = String::new();
-    let mut array_counts: HashMap<&str, usize> = HashMap::new();
-    let mut last = "";
-    for line in text.lines() {
-        last = line;
-        let trimmed = line.trim();
-        if let Some(name) = header(trimmed, "[[", "]]") {
-            let count = array_counts.entry(name).or_insert(0);
-            table = format!("{name}[{count}]");
-            *count += 1;
-        } else if let Some(name) = header(trimmed, "[", "]") {
-            table = name.to_owned();
-        }
-    }
-    let last = last.trim();
-    if last.starts_with('[') {
-        return (!table.is_empty()).then_some(table);
-    }
-    let (key, _) = last.split_once('=')?;
-    let key = key.trim();
-    if !is_bare_key(key) {
-        return None;
-    }
-    Some(if table.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{table}.{key}")
-    })
-}
-
-/// The name of a `[name]` or `[[name]]` header line made of bare keys.
-fn header<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(open)?;
-    let name = rest[..rest.find(close)?].trim();
-    is_bare_key(name).then_some(name)
-}
-
-fn is_bare_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

@@ -17,7 +17,7 @@
 //!
 //! The state is grouped by owner (each group a field of `Inner`): the authenticator, the
 //! credential directory, the registrar side, our names, the responder, transactions, the
-//! proxy and the parse limits.
+//! proxy and the intake (parse limits, drain token).
 //!
 //! It must not block or sleep: it runs inline on the receive task. Its only I/O is the
 //! proxy's non-blocking sends (`transport::Outbound`).
@@ -40,12 +40,12 @@ use crate::auth::Authenticator;
 use crate::credentials::Directory;
 use crate::metrics::{DropReason, RegisterOutcome};
 use crate::registrar::Location;
-use crate::sip::{HeaderName, Limits, Message, Method, ParseError, Reaction, Uri};
+use crate::sip::{HeaderName, Message, Method, ParseError, Reaction, Uri};
 use crate::transaction::{Admission, RequestDisposition, TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Handler, Reply, Source, Transport};
 
 pub use names::{DomainPolicy, Names};
-pub use parts::{dispatch_parts, PartsError, Shared};
+pub use parts::{dispatch_parts, Intake, PartsError, Shared};
 pub use register::RegistrarSide;
 pub use respond::Responder;
 pub(crate) use respond::Response;
@@ -54,10 +54,15 @@ pub(crate) use respond::Response;
 pub const SUPPORTED: &[&str] = &["path", "outbound"];
 /// Methods answered here today; the proxy issue adds the rest.
 pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, PRACK, REFER";
+/// `Retry-After` seconds on the 503 that refuses a new request during drain: about the time a
+/// restart takes, after which the client tries again (here or, behind DNS SRV, elsewhere).
+pub const DRAIN_RETRY_AFTER_SECS: &str = "5";
+/// `Retry-After` seconds on the 503 that sheds a request when the transaction table is full.
+pub const OVERLOAD_RETRY_AFTER_SECS: &str = "5";
 
 /// Everything dispatch needs, grouped by owner; built once by [`dispatch_parts`].
 pub struct DispatchParts {
-    pub limits: Limits,
+    pub intake: Intake,
     pub domains: Vec<(String, DomainPolicy)>,
     pub auth: Authenticator,
     pub credentials: Directory,
@@ -74,7 +79,8 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    limits: Limits,
+    /// The parse limits and the drain token.
+    intake: Intake,
     auth: Authenticator,
     /// Static accounts and token API devices.
     credentials: Directory,
@@ -89,7 +95,7 @@ impl Dispatcher {
     pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
-                limits: parts.limits,
+                intake: parts.intake,
                 auth: parts.auth,
                 credentials: parts.credentials,
                 registrar: parts.registrar,
@@ -130,7 +136,7 @@ impl Dispatcher {
     fn handle(&self, data: Bytes, src: &Source) -> Reply {
         let i = &self.inner;
         let now = Instant::now();
-        let msg = match Message::parse(data.clone(), &i.limits) {
+        let msg = match Message::parse(data.clone(), &i.intake.limits) {
             Ok(m) => m,
             Err(e) => return self.parse_failure(e, data, src),
         };
@@ -202,12 +208,22 @@ impl Dispatcher {
             src,
             503,
             "Service Unavailable",
-            &[("Retry-After", "5")],
+            &[("Retry-After", OVERLOAD_RETRY_AFTER_SECS)],
         );
         self.reply_to(msg, src, r.bytes)
     }
 
     fn route(&self, msg: &Message, src: &Source, now: Instant) -> Option<Response> {
+        // Drain: refuse what would start something new; in-dialog requests and CANCEL
+        // (for a transaction in flight) pass. ACK never reaches here.
+        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        if self.inner.intake.draining.is_cancelled()
+            && !in_dialog
+            && msg.method() != Some(Method::Cancel)
+        {
+            let retry = [("Retry-After", DRAIN_RETRY_AFTER_SECS)];
+            return Some(self.respond(msg, src, 503, "Service Unavailable", &retry));
+        }
         let uri_text = msg.request_uri().unwrap_or("");
         let ruri = match Uri::parse(uri_text) {
             Ok(u) if u.is_sip() => u,
@@ -312,7 +328,7 @@ impl Dispatcher {
             i.responder.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };
-        let Some(req) = Message::parse_for_error_reply(bytes, &i.limits) else {
+        let Some(req) = Message::parse_for_error_reply(bytes, &i.intake.limits) else {
             i.responder.metrics.dropped(DropReason::Unparseable);
             return Reply::none();
         };

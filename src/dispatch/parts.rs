@@ -6,9 +6,8 @@
 //! It must not bind sockets or spawn tasks.
 
 use crate::auth::{
-    AuthError, Authenticator, AuthenticatorParts, FailureLimiter, LimiterConfig, NonceConfig,
-    NonceIssuer, NonceKeys, RealmPolicy, ReplayConfig, ReplayTable, TrustedPairs,
-    DEFAULT_MAX_TRUSTED_PAIRS,
+    AuthError, Authenticator, AuthenticatorParts, FailureLimiter, NonceIssuer, NonceKeys,
+    RealmPolicy, ReplayTable, TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS,
 };
 use crate::config::{Config, Sso};
 use crate::credentials::device::DeviceIndex;
@@ -20,9 +19,16 @@ use crate::transaction::TransactionTable;
 
 use super::{DispatchParts, DomainPolicy, RegistrarSide, Responder};
 
+/// What comes in, and whether it still may: the parse limits, and the drain token (cancelled
+/// on SIGTERM: new requests outside a dialog get 503).
+pub struct Intake {
+    pub limits: Limits,
+    pub draining: tokio_util::sync::CancellationToken,
+}
+
 /// What dispatch shares with the rest of the app, built there.
 pub struct Shared {
-    pub limits: Limits,
+    pub intake: Intake,
     pub location: Location,
     pub transactions: TransactionTable,
     pub metrics: Metrics,
@@ -51,7 +57,7 @@ pub fn dispatch_parts(config: &Config, shared: Shared) -> Result<DispatchParts, 
         })
         .collect();
     Ok(DispatchParts {
-        limits: shared.limits,
+        intake: shared.intake,
         domains,
         auth: authenticator(config)?,
         credentials: Directory::new(StaticAccounts::from_config(config), shared.devices),
@@ -67,36 +73,8 @@ pub fn dispatch_parts(config: &Config, shared: Shared) -> Result<DispatchParts, 
 
 fn authenticator(config: &Config) -> Result<Authenticator, PartsError> {
     let auth = &config.auth;
-    let keys = match &auth.nonce_secret {
-        Some(secret) => {
-            let mut k = [0u8; 32];
-            use sha2::Digest;
-            k.copy_from_slice(&sha2::Sha256::digest(secret.expose()));
-            NonceKeys::from_bytes(&[(1, k)]).map_err(PartsError::NonceSecret)?
-        }
-        None => NonceKeys::random(),
-    };
-    let nonce_config = NonceConfig {
-        lifetime: auth.nonce_lifetime,
-        max_drift: auth.nonce_max_drift,
-    };
-    let nonces = NonceIssuer::new(keys, nonce_config);
-    let replay = ReplayTable::new(
-        ReplayConfig {
-            capacity: auth.replay_table_size,
-        },
-        &nonces,
-    );
-    let source_limiter = FailureLimiter::new(LimiterConfig {
-        window: auth.failure_window,
-        max_failures: auth.max_failures_per_source,
-        ..LimiterConfig::per_source()
-    });
-    let user_limiter = FailureLimiter::new(LimiterConfig {
-        window: auth.failure_window,
-        max_failures: auth.max_failures_per_user,
-        ..LimiterConfig::per_username()
-    });
+    let nonces = NonceIssuer::new(nonce_keys(config)?, auth.nonce());
+    let replay = ReplayTable::new(auth.replay(), &nonces);
     // Trusted long enough to outlive a re-registration interval, so a working phone's next
     // refresh still finds its pair during an attack.
     let trusted = TrustedPairs::new(
@@ -118,9 +96,20 @@ fn authenticator(config: &Config) -> Result<Authenticator, PartsError> {
         nonces,
         bind_nonce_to_source: auth.bind_nonce_to_source,
         replay,
-        source_limiter,
-        user_limiter,
+        source_limiter: FailureLimiter::new(auth.source_limiter()),
+        user_limiter: FailureLimiter::new(auth.user_limiter()),
         trusted,
         realms,
     }))
+}
+
+/// The nonce key: derived from `auth.nonce_secret_file` (so the nodes of a cluster share
+/// it), or random.
+fn nonce_keys(config: &Config) -> Result<NonceKeys, PartsError> {
+    let Some(secret) = &config.auth.nonce_secret else {
+        return Ok(NonceKeys::random());
+    };
+    use sha2::Digest;
+    let key: [u8; 32] = sha2::Sha256::digest(secret.expose()).into();
+    NonceKeys::from_bytes(&[(1, key)]).map_err(PartsError::NonceSecret)
 }

@@ -163,9 +163,4 @@ impl Store {
             .await
             .map_err(|_| StoreError::Join)?
     }
-
-    /// The blocking backend, for start-up code that runs before the runtime serves requests.
-    pub fn blocking(&self) -> &dyn DeviceStore {
-        self.backend.as_ref()
-    }
 }

@@ -6,11 +6,13 @@
 //! | `udp.rs` | blocking receive threads sharing one socket per address, large buffers, no task or epoll round trip per datagram |
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
+//! | `serve.rs` | binding every SIP socket, spawning the receive threads and accept loops, the two stop tokens of a drain |
 //!
 //! It hands `(bytes, Source)` to a `Handler` (implemented by `dispatch`) and sends back what
 //! the handler returns, at once or later through a [`Responder`]. It must not interpret SIP
 //! beyond framing.
 
+pub mod serve;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

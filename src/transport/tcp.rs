@@ -24,6 +24,14 @@ use tokio_util::task::TaskTracker;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ... and at most this many bytes.
 const LINGER_BYTES: usize = 64 * 1024;
+/// How long a closing connection waits to flush and send its FIN (TLS: close_notify).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a failed `accept` (EMFILE and friends), wait this long instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A write to a stream that cannot complete within this long closes the connection: a peer
+/// that stops reading holds at most its connection slot and one queued message this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::{Flows, Handler, Later, Source, Transport};
 use crate::metrics::Metrics;
@@ -51,7 +59,11 @@ pub struct StreamContext {
     pub flows: Flows,
     pub limits: StreamLimits,
     pub metrics: Metrics,
+    /// Stop accepting (drain begins); TLS handshakes in progress are abandoned too.
     pub shutdown: CancellationToken,
+    /// Close the open connections (drain ended): until then they keep carrying responses,
+    /// ACKs and CANCELs for the transactions in flight.
+    pub halt: CancellationToken,
 }
 
 pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: TaskTracker) {
@@ -103,7 +115,7 @@ pub(super) async fn accept_each<F, Fut>(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; UDP keeps serving.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -138,7 +150,7 @@ where
     'conn: loop {
         let deadline = header_deadline.map_or(idle_deadline, |h| h.min(idle_deadline));
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.halt.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(peer = %src.peer, "stream deadline passed; closing");
                 break;
@@ -199,7 +211,7 @@ where
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
     if linger {
         // Lingering close: closing a socket with unread input makes the kernel send a RST,
         // which can destroy our answer before the peer reads it. So after the FIN (TLS:

@@ -28,7 +28,7 @@ use super::{Handler, Later, Source, Transport};
 /// Largest datagram we read (the UDP maximum).
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// How often a receive thread that sees no traffic checks for shutdown.
+/// How often a receive thread that sees no traffic checks its stop token.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 /// A bound UDP listening socket and its local address (looked up once).
@@ -68,15 +68,13 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Listener> {
     Ok(Listener { socket, local })
 }
 
-/// One receive loop, run on its own thread until `shutdown`; run several on the same socket.
-pub fn receive_loop(
-    listener: Arc<Listener>,
-    handler: Arc<dyn Handler>,
-    shutdown: CancellationToken,
-) {
+/// One receive loop, run on its own thread until `halt`; run several on the same socket.
+/// It keeps reading during a drain: responses, ACKs and CANCELs for transactions in flight
+/// arrive here, and the handler refuses new requests.
+pub fn receive_loop(listener: Arc<Listener>, handler: Arc<dyn Handler>, halt: CancellationToken) {
     let local = listener.local;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    while !shutdown.is_cancelled() {
+    while !halt.is_cancelled() {
         let (n, peer) = match listener.socket.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e)

@@ -1,0 +1,336 @@
+//! `[[issuers]]`: the OpenID providers a domain trusts, as the file spells them (`RawIssuer`)
+//! and validated (`Issuer`), and the rule every issuer or fetch URL follows: `https://`, or
+//! `http://` on a loopback host only (tests, development). `HS*` and `none` are never
+//! accepted for IdP tokens (docs/testing.md J3, J19).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::problems::{Named, OneOf, Problems};
+
+/// `[[issuers]]`: one OpenID provider (an `iss` value) and what its tokens must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// Short name, referenced by `domains[].issuers`; appears in logs, never in metrics.
+    pub name: String,
+    /// The exact `iss` string (compared byte for byte).
+    pub issuer: String,
+    /// Where discovery is fetched from: `<issuer>/.well-known/openid-configuration`.
+    pub discovery_url: String,
+    /// Our API identifier; `aud` must contain it.
+    pub audience: String,
+    /// JWS `alg` names accepted, never HS* or none.
+    pub algorithms: Vec<String>,
+    /// Accepted `typ` header values, compared case-insensitively (`at+jwt`, `JWT`).
+    pub token_types: Vec<String>,
+    pub scope_claim: ScopeClaim,
+    /// Needed in `scope_claim`; `None` = no scope check.
+    pub required_scope: Option<String>,
+    /// Accepted `client_id` / `azp` values; empty = any client.
+    pub client_ids: Vec<String>,
+    /// `(claim, allowed values)`; `None` = no tenant check.
+    pub tenant: Option<(String, Vec<String>)>,
+    /// The claim whose value gives the AoR user part (`alice` or `alice@domain`).
+    pub username_claim: String,
+    /// `(claim, values)` that make a caller an admin; `None` = no SSO admins.
+    pub admin: Option<(String, Vec<String>)>,
+    /// For `GET /v1/login-options`.
+    pub login_client_id: String,
+    pub login_scopes: Vec<String>,
+    pub label: String,
+    /// The domains that trust this issuer (filled from `domains[].issuers`), lowercase.
+    pub domains: Vec<String>,
+}
+
+/// Where scopes or roles are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeClaim {
+    /// A space-separated string (RFC 8693, RFC 9068).
+    Scope,
+    /// `scp`: a string or an array (Entra, Okta).
+    Scp,
+    /// An array of strings.
+    Roles,
+    Groups,
+}
+
+impl Named for ScopeClaim {
+    const ALL: &'static [Self] = &[Self::Scope, Self::Scp, Self::Roles, Self::Groups];
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl ScopeClaim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeClaim::Scope => "scope",
+            ScopeClaim::Scp => "scp",
+            ScopeClaim::Roles => "roles",
+            ScopeClaim::Groups => "groups",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIssuer {
+    pub(super) name: String,
+    pub(super) issuer: String,
+    pub(super) audience: String,
+    #[serde(default = "default_issuer_algorithms")]
+    pub(super) algorithms: Vec<OneOf<JwsAlgorithm>>,
+    #[serde(default = "default_token_types")]
+    pub(super) token_types: Vec<String>,
+    #[serde(default = "default_scope_claim")]
+    pub(super) scope_claim: OneOf<ScopeClaim>,
+    #[serde(default = "default_required_scope")]
+    pub(super) required_scope: String,
+    #[serde(default)]
+    pub(super) client_ids: Vec<String>,
+    #[serde(default)]
+    pub(super) tenant_claim: String,
+    #[serde(default)]
+    pub(super) tenants: Vec<String>,
+    #[serde(default = "default_username_claim")]
+    pub(super) username_claim: String,
+    #[serde(default)]
+    pub(super) admin_claim: String,
+    #[serde(default)]
+    pub(super) admin_values: Vec<String>,
+    #[serde(default)]
+    pub(super) login_client_id: String,
+    #[serde(default = "default_login_scopes")]
+    pub(super) login_scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) label: String,
+}
+
+fn default_issuer_algorithms() -> Vec<OneOf<JwsAlgorithm>> {
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .map(|name| OneOf::parse(name.to_owned()))
+        .to_vec()
+}
+fn default_token_types() -> Vec<String> {
+    vec!["at+jwt".to_owned()]
+}
+fn default_scope_claim() -> OneOf<ScopeClaim> {
+    OneOf::known(ScopeClaim::Scope)
+}
+fn default_required_scope() -> String {
+    "sip".to_owned()
+}
+fn default_username_claim() -> String {
+    "preferred_username".to_owned()
+}
+fn default_login_scopes() -> Vec<String> {
+    vec!["openid".to_owned(), "sip".to_owned()]
+}
+
+/// A JWS algorithm an issuer may list: asymmetric only (HMAC and `none` are refused with a
+/// message of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct JwsAlgorithm(&'static str);
+
+impl Named for JwsAlgorithm {
+    const ALL: &'static [Self] = &[
+        Self("RS256"),
+        Self("RS384"),
+        Self("RS512"),
+        Self("PS256"),
+        Self("PS384"),
+        Self("PS512"),
+        Self("ES256"),
+        Self("ES384"),
+        Self("EdDSA"),
+    ];
+    fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Validates `[[issuers]]`. `trusted_by` maps each issuer name to the domains listing it.
+pub(super) fn issuers(
+    problems: &mut Problems,
+    raw: Vec<RawIssuer>,
+    trusted_by: &HashMap<String, Vec<String>>,
+) -> Vec<Issuer> {
+    let mut out: Vec<Issuer> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let key = format!("issuers[{index}]");
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 32
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            problems.push(
+                format!("{key}.name"),
+                "must be 1 to 32 characters of a-z, 0-9, '-'",
+            );
+        } else if out.iter().any(|i| i.name == raw.name) {
+            problems.push(
+                format!("{key}.name"),
+                format!("{:?} is already used by another issuer", raw.name),
+            );
+        }
+        if let Err(message) = check_url(&raw.issuer) {
+            problems.push(format!("{key}.issuer"), message);
+        } else if out.iter().any(|i| i.issuer == raw.issuer) {
+            problems.push(
+                format!("{key}.issuer"),
+                format!("{:?} is already configured", raw.issuer),
+            );
+        }
+        if raw.audience.trim().is_empty() {
+            problems.push(format!("{key}.audience"), "must not be empty");
+        }
+        if raw.algorithms.is_empty() {
+            problems.push(
+                format!("{key}.algorithms"),
+                "must list at least one algorithm",
+            );
+        }
+        let mut algorithms = Vec::with_capacity(raw.algorithms.len());
+        for (n, alg) in raw.algorithms.iter().enumerate() {
+            let text = &alg.text;
+            if text.to_ascii_uppercase().starts_with("HS") || text.eq_ignore_ascii_case("none") {
+                problems.push(
+                    format!("{key}.algorithms[{n}]"),
+                    format!(
+                        "{text:?} is never accepted for IdP tokens (HMAC and none are refused)"
+                    ),
+                );
+            } else if let Some(alg) = problems.known(format!("{key}.algorithms[{n}]"), alg) {
+                algorithms.push(alg.name().to_owned());
+            }
+        }
+        if raw.token_types.is_empty() {
+            problems.push(
+                format!("{key}.token_types"),
+                "must list at least one typ value (\"at+jwt\", or \"JWT\" for Entra/Keycloak)",
+            );
+        }
+        let scope_claim = problems.one_of(
+            format!("{key}.scope_claim"),
+            &raw.scope_claim,
+            ScopeClaim::Scope,
+        );
+        let tenant = match (raw.tenant_claim.is_empty(), raw.tenants.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((raw.tenant_claim.clone(), raw.tenants.clone())),
+            _ => {
+                problems.push(
+                    key.clone(),
+                    "give tenant_claim and tenants together (or neither)",
+                );
+                None
+            }
+        };
+        let admin = match (raw.admin_claim.is_empty(), raw.admin_values.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((raw.admin_claim.clone(), raw.admin_values.clone())),
+            _ => {
+                problems.push(
+                    key.clone(),
+                    "give admin_claim and admin_values together (or neither)",
+                );
+                None
+            }
+        };
+        if raw.username_claim.is_empty() {
+            problems.push(format!("{key}.username_claim"), "must not be empty");
+        }
+        let domains = trusted_by.get(&raw.name).cloned().unwrap_or_default();
+        if name_ok && domains.is_empty() {
+            problems.push(
+                key.clone(),
+                format!(
+                    "issuer {:?} is not listed in any domains[].issuers, so it could mint no identity",
+                    raw.name
+                ),
+            );
+        }
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            raw.issuer.trim_end_matches('/')
+        );
+        let label = if raw.label.is_empty() {
+            raw.name.clone()
+        } else {
+            raw.label
+        };
+        out.push(Issuer {
+            name: raw.name,
+            issuer: raw.issuer,
+            discovery_url,
+            audience: raw.audience,
+            algorithms,
+            token_types: raw.token_types,
+            scope_claim,
+            required_scope: (!raw.required_scope.is_empty()).then_some(raw.required_scope),
+            client_ids: raw.client_ids,
+            tenant,
+            username_claim: raw.username_claim,
+            admin,
+            login_client_id: raw.login_client_id,
+            login_scopes: raw.login_scopes,
+            label,
+            domains,
+        });
+    }
+    out
+}
+
+/// An issuer or fetch URL: `https://host…`, or `http://` on a loopback host. No userinfo, no
+/// fragment.
+pub fn check_url(text: &str) -> Result<(), String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("{text:?} is not an absolute URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') || text.contains('#') {
+        return Err(format!(
+            "{text:?} must have a host and no userinfo or fragment"
+        ));
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if is_loopback_authority(authority) => Ok(()),
+        "http" => Err(format!(
+            "{text:?} uses http on a non-loopback host; only https is allowed there"
+        )),
+        _ => Err(format!("{text:?} must be an https URL")),
+    }
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_https_or_loopback_http() {
+        assert!(check_url("https://login.example.com/tenant/v2.0").is_ok());
+        assert!(check_url("http://127.0.0.1:4400").is_ok());
+        assert!(check_url("http://[::1]:4400/x").is_ok());
+        assert!(check_url("http://localhost:4400").is_ok());
+        assert!(check_url("http://idp.example.com").is_err());
+        assert!(check_url("http://127.0.0.1.evil.com").is_err());
+        assert!(check_url("file:///etc/passwd").is_err());
+        assert!(check_url("https://user@idp.example.com").is_err());
+        assert!(check_url("idp.example.com").is_err());
+    }
+}
