@@ -24,7 +24,7 @@ use crate::dispatch::{DispatchParts, Dispatcher, DomainPolicy};
 use crate::metrics::Metrics;
 use crate::registrar::{Location, RegistrarPolicy};
 use crate::sip::Limits;
-use crate::transaction::{TransactionConfig, TransactionTable, DEFAULT_MAX_TRANSACTIONS};
+use crate::transaction::{TransactionConfig, TransactionTable};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{udp, Flows, Handler};
@@ -222,8 +222,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         crate::transport::Outbound::new(udp_sockets.clone(), flows.clone()),
         crate::proxy::ProxyConfig {
             t1: config.sip.t1,
-            max_contexts: DEFAULT_MAX_TRANSACTIONS,
+            max_contexts: config.sip.max_transactions,
             realms: config.domains.iter().map(|d| d.name.clone()).collect(),
+            locals: locals.clone(),
         },
         transactions.clone(),
         metrics.clone(),
@@ -361,23 +362,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         None => None,
     };
 
-    // The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10.
-    let stop = shutdown.clone();
-    let tick = (config.sip.t1 / 10).max(std::time::Duration::from_millis(10));
-    tracker.spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = interval.tick() => {
-                    if !proxy.is_empty() {
-                        proxy.poll(Instant::now());
-                    }
-                }
-            }
-        }
-    });
+    // The proxy's timers: its driver sleeps until the next deadline.
+    tracker.spawn(crate::proxy::drive(proxy, shutdown.clone()));
 
     let purge_every = config.registrar.purge_interval;
     let purge_dispatcher = dispatcher.clone();

@@ -99,8 +99,6 @@ struct Inner {
     remove_bindings_on_close: bool,
     devices: Option<DeviceIndex>,
     proxy: crate::proxy::Proxy,
-    /// Our listening addresses (Route headers naming one of them are ours).
-    local_addrs: Vec<SocketAddr>,
     /// Keyed hasher for To-tags, so they are stable across retransmissions but unguessable.
     tag_hasher: std::collections::hash_map::RandomState,
 }
@@ -140,7 +138,6 @@ impl Dispatcher {
                 remove_bindings_on_close: parts.remove_bindings_on_close,
                 devices: parts.devices,
                 proxy: parts.proxy,
-                local_addrs: local_addrs.to_vec(),
                 tag_hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
