@@ -219,7 +219,13 @@ impl Dispatcher {
         }
     }
 
-    fn forward_hop(&self, msg: &Message, src: &Source, hop: &Hop, now: Instant) -> Option<Response> {
+    fn forward_hop(
+        &self,
+        msg: &Message,
+        src: &Source,
+        hop: &Hop,
+        now: Instant,
+    ) -> Option<Response> {
         let branch = Branch {
             target: hop.target,
             request_uri: hop.request_uri.as_deref(),

@@ -58,7 +58,10 @@ impl Context {
     /// The final is sent and no transaction has a timer left: the context can go.
     pub(super) fn is_done(&self) -> bool {
         self.final_sent
-            && self.branches.iter().all(|b| b.txn.next_deadline().is_none())
+            && self
+                .branches
+                .iter()
+                .all(|b| b.txn.next_deadline().is_none())
             && self
                 .server
                 .as_ref()

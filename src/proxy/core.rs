@@ -433,7 +433,8 @@ impl ProxyCore {
             Some(best) => best,
             None => (408, self.local_response(ctx, 408, "Request Timeout")),
         };
-        self.metrics.proxied(ctx.method_label(), class_label(status));
+        self.metrics
+            .proxied(ctx.method_label(), class_label(status));
         self.send_upstream(ctx, bytes, status, now);
     }
 

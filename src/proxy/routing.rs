@@ -341,7 +341,10 @@ mod tests {
         // An unspecified listener address matches any address with its port.
         let any = vec!["0.0.0.0:5060".parse().unwrap()];
         assert!(is_our_route(&Uri::parse("sip:10.0.0.1").unwrap(), &any));
-        assert!(!is_our_route(&Uri::parse("sip:10.0.0.1:5070").unwrap(), &any));
+        assert!(!is_our_route(
+            &Uri::parse("sip:10.0.0.1:5070").unwrap(),
+            &any
+        ));
     }
 
     #[test]
@@ -373,16 +376,25 @@ mod tests {
         // From the callee's connection: the other side is UDP, so the Request-URI decides.
         let msg = request("sip:alice@203.0.113.5:5062", &[&ours]);
         let hop = loose_route(&msg, Some(FlowId(9)), &locals(), &keys, &flows);
-        assert_eq!(forward_to(&hop), Target::Udp("203.0.113.5:5062".parse().unwrap()));
+        assert_eq!(
+            forward_to(&hop),
+            Target::Udp("203.0.113.5:5062".parse().unwrap())
+        );
         // A next Route after ours wins over the Request-URI.
         let msg = request(
             "sip:alice@203.0.113.5",
             &[&format!("<sip:{US};lr>"), "<sip:203.0.113.77:5080;lr>"],
         );
         let hop = loose_route(&msg, None, &locals(), &keys, &flows);
-        assert_eq!(forward_to(&hop), Target::Udp("203.0.113.77:5080".parse().unwrap()));
+        assert_eq!(
+            forward_to(&hop),
+            Target::Udp("203.0.113.77:5080".parse().unwrap())
+        );
         // A stream next hop with no open connection: 430; a name: 480; our Route absent.
-        let msg = request("sip:a@203.0.113.5;transport=tcp", &[&format!("<sip:{US};lr>")]);
+        let msg = request(
+            "sip:a@203.0.113.5;transport=tcp",
+            &[&format!("<sip:{US};lr>")],
+        );
         let hop = loose_route(&msg, None, &locals(), &keys, &flows);
         assert_eq!(hop, NextHop::Refuse(FLOW_FAILED));
         let msg = request("sip:a@example.test", &[&format!("<sip:{US};lr>")]);

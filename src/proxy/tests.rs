@@ -162,7 +162,10 @@ fn run_until(
 fn fork_to_two_branches_first_2xx_wins_and_the_other_is_cancelled() {
     let mut c = core(10);
     let t0 = Instant::now();
-    assert_eq!(start(&mut c, "fork", &[bob1(), bob2()], t0), Started::Forwarded);
+    assert_eq!(
+        start(&mut c, "fork", &[bob1(), bob2()], t0),
+        Started::Forwarded
+    );
     let reqs = requests(&mut c);
     assert_eq!(
         reqs.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
@@ -312,7 +315,12 @@ fn a_timeout_visits_only_the_contexts_that_are_due() {
     let mut c = core(100);
     let t0 = Instant::now();
     for n in 0..10 {
-        start(&mut c, &format!("late{n}"), &[bob1()], t0 + Duration::from_secs(10));
+        start(
+            &mut c,
+            &format!("late{n}"),
+            &[bob1()],
+            t0 + Duration::from_secs(10),
+        );
     }
     start(&mut c, "early", &[bob2()], t0);
     drain(&mut c);
