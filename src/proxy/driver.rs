@@ -42,7 +42,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
-    use crate::proxy::{Branch, Forward, Inbound, ProxyConfig, Routing, Started};
+    use crate::proxy::{Branch, Forward, Inbound, ProxyConfig, Routing, Started, TimerStats};
     use crate::sip::{Limits, Message};
     use crate::transaction::{TransactionConfig, TransactionKey, TransactionTable};
     use crate::transport::{udp, Flows, Outbound, Target, Transport};
@@ -52,10 +52,18 @@ mod tests {
     /// A proxy with a real UDP socket on 127.0.0.1, holding `CONTEXTS` unanswered INVITE
     /// branches to `sink` (a socket that never reads), all started at `now`; T1 is `t1`.
     fn idle_proxy(t1: Duration, sink: SocketAddr, now: std::time::Instant) -> Proxy {
+        let proxy = empty_proxy(t1);
+        for n in 0..CONTEXTS {
+            assert_eq!(start_call(&proxy, n, sink, now), Started::Forwarded);
+        }
+        proxy
+    }
+
+    fn empty_proxy(t1: Duration) -> Proxy {
         let listener = udp::bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
         let local = listener.local_addr();
         let out = Outbound::new(vec![Arc::new(listener)], Flows::default());
-        let proxy = Proxy::new(
+        Proxy::new(
             out,
             ProxyConfig {
                 t1,
@@ -66,9 +74,14 @@ mod tests {
             TransactionTable::new(TransactionConfig::new(Duration::from_millis(500), 100).unwrap()),
             Metrics::new(),
             None,
-        );
+        )
+    }
+
+    /// Forwards call `n`, an INVITE from 127.0.0.1:9, to `sink`.
+    fn start_call(proxy: &Proxy, n: usize, sink: SocketAddr, now: std::time::Instant) -> Started {
         let caller: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        for n in 0..CONTEXTS {
+        let local = proxy.shared.locals[0];
+        {
             let msg = Message::parse(
                 Bytes::from(format!(
                     "INVITE sip:bob@example.test SIP/2.0\r\n\
@@ -107,9 +120,36 @@ mod tests {
                 },
                 trying: None,
             };
-            assert_eq!(proxy.start(fwd, now), Started::Forwarded);
+            proxy.start(fwd, now)
         }
-        proxy
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_input_wakes_the_idle_driver_for_its_deadline() {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let t1 = Duration::from_secs(1);
+        let proxy = empty_proxy(t1);
+        let halt = CancellationToken::new();
+        let driver = tokio::spawn(drive(proxy.clone(), halt.clone()));
+        // With no context the driver has no deadline and sleeps for good...
+        tokio::time::sleep(t1 * 10).await;
+        assert_eq!(proxy.timer_stats(), TimerStats::default());
+        // ...until a request is forwarded: its Timer A runs one T1 later.
+        let now = tokio::time::Instant::now().into_std();
+        assert_eq!(
+            start_call(&proxy, 1, sink.local_addr().unwrap(), now),
+            Started::Forwarded
+        );
+        tokio::time::sleep(t1 * 3 / 2).await;
+        assert_eq!(
+            proxy.timer_stats(),
+            TimerStats {
+                wakeups: 1,
+                visited: 1
+            }
+        );
+        halt.cancel();
+        driver.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
