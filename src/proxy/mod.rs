@@ -6,7 +6,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `core.rs` | [`ProxyCore`]-style state machine with no I/O: inputs queue transmits, `poll_transmit` / `poll_timeout`, an ordered `(deadline, generation)` index |
+//! | `core.rs` | `ProxyCore`, the state machine with no I/O: inputs queue transmits, `poll_transmit` / `poll_timeout`, an ordered `(deadline, generation)` index |
 //! | `context.rs` | one response context and its branches; the ACK and CANCEL built on a branch; §16.7 ranking |
 //! | `routing.rs` | routing decisions as pure functions returning a typed [`NextHop`]: our Route entries, loose and strict routing, the other side of a flow token, a binding's first hop |
 //! | `keys.rs` | per-process keys: the loop-detection hash in our branches, the Record-Route flow token |
@@ -28,8 +28,6 @@
 //! yet waits for the first provisional (§9.1). Every forwarded request leaves without the
 //! Digest credentials for our realms (§22.3: a callee must never see a caller's response),
 //! and a URI that becomes a Request-URI loses its URI headers and `method` (§19.1.1).
-//!
-//! [`ProxyCore`]: core
 
 mod context;
 mod core;
@@ -215,20 +213,20 @@ impl Proxy {
     }
 
     /// Loose routing of an in-dialog request that came in on `src_flow`, see
-    /// [`routing::loose_route`].
+    /// `routing::loose_route`.
     pub fn loose_route(&self, msg: &Message, src_flow: Option<FlowId>) -> NextHop {
         let s = &self.shared;
         routing::loose_route(msg, src_flow, &s.locals, &s.keys, s.out.flows())
     }
 
     /// Strict-routing interop for a request whose Request-URI is `ruri`, see
-    /// [`routing::strict_route`].
+    /// `routing::strict_route`.
     pub fn strict_route(&self, msg: &Message, ruri: &Uri<'_>, src_flow: Option<FlowId>) -> NextHop {
         let s = &self.shared;
         routing::strict_route(msg, ruri, src_flow, &s.locals, &s.keys, s.out.flows())
     }
 
-    /// The first hop of a branch to a binding, see [`routing::binding_target`].
+    /// The first hop of a branch to a binding, see `routing::binding_target`.
     pub fn binding_target(
         &self,
         path_first: Option<&str>,
