@@ -21,14 +21,12 @@ use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::registrar::{Location, LocationGauges};
-use crate::transaction::{TransactionTable, DEFAULT_MAX_TRANSACTIONS};
+use crate::transaction::TransactionTable;
 use crate::transport::serve::{Addresses, BindError, Bound, TlsServing};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{Flows, Handler, Outbound};
 
-/// How often a drain checks whether the proxy still holds a transaction.
-const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// After `halt`, how long the tasks get to end on top of what is left of the grace period: a
 /// UDP receive thread notices `halt` within its 200 ms read timeout.
 const HALT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,12 +70,10 @@ impl Running {
         self.shutdown.cancelled().await;
         let deadline = tokio::time::Instant::now() + self.grace;
         let in_flight = self.proxy.len();
-        let idle = async {
-            while !self.proxy.is_empty() {
-                tokio::time::sleep(DRAIN_POLL).await;
-            }
-        };
-        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.proxy.drained())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?self.grace, contexts = self.proxy.len(), "drain grace period passed; abandoning proxy transactions");
         } else {
             tracing::info!(in_flight, "drained: no proxy transaction in flight");
@@ -122,8 +118,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         Outbound::new(bound.udp.clone(), flows.clone()),
         crate::proxy::ProxyConfig {
             t1: config.sip.t1,
-            max_contexts: DEFAULT_MAX_TRANSACTIONS,
+            max_contexts: config.sip.max_transactions,
             realms: config.domains.iter().map(|d| d.name.clone()).collect(),
+            locals: addrs.all(),
         },
         transactions.clone(),
         metrics.clone(),
@@ -150,7 +147,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     let http = serve_http(config, &metrics, &location, &token_api, &shutdown, &tracker).await?;
 
-    tracker.spawn(proxy_timers(proxy.clone(), config.sip.t1, halt.clone()));
+    // The proxy's timers: its driver sleeps until the next deadline, and runs through the drain.
+    tracker.spawn(crate::proxy::drive(proxy.clone(), halt.clone()));
     let purge = purge(dispatcher.clone(), token_api.clone());
     tracker.spawn(every(config.registrar.purge_interval, halt.clone(), purge));
     log_listening(config, &addrs, http);
@@ -168,23 +166,6 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         tracker,
         grace: config.server.drain_grace,
     })
-}
-
-/// The proxy's transaction timers (retransmissions, timeouts): a tick of T1/10, until `halt`.
-async fn proxy_timers(proxy: Proxy, t1: Duration, halt: CancellationToken) {
-    let tick = (t1 / 10).max(Duration::from_millis(10));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = halt.cancelled() => break,
-            _ = interval.tick() => {
-                if !proxy.is_empty() {
-                    proxy.poll(Instant::now());
-                }
-            }
-        }
-    }
 }
 
 /// The purge job: each owner drops what expired by `now` (bindings, transactions, limiter

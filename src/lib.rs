@@ -15,7 +15,7 @@
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache, access-token validation |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
-//! | `proxy` | RFC 3261 §16 response contexts: forking, best response, CANCEL, ACK, Record-Route flow tokens |
+//! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop` |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |

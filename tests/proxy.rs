@@ -922,3 +922,66 @@ fn uri_headers_of_a_contact_never_reach_the_request_uri() {
     );
     assert_eq!(first_final(&mut c).status(), 486);
 }
+
+/// The proxy holds at most `sip.max_transactions` response contexts (issue 14: app used to
+/// pass the built-in 100 000, ignoring the setting). With the smallest cap, 1 000, 1 000
+/// answered calls keep their contexts (Timers L and M, 64·T1), while their server
+/// transactions are completed and give way; the next INVITE gets 503 from the proxy.
+#[test]
+fn the_proxy_holds_at_most_sip_max_transactions_contexts() {
+    const CAP: u32 = 1000;
+    let server = Server::start(&Options {
+        accounts: &[("alice", ALICE_PW), ("bob", BOB_PW)],
+        // 64·T1 = 128 s: every context outlives the loop below.
+        sip: "max_transactions = 1000\nt1_ms = 2000",
+        ..Options::default()
+    });
+    let mut bob = bob_phone(&server);
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let call_id = rand_token();
+    // One challenge; every INVITE after it reuses its nonce with a rising nc (each has its
+    // own CSeq, so none is a loop).
+    let b1 = format!("z9hG4bK{}", rand_token());
+    c.send_raw(&invite(&c, "bob", &call_id, 1, &b1, "", b""));
+    let challenge = first_final(&mut c);
+    assert_eq!(challenge.status(), 407, "{}", challenge.text);
+    ack_non_2xx(&mut c, "bob", &call_id, 1, &b1, &challenge);
+    let send_invite = |c: &mut Client, cseq: u32| {
+        let pa = authorization(
+            "MD5",
+            "alice",
+            ALICE_PW,
+            "INVITE",
+            &format!("sip:bob@{DOMAIN}"),
+            &challenge.nonce(),
+            cseq - 1,
+            &rand_token(),
+        );
+        let branch = format!("z9hG4bK{}", rand_token());
+        let extra = format!("Proxy-Authorization: {pa}\r\n");
+        let bytes = invite(c, "bob", &call_id, cseq, &branch, &extra, b"");
+        c.send_raw(&bytes);
+    };
+    for cseq in 2..2 + CAP {
+        send_invite(&mut c, cseq);
+        let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+        let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), false);
+        bob.send_raw(ok.as_bytes());
+        let r = first_final(&mut c);
+        assert_eq!(r.status(), 200, "call {cseq}: {}", r.text);
+    }
+    assert_eq!(server.metric("sipward_proxy_contexts"), f64::from(CAP));
+    send_invite(&mut c, 2 + CAP);
+    let r = loop {
+        match c.recv(Duration::from_secs(5)) {
+            Some(r) if r.status() == 100 => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        r.map(|r| r.status()),
+        Some(503),
+        "the INVITE over the cap must be refused, not forwarded"
+    );
+    assert_eq!(proxied(&server, "INVITE", "overloaded"), 1.0);
+}

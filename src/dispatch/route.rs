@@ -10,13 +10,17 @@
 //! In-dialog requests (a To tag and our Route on top) skip authentication: our Route entries
 //! are removed and the request goes where the Record-Route flow token, the next Route or the
 //! Request-URI points. A CANCEL cancels the matching forwarded INVITE.
+//!
+//! Where a request goes is the proxy's decision (`proxy/routing.rs`: our Route entries, loose
+//! and strict routing, a binding's first hop, each a typed `NextHop` or `Target`); this file
+//! runs the checks and authentication, looks the callee up, and hands over.
 
 use std::time::Instant;
 
 use super::{transaction_key, udp_reply_addr, Dispatcher, Response};
-use crate::proxy::{self, Branch, Inbound, Routing, Started};
+use crate::proxy::{Branch, Forward, Hop, Inbound, NextHop, Routing, Started};
 use crate::sip::{HeaderName, Message, Method, Uri};
-use crate::transport::{FlowId, Source, Target, Transport};
+use crate::transport::{Source, Target, Transport};
 
 impl Dispatcher {
     /// The target of responses to a request from `src`.
@@ -57,23 +61,11 @@ impl Dispatcher {
         }
         // A phone configured with us as its outbound proxy pre-loads our Route (RFC 3261
         // §16.4: remove it). A Route to anyone else after ours is relaying, which we refuse.
-        let (ours, more) = self.our_routes(msg);
+        let (ours, more) = self.inner.proxy.our_routes(msg);
         if more {
             return Some(self.respond(msg, src, 403, "Relaying Not Allowed", &[]));
         }
         self.request_for_user(msg, ruri, src, ours, now)
-    }
-
-    /// How many Route values on top name us, and whether others follow.
-    fn our_routes(&self, msg: &Message) -> (usize, bool) {
-        let mut ours = 0;
-        for route in msg.route_set(HeaderName::Route) {
-            match route {
-                Ok(r) if self.is_our_route(&r.uri) => ours += 1,
-                _ => return (ours, true),
-            }
-        }
-        (ours, false)
     }
 
     /// Requests for our users: authenticate first (E5: nothing about the callee is looked
@@ -133,29 +125,14 @@ impl Dispatcher {
             .iter()
             .map(|b| b.path().iter().map(|p| &**p).collect())
             .collect();
-        let out = i.proxy.outbound();
         let branches: Vec<Branch<'_>> = bindings
             .iter()
             .zip(&paths)
             .filter_map(|(b, path)| {
-                let target = match (path.first(), b.transport, b.flow) {
-                    // RFC 3327: a stored Path is the route set; the first hop is its first
-                    // entry (the edge proxy), reached over an open connection or UDP.
-                    (Some(first), _, _) => {
-                        let hop = crate::sip::NameAddr::parse(first).ok()?;
-                        let (addr, transport) = proxy::uri_address(&hop.uri)?;
-                        match (out.flows().by_peer(addr), transport) {
-                            (Some(flow), _) => Target::Flow(flow),
-                            (None, Transport::Udp) => Target::Udp(addr),
-                            (None, _) => return None,
-                        }
-                    }
-                    (None, _, Some(flow)) => Target::Flow(flow),
-                    // NAT: send where the REGISTER came from, not to the Contact's address.
-                    (None, Transport::Udp, None) => Target::Udp(b.source),
-                    // A stream binding whose connection is gone: nothing to send on.
-                    (None, _, None) => return None,
-                };
+                let first = path.first().copied();
+                let target = i
+                    .proxy
+                    .binding_target(first, b.transport, b.flow, b.source)?;
                 Some(Branch {
                     target,
                     request_uri: Some(b.uri()),
@@ -186,7 +163,7 @@ impl Dispatcher {
         let (Some(inbound), Some(key)) = (self.inbound(msg, src), transaction_key(msg)) else {
             return Some(self.respond(msg, src, 400, "Bad Request", &[]));
         };
-        if msg.method() == Some(Method::Invite) {
+        let trying = (msg.method() == Some(Method::Invite)).then(|| {
             // 100 Trying leaves before the INVITE is forwarded, so that no relayed
             // provisional can overtake it; the server transaction replays it to
             // retransmissions.
@@ -194,9 +171,17 @@ impl Dispatcher {
             let _ = i
                 .transactions
                 .on_response(&key, trying.bytes.clone(), 100, now);
-            i.proxy.outbound().send(inbound.upstream, trying.bytes);
-        }
-        match i.proxy.start(msg, inbound, key, branches, routing, now) {
+            trying.bytes
+        });
+        let fwd = Forward {
+            msg,
+            inbound,
+            server_key: key,
+            branches,
+            routing,
+            trying,
+        };
+        match i.proxy.start(fwd, now) {
             Started::Forwarded => None,
             Started::Overloaded => {
                 i.responder.metrics.proxied(method, "overloaded");
@@ -215,10 +200,9 @@ impl Dispatcher {
         }
     }
 
-    /// RFC 3261 §16.4 strict-routing interop: a strict router upstream put our Record-Route
-    /// URI in the Request-URI and the real target last in Route. That target becomes the
-    /// Request-URI again and leaves the Route set; the request goes to the other side of
-    /// the flow token, or to that target. `None` if the Request-URI is not ours.
+    /// A strict-routed request (RFC 3261 §16.4: the Request-URI is one of our Record-Route
+    /// URIs): forwarded where the proxy's strict routing says, or refused. `None` if the
+    /// Request-URI is not ours.
     fn strict_routed(
         &self,
         msg: &Message,
@@ -226,54 +210,26 @@ impl Dispatcher {
         src: &Source,
         now: Instant,
     ) -> Option<Option<Response>> {
-        match self.strict_next_hop(msg, ruri, src)? {
-            Err((status, reason)) => Some(Some(self.respond(msg, src, status, reason, &[]))),
-            Ok((target, uri)) => {
-                let branch = Branch {
-                    target,
-                    request_uri: Some(&uri),
-                    route: Vec::new(),
-                };
-                let routing = Routing {
-                    pop_last_route: true,
-                    ..Routing::default()
-                };
-                Some(self.forward_and_answer(msg, src, &[branch], routing, now))
-            }
+        match self.inner.proxy.strict_route(msg, ruri, src.flow) {
+            NextHop::NotOurs => None,
+            NextHop::Refuse(r) => Some(Some(self.respond(msg, src, r.status, r.reason, &[]))),
+            NextHop::Forward(hop) => Some(self.forward_hop(msg, src, &hop, now)),
         }
     }
 
-    /// Where a strict-routed request goes, and its restored Request-URI; `None` if the
-    /// Request-URI is not one of our Record-Route URIs.
-    #[allow(clippy::type_complexity)]
-    fn strict_next_hop(
+    fn forward_hop(
         &self,
         msg: &Message,
-        ruri: &Uri<'_>,
         src: &Source,
-    ) -> Option<Result<(Target, String), (u16, &'static str)>> {
-        let proxy = &self.inner.proxy;
-        let (a, b) = ruri
-            .user
-            .filter(|_| self.is_our_route(ruri))
-            .and_then(|u| proxy.flows_of_token(u))?;
-        let routes: Vec<_> = msg.route_set(HeaderName::Route).collect();
-        let Some(Ok(last)) = routes.last() else {
-            return Some(Err((400, "Bad Route")));
+        hop: &Hop,
+        now: Instant,
+    ) -> Option<Response> {
+        let branch = Branch {
+            target: hop.target,
+            request_uri: hop.request_uri.as_deref(),
+            route: Vec::new(),
         };
-        let out = proxy.outbound();
-        let target = match other_side(src, a, b) {
-            Some(flow) if out.flows().info(flow).is_some() => Target::Flow(flow),
-            Some(_) => return Some(Err((430, "Flow Failed"))),
-            None => match proxy::uri_address(&last.uri) {
-                Some((addr, _)) => out
-                    .flows()
-                    .by_peer(addr)
-                    .map_or(Target::Udp(addr), Target::Flow),
-                None => return Some(Err((480, "Temporarily Unavailable"))),
-            },
-        };
-        Some(Ok((target, last.uri.raw.to_owned())))
+        self.forward_and_answer(msg, src, &[branch], hop.routing, now)
     }
 
     /// CANCEL (hop by hop): 200 and cancel the branches if it matches an INVITE we forwarded,
@@ -293,32 +249,16 @@ impl Dispatcher {
         if msg.to().ok().and_then(|t| t.tag()).is_none() {
             return false;
         }
+        let proxy = &self.inner.proxy;
         if let Ok(ruri) = Uri::parse(msg.request_uri().unwrap_or("")) {
-            if let Some(strict) = self.strict_next_hop(msg, &ruri, src) {
-                return match strict {
-                    Ok((target, uri)) => self.inner.proxy.forward_stateless(
-                        msg,
-                        target,
-                        Some(&uri),
-                        Routing {
-                            pop_last_route: true,
-                            ..Routing::default()
-                        },
-                    ),
-                    Err(_) => false,
-                };
+            match proxy.strict_route(msg, &ruri, src.flow) {
+                NextHop::NotOurs => {}
+                NextHop::Forward(hop) => return proxy.forward_stateless(msg, &hop),
+                NextHop::Refuse(_) => return false,
             }
         }
-        match self.next_hop(msg, src) {
-            Some(Ok((target, pop))) => self.inner.proxy.forward_stateless(
-                msg,
-                target,
-                None,
-                Routing {
-                    pop_routes: pop,
-                    ..Routing::default()
-                },
-            ),
+        match proxy.loose_route(msg, src.flow) {
+            NextHop::Forward(hop) => proxy.forward_stateless(msg, &hop),
             _ => false,
         }
     }
@@ -326,108 +266,15 @@ impl Dispatcher {
     /// An in-dialog request: `None` if it is not routed through us (our Route is not on
     /// top), else the answer (`Some(None)` when forwarded).
     fn in_dialog(&self, msg: &Message, src: &Source, now: Instant) -> Option<Option<Response>> {
-        match self.next_hop(msg, src)? {
-            Err((status, reason)) => Some(Some(self.respond(msg, src, status, reason, &[]))),
-            Ok((target, pop)) => {
+        match self.inner.proxy.loose_route(msg, src.flow) {
+            NextHop::NotOurs => None,
+            NextHop::Refuse(r) => Some(Some(self.respond(msg, src, r.status, r.reason, &[]))),
+            NextHop::Forward(hop) => {
                 if msg.max_forwards().ok().flatten() == Some(0) {
                     return Some(Some(self.respond(msg, src, 483, "Too Many Hops", &[])));
                 }
-                let branch = Branch {
-                    target,
-                    request_uri: None,
-                    route: Vec::new(),
-                };
-                let routing = Routing {
-                    pop_routes: pop,
-                    record_route: false,
-                    pop_last_route: false,
-                };
-                Some(self.forward_and_answer(msg, src, &[branch], routing, now))
+                Some(self.forward_hop(msg, src, &hop, now))
             }
         }
-    }
-
-    /// Loose routing (RFC 3261 §16.4, §16.12): our Route entries on top are removed; the
-    /// next hop is the other side of the Record-Route flow token, else the next Route or
-    /// the Request-URI. `None` when our Route is not on top; `Err` with a status when the
-    /// next hop cannot be reached.
-    #[allow(clippy::type_complexity)]
-    fn next_hop(
-        &self,
-        msg: &Message,
-        src: &Source,
-    ) -> Option<Result<(Target, usize), (u16, &'static str)>> {
-        let mut pop = 0;
-        let mut flows = None;
-        let mut next: Option<String> = None;
-        for route in msg.route_set(HeaderName::Route) {
-            let Ok(route) = route else {
-                return Some(Err((400, "Bad Route")));
-            };
-            if self.is_our_route(&route.uri) {
-                pop += 1;
-                if let Some(f) = route
-                    .uri
-                    .user
-                    .and_then(|u| self.inner.proxy.flows_of_token(u))
-                {
-                    flows = Some(f);
-                }
-                continue;
-            }
-            next = Some(route.uri.raw.to_owned());
-            break;
-        }
-        if pop == 0 {
-            return None;
-        }
-        let out = self.inner.proxy.outbound();
-        if let Some((a, b)) = flows {
-            if let Some(flow) = other_side(src, a, b) {
-                if out.flows().info(flow).is_none() {
-                    return Some(Err((430, "Flow Failed")));
-                }
-                return Some(Ok((Target::Flow(flow), pop)));
-            }
-        }
-        let hop_text = next.unwrap_or_else(|| msg.request_uri().unwrap_or("").to_owned());
-        let Ok(hop) = Uri::parse(&hop_text) else {
-            return Some(Err((400, "Bad Request-URI")));
-        };
-        let Some((addr, transport)) = proxy::uri_address(&hop) else {
-            return Some(Err((480, "Temporarily Unavailable")));
-        };
-        if let Some(flow) = out.flows().by_peer(addr) {
-            return Some(Ok((Target::Flow(flow), pop)));
-        }
-        match transport {
-            Transport::Udp => Some(Ok((Target::Udp(addr), pop))),
-            // No outbound connections are opened: a stream next hop must be connected.
-            Transport::Tcp | Transport::Tls => Some(Err((430, "Flow Failed"))),
-        }
-    }
-
-    /// A Route URI naming one of our listening addresses.
-    fn is_our_route(&self, uri: &Uri<'_>) -> bool {
-        let Some((addr, _)) = proxy::uri_address(uri) else {
-            return false;
-        };
-        self.inner
-            .names
-            .local_addrs()
-            .iter()
-            .any(|l| *l == addr || (l.port() == addr.port() && l.ip().is_unspecified()))
-    }
-}
-
-/// The flow of a Record-Route token that is not the one the request came in on: the
-/// callee's connection for a request from the caller and the other way round; `None` when
-/// that side is UDP (or the request came over a connection the token does not name).
-fn other_side(src: &Source, a: Option<FlowId>, b: Option<FlowId>) -> Option<FlowId> {
-    match src.flow {
-        Some(f) if Some(f) == a => b,
-        Some(f) if Some(f) == b => a,
-        Some(_) => None,
-        None => a.or(b),
     }
 }
