@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 /// The AoR, as the SIP layer parses it; re-exported so `registrar::Aor` keeps naming it.
 pub use crate::sip::Aor;
+pub use crate::sip::FlowId;
 pub use crate::sip::Transport;
-pub use crate::transport::FlowId;
 
 /// Unique identity of one binding for the lifetime of the process; kept across refreshes and
 /// RFC 5626 replacements so the expiry and flow indexes can find it.

@@ -42,6 +42,6 @@ pub use header::HeaderName;
 pub use message::{Header, Limits, Message, Method, Span, StartLine};
 pub use scan::{Param, Params};
 pub use status::{Status, StatusClass};
-pub use transport::Transport;
+pub use transport::{FlowId, Transport};
 pub use uri::{Aor, Host, Scheme, Uri};
 pub use views::{Contact, ContactAddr, NameAddr, Via};

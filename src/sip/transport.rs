@@ -1,6 +1,12 @@
 //! `Transport`: the SIP transports this server speaks, by the names of RFC 3261 §18 (the
 //! `transport` URI parameter, the Via sent-protocol). Below every layer that names one: the
 //! transports that carry messages, the registrar's bindings, the proxy's targets and metrics.
+//! `FlowId`: the one stream connection a message came over, named by the same layers (a
+//! binding remembers it, the proxy sends back over it); the flow table itself is `transport`'s.
+
+/// Identifies one TCP/TLS connection for the lifetime of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
 
 /// The transport a message came in on or leaves by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -26,11 +26,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 /// Re-exported from `sip`, where it lives below metrics and the registrar.
-pub use crate::sip::Transport;
-
-/// Identifies one TCP/TLS connection for the lifetime of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
+pub use crate::sip::{FlowId, Transport};
 
 /// Where a message came from.
 #[derive(Debug, Clone)]
