@@ -1,4 +1,4 @@
-//! Property tests of the message layer at its seams (STYLE.md 15): generated messages are
+//! Property tests of the message layer at its seams: generated messages are
 //! written as bytes, parsed, and every field read back must equal what was generated;
 //! forwarding with no edits must give the same bytes; and a TCP-like stream of such
 //! messages with keep-alives between them must frame to the same messages however it is cut.

@@ -1,11 +1,16 @@
-//! RFC 3261 §17.2.2 non-INVITE server transactions, with no I/O.
+//! RFC 3261 §17 transactions as state machines with no I/O: server transactions (the
+//! non-INVITE ones of §17.2.2, and the request side of an INVITE), client transactions
+//! (§17.1), and the INVITE server transaction's timers after its final.
 //!
-//! This module owns the transaction key (§17.2.3), the per-transaction state machine
+//! This module owns the transaction key (§17.2.3), the server state machine
 //! (Trying → Proceeding → Completed → Terminated) and the shared table that absorbs request
 //! retransmissions, replays the last response and expires transactions on Timer J. It must not
-//! touch sockets, spawn tasks, sleep or read the clock: every event takes `now: Instant`, and the
-//! one async driver in the transport/app layer owns sending and sleeping (it sleeps until
-//! [`TransactionTable::next_deadline`] and then calls [`TransactionTable::poll`]). It does not
+//! touch sockets, spawn tasks, sleep or read the clock: every event takes `now: Instant`. The
+//! server table sends nothing on a timer (a server transaction only forgets), so no driver
+//! sleeps on it: the one purge task calls [`TransactionTable::poll`] every
+//! `registrar.purge_interval`, which frees what expired by then (its ordered deadline index
+//! reads only due entries; [`TransactionTable::next_deadline`] tells when the next one is).
+//! The proxy's driver runs the client transactions' timers (`proxy::drive`). It does not
 //! parse SIP either: callers pass the typed values the `sip` layer already extracted.
 //!
 //! `client.rs` holds the client transactions (§17.1, INVITE and non-INVITE, Timers A–F, K, M)
