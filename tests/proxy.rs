@@ -24,8 +24,9 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sipp/{name}"))
 }
 
+/// The binary: these tests drive it with SIPp.
 fn start() -> Server {
-    Server::start(&Options {
+    Server::start_binary(&Options {
         accounts: &[
             ("alice", ALICE_PW),
             ("bob", BOB_PW),

@@ -7,7 +7,7 @@ fn register_over_udp_and_tcp_with_md5_and_sha256() {
     let server = Server::start(&Options::default());
     for proto in [Proto::Udp, Proto::Tcp] {
         for alg in ["MD5", "SHA-256"] {
-            let mut c = Client::new(proto, server.udp);
+            let mut c = server.client(proto);
             let r = register(&mut c, &Register::new("alice"), "alice-secret-1", alg);
             assert_eq!(r.status(), 200, "{proto:?} {alg}: {}", r.text);
             assert!(

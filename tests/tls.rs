@@ -27,6 +27,14 @@ fn tls_server(client_auth: &str) -> Server {
     })
 }
 
+/// The binary with a TLS listener: for `openssl s_client` and SIGHUP.
+fn tls_binary(client_auth: &str) -> Server {
+    Server::start_binary(&Options {
+        tls: Some(client_auth),
+        ..Options::default()
+    })
+}
+
 fn tls_addr(server: &Server) -> SocketAddr {
     server.tls.expect("a TLS listener")
 }
@@ -437,7 +445,7 @@ fn openssl_s_client_registers_with_the_dev_client_certificate() {
     if !require_tool("openssl", "openssl") {
         return;
     }
-    let server = tls_server("optional");
+    let server = tls_binary("optional");
     let certs = dev_certs();
     let (cert, key) = client_cert("alice");
     let msg = |user: &str| {
@@ -506,7 +514,7 @@ fn t7_old_protocols_weak_suites_and_small_keys_are_refused() {
     if !require_tool("openssl", "openssl") {
         return;
     }
-    let server = tls_server("optional");
+    let server = tls_binary("optional");
     let ca = dev_certs().join("ca.pem");
     let ca = ca.to_str().unwrap();
     let attempts: &[(&str, &[&str])] = &[
@@ -704,7 +712,7 @@ fn pem_sha256(path: &Path) -> String {
 /// certificate; a later reload with a broken key keeps the last good material.
 #[test]
 fn t13_sighup_swaps_the_certificate_without_dropping_phones() {
-    let mut server = tls_server("optional");
+    let mut server = tls_binary("optional");
     let addr = tls_addr(&server);
     let old_ca = dev_certs().join("ca.pem");
     let mut phone = Client::tls(addr, None).expect("handshake");

@@ -360,7 +360,7 @@ fn assert_no_bindings(server: &Server, what: &str) {
 /// A client of `server` over `proto` (TLS: no client certificate).
 fn client(server: &Server, proto: Proto) -> Client {
     match proto {
-        Proto::Udp | Proto::Tcp => Client::new(proto, server.udp),
+        Proto::Udp | Proto::Tcp => server.client(proto),
         Proto::Tls => Client::new(proto, server.tls.expect("server has a TLS listener")),
     }
 }
