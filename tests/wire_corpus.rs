@@ -482,11 +482,33 @@ fn after_file(server: &Server, file: &str, mode: Mode) {
     }
 }
 
+/// How many cases of one mode run at once, each on its own in-process server: a case mostly
+/// waits (for silence, or for a header deadline), so they overlap well.
+const CONCURRENT_CASES: usize = 8;
+
+/// Runs every case in `mode`, [`CONCURRENT_CASES`] at a time; each case's failure is printed
+/// as it happens and the test fails naming every file that failed.
 fn run_all(mode: Mode) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
     let started = Instant::now();
-    for case in CASES {
-        run_case(case, mode);
-    }
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENT_CASES {
+            scope.spawn(|| loop {
+                let Some(case) = CASES.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let run = std::panic::catch_unwind(|| run_case(case, mode));
+                if run.is_err() {
+                    failed.lock().unwrap().push(case.file);
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "{mode:?}: failed for {failed:?}");
     eprintln!(
         "{mode:?}: {} files in {:.1?}",
         CASES.len(),
