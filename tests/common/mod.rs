@@ -992,24 +992,67 @@ impl Register {
     }
 }
 
+/// `reg`'s next REGISTER (CSeq + 1) carrying Digest `alg` credentials of
+/// `username`/`password` for `nonce`, a fresh cnonce and nc 1.
+pub fn with_credentials(
+    reg: &Register,
+    alg: &str,
+    username: &str,
+    password: &str,
+    nonce: &str,
+) -> Register {
+    let mut next = reg.clone();
+    next.cseq += 1;
+    next.authorization = vec![authorization(
+        alg,
+        username,
+        password,
+        "REGISTER",
+        &reg.ruri,
+        nonce,
+        1,
+        &rand_token(),
+    )];
+    next
+}
+
 /// Registers `user` with Digest `alg`: REGISTER → 401 → REGISTER with credentials.
 /// Returns the final response.
 pub fn register(c: &mut Client, reg: &Register, password: &str, alg: &str) -> Resp {
     let first = c.request(&reg.build(c)).expect("401");
     assert_eq!(first.status(), 401, "{}", first.text);
-    let mut next = reg.clone();
-    next.cseq += 1;
-    next.authorization = vec![authorization(
-        alg,
-        &reg.user,
-        password,
-        "REGISTER",
-        &reg.ruri,
-        &first.nonce(),
-        1,
-        &rand_token(),
-    )];
+    let next = with_credentials(reg, alg, &reg.user, password, &first.nonce());
     c.request(&next.build(c)).expect("final response")
+}
+
+/// Where a registration attempt stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No answer to the request without credentials.
+    NoChallenge,
+    /// Challenged, then the credentials were dropped (see [`Server::request_or_drop`]).
+    Dropped,
+}
+
+/// REGISTER `reg` with `password` (401, then MD5 Digest): the final status, or where the
+/// server went silent.
+pub fn try_register(
+    server: &Server,
+    c: &mut Client,
+    reg: &Register,
+    password: &str,
+) -> Result<u16, Step> {
+    let first = c.request(&reg.build(c)).ok_or(Step::NoChallenge)?;
+    assert_eq!(first.status(), 401, "{}", first.text);
+    let next = with_credentials(reg, "MD5", &reg.user, password, &first.nonce());
+    // A REGISTER without credentials: answered (challenged) even from a throttled source.
+    let mut probe = reg.clone();
+    probe.call_id = rand_token();
+    let (msg, probe) = (next.build(c), probe.build(c));
+    server
+        .request_or_drop(c, &msg, &probe)
+        .map(|r| r.status())
+        .ok_or(Step::Dropped)
 }
 
 pub fn rand_token() -> String {
@@ -1026,6 +1069,54 @@ pub fn rand_token() -> String {
 // ---- Helpers added for the wire-corpus, SIPp and svwar tests. ----
 
 impl Server {
+    /// The sum of `sipward_sip_dropped_total` over every reason.
+    pub fn dropped_total(&self) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("sipward_sip_dropped_total{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+            .sum()
+    }
+
+    /// Sends `msg` from `c` (whose other requests are all answered before this call) and
+    /// returns its answer, or `None` when the server dropped it: its drop counter went up
+    /// with no answer on `c`, and then the answer to `probe` (a request the server answers,
+    /// with another Call-ID) came with no answer to `msg` before it. No fixed wait: a drop
+    /// is seen as soon as the server counts it. Only for a server that gets no other
+    /// traffic meanwhile (the counter is the server's, not the client's).
+    pub fn request_or_drop(&self, c: &mut Client, msg: &str, probe: &str) -> Option<Resp> {
+        let before = self.dropped_total();
+        c.send_raw(msg.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = c.recv(Duration::from_millis(20)) {
+                return Some(r);
+            }
+            if self.dropped_total() > before {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // Neither answered nor counted: silence for 10 s.
+                return None;
+            }
+        }
+        let call_id = |text: &str| {
+            Resp {
+                text: text.to_string(),
+            }
+            .header("Call-ID")
+        };
+        let probe_call = call_id(probe);
+        assert_ne!(probe_call, call_id(msg), "the probe needs its own Call-ID");
+        c.send_raw(probe.as_bytes());
+        let r = c.recv(Duration::from_secs(2)).expect("the probe is answered");
+        if r.header("Call-ID") == probe_call {
+            None
+        } else {
+            Some(r)
+        }
+    }
+
     /// The admin bindings view (`GET /admin/v1/bindings`) as JSON text.
     pub fn admin_bindings(&self) -> String {
         let (status, body) = self
