@@ -23,7 +23,7 @@ fn end_to_end_sipp_md5_rust_sha256_and_device_listing() {
         return;
     }
     let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    let s = TokenServer::start_binary(&idp, &Setup::default());
     let token = idp.token_for("alice");
     let started = Instant::now();
     let cred = s.credential(&token, "laptop-7f3a");
@@ -406,10 +406,10 @@ fn credentials_survive_a_restart_and_the_database_holds_no_password_or_ha1() {
         200
     );
     assert_eq!(s.server.terminate(), Some(0), "{}", s.server.stderr());
-    let (port, http_port) = (s.port, s.http_port);
+    let ports = s.ports();
     drop(s);
 
-    let s = TokenServer::start_on(&idp, &setup, port, http_port);
+    let s = TokenServer::start_on(&idp, &setup, ports);
     assert_eq!(s.metric("sipward_devices_active"), 1.0);
     let mut c = Client::new(Proto::Udp, s.server.udp);
     for alg in ["MD5", "SHA-256"] {
