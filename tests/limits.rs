@@ -73,7 +73,12 @@ fn failing_source_is_dropped_and_other_sources_are_not_affected() {
     // authenticated as. A request without credentials is still challenged (a working
     // phone's refresh starts that way; see the NAT test below).
     assert_eq!(
-        try_register(&server, &mut attacker, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut attacker,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped),
         "blocked source still answered"
     );
@@ -96,7 +101,10 @@ fn distributed_guessing_of_one_user_does_not_lock_out_the_users_phone() {
     let mut phone = Client::udp_from("127.0.0.2", server.udp);
     let mut reg = Register::new("alice");
     reg.contact = Some(format!("<sip:alice@{}>", phone.local));
-    assert_eq!(try_register(&server, &mut phone, &reg, "alice-secret-1"), Ok(200));
+    assert_eq!(
+        try_register(&server, &mut phone, &reg, "alice-secret-1"),
+        Ok(200)
+    );
     // 30 guesses from three other addresses, interleaved with the phone's refreshes.
     let mut guessers: Vec<Client> = ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
         .iter()
@@ -120,12 +128,22 @@ fn distributed_guessing_of_one_user_does_not_lock_out_the_users_phone() {
     // The username is blocked for everyone else: guessers, and a new address even with the
     // right password.
     assert_eq!(
-        try_register(&server, &mut guessers[0], &Register::new("alice"), "guess-x"),
+        try_register(
+            &server,
+            &mut guessers[0],
+            &Register::new("alice"),
+            "guess-x"
+        ),
         Err(Step::Dropped)
     );
     let mut stranger = Client::udp_from("127.0.0.6", server.udp);
     assert_eq!(
-        try_register(&server, &mut stranger, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut stranger,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped)
     );
     assert!(server.metric("sipward_sip_dropped_total{reason=\"throttled\"}") >= 2.0);
@@ -150,7 +168,10 @@ fn one_source_guessing_many_users_is_throttled_but_its_known_phone_is_not() {
     });
     let mut source = Client::udp_from("127.0.0.7", server.udp);
     let alice = Register::new("alice");
-    assert_eq!(try_register(&server, &mut source, &alice, "alice-secret-1"), Ok(200));
+    assert_eq!(
+        try_register(&server, &mut source, &alice, "alice-secret-1"),
+        Ok(200)
+    );
     for (user, _) in users.iter().take(20) {
         assert_eq!(
             try_register(&server, &mut source, &Register::new(user), "wrong"),
@@ -211,7 +232,12 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
         })
         .collect();
     for (c, reg, password) in &mut phones {
-        assert_eq!(try_register(&server, c, reg, password), Ok(200), "{}", reg.user);
+        assert_eq!(
+            try_register(&server, c, reg, password),
+            Ok(200),
+            "{}",
+            reg.user
+        );
     }
     // The passwords change; the phone retries the stale ones (defaults: 20 failures per
     // source in 60 s block the address, 10 per user block the username).
@@ -231,7 +257,12 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     // The address is blocked: a phone that never registered from it is refused too.
     let mut newcomer = Client::udp_from("127.0.0.9", server.udp);
     assert_eq!(
-        try_register(&server, &mut newcomer, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut newcomer,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped),
         "the office address is not blocked"
     );
@@ -245,7 +276,12 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     // Every working phone behind the same address refreshes.
     for (c, reg, password) in working.iter_mut() {
         reg.call_id = rand_token();
-        assert_eq!(try_register(&server, c, reg, password), Ok(200), "{}", reg.user);
+        assert_eq!(
+            try_register(&server, c, reg, password),
+            Ok(200),
+            "{}",
+            reg.user
+        );
     }
     assert!(server.metric("sipward_sip_dropped_total{reason=\"throttled\"}") >= 4.0);
 }

@@ -184,11 +184,11 @@ fn write_config(
             "[[domains]]\nname = \"{domain}\"\nalgorithms = [{algs}]\n\n"
         ));
     }
-    let accounts = opts
-        .accounts
-        .iter()
-        .map(|a| (DOMAIN, a))
-        .chain(extra.iter().flat_map(|(d, accounts)| accounts.iter().map(move |a| (*d, a))));
+    let accounts = opts.accounts.iter().map(|a| (DOMAIN, a)).chain(
+        extra
+            .iter()
+            .flat_map(|(d, accounts)| accounts.iter().map(move |a| (*d, a))),
+    );
     for (n, (domain, (user, pw))) in accounts.enumerate() {
         let file = dir.join(format!("account-{n}.pw"));
         std::fs::write(&file, pw).unwrap();
@@ -643,6 +643,15 @@ impl Resp {
             .expect("a challenge");
         param(&ch, "nonce").expect("nonce in challenge")
     }
+
+    /// The nonce of the WWW-Authenticate challenge for Digest `alg`, if there is one.
+    pub fn nonce_for(&self, alg: &str) -> Option<String> {
+        let ch = self
+            .headers("WWW-Authenticate")
+            .into_iter()
+            .find(|h| h.contains(&format!("algorithm={alg}")))?;
+        param(&ch, "nonce")
+    }
 }
 
 /// A quoted or token parameter from a challenge-like value.
@@ -1074,7 +1083,10 @@ impl Server {
         self.metrics()
             .lines()
             .filter(|l| l.starts_with("sipward_sip_dropped_total{"))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            })
             .sum()
     }
 
@@ -1109,7 +1121,9 @@ impl Server {
         let probe_call = call_id(probe);
         assert_ne!(probe_call, call_id(msg), "the probe needs its own Call-ID");
         c.send_raw(probe.as_bytes());
-        let r = c.recv(Duration::from_secs(2)).expect("the probe is answered");
+        let r = c
+            .recv(Duration::from_secs(2))
+            .expect("the probe is answered");
         if r.header("Call-ID") == probe_call {
             None
         } else {

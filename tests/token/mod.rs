@@ -196,6 +196,18 @@ pub fn idp_available() -> bool {
     false
 }
 
+/// A test IdP and an in-process token server for `setup` pointed at it; `None` (the test
+/// does not run, said loudly; a failure under `CI=true`) without Node and the IdP's packages.
+/// The IdP lives as long as the returned value.
+pub fn idp_and_server(setup: &Setup<'_>) -> Option<(Idp, TokenServer)> {
+    if !idp_available() {
+        return None;
+    }
+    let idp = Idp::start();
+    let server = TokenServer::start(&idp, setup);
+    Some((idp, server))
+}
+
 pub fn idp_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
 }
@@ -589,24 +601,10 @@ pub fn register_with(
     reg.expires = expires.map(str::to_string);
     let first = c.request(&reg.build(c)).expect("401");
     assert_eq!(first.status(), 401, "{}", first.text);
-    let challenge = first
-        .headers("WWW-Authenticate")
-        .into_iter()
-        .find(|h| h.contains(&format!("algorithm={alg}")))
+    let nonce = first
+        .nonce_for(alg)
         .unwrap_or_else(|| panic!("no {alg} challenge in {}", first.text));
-    let nonce = crate::common::param(&challenge, "nonce").unwrap();
-    let mut next = reg.clone();
-    next.cseq += 1;
-    next.authorization = vec![crate::common::authorization(
-        alg,
-        &cred.username,
-        &cred.password,
-        "REGISTER",
-        &reg.ruri,
-        &nonce,
-        1,
-        &crate::common::rand_token(),
-    )];
+    let next = crate::common::with_credentials(&reg, alg, &cred.username, &cred.password, &nonce);
     c.request(&next.build(c)).expect("final response")
 }
 
