@@ -1154,7 +1154,7 @@ impl Server {
             if pred(v) || start.elapsed() >= timeout {
                 return (v, start.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 }
