@@ -1,4 +1,4 @@
-//! Limits a client controls, against the real binary: the TCP connection cap (taken before
+//! Limits a client controls, against the in-process server: the TCP connection cap (taken before
 //! accept), the TCP idle timeout, and the failure limiters (E8: an attacking source is
 //! dropped, other sources are not affected; a guessed user's own phone and the working phones
 //! behind a broken phone's NAT address are not locked out).

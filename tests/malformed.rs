@@ -1,5 +1,5 @@
 //! Issue 12 item 13: malformed requests get an answer naming the problem instead of silence,
-//! on the real binary over UDP and TCP: LF-only line ends (400, our decision), more header
+//! on the in-process server over UDP and TCP: LF-only line ends (400, our decision), more header
 //! lines than `sip.max_headers` (513), a header name holding a control character (400), a
 //! stream that cannot be framed (400 / 413, then closed), and, where no reply address can be
 //! read (no Via), a drop that is counted (and over TCP closes the connection). Answers are

@@ -1,5 +1,5 @@
-//! The proxy against the real binary, with SIPp as the phones (and a rustls client where SIPp
-//! has no TLS): calls over UDP, TCP and UDP→TLS; CANCEL before answer; forking to two
+//! The proxy with SIPp as the phones, against the real binary (and a rustls client where SIPp
+//! has no TLS), and with Rust-driven phones against the in-process server: calls over UDP, TCP and UDP→TLS; CANCEL before answer; forking to two
 //! bindings; the refusals (407 before any lookup, 404, 480, 483, 482); byte-faithful
 //! forwarding of unknown headers and the body; 2xx retransmissions relayed and INVITE
 //! retransmissions absorbed.

@@ -1,6 +1,7 @@
 //! End-to-end tests of REGISTER authentication and the registrar rules (docs/testing.md §2, A1–A21),
 //! of user enumeration (§3, E1–E5), and of a few server-wide behaviours (OPTIONS to us, Require,
-//! REGISTER outcome metrics, SIGTERM drain, `check-config`), against the real binary.
+//! REGISTER outcome metrics, SIGTERM drain, `check-config`), against the in-process server
+//! (the binary for SIGTERM and `check-config`).
 //!
 //! Every case runs over UDP and TCP. One server per test function, reused for both transports;
 //! where state would interfere, each transport's part cleans up after itself. Note that TCP

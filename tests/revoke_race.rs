@@ -1,7 +1,7 @@
 //! Revocation is linearisable with binding creation (issue 12, item 1): REGISTERs with a
 //! device credential race a `DELETE /v1/sip/devices/{id}` (and an admin user revoke) on the
-//! real binary; after the revoke's response no binding made with that credential exists, and
-//! none appears afterwards.
+//! in-process server; after the revoke's response no binding made with that credential
+//! exists, and none appears afterwards.
 //!
 //! Each trial runs several REGISTER loops (a new Call-ID per REGISTER, so each one is a new
 //! binding decision) with one device's credential while the device is deleted; the loops go

@@ -1,4 +1,4 @@
-//! SIP over TLS against the real binary: REGISTER with Digest (MD5, SHA-256) and with a client
+//! SIP over TLS against the in-process server (the binary for `openssl s_client` and SIGHUP): REGISTER with Digest (MD5, SHA-256) and with a client
 //! certificate alone, driven by a rustls client and by `openssl s_client`; the certificate
 //! identity rule; docs/testing.md T1–T3, T5–T7, T9, T11 and T13; flows; reload on SIGHUP.
 //!

@@ -1,4 +1,4 @@
-//! docs/testing.md §6, J1–J16 and J20, against the real binary and the real OpenID provider in
+//! docs/testing.md §6, J1–J16 and J20, against the in-process server and the real OpenID provider in
 //! `tests/idp`. Forged tokens are signed by the tests with keys the IdP does not publish;
 //! tokens with bad claims but a valid signature are signed by the IdP's own key through its
 //! test-only `/test/sign`. Every token fault must get the same 401 body and issue nothing.

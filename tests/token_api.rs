@@ -1,4 +1,4 @@
-//! The token API end to end: the real `sipward` binary, the real OpenID provider in
+//! The token API end to end: the in-process server (the binary for the SIPp case), the real OpenID provider in
 //! `tests/idp` (npm oidc-provider), SIPp and a Rust SIP client. A token minted by the IdP is
 //! exchanged for a per-device credential that registers with MD5 (SIPp) and SHA-256; devices
 //! are listed, revoked (bindings gone at once), capped, rate limited, and survive a restart;

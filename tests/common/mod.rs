@@ -75,6 +75,8 @@ pub struct Options<'a> {
     pub tls_extra: &'a str,
     /// Extra TOML appended to the `example.test` [[domains]] entry.
     pub domain: &'a str,
+    /// The `[log]` level (`RUST_LOG`, when set, wins, as for the binary).
+    pub log_level: &'a str,
 }
 
 impl Default for Options<'_> {
@@ -88,6 +90,7 @@ impl Default for Options<'_> {
             tls: None,
             tls_extra: "",
             domain: "",
+            log_level: "warn",
         }
     }
 }
@@ -200,9 +203,9 @@ fn write_config(
     let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
     let (port, http_port) = (ports.sip, ports.http);
     let config = format!(
-        "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
+        "[log]\nlevel = \"{}\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
          [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
-        opts.sip, opts.registrar, opts.auth,
+        opts.log_level, opts.sip, opts.registrar, opts.auth,
     );
     let config_path = dir.join("sipward.toml");
     std::fs::write(&config_path, config).unwrap();

@@ -475,7 +475,7 @@ impl TokenServer {
         TokenServer { server, config }
     }
 
-    /// The `sipward` binary for `setup`, on free ports (for tests of the binary's logs).
+    /// The `sipward` binary for `setup`, on free ports (for the tests that drive it with SIPp).
     pub fn start_binary(idp: &Idp, setup: &Setup<'_>) -> TokenServer {
         let port = free_port();
         let ports = Ports {
