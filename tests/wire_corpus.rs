@@ -504,13 +504,11 @@ fn run_all(mode: Mode) {
     let failed = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..CONCURRENT_CASES {
-            scope.spawn(|| loop {
-                let Some(case) = CASES.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let run = std::panic::catch_unwind(|| run_case(case, mode));
-                if run.is_err() {
-                    failed.lock().unwrap().push(case.file);
+            scope.spawn(|| {
+                while let Some(case) = CASES.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if std::panic::catch_unwind(|| run_case(case, mode)).is_err() {
+                        failed.lock().unwrap().push(case.file);
+                    }
                 }
             });
         }
