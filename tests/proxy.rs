@@ -157,44 +157,43 @@ impl Sipp {
     }
 }
 
-impl Sipp {
-    /// A SIPp callee registering as bob and running `scenario_file` on `port`.
-    fn callee(
-        server: &Server,
-        scenario_file: &str,
-        transport: &str,
-        port: u16,
-        call_id: &str,
-    ) -> Sipp {
-        Sipp::spawn(
-            server.udp,
-            scenario_file,
-            transport,
-            port,
-            call_id,
-            &format!("bob;{}", auth("bob", BOB_PW)),
-            &[],
-        )
-    }
+/// Who a SIPp phone is.
+#[derive(Clone, Copy)]
+enum Role {
+    /// bob, registering itself from its scenario.
+    Callee,
+    /// alice, registered from its port first (see [`register_caller`]), calling bob.
+    Caller,
+}
 
-    /// A SIPp caller, alice (registered from `port` first, see [`register_caller`]), calling
-    /// bob with `scenario_file`.
-    fn caller(
+impl Sipp {
+    /// A SIPp phone in `role` running `scenario_file` over `transport` on `port`.
+    fn phone(
         server: &Server,
+        role: Role,
         scenario_file: &str,
         transport: &str,
         port: u16,
         call_id: &str,
     ) -> Sipp {
-        register_caller(server, port);
+        let (fields, extra): (String, &[&str]) = match role {
+            Role::Callee => (format!("bob;{}", auth("bob", BOB_PW)), &[]),
+            Role::Caller => {
+                register_caller(server, port);
+                (
+                    format!("alice;bob;{}", auth("alice", ALICE_PW)),
+                    &["-auth_uri", "bob@example.test"],
+                )
+            }
+        };
         Sipp::spawn(
             server.udp,
             scenario_file,
             transport,
             port,
             call_id,
-            &format!("alice;bob;{}", auth("alice", ALICE_PW)),
-            &["-auth_uri", "bob@example.test"],
+            &fields,
+            extra,
         )
     }
 }
@@ -242,9 +241,23 @@ fn call_over(transport: &str) {
     let server = start_binary();
     let call_id = format!("call-{}", rand_token());
     let (uas_port, uac_port) = (free_port(), free_port());
-    let uas = Sipp::callee(&server, "uas-answer.xml", transport, uas_port, &call_id);
+    let uas = Sipp::phone(
+        &server,
+        Role::Callee,
+        "uas-answer.xml",
+        transport,
+        uas_port,
+        &call_id,
+    );
     wait_bindings(&server, 1.0);
-    let uac = Sipp::caller(&server, "uac-call.xml", transport, uac_port, &call_id);
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
+        "uac-call.xml",
+        transport,
+        uac_port,
+        &call_id,
+    );
     uac.expect_success_with(Duration::from_secs(40), &[&uas]);
     uas.expect_success(Duration::from_secs(10));
     assert_eq!(proxied(&server, "INVITE", "2xx"), 1.0);
@@ -341,7 +354,14 @@ fn call_from_udp_to_tls() {
     let mut phone = TlsPhone::register(&server, "bob", BOB_PW);
     let call_id = format!("call-{}", rand_token());
     let uac_port = free_port();
-    let uac = Sipp::caller(&server, "uac-call.xml", "u1", uac_port, &call_id);
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
+        "uac-call.xml",
+        "u1",
+        uac_port,
+        &call_id,
+    );
     let invite = phone.next("INVITE");
     assert!(
         invite.text.starts_with("INVITE sip:bob@"),
@@ -376,9 +396,23 @@ fn cancel_before_answer() {
     let server = start_binary();
     let call_id = format!("cancel-{}", rand_token());
     let (uas_port, uac_port) = (free_port(), free_port());
-    let uas = Sipp::callee(&server, "uas-ring-cancel.xml", "u1", uas_port, &call_id);
+    let uas = Sipp::phone(
+        &server,
+        Role::Callee,
+        "uas-ring-cancel.xml",
+        "u1",
+        uas_port,
+        &call_id,
+    );
     wait_bindings(&server, 1.0);
-    let uac = Sipp::caller(&server, "uac-cancel.xml", "u1", uac_port, &call_id);
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
+        "uac-cancel.xml",
+        "u1",
+        uac_port,
+        &call_id,
+    );
     uac.expect_success_with(Duration::from_secs(40), &[&uas]);
     uas.expect_success(Duration::from_secs(10));
     assert_eq!(proxied(&server, "INVITE", "4xx"), 1.0, "the 487 went up");
@@ -394,11 +428,32 @@ fn fork_to_two_bindings_first_200_wins() {
     let server = start_binary();
     let call_id = format!("fork-{}", rand_token());
     let (answer_port, ring_port, uac_port) = (free_port(), free_port(), free_port());
-    let ringer = Sipp::callee(&server, "uas-ring-cancel.xml", "u1", ring_port, &call_id);
+    let ringer = Sipp::phone(
+        &server,
+        Role::Callee,
+        "uas-ring-cancel.xml",
+        "u1",
+        ring_port,
+        &call_id,
+    );
     wait_bindings(&server, 1.0);
-    let answerer = Sipp::callee(&server, "uas-answer.xml", "u1", answer_port, &call_id);
+    let answerer = Sipp::phone(
+        &server,
+        Role::Callee,
+        "uas-answer.xml",
+        "u1",
+        answer_port,
+        &call_id,
+    );
     wait_bindings(&server, 2.0);
-    let uac = Sipp::caller(&server, "uac-call.xml", "u1", uac_port, &call_id);
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
+        "uac-call.xml",
+        "u1",
+        uac_port,
+        &call_id,
+    );
     uac.expect_success_with(Duration::from_secs(40), &[&answerer, &ringer]);
     answerer.expect_success(Duration::from_secs(10));
     ringer.expect_success(Duration::from_secs(10));
