@@ -1,4 +1,4 @@
-//! Limits a client controls, against the real binary: the TCP connection cap (taken before
+//! Limits a client controls, against the in-process server: the TCP connection cap (taken before
 //! accept), the TCP idle timeout, and the failure limiters (E8: an attacking source is
 //! dropped, other sources are not affected; a guessed user's own phone and the working phones
 //! behind a broken phone's NAT address are not locked out).
@@ -73,7 +73,12 @@ fn failing_source_is_dropped_and_other_sources_are_not_affected() {
     // authenticated as. A request without credentials is still challenged (a working
     // phone's refresh starts that way; see the NAT test below).
     assert_eq!(
-        try_register(&mut attacker, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut attacker,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped),
         "blocked source still answered"
     );
@@ -82,37 +87,6 @@ fn failing_source_is_dropped_and_other_sources_are_not_affected() {
     let mut other = Client::udp_from("127.0.0.2", server.udp);
     let r = register(&mut other, &Register::new("alice"), "alice-secret-1", "MD5");
     assert_eq!(r.status(), 200, "{}", r.text);
-}
-
-/// Where a registration attempt stopped.
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    /// No answer to the request without credentials.
-    NoChallenge,
-    /// Challenged, then no answer to the credentials.
-    Dropped,
-}
-
-/// REGISTER `reg` with `password` (401, then MD5 Digest): the final status, or where the
-/// server went silent.
-fn try_register(c: &mut Client, reg: &Register, password: &str) -> Result<u16, Step> {
-    let first = c.request(&reg.build(c)).ok_or(Step::NoChallenge)?;
-    assert_eq!(first.status(), 401, "{}", first.text);
-    let mut next = reg.clone();
-    next.cseq += 1;
-    next.authorization = vec![authorization(
-        "MD5",
-        &reg.user,
-        password,
-        "REGISTER",
-        &reg.ruri,
-        &first.nonce(),
-        1,
-        &rand_token(),
-    )];
-    c.request(&next.build(c))
-        .map(|r| r.status())
-        .ok_or(Step::Dropped)
 }
 
 /// Issue 12 item 12, case 1: many addresses guess one user's password. The user limit
@@ -127,7 +101,10 @@ fn distributed_guessing_of_one_user_does_not_lock_out_the_users_phone() {
     let mut phone = Client::udp_from("127.0.0.2", server.udp);
     let mut reg = Register::new("alice");
     reg.contact = Some(format!("<sip:alice@{}>", phone.local));
-    assert_eq!(try_register(&mut phone, &reg, "alice-secret-1"), Ok(200));
+    assert_eq!(
+        try_register(&server, &mut phone, &reg, "alice-secret-1"),
+        Ok(200)
+    );
     // 30 guesses from three other addresses, interleaved with the phone's refreshes.
     let mut guessers: Vec<Client> = ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
         .iter()
@@ -137,11 +114,11 @@ fn distributed_guessing_of_one_user_does_not_lock_out_the_users_phone() {
     for round in 0..10 {
         for g in &mut guessers {
             let guess = format!("guess-{round}");
-            let _ = try_register(g, &Register::new("alice"), &guess);
+            let _ = try_register(&server, g, &Register::new("alice"), &guess);
         }
         reg.call_id = rand_token();
         assert_eq!(
-            try_register(&mut phone, &reg, "alice-secret-1"),
+            try_register(&server, &mut phone, &reg, "alice-secret-1"),
             Ok(200),
             "round {round}: alice's own phone was refused"
         );
@@ -151,12 +128,22 @@ fn distributed_guessing_of_one_user_does_not_lock_out_the_users_phone() {
     // The username is blocked for everyone else: guessers, and a new address even with the
     // right password.
     assert_eq!(
-        try_register(&mut guessers[0], &Register::new("alice"), "guess-x"),
+        try_register(
+            &server,
+            &mut guessers[0],
+            &Register::new("alice"),
+            "guess-x"
+        ),
         Err(Step::Dropped)
     );
     let mut stranger = Client::udp_from("127.0.0.6", server.udp);
     assert_eq!(
-        try_register(&mut stranger, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut stranger,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped)
     );
     assert!(server.metric("sipward_sip_dropped_total{reason=\"throttled\"}") >= 2.0);
@@ -181,34 +168,37 @@ fn one_source_guessing_many_users_is_throttled_but_its_known_phone_is_not() {
     });
     let mut source = Client::udp_from("127.0.0.7", server.udp);
     let alice = Register::new("alice");
-    assert_eq!(try_register(&mut source, &alice, "alice-secret-1"), Ok(200));
+    assert_eq!(
+        try_register(&server, &mut source, &alice, "alice-secret-1"),
+        Ok(200)
+    );
     for (user, _) in users.iter().take(20) {
         assert_eq!(
-            try_register(&mut source, &Register::new(user), "wrong"),
+            try_register(&server, &mut source, &Register::new(user), "wrong"),
             Ok(401),
             "{user}"
         );
     }
     // Blocked now, for a guess and for a correct password of a user it never was.
     assert_eq!(
-        try_register(&mut source, &Register::new("user25"), "wrong"),
+        try_register(&server, &mut source, &Register::new("user25"), "wrong"),
         Err(Step::Dropped)
     );
     assert_eq!(
-        try_register(&mut source, &Register::new("user26"), "secret-26"),
+        try_register(&server, &mut source, &Register::new("user26"), "secret-26"),
         Err(Step::Dropped)
     );
     // The phone that authenticated as alice from there still registers.
     let mut refresh = alice.clone();
     refresh.call_id = rand_token();
     assert_eq!(
-        try_register(&mut source, &refresh, "alice-secret-1"),
+        try_register(&server, &mut source, &refresh, "alice-secret-1"),
         Ok(200)
     );
     // Other addresses are unaffected.
     let mut other = Client::udp_from("127.0.0.8", server.udp);
     assert_eq!(
-        try_register(&mut other, &Register::new("user26"), "secret-26"),
+        try_register(&server, &mut other, &Register::new("user26"), "secret-26"),
         Ok(200)
     );
 }
@@ -242,7 +232,12 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
         })
         .collect();
     for (c, reg, password) in &mut phones {
-        assert_eq!(try_register(c, reg, password), Ok(200), "{}", reg.user);
+        assert_eq!(
+            try_register(&server, c, reg, password),
+            Ok(200),
+            "{}",
+            reg.user
+        );
     }
     // The passwords change; the phone retries the stale ones (defaults: 20 failures per
     // source in 60 s block the address, 10 per user block the username).
@@ -251,7 +246,7 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     for _ in 0..11 {
         for line in broken.iter_mut() {
             line.1.call_id = rand_token();
-            match try_register(&mut line.0, &line.1, "stale-password") {
+            match try_register(&server, &mut line.0, &line.1, "stale-password") {
                 Ok(401) => failures += 1,
                 Ok(other) => panic!("the stale password got {other}"),
                 Err(_) => {}
@@ -262,13 +257,18 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     // The address is blocked: a phone that never registered from it is refused too.
     let mut newcomer = Client::udp_from("127.0.0.9", server.udp);
     assert_eq!(
-        try_register(&mut newcomer, &Register::new("alice"), "alice-secret-1"),
+        try_register(
+            &server,
+            &mut newcomer,
+            &Register::new("alice"),
+            "alice-secret-1"
+        ),
         Err(Step::Dropped),
         "the office address is not blocked"
     );
     for line in broken.iter_mut() {
         assert_eq!(
-            try_register(&mut line.0, &line.1, "stale-password"),
+            try_register(&server, &mut line.0, &line.1, "stale-password"),
             Err(Step::Dropped),
             "the broken phone is throttled"
         );
@@ -276,7 +276,12 @@ fn a_broken_phone_behind_one_nat_address_does_not_lock_out_the_office() {
     // Every working phone behind the same address refreshes.
     for (c, reg, password) in working.iter_mut() {
         reg.call_id = rand_token();
-        assert_eq!(try_register(c, reg, password), Ok(200), "{}", reg.user);
+        assert_eq!(
+            try_register(&server, c, reg, password),
+            Ok(200),
+            "{}",
+            reg.user
+        );
     }
     assert!(server.metric("sipward_sip_dropped_total{reason=\"throttled\"}") >= 4.0);
 }

@@ -1,5 +1,5 @@
 //! Issue 12 item 13: malformed requests get an answer naming the problem instead of silence,
-//! on the real binary over UDP and TCP: LF-only line ends (400, our decision), more header
+//! on the in-process server over UDP and TCP: LF-only line ends (400, our decision), more header
 //! lines than `sip.max_headers` (513), a header name holding a control character (400), a
 //! stream that cannot be framed (400 / 413, then closed), and, where no reply address can be
 //! read (no Via), a drop that is counted (and over TCP closes the connection). Answers are
@@ -48,7 +48,7 @@ fn dropped(server: &Server, reason: &str) -> f64 {
 fn lf_only_line_ends_get_400_over_udp_and_tcp() {
     let server = Server::start(&Options::default());
     for proto in [Proto::Udp, Proto::Tcp] {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let call_id = rand_token();
         let msg = register_text(&c, &call_id, "").replace("\r\n", "\n");
         c.send_raw(msg.as_bytes());
@@ -74,7 +74,7 @@ fn lf_only_line_ends_get_400_over_udp_and_tcp() {
 fn more_header_lines_than_the_limit_get_513() {
     let server = Server::start(&Options::default());
     for proto in [Proto::Udp, Proto::Tcp] {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let call_id = rand_token();
         let contacts: String = (0..200)
             .map(|n| format!("Contact: <sip:alice@127.0.0.1:{}>\r\n", 20000 + n))
@@ -99,7 +99,7 @@ fn more_header_lines_than_the_limit_get_513() {
 fn a_control_character_in_a_header_name_gets_400() {
     let server = Server::start(&Options::default());
     for proto in [Proto::Udp, Proto::Tcp] {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let call_id = rand_token();
         let msg = register_text(&c, &call_id, "").replace("\r\nTo:", "\r\nTo\x01:");
         c.send_raw(msg.as_bytes());

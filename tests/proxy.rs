@@ -1,5 +1,5 @@
-//! The proxy against the real binary, with SIPp as the phones (and a rustls client where SIPp
-//! has no TLS): calls over UDP, TCP and UDP→TLS; CANCEL before answer; forking to two
+//! The proxy with SIPp as the phones, against the real binary (and a rustls client where SIPp
+//! has no TLS), and with Rust-driven phones against the in-process server: calls over UDP, TCP and UDP→TLS; CANCEL before answer; forking to two
 //! bindings; the refusals (407 before any lookup, 404, 480, 483, 482); byte-faithful
 //! forwarding of unknown headers and the body; 2xx retransmissions relayed and INVITE
 //! retransmissions absorbed.
@@ -24,13 +24,25 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sipp/{name}"))
 }
 
+const ACCOUNTS: &[Account<'static>] = &[
+    ("alice", ALICE_PW),
+    ("bob", BOB_PW),
+    ("carol", "carol-secret-3"),
+];
+
+/// An in-process server, for the Rust-driven cases.
 fn start() -> Server {
     Server::start(&Options {
-        accounts: &[
-            ("alice", ALICE_PW),
-            ("bob", BOB_PW),
-            ("carol", "carol-secret-3"),
-        ],
+        accounts: ACCOUNTS,
+        tls: Some("optional"),
+        ..Options::default()
+    })
+}
+
+/// The binary, for the cases SIPp drives.
+fn start_binary() -> Server {
+    Server::start_binary(&Options {
+        accounts: ACCOUNTS,
         tls: Some("optional"),
         ..Options::default()
     })
@@ -145,6 +157,47 @@ impl Sipp {
     }
 }
 
+/// Who a SIPp phone is.
+#[derive(Clone, Copy)]
+enum Role {
+    /// bob, registering itself from its scenario.
+    Callee,
+    /// alice, registered from its port first (see [`register_caller`]), calling bob.
+    Caller,
+}
+
+impl Sipp {
+    /// A SIPp phone in `role` running `scenario_file` over `transport` on `port`.
+    fn phone(
+        server: &Server,
+        role: Role,
+        scenario_file: &str,
+        transport: &str,
+        port: u16,
+        call_id: &str,
+    ) -> Sipp {
+        let (fields, extra): (String, &[&str]) = match role {
+            Role::Callee => (format!("bob;{}", auth("bob", BOB_PW)), &[]),
+            Role::Caller => {
+                register_caller(server, port);
+                (
+                    format!("alice;bob;{}", auth("alice", ALICE_PW)),
+                    &["-auth_uri", "bob@example.test"],
+                )
+            }
+        };
+        Sipp::spawn(
+            server.udp,
+            scenario_file,
+            transport,
+            port,
+            call_id,
+            &fields,
+            extra,
+        )
+    }
+}
+
 impl Drop for Sipp {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -185,28 +238,25 @@ fn call_over(transport: &str) {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let server = start();
+    let server = start_binary();
     let call_id = format!("call-{}", rand_token());
     let (uas_port, uac_port) = (free_port(), free_port());
-    let uas = Sipp::spawn(
-        server.udp,
+    let uas = Sipp::phone(
+        &server,
+        Role::Callee,
         "uas-answer.xml",
         transport,
         uas_port,
         &call_id,
-        &format!("bob;{}", auth("bob", BOB_PW)),
-        &[],
     );
     wait_bindings(&server, 1.0);
-    register_caller(&server, uac_port);
-    let uac = Sipp::spawn(
-        server.udp,
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
         "uac-call.xml",
         transport,
         uac_port,
         &call_id,
-        &format!("alice;bob;{}", auth("alice", ALICE_PW)),
-        &["-auth_uri", "bob@example.test"],
     );
     uac.expect_success_with(Duration::from_secs(40), &[&uas]);
     uas.expect_success(Duration::from_secs(10));
@@ -300,19 +350,17 @@ fn call_from_udp_to_tls() {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let server = start();
+    let server = start_binary();
     let mut phone = TlsPhone::register(&server, "bob", BOB_PW);
     let call_id = format!("call-{}", rand_token());
     let uac_port = free_port();
-    register_caller(&server, uac_port);
-    let uac = Sipp::spawn(
-        server.udp,
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
         "uac-call.xml",
         "u1",
         uac_port,
         &call_id,
-        &format!("alice;bob;{}", auth("alice", ALICE_PW)),
-        &["-auth_uri", "bob@example.test"],
     );
     let invite = phone.next("INVITE");
     assert!(
@@ -345,28 +393,25 @@ fn cancel_before_answer() {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let server = start();
+    let server = start_binary();
     let call_id = format!("cancel-{}", rand_token());
     let (uas_port, uac_port) = (free_port(), free_port());
-    let uas = Sipp::spawn(
-        server.udp,
+    let uas = Sipp::phone(
+        &server,
+        Role::Callee,
         "uas-ring-cancel.xml",
         "u1",
         uas_port,
         &call_id,
-        &format!("bob;{}", auth("bob", BOB_PW)),
-        &[],
     );
     wait_bindings(&server, 1.0);
-    register_caller(&server, uac_port);
-    let uac = Sipp::spawn(
-        server.udp,
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
         "uac-cancel.xml",
         "u1",
         uac_port,
         &call_id,
-        &format!("alice;bob;{}", auth("alice", ALICE_PW)),
-        &["-auth_uri", "bob@example.test"],
     );
     uac.expect_success_with(Duration::from_secs(40), &[&uas]);
     uas.expect_success(Duration::from_secs(10));
@@ -380,38 +425,34 @@ fn fork_to_two_bindings_first_200_wins() {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let server = start();
+    let server = start_binary();
     let call_id = format!("fork-{}", rand_token());
     let (answer_port, ring_port, uac_port) = (free_port(), free_port(), free_port());
-    let ringer = Sipp::spawn(
-        server.udp,
+    let ringer = Sipp::phone(
+        &server,
+        Role::Callee,
         "uas-ring-cancel.xml",
         "u1",
         ring_port,
         &call_id,
-        &format!("bob;{}", auth("bob", BOB_PW)),
-        &[],
     );
     wait_bindings(&server, 1.0);
-    let answerer = Sipp::spawn(
-        server.udp,
+    let answerer = Sipp::phone(
+        &server,
+        Role::Callee,
         "uas-answer.xml",
         "u1",
         answer_port,
         &call_id,
-        &format!("bob;{}", auth("bob", BOB_PW)),
-        &[],
     );
     wait_bindings(&server, 2.0);
-    register_caller(&server, uac_port);
-    let uac = Sipp::spawn(
-        server.udp,
+    let uac = Sipp::phone(
+        &server,
+        Role::Caller,
         "uac-call.xml",
         "u1",
         uac_port,
         &call_id,
-        &format!("alice;bob;{}", auth("alice", ALICE_PW)),
-        &["-auth_uri", "bob@example.test"],
     );
     uac.expect_success_with(Duration::from_secs(40), &[&answerer, &ringer]);
     answerer.expect_success(Duration::from_secs(10));
@@ -592,6 +633,39 @@ fn refusals_407_404_480_483_482() {
     assert_eq!(looped.status_line(), "SIP/2.0 482 Loop Detected");
 }
 
+/// A Rust-driven call: bob's UDP phone has alice's authenticated INVITE (sent with
+/// `extra` header lines and `body`), which sipward answered 100.
+struct Invited {
+    /// Bound by every test (a `..` would drop it, and the server with it).
+    server: Server,
+    bob: Client,
+    /// alice's UDP client.
+    c: Client,
+    call_id: String,
+    /// The authenticated INVITE as sent (for retransmission).
+    sent: Vec<u8>,
+    /// The INVITE as it reached bob.
+    fwd: Resp,
+}
+
+fn invite_bob(extra: &str, body: &[u8]) -> Invited {
+    let server = start();
+    let mut bob = bob_phone(&server);
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let call_id = rand_token();
+    let (trying, sent) = authenticated_invite(&mut c, "bob", &call_id, extra, body);
+    assert_eq!(trying.status(), 100);
+    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    Invited {
+        server,
+        bob,
+        c,
+        call_id,
+        sent,
+        fwd,
+    }
+}
+
 /// A UDP phone registered as bob.
 fn bob_phone(server: &Server) -> Client {
     let mut bob = Client::new(Proto::Udp, server.udp);
@@ -641,13 +715,14 @@ fn unknown_headers_and_body_pass_byte_for_byte() {
 /// from the server transaction.
 #[test]
 fn retransmitted_200_relayed_and_retransmitted_invite_absorbed() {
-    let server = start();
-    let mut bob = bob_phone(&server);
-    let mut c = Client::new(Proto::Udp, server.udp);
-    let call_id = rand_token();
-    let (trying, invite_bytes) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
-    assert_eq!(trying.status(), 100);
-    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let Invited {
+        server: _server,
+        mut bob,
+        mut c,
+        sent: invite_bytes,
+        fwd,
+        ..
+    } = invite_bob("", b"");
     // The caller retransmits its INVITE: answered 100 again, not forwarded again.
     c.send_raw(&invite_bytes);
     let again = c
@@ -677,13 +752,15 @@ fn retransmitted_200_relayed_and_retransmitted_invite_absorbed() {
 /// sipward ACKs the callee's 486 itself (hop by hop).
 #[test]
 fn non_2xx_final_is_retransmitted_until_acked() {
-    let server = start();
-    let mut bob = bob_phone(&server);
-    let mut c = Client::new(Proto::Udp, server.udp);
-    let call_id = rand_token();
-    let (trying, sent) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
-    assert_eq!(trying.status(), 100);
-    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let Invited {
+        server: _server,
+        mut bob,
+        mut c,
+        call_id,
+        sent,
+        fwd,
+        ..
+    } = invite_bob("", b"");
     let busy = response_to(
         &fwd,
         486,
@@ -726,13 +803,14 @@ fn non_2xx_final_is_retransmitted_until_acked() {
 /// without the Route.
 #[test]
 fn strict_routed_bye_reaches_the_callee() {
-    let server = start();
-    let mut bob = bob_phone(&server);
-    let mut c = Client::new(Proto::Udp, server.udp);
-    let call_id = rand_token();
-    let (trying, _) = authenticated_invite(&mut c, "bob", &call_id, "", b"");
-    assert_eq!(trying.status(), 100);
-    let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+    let Invited {
+        server: _server,
+        mut bob,
+        mut c,
+        call_id,
+        fwd,
+        ..
+    } = invite_bob("", b"");
     let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
     bob.send_raw(ok.as_bytes());
     let answer = first_final(&mut c);

@@ -1,6 +1,7 @@
 //! End-to-end tests of REGISTER authentication and the registrar rules (docs/testing.md §2, A1–A21),
 //! of user enumeration (§3, E1–E5), and of a few server-wide behaviours (OPTIONS to us, Require,
-//! REGISTER outcome metrics, SIGTERM drain, `check-config`), against the real binary.
+//! REGISTER outcome metrics, SIGTERM drain, `check-config`), against the in-process server
+//! (the binary for SIGTERM and `check-config`).
 //!
 //! Every case runs over UDP and TCP. One server per test function, reused for both transports;
 //! where state would interfere, each transport's part cleans up after itself. Note that TCP
@@ -264,7 +265,7 @@ fn a01_a02_challenge_then_success_and_admin_listing() {
     assert_eq!(status, 401);
 
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let contact = contact_for("alice", proto, 1);
         let mut reg = Register::new("alice");
         reg.contact = Some(format!("<{contact}>"));
@@ -366,7 +367,7 @@ fn a03_wrong_password_is_a_fresh_401_and_counts_as_a_failure() {
     let wrong = "sipward_auth_failures_total{reason=\"wrong_response\"}";
     let failed = "sipward_register_outcomes_total{outcome=\"auth_failed\"}";
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let (before, failed_before) = (server.metric(wrong), server.metric(failed));
         let mut s = Session::start(&mut c, Register::new("alice"), "alice", "not-the-password");
         let used = s.nonce.clone();
@@ -390,7 +391,7 @@ fn a04_a_nonce_we_never_issued_gets_a_new_challenge() {
     let server = Server::start(&Options::default());
     let invalid = "sipward_auth_failures_total{reason=\"invalid_nonce\"}";
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let reg = Register::new("alice");
         let before = server.metric(invalid);
         // A well-formed 44-character base64url string (33 bytes), and garbage.
@@ -436,7 +437,7 @@ fn a04_a_nonce_we_never_issued_gets_a_new_challenge() {
 fn a07_nonce_count_going_backwards_is_refused() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let mut reg = Register::new("alice");
         reg.contact = Some(format!("<{}>", contact_for("alice", proto, 7)));
         let mut s = Session::start(&mut c, reg, "alice", ALICE_PW);
@@ -459,7 +460,7 @@ fn a07_nonce_count_going_backwards_is_refused() {
 fn a09_digest_uri_differing_from_the_request_uri_is_400() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let reg = Register::new("alice");
         let nonce = challenge(&mut c, &reg);
         for (n, uri) in [
@@ -523,7 +524,7 @@ fn a09_digest_uri_differing_from_the_request_uri_is_400() {
 fn a21_two_authorization_headers_for_one_realm_are_400() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let reg = Register::new("alice");
         let nonce = challenge(&mut c, &reg);
         let good = authorization(
@@ -578,7 +579,7 @@ fn a09_a_digest_uri_mismatch_counts_as_a_bad_request_register() {
     let bad = "sipward_register_outcomes_total{outcome=\"bad_request\"}";
     let malformed = "sipward_auth_failures_total{reason=\"malformed\"}";
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let reg = Register::new("alice");
         let nonce = challenge(&mut c, &reg);
         let (bad_before, malformed_before) = (server.metric(bad), server.metric(malformed));
@@ -610,7 +611,7 @@ fn a06_replayed_credentials_are_refused() {
     let server = Server::start(&Options::default());
     let replay = "sipward_auth_failures_total{reason=\"replay\"}";
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let mut reg = Register::new("alice");
         reg.contact = Some(format!("<{}>", contact_for("alice", proto, 6)));
         let nonce = challenge(&mut c, &reg);
@@ -654,7 +655,7 @@ fn a06_replayed_credentials_are_refused() {
         // From another socket (another source port; for TCP another connection), same IP:
         // the same Call-ID and nc is still refused, and so is another Call-ID.
         for p in PROTOS {
-            let mut other = Client::new(p, server.udp);
+            let mut other = server.client(p);
             let mut r = again.clone();
             r.cseq = 5;
             expect(
@@ -675,7 +676,7 @@ fn a06_replayed_credentials_are_refused() {
 
         // Pinned: the nonce is bound to its first Call-ID and source IP, not to the port, so
         // the next nc from another socket on the same IP is accepted (NAT rebinding, A23).
-        let mut other = Client::new(proto, server.udp);
+        let mut other = server.client(proto);
         let mut r = first.clone();
         r.cseq = 6;
         r.expires = Some("0".into());
@@ -786,8 +787,8 @@ fn a08_a_nonce_from_another_instance_is_refused() {
     let ours = Server::start(&Options::default());
     let theirs = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c_theirs = Client::new(proto, theirs.udp);
-        let mut c = Client::new(proto, ours.udp);
+        let mut c_theirs = theirs.client(proto);
+        let mut c = ours.client(proto);
         let reg = Register::new("alice");
         let foreign = challenge(&mut c_theirs, &reg);
         let mut r = reg.clone();
@@ -831,7 +832,7 @@ fn a08_a_nonce_from_another_instance_is_refused() {
 fn a10_a11_a12_identity_and_request_uri_rules() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
 
         // A10: alice's credentials with To and From = bob → 403; bob's AoR stays unbound.
         let mut s = Session::start(&mut c, Register::new("bob"), "alice", ALICE_PW);
@@ -896,7 +897,7 @@ fn a10_a11_a12_identity_and_request_uri_rules() {
 fn to_without_a_user_part_is_challenged_before_it_is_refused() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let mut reg = Register::new("alice");
         reg.to_user = String::new();
         let no_user = |r: &Register, c: &Client| {
@@ -947,7 +948,7 @@ fn to_without_a_user_part_is_challenged_before_it_is_refused() {
 fn a13_a14_out_of_order_cseq_and_new_call_id() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let contact = contact_for("alice", proto, 13);
         let mut reg = Register::new("alice");
         reg.contact = Some(format!("<{contact}>"));
@@ -1001,7 +1002,7 @@ fn a13_a14_out_of_order_cseq_and_new_call_id() {
 fn a15_a16_star_contact_rules() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
 
         // A16: unregistering an AoR without bindings: 401 without credentials (nothing leaks
         // to anonymous clients), 404 after authentication.
@@ -1062,7 +1063,7 @@ fn a15_a16_star_contact_rules() {
 fn a17_a18_expires_below_minimum_and_above_maximum() {
     let server = Server::start(&Options::default());
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let contact = contact_for("alice", proto, 17);
         let mut reg = Register::new("alice");
         reg.contact = Some(format!("<{contact}>"));
@@ -1127,7 +1128,7 @@ fn a19_more_contacts_than_allowed_is_503_and_stores_nothing_beyond() {
         ..Options::default()
     });
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let cs: Vec<String> = (1..=3).map(|n| contact_for("alice", proto, n)).collect();
         let mut s = Session::start(&mut c, Register::new("alice"), "alice", ALICE_PW);
 
@@ -1182,7 +1183,7 @@ fn a20_only_configured_algorithms_are_accepted_or_offered() {
     });
     let algorithm_failures = "sipward_auth_failures_total{reason=\"algorithm\"}";
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let reg = Register::new("alice");
         let first = send(&mut c, &reg);
         expect(&first, 401, "challenge");
@@ -1270,7 +1271,7 @@ fn e01_e02_known_and_unknown_users_get_identical_answers() {
     assert!(unknown.iter().all(|u| !u.starts_with("user")));
 
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         let mut e1: Vec<(String, String)> = Vec::new();
         let mut e2: Vec<(String, String)> = Vec::new();
         let mut timing: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
@@ -1357,7 +1358,7 @@ fn e05_other_methods_get_the_same_407_before_any_lookup() {
     ];
 
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
         for method in ["INVITE", "OPTIONS", "MESSAGE", "SUBSCRIBE"] {
             let mut seen: Vec<(String, String)> = Vec::new();
             for (user, kind) in targets {
@@ -1514,7 +1515,7 @@ fn e05_other_methods_get_the_same_407_before_any_lookup() {
 
 #[test]
 fn options_require_register_metrics_and_sigterm_drain() {
-    let mut server = Server::start(&Options::default());
+    let mut server = Server::start_binary(&Options::default());
     let ok = "sipward_register_outcomes_total{outcome=\"ok\"}";
     let challenged = "sipward_register_outcomes_total{outcome=\"challenged\"}";
     let auth_failed = "sipward_register_outcomes_total{outcome=\"auth_failed\"}";
@@ -1523,7 +1524,7 @@ fn options_require_register_metrics_and_sigterm_drain() {
     assert_eq!(m0, [0.0; 4], "a fresh server has counted nothing");
 
     for proto in PROTOS {
-        let mut c = Client::new(proto, server.udp);
+        let mut c = server.client(proto);
 
         // OPTIONS aimed at the registrar itself: 200 with Allow, no authentication.
         let local = c.local;

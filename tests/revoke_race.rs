@@ -1,7 +1,7 @@
 //! Revocation is linearisable with binding creation (issue 12, item 1): REGISTERs with a
 //! device credential race a `DELETE /v1/sip/devices/{id}` (and an admin user revoke) on the
-//! real binary; after the revoke's response no binding made with that credential exists, and
-//! none appears afterwards.
+//! in-process server; after the revoke's response no binding made with that credential
+//! exists, and none appears afterwards.
 //!
 //! Each trial runs several REGISTER loops (a new Call-ID per REGISTER, so each one is a new
 //! binding decision) with one device's credential while the device is deleted; the loops go
@@ -45,26 +45,10 @@ fn register_loop(
         let Some(first) = c.request(&reg.build(&c)) else {
             continue;
         };
-        let Some(challenge) = first
-            .headers("WWW-Authenticate")
-            .into_iter()
-            .find(|h| h.contains("algorithm=MD5"))
-        else {
+        let Some(nonce) = first.nonce_for("MD5") else {
             continue;
         };
-        let nonce = param(&challenge, "nonce").unwrap_or_default();
-        let mut next = reg.clone();
-        next.cseq += 1;
-        next.authorization = vec![authorization(
-            "MD5",
-            &cred.username,
-            &cred.password,
-            "REGISTER",
-            &reg.ruri,
-            &nonce,
-            1,
-            &rand_token(),
-        )];
+        let next = with_credentials(&reg, "MD5", &cred.username, &cred.password, &nonce);
         if c.request(&next.build(&c))
             .is_some_and(|r| r.status() == 200)
         {

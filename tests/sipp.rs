@@ -119,7 +119,7 @@ fn register_1000(transport: &str, label: &str) {
         "min_expires = 1\ndefault_expires = {EXPIRES}\npurge_interval_secs = {PURGE_SECS}\n\
          remove_bindings_on_close = false"
     );
-    let mut server = Server::start(&Options {
+    let mut server = Server::start_binary(&Options {
         accounts: &borrowed,
         algorithms: &["MD5", "SHA-256"],
         registrar: &registrar,

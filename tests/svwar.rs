@@ -123,7 +123,7 @@ fn svwar_finds_no_extension_with_register_or_invite() {
         ("555", "pw-555-not-guessable"),
         ("alice", "alice-secret-1"),
     ];
-    let mut server = Server::start(&Options {
+    let mut server = Server::start_binary(&Options {
         accounts,
         ..Options::default()
     });

@@ -1,4 +1,4 @@
-//! SIP over TLS against the real binary: REGISTER with Digest (MD5, SHA-256) and with a client
+//! SIP over TLS against the in-process server (the binary for `openssl s_client` and SIGHUP): REGISTER with Digest (MD5, SHA-256) and with a client
 //! certificate alone, driven by a rustls client and by `openssl s_client`; the certificate
 //! identity rule; docs/testing.md T1–T3, T5–T7, T9, T11 and T13; flows; reload on SIGHUP.
 //!
@@ -22,6 +22,14 @@ fn handshakes(server: &Server, outcome: &str) -> f64 {
 
 fn tls_server(client_auth: &str) -> Server {
     Server::start(&Options {
+        tls: Some(client_auth),
+        ..Options::default()
+    })
+}
+
+/// The binary with a TLS listener: for `openssl s_client` and SIGHUP.
+fn tls_binary(client_auth: &str) -> Server {
+    Server::start_binary(&Options {
         tls: Some(client_auth),
         ..Options::default()
     })
@@ -437,7 +445,7 @@ fn openssl_s_client_registers_with_the_dev_client_certificate() {
     if !require_tool("openssl", "openssl") {
         return;
     }
-    let server = tls_server("optional");
+    let server = tls_binary("optional");
     let certs = dev_certs();
     let (cert, key) = client_cert("alice");
     let msg = |user: &str| {
@@ -506,7 +514,7 @@ fn t7_old_protocols_weak_suites_and_small_keys_are_refused() {
     if !require_tool("openssl", "openssl") {
         return;
     }
-    let server = tls_server("optional");
+    let server = tls_binary("optional");
     let ca = dev_certs().join("ca.pem");
     let ca = ca.to_str().unwrap();
     let attempts: &[(&str, &[&str])] = &[
@@ -704,7 +712,7 @@ fn pem_sha256(path: &Path) -> String {
 /// certificate; a later reload with a broken key keeps the last good material.
 #[test]
 fn t13_sighup_swaps_the_certificate_without_dropping_phones() {
-    let mut server = tls_server("optional");
+    let mut server = tls_binary("optional");
     let addr = tls_addr(&server);
     let old_ca = dev_certs().join("ca.pem");
     let mut phone = Client::tls(addr, None).expect("handshake");

@@ -1,4 +1,4 @@
-//! docs/testing.md §6, J1–J16 and J20, against the real binary and the real OpenID provider in
+//! docs/testing.md §6, J1–J16 and J20, against the in-process server and the real OpenID provider in
 //! `tests/idp`. Forged tokens are signed by the tests with keys the IdP does not publish;
 //! tokens with bad claims but a valid signature are signed by the IdP's own key through its
 //! test-only `/test/sign`. Every token fault must get the same 401 body and issue nothing.
@@ -72,11 +72,9 @@ fn idp_signed(idp: &Idp, alg: &str, f: impl FnOnce(&mut Value, &mut Value)) -> S
 
 #[test]
 fn j1_to_j13_and_j20_every_forged_or_broken_token_gets_the_same_401() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     // Control: a good token signed by the IdP's key passes (then is revoked from the count).
     let control = idp_signed(&idp, "ES256", |_, _| {});
     let r = s.exchange(&control, "control");
@@ -411,11 +409,9 @@ fn j1_to_j13_and_j20_every_forged_or_broken_token_gets_the_same_401() {
 
 #[test]
 fn j6_jku_and_x5u_are_never_fetched() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let listener = CountingListener::start();
     let attacker = ForgedKey::new("attacker-kid");
     let claims = good_claims(&idp);
@@ -451,11 +447,9 @@ fn j6_jku_and_x5u_are_never_fetched() {
 
 #[test]
 fn j14_random_kids_cause_at_most_one_jwks_refetch_per_cool_down() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     // Warm: the background refresher has loaded the keys.
     let (loaded, _) = s.server.wait_metric(
         "sipward_jwks_fetches_total{result=\"ok\"}",
@@ -497,20 +491,16 @@ fn j14_random_kids_cause_at_most_one_jwks_refetch_per_cool_down() {
     assert_eq!(s.metric("sipward_devices_issued_total"), 0.0);
 }
 
+/// J15, warm half (the cold half is its own test, so the two wait in parallel).
 #[test]
-fn j15_idp_down_slow_or_junk_warm_cache_keeps_working_cold_cache_gives_503() {
-    if !idp_available() {
+fn j15_idp_down_slow_or_junk_warm_cache_keeps_working() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        token_api: "failures_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000\n\
+                    rate_per_device_per_minute = 100000\nfetch_timeout_secs = 2\njwks_refetch_cooldown_secs = 1",
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            token_api: "failures_per_source_per_minute = 100000\nrate_per_user_per_minute = 100000\n\
-                        rate_per_device_per_minute = 100000\nfetch_timeout_secs = 2\njwks_refetch_cooldown_secs = 1",
-            ..Setup::default()
-        },
-    );
+    };
     let token = idp.token_for("alice");
     assert_eq!(s.exchange(&token, "warm").status, 201);
     for mode in ["down", "slow", "junk"] {
@@ -536,7 +526,17 @@ fn j15_idp_down_slow_or_junk_warm_cache_keeps_working_cold_cache_gives_503() {
         assert_eq!(r.status, 200, "JWKS {mode}, warm cache: {}", r.body);
     }
     assert!(s.metric("sipward_jwks_fetches_total{result=\"error\"}") >= 3.0);
+    idp.jwks_mode("ok");
+}
 
+/// J15, cold half.
+#[test]
+fn j15_idp_down_or_slow_cold_cache_gives_503() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let token = idp.token_for("alice");
     // Cold: a new sipward while the JWKS is down or slow answers 503 with Retry-After, not 401
     // and not a hang.
     for mode in ["down", "slow"] {
@@ -567,17 +567,12 @@ fn j15_idp_down_slow_or_junk_warm_cache_keeps_working_cold_cache_gives_503() {
 
 #[test]
 fn j16_key_rotation_new_kid_after_one_refetch_old_kid_fails_once_dropped() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        token_api: "jwks_refetch_cooldown_secs = 1\nrate_per_device_per_minute = 1000",
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            token_api: "jwks_refetch_cooldown_secs = 1\nrate_per_device_per_minute = 1000",
-            ..Setup::default()
-        },
-    );
+    };
     let old = idp.token_for("alice");
     let old_kid = idp.kid("ES256");
     assert_eq!(s.exchange(&old, "phone").status, 201);
@@ -663,11 +658,9 @@ fn j16_old_kid_fails_once_the_cache_ttl_has_passed() {
 /// request, whatever the order of a valid and a forged token.
 #[test]
 fn two_authorization_headers_get_400_whatever_their_order() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let valid = format!(
         "Bearer {}",
         idp.mint(
@@ -751,11 +744,9 @@ fn two_authorization_headers_get_400_whatever_their_order() {
 /// one key, even when only one of several keys fits the token's `alg`.
 #[test]
 fn a_token_without_kid_is_refused_unless_the_jwks_has_exactly_one_key() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     // The IdP publishes an ES256 and an RS256 key: each alg has exactly one fitting key.
     let no_kid = |alg: &str| {
         let mut claims = good_claims(&idp);
@@ -845,11 +836,9 @@ type RefusalCase<'a> = (
 /// header, body too large, method not allowed) carry `no-store` and a JSON error.
 #[test]
 fn http_layer_refusals_carry_no_store_and_a_json_error() {
-    if !idp_available() {
+    let Some((_idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let huge = "a".repeat(100 * 1024);
     let big_body = format!("{{\"device_id\":\"{}\"}}", "x".repeat(10_000));
     let cases: Vec<RefusalCase<'_>> = vec![
@@ -924,11 +913,9 @@ fn http_layer_refusals_carry_no_store_and_a_json_error() {
 /// `client_id` naming ours does not cover an `azp` naming another client.
 #[test]
 fn azp_naming_another_client_is_refused_even_with_our_client_id() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let cases = vec![
         (
             "client_id ours, azp another".to_string(),
@@ -978,11 +965,9 @@ fn p256_negate(s: &[u8]) -> Vec<u8> {
 /// and the claims are the same; sipward never identifies a token by its bytes).
 #[test]
 fn a_high_s_es256_signature_is_accepted_as_the_same_token() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let token = idp_signed(&idp, "ES256", |_, _| {});
     let (input, sig) = token.rsplit_once('.').unwrap();
     let sig =
@@ -1010,11 +995,9 @@ fn a_high_s_es256_signature_is_accepted_as_the_same_token() {
 /// (`d-…`, any case) cannot become an AoR user.
 #[test]
 fn a_username_in_the_device_namespace_is_refused() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     for user in ["d-abcdefghijklmnop", "D-Abc", "d-"] {
         let token = idp_signed(&idp, "ES256", |_, c| c["preferred_username"] = json!(user));
         let r = s.exchange(&token, "laptop");
@@ -1037,11 +1020,9 @@ fn a_username_in_the_device_namespace_is_refused() {
 /// admin revokes the user, which frees the name for the subject the IdP names next.
 #[test]
 fn a_username_moves_to_another_subject_only_after_an_admin_revoke() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&setup()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &setup());
+    };
     let as_sub = |sub: &str, iat: u64| {
         let mut c = good_claims(&idp);
         c["sub"] = json!(sub);

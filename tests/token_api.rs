@@ -1,4 +1,4 @@
-//! The token API end to end: the real `sipward` binary, the real OpenID provider in
+//! The token API end to end: the in-process server (the binary for the SIPp case), the real OpenID provider in
 //! `tests/idp` (npm oidc-provider), SIPp and a Rust SIP client. A token minted by the IdP is
 //! exchanged for a per-device credential that registers with MD5 (SIPp) and SHA-256; devices
 //! are listed, revoked (bindings gone at once), capped, rate limited, and survive a restart;
@@ -23,7 +23,7 @@ fn end_to_end_sipp_md5_rust_sha256_and_device_listing() {
         return;
     }
     let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    let s = TokenServer::start_binary(&idp, &Setup::default());
     let token = idp.token_for("alice");
     let started = Instant::now();
     let cred = s.credential(&token, "laptop-7f3a");
@@ -140,11 +140,9 @@ fn end_to_end_sipp_md5_rust_sha256_and_device_listing() {
 
 #[test]
 fn wrong_password_aor_and_unknown_device_all_get_the_same_401() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let cred = s.credential(&idp.token_for("alice"), "phone");
     let mut c = Client::new(Proto::Udp, s.server.udp);
     let wrong_pw = Credential {
@@ -170,18 +168,13 @@ fn wrong_password_aor_and_unknown_device_all_get_the_same_401() {
 
 #[test]
 fn register_expiry_is_capped_by_the_credential_lifetime() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        token_api: "credential_ttl_secs = 120",
+        registrar: "max_expires = 7200\ndefault_expires = 3600",
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            token_api: "credential_ttl_secs = 120",
-            registrar: "max_expires = 7200\ndefault_expires = 3600",
-            ..Setup::default()
-        },
-    );
+    };
     let cred = s.credential(&idp.token_for("alice"), "phone");
     assert_eq!(cred.expires_in, 120);
     let mut c = Client::new(Proto::Udp, s.server.udp);
@@ -197,11 +190,9 @@ fn register_expiry_is_capped_by_the_credential_lifetime() {
 
 #[test]
 fn renewal_keeps_the_previous_generation_until_the_new_one_registers() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("alice");
     let first = s.credential(&token, "phone");
     let r = s.exchange(&token, "phone");
@@ -242,11 +233,9 @@ fn renewal_keeps_the_previous_generation_until_the_new_one_registers() {
 
 #[test]
 fn deleting_a_device_removes_its_binding_at_once_and_its_credential_fails() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("alice");
     let laptop = s.credential(&token, "laptop");
     let phone = s.credential(&token, "phone");
@@ -299,11 +288,9 @@ fn deleting_a_device_removes_its_binding_at_once_and_its_credential_fails() {
 
 #[test]
 fn admin_revoke_of_a_user_revokes_every_device_and_blocks_old_tokens() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("alice");
     let creds = [
         s.credential(&token, "laptop"),
@@ -406,10 +393,10 @@ fn credentials_survive_a_restart_and_the_database_holds_no_password_or_ha1() {
         200
     );
     assert_eq!(s.server.terminate(), Some(0), "{}", s.server.stderr());
-    let (port, http_port) = (s.port, s.http_port);
+    let ports = s.ports();
     drop(s);
 
-    let s = TokenServer::start_on(&idp, &setup, port, http_port);
+    let s = TokenServer::start_on(&idp, &setup, ports);
     assert_eq!(s.metric("sipward_devices_active"), 1.0);
     let mut c = Client::new(Proto::Udp, s.server.udp);
     for alg in ["MD5", "SHA-256"] {
@@ -480,17 +467,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn device_cap_gives_409_but_renewal_still_works() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        token_api: "max_devices_per_user = 2",
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            token_api: "max_devices_per_user = 2",
-            ..Setup::default()
-        },
-    );
+    };
     let token = idp.token_for("alice");
     s.credential(&token, "one");
     s.credential(&token, "two");
@@ -516,17 +498,12 @@ fn device_cap_gives_409_but_renewal_still_works() {
 
 #[test]
 fn rate_limits_per_source_user_and_device_give_429_with_retry_after() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        token_api: "failures_per_source_per_minute = 3\nrate_per_user_per_minute = 3\nrate_per_device_per_minute = 2",
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            token_api: "failures_per_source_per_minute = 3\nrate_per_user_per_minute = 3\nrate_per_device_per_minute = 2",
-            ..Setup::default()
-        },
-    );
+    };
     let alice = idp.token_for("alice");
     // Per device: the third exchange for one device within a minute.
     assert_eq!(s.exchange(&alice, "phone").status, 201);
@@ -562,11 +539,9 @@ fn rate_limits_per_source_user_and_device_give_429_with_retry_after() {
 /// and that does not touch the NAT address.
 #[test]
 fn login_storm_from_one_address_is_served_while_a_token_guesser_is_throttled() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let tokens: Vec<String> = (0..2000)
         .map(|n| idp.token_for(&format!("user{n:04}")))
         .collect();
@@ -610,23 +585,18 @@ fn login_storm_from_one_address_is_served_while_a_token_guesser_is_throttled() {
 
 #[test]
 fn sso_enforce_refuses_static_human_accounts_but_not_trunks_break_glass_or_devices() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        sso: "enforce",
+        accounts: &[
+            ("carol", "carol-static-pw", "human"),
+            ("trunk1", "trunk-pw", "trunk"),
+            ("desk1", "desk-pw", "device"),
+            ("rescue", "rescue-pw", "break-glass"),
+        ],
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            sso: "enforce",
-            accounts: &[
-                ("carol", "carol-static-pw", "human"),
-                ("trunk1", "trunk-pw", "trunk"),
-                ("desk1", "desk-pw", "device"),
-                ("rescue", "rescue-pw", "break-glass"),
-            ],
-            ..Setup::default()
-        },
-    );
+    };
     let mut c = Client::new(Proto::Udp, s.server.udp);
     let r = register(&mut c, &Register::new("carol"), "carol-static-pw", "MD5");
     assert_eq!(r.status(), 403, "{}", r.text);
@@ -656,11 +626,9 @@ fn sso_enforce_refuses_static_human_accounts_but_not_trunks_break_glass_or_devic
 
 #[test]
 fn login_options_for_a_known_and_an_unknown_domain() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let r = s.http("GET", "/v1/login-options?domain=EXAMPLE.test", None, "");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -683,11 +651,9 @@ fn login_options_for_a_known_and_an_unknown_domain() {
 
 #[test]
 fn request_limits_body_head_and_bad_requests() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("alice");
     let big = format!(
         "{{\"device_id\":\"x\",\"device_name\":\"{}\"}}",
@@ -782,17 +748,12 @@ fn received(c: &mut Client, call_id: &str) -> Option<Resp> {
 
 #[test]
 fn the_proxy_reaches_a_device_user_and_a_device_credential_calls_out() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup {
+        accounts: &[("bob", "bob-static-pw", "device")],
+        ..Setup::default()
+    }) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(
-        &idp,
-        &Setup {
-            accounts: &[("bob", "bob-static-pw", "device")],
-            ..Setup::default()
-        },
-    );
+    };
     let cred = s.credential(&idp.token_for("alice"), "laptop");
     let mut alice = Client::new(Proto::Udp, s.server.udp);
     assert_eq!(
@@ -828,11 +789,9 @@ fn the_proxy_reaches_a_device_user_and_a_device_credential_calls_out() {
 /// user or domain that cannot be ours is refused instead of a silent 200.
 #[test]
 fn admin_revoke_canonicalises_the_aor_like_the_exchange_and_refuses_what_is_not_ours() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("Lc8");
     let cred = s.credential(&token, "phone");
     assert_eq!(cred.aor, "sip:lc8@example.test");
@@ -892,11 +851,9 @@ fn admin_revoke_canonicalises_the_aor_like_the_exchange_and_refuses_what_is_not_
 /// (accepted under the 60 s leeway) must not get a credential after the revoke.
 #[test]
 fn the_revoke_cutoff_covers_tokens_stamped_ahead_within_the_leeway() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let header = idp.header("ES256");
     let mut claims = idp.claims("alice");
     claims["iat"] = serde_json::json!(now() + 50);
@@ -936,11 +893,9 @@ fn the_revoke_cutoff_covers_tokens_stamped_ahead_within_the_leeway() {
 /// on every Bearer route, not an empty device list.
 #[test]
 fn a_revoked_users_old_token_gets_403_on_the_device_routes_too() {
-    if !idp_available() {
+    let Some((idp, s)) = idp_and_server(&Setup::default()) else {
         return;
-    }
-    let idp = Idp::start();
-    let s = TokenServer::start(&idp, &Setup::default());
+    };
     let token = idp.token_for("alice");
     s.credential(&token, "phone");
     let r = s.http(

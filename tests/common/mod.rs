@@ -1,5 +1,7 @@
-//! Shared harness for end-to-end tests: start the real `sipward` binary on free loopback
-//! ports with a generated config, talk SIP to it over UDP or TCP, compute Digest responses
+//! Shared harness for end-to-end tests: start the server with a generated config, in this
+//! test process on kernel-chosen loopback ports (`Server::start`) or as the real `sipward`
+//! binary on free ports (`Server::start_binary`, for the CLI, signals, stderr and external
+//! tools), talk SIP to it over UDP or TCP, compute Digest responses
 //! independently of the code under test (md-5/sha2 directly), and read its HTTP endpoints.
 #![allow(dead_code, unreachable_pub)]
 
@@ -73,6 +75,8 @@ pub struct Options<'a> {
     pub tls_extra: &'a str,
     /// Extra TOML appended to the `example.test` [[domains]] entry.
     pub domain: &'a str,
+    /// The `[log]` level (`RUST_LOG`, when set, wins, as for the binary).
+    pub log_level: &'a str,
 }
 
 impl Default for Options<'_> {
@@ -86,6 +90,7 @@ impl Default for Options<'_> {
             tls: None,
             tls_extra: "",
             domain: "",
+            log_level: "warn",
         }
     }
 }
@@ -116,30 +121,217 @@ pub fn make_certs(dir: &Path) {
     );
 }
 
-/// The [tls] tables for `opts` and the TLS address, or nothing without TLS. The server's
-/// certificate and key are copied into `dir` (so a test can replace them for a reload).
-fn tls_tables(opts: &Options<'_>, dir: &Path) -> (String, Option<SocketAddr>) {
+/// The ports a generated config listens on: 0 everywhere for an in-process server (the
+/// kernel picks; `Running` reports what was bound), free ports for the binary.
+#[derive(Clone, Copy)]
+struct Ports {
+    sip: u16,
+    http: u16,
+    tls: u16,
+}
+
+impl Ports {
+    const KERNEL: Ports = Ports {
+        sip: 0,
+        http: 0,
+        tls: 0,
+    };
+
+    fn free() -> Ports {
+        Ports {
+            sip: free_port(),
+            http: free_port(),
+            tls: free_port(),
+        }
+    }
+}
+
+/// The [tls] tables for `opts`, or nothing without TLS. The server's certificate and key are
+/// copied into `dir` (so a test can replace them for a reload).
+fn tls_tables(opts: &Options<'_>, dir: &Path, port: u16) -> String {
     let Some(client_auth) = opts.tls else {
-        return (String::new(), None);
+        return String::new();
     };
     let certs = dev_certs();
     for f in ["server.pem", "server.key"] {
         std::fs::copy(certs.join(f), dir.join(f)).expect("copy server certificate");
     }
-    let port = free_port();
-    let text = format!(
+    format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{}\n\n[[tls.listeners]]\naddr = \"127.0.0.1:{port}\"\n\
          client_auth = \"{client_auth}\"\n\n",
         dir.join("server.pem").display(),
         dir.join("server.key").display(),
         certs.join("ca.pem").display(),
         opts.tls_extra,
-    );
-    (text, Some(SocketAddr::from(([127, 0, 0, 1], port))))
+    )
 }
 
+/// Writes `sipward.toml` for `opts` into `dir`: the `example.test` domain with
+/// `opts.accounts`, plus more served domains, each with its own accounts (their passwords in
+/// files) and the same algorithms as `opts`. The Digest realm of an account is its domain.
+fn write_config(
+    opts: &Options<'_>,
+    extra: &[(&str, &[Account<'_>])],
+    dir: &Path,
+    ports: Ports,
+) -> PathBuf {
+    let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
+    let algs = algs.join(", ");
+    let mut tables = tls_tables(opts, dir, ports.tls);
+    tables.push_str(&format!(
+        "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{algs}]\n{}\n\n",
+        opts.domain
+    ));
+    for (domain, _) in extra {
+        tables.push_str(&format!(
+            "[[domains]]\nname = \"{domain}\"\nalgorithms = [{algs}]\n\n"
+        ));
+    }
+    let accounts = opts.accounts.iter().map(|a| (DOMAIN, a)).chain(
+        extra
+            .iter()
+            .flat_map(|(d, accounts)| accounts.iter().map(move |a| (*d, a))),
+    );
+    for (n, (domain, (user, pw))) in accounts.enumerate() {
+        let file = dir.join(format!("account-{n}.pw"));
+        std::fs::write(&file, pw).unwrap();
+        tables.push_str(&format!(
+            "[[accounts]]\nusername = \"{user}\"\ndomain = \"{domain}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
+            file.display()
+        ));
+    }
+    let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
+    let (port, http_port) = (ports.sip, ports.http);
+    let config = format!(
+        "[log]\nlevel = \"{}\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
+         [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
+        opts.log_level, opts.sip, opts.registrar, opts.auth,
+    );
+    let config_path = dir.join("sipward.toml");
+    std::fs::write(&config_path, config).unwrap();
+    config_path
+}
+
+/// How the server under test runs.
+enum Process {
+    /// The `sipward` binary, stopped with SIGTERM.
+    Binary(Child),
+    /// `sipward::app::start` on its own tokio runtime thread in this test process.
+    InProcess(InProcess),
+}
+
+/// An in-process server: the thread that runs it and the token that stops it.
+struct InProcess {
+    shutdown: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The addresses an in-process server bound.
+struct Bound {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    tls: Option<SocketAddr>,
+    http: SocketAddr,
+}
+
+impl InProcess {
+    /// Loads `config_path` as the binary does and starts the app on a runtime thread;
+    /// returns once every socket is listening. Its logs (the config's `[log]` level and
+    /// format) go to `log`, as the binary's stderr does.
+    fn start(config_path: &Path, log: &Path) -> (InProcess, Bound) {
+        let config = sipward::config::Config::load(config_path)
+            .unwrap_or_else(|e| panic!("{}: invalid configuration:\n{e}", config_path.display()));
+        let dispatch = log_dispatch(&config.log, log);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sipward-server".into())
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .on_thread_start(move || {
+                        // Held for the worker thread's life.
+                        std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                    })
+                    .build()
+                    .expect("tokio runtime");
+                runtime.block_on(async move {
+                    match sipward::app::start(&config, token).await {
+                        Ok(running) => {
+                            let bound = Bound {
+                                udp: running.udp[0],
+                                tcp: running.tcp[0],
+                                tls: running.tls.first().copied(),
+                                http: running.http.expect("an HTTP listener"),
+                            };
+                            let _ = tx.send(Ok(bound));
+                            running.wait().await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("{e:#}")));
+                        }
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            })
+            .expect("spawn the server thread");
+        match rx.recv() {
+            Ok(Ok(bound)) => (
+                InProcess {
+                    shutdown,
+                    thread: Some(thread),
+                },
+                bound,
+            ),
+            Ok(Err(e)) => panic!("sipward did not start: {e}"),
+            Err(_) => panic!("sipward's server thread ended before listening"),
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Cancels the shutdown token and waits for the drain (`Running::wait`) to end;
+    /// Some(0) when the server thread ended cleanly within 10 s.
+    fn terminate(&mut self) -> Option<i32> {
+        self.shutdown.cancel();
+        let thread = self.thread.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                self.thread = Some(thread);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().ok().map(|()| 0)
+    }
+}
+
+/// A `tracing` dispatcher like the binary's (`init_logging`: the config's level, `RUST_LOG`
+/// when set, text or JSON) writing to the file `log`.
+fn log_dispatch(log: &sipward::config::LogConfig, path: &Path) -> tracing::Dispatch {
+    let file = std::fs::File::create(path).expect("create the log file");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    match log.format {
+        sipward::config::LogFormat::Json => tracing::Dispatch::new(builder.json().finish()),
+        sipward::config::LogFormat::Text => tracing::Dispatch::new(builder.finish()),
+    }
+}
+
+/// A server under test: in-process ([`Server::start`]) or the binary
+/// ([`Server::start_binary`]), with the same addresses and HTTP helpers either way.
 pub struct Server {
-    child: Child,
+    process: Process,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     /// The TLS listener, when `Options::tls` asked for one.
@@ -150,37 +342,57 @@ pub struct Server {
 }
 
 impl Server {
+    /// An in-process server for `opts` on kernel-chosen loopback ports.
     pub fn start(opts: &Options<'_>) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let http_port = free_port();
-        let mut accounts = String::new();
-        for (user, pw) in opts.accounts {
-            let file = dir.path().join(format!("{user}.pw"));
-            std::fs::write(&file, pw).unwrap();
-            accounts.push_str(&format!(
-                "[[accounts]]\nusername = \"{user}\"\ndomain = \"{DOMAIN}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
-                file.display()
-            ));
-        }
-        let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
-        let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
-        let (tls, tls_addr) = tls_tables(opts, dir.path());
-        let config = format!(
-            "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
-             [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n\
-             {tls}[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\n{}\n\n{accounts}",
-            opts.sip,
-            opts.registrar,
-            opts.auth,
-            algs.join(", "),
-            opts.domain,
-        );
-        let config_path = dir.path().join("sipward.toml");
-        std::fs::write(&config_path, config).unwrap();
-        Server::start_with_file(config_path, dir, port, http_port, tls_addr)
+        Server::start_with_domains(opts, &[])
     }
 
+    /// Like [`Server::start`], plus more served domains, each with its own accounts (their
+    /// passwords in files) and the same algorithms as `opts`. The Digest realm of an account
+    /// is its domain.
+    pub fn start_with_domains(opts: &Options<'_>, extra: &[(&str, &[Account<'_>])]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = write_config(opts, extra, dir.path(), Ports::KERNEL);
+        Server::in_process(config_path, dir)
+    }
+
+    /// The `sipward` binary for `opts`, on free loopback ports: for the tests of the CLI,
+    /// signals, logs on stderr and external tools.
+    pub fn start_binary(opts: &Options<'_>) -> Server {
+        Server::start_binary_with_domains(opts, &[])
+    }
+
+    /// [`Server::start_with_domains`] with the binary.
+    pub fn start_binary_with_domains(
+        opts: &Options<'_>,
+        extra: &[(&str, &[Account<'_>])],
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = Ports::free();
+        let config_path = write_config(opts, extra, dir.path(), ports);
+        let tls = opts
+            .tls
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], ports.tls)));
+        Server::start_with_file(config_path, dir, ports.sip, ports.http, tls)
+    }
+
+    /// An in-process server for the config file `config_path` (in `dir`), on the addresses
+    /// it bound. Its logs go to `dir/stderr.log`, as the binary's stderr does.
+    pub fn in_process(config_path: PathBuf, dir: tempfile::TempDir) -> Server {
+        let (process, bound) = InProcess::start(&config_path, &dir.path().join("stderr.log"));
+        Server {
+            process: Process::InProcess(process),
+            udp: bound.udp,
+            tcp: bound.tcp,
+            tls: bound.tls,
+            http: bound.http,
+            dir,
+            config_path,
+        }
+    }
+
+    /// The binary for the config file `config_path`, which listens on `port` (UDP and
+    /// TCP), `http_port` and `tls`; returns once `/healthz` answers 200.
     pub fn start_with_file(
         config_path: PathBuf,
         dir: tempfile::TempDir,
@@ -197,7 +409,7 @@ impl Server {
             .spawn()
             .expect("spawn sipward");
         let server = Server {
-            child,
+            process: Process::Binary(child),
             udp: SocketAddr::from(([127, 0, 0, 1], port)),
             tcp: SocketAddr::from(([127, 0, 0, 1], port)),
             tls,
@@ -214,7 +426,7 @@ impl Server {
             {
                 return server;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
             "sipward did not become healthy; stderr:\n{}",
@@ -222,16 +434,38 @@ impl Server {
         );
     }
 
+    /// The server's log: the binary's stderr, or what an in-process server logged.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.process {
+            Process::Binary(child) => matches!(child.try_wait(), Ok(None)),
+            Process::InProcess(p) => p.is_alive(),
+        }
     }
 
+    /// The binary's process id (for signals).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Binary(child) => child.id(),
+            Process::InProcess(_) => panic!("an in-process server has no pid of its own"),
+        }
+    }
+
+    /// The address a client over `proto` talks to.
+    pub fn addr(&self, proto: Proto) -> SocketAddr {
+        match proto {
+            Proto::Udp => self.udp,
+            Proto::Tcp => self.tcp,
+            Proto::Tls => self.tls.expect("server has a TLS listener"),
+        }
+    }
+
+    /// A fresh client of this server over `proto` (TLS: no client certificate).
+    pub fn client(&self, proto: Proto) -> Client {
+        Client::new(proto, self.addr(proto))
     }
 
     /// A plain HTTP/1.1 GET; returns (status, body).
@@ -264,14 +498,20 @@ impl Server {
         metric_value(&self.metrics(), series)
     }
 
-    /// Sends SIGTERM and waits for exit; returns the exit code.
+    /// Stops the server and waits for it to end; returns the exit code. The binary gets
+    /// SIGTERM; an in-process server has its shutdown token cancelled and gives Some(0)
+    /// once its drain has ended.
     pub fn terminate(&mut self) -> Option<i32> {
+        let child = match &mut self.process {
+            Process::InProcess(p) => return p.terminate(),
+            Process::Binary(child) => child,
+        };
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -282,8 +522,18 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            Process::Binary(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::InProcess(p) => {
+                p.shutdown.cancel();
+                if let Some(t) = p.thread.take() {
+                    let _ = t.join();
+                }
+            }
+        }
     }
 }
 
@@ -395,6 +645,15 @@ impl Resp {
             .or_else(|| self.header("Proxy-Authenticate"))
             .expect("a challenge");
         param(&ch, "nonce").expect("nonce in challenge")
+    }
+
+    /// The nonce of the WWW-Authenticate challenge for Digest `alg`, if there is one.
+    pub fn nonce_for(&self, alg: &str) -> Option<String> {
+        let ch = self
+            .headers("WWW-Authenticate")
+            .into_iter()
+            .find(|h| h.contains(&format!("algorithm={alg}")))?;
+        param(&ch, "nonce")
     }
 }
 
@@ -745,24 +1004,67 @@ impl Register {
     }
 }
 
+/// `reg`'s next REGISTER (CSeq + 1) carrying Digest `alg` credentials of
+/// `username`/`password` for `nonce`, a fresh cnonce and nc 1.
+pub fn with_credentials(
+    reg: &Register,
+    alg: &str,
+    username: &str,
+    password: &str,
+    nonce: &str,
+) -> Register {
+    let mut next = reg.clone();
+    next.cseq += 1;
+    next.authorization = vec![authorization(
+        alg,
+        username,
+        password,
+        "REGISTER",
+        &reg.ruri,
+        nonce,
+        1,
+        &rand_token(),
+    )];
+    next
+}
+
 /// Registers `user` with Digest `alg`: REGISTER → 401 → REGISTER with credentials.
 /// Returns the final response.
 pub fn register(c: &mut Client, reg: &Register, password: &str, alg: &str) -> Resp {
     let first = c.request(&reg.build(c)).expect("401");
     assert_eq!(first.status(), 401, "{}", first.text);
-    let mut next = reg.clone();
-    next.cseq += 1;
-    next.authorization = vec![authorization(
-        alg,
-        &reg.user,
-        password,
-        "REGISTER",
-        &reg.ruri,
-        &first.nonce(),
-        1,
-        &rand_token(),
-    )];
+    let next = with_credentials(reg, alg, &reg.user, password, &first.nonce());
     c.request(&next.build(c)).expect("final response")
+}
+
+/// Where a registration attempt stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No answer to the request without credentials.
+    NoChallenge,
+    /// Challenged, then the credentials were dropped (see [`Server::request_or_drop`]).
+    Dropped,
+}
+
+/// REGISTER `reg` with `password` (401, then MD5 Digest): the final status, or where the
+/// server went silent.
+pub fn try_register(
+    server: &Server,
+    c: &mut Client,
+    reg: &Register,
+    password: &str,
+) -> Result<u16, Step> {
+    let first = c.request(&reg.build(c)).ok_or(Step::NoChallenge)?;
+    assert_eq!(first.status(), 401, "{}", first.text);
+    let next = with_credentials(reg, "MD5", &reg.user, password, &first.nonce());
+    // A REGISTER without credentials: answered (challenged) even from a throttled source.
+    let mut probe = reg.clone();
+    probe.call_id = rand_token();
+    let (msg, probe) = (next.build(c), probe.build(c));
+    server
+        .request_or_drop(c, &msg, &probe)
+        .map(|r| r.status())
+        .ok_or(Step::Dropped)
 }
 
 pub fn rand_token() -> String {
@@ -779,54 +1081,57 @@ pub fn rand_token() -> String {
 // ---- Helpers added for the wire-corpus, SIPp and svwar tests. ----
 
 impl Server {
-    /// Like `Server::start`, plus more served domains, each with its own accounts (their
-    /// passwords in files) and the same algorithms as `opts`. The Digest realm of an account
-    /// is its domain.
-    pub fn start_with_domains(opts: &Options<'_>, extra: &[(&str, &[Account<'_>])]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let http_port = free_port();
-        let algs: Vec<String> = opts.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
-        let algs = algs.join(", ");
-        let mut tables = String::new();
-        let mut n = 0;
-        let mut account = |tables: &mut String, domain: &str, user: &str, pw: &str| {
-            n += 1;
-            let file = dir.path().join(format!("account-{n}.pw"));
-            std::fs::write(&file, pw).unwrap();
-            tables.push_str(&format!(
-                "[[accounts]]\nusername = \"{user}\"\ndomain = \"{domain}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
-                file.display()
-            ));
-        };
-        let (tls, tls_addr) = tls_tables(opts, dir.path());
-        tables.push_str(&tls);
-        tables.push_str(&format!(
-            "[[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{algs}]\n{}\n\n",
-            opts.domain
-        ));
-        for (domain, _) in extra {
-            tables.push_str(&format!(
-                "[[domains]]\nname = \"{domain}\"\nalgorithms = [{algs}]\n\n"
-            ));
-        }
-        for (user, pw) in opts.accounts {
-            account(&mut tables, DOMAIN, user, pw);
-        }
-        for (domain, accounts) in extra {
-            for (user, pw) in *accounts {
-                account(&mut tables, domain, user, pw);
+    /// The sum of `sipward_sip_dropped_total` over every reason.
+    pub fn dropped_total(&self) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("sipward_sip_dropped_total{"))
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            })
+            .sum()
+    }
+
+    /// Sends `msg` from `c` (whose other requests are all answered before this call) and
+    /// returns its answer, or `None` when the server dropped it: its drop counter went up
+    /// with no answer on `c`, and then the answer to `probe` (a request the server answers,
+    /// with another Call-ID) came with no answer to `msg` before it. No fixed wait: a drop
+    /// is seen as soon as the server counts it. Only for a server that gets no other
+    /// traffic meanwhile (the counter is the server's, not the client's).
+    pub fn request_or_drop(&self, c: &mut Client, msg: &str, probe: &str) -> Option<Resp> {
+        let before = self.dropped_total();
+        c.send_raw(msg.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = c.recv(Duration::from_millis(20)) {
+                return Some(r);
+            }
+            if self.dropped_total() > before {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // Neither answered nor counted: silence for 10 s.
+                return None;
             }
         }
-        let token_hash = sha256_hex(ADMIN_TOKEN.as_bytes());
-        let config = format!(
-            "[log]\nlevel = \"warn\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n{}\n\n\
-             [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
-            opts.sip, opts.registrar, opts.auth,
-        );
-        let config_path = dir.path().join("sipward.toml");
-        std::fs::write(&config_path, config).unwrap();
-        Server::start_with_file(config_path, dir, port, http_port, tls_addr)
+        let call_id = |text: &str| {
+            Resp {
+                text: text.to_string(),
+            }
+            .header("Call-ID")
+        };
+        let probe_call = call_id(probe);
+        assert_ne!(probe_call, call_id(msg), "the probe needs its own Call-ID");
+        c.send_raw(probe.as_bytes());
+        let r = c
+            .recv(Duration::from_secs(2))
+            .expect("the probe is answered");
+        if r.header("Call-ID") == probe_call {
+            None
+        } else {
+            Some(r)
+        }
     }
 
     /// The admin bindings view (`GET /admin/v1/bindings`) as JSON text.
@@ -852,7 +1157,7 @@ impl Server {
             if pred(v) || start.elapsed() >= timeout {
                 return (v, start.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 }
@@ -946,21 +1251,24 @@ impl Client {
 }
 
 impl Server {
-    /// Sends SIGTERM and returns at once (the drain tests keep talking to the server).
+    /// Sends SIGTERM to the binary and returns at once (the drain tests keep talking to it).
     pub fn send_sigterm(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
     }
 
-    /// Waits up to `limit` for the process to exit; its exit code, or `None` if it still runs
+    /// Waits up to `limit` for the binary to exit; its exit code, or `None` if it still runs
     /// (or was killed by a signal).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let Process::Binary(child) = &mut self.process else {
+            panic!("wait_exit needs the binary (Server::start_binary)");
+        };
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -196,6 +196,18 @@ pub fn idp_available() -> bool {
     false
 }
 
+/// A test IdP and an in-process token server for `setup` pointed at it; `None` (the test
+/// does not run, said loudly; a failure under `CI=true`) without Node and the IdP's packages.
+/// The IdP lives as long as the returned value.
+pub fn idp_and_server(setup: &Setup<'_>) -> Option<(Idp, TokenServer)> {
+    if !idp_available() {
+        return None;
+    }
+    let idp = Idp::start();
+    let server = TokenServer::start(&idp, setup);
+    Some((idp, server))
+}
+
 pub fn idp_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
 }
@@ -350,8 +362,14 @@ impl Drop for Idp {
 pub struct TokenServer {
     pub server: Server,
     pub config: String,
-    pub port: u16,
-    pub http_port: u16,
+}
+
+/// The ports a token server listens on; 0: the kernel picks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ports {
+    pub udp: u16,
+    pub tcp: u16,
+    pub http: u16,
 }
 
 /// What differs between test servers.
@@ -388,13 +406,13 @@ impl Default for Setup<'_> {
 }
 
 /// The config text for `setup`, issuer `idp_issuer`, on the given ports.
-pub fn config_text(
-    idp_issuer: &str,
-    setup: &Setup<'_>,
-    dir: &Path,
-    port: u16,
-    http_port: u16,
-) -> String {
+pub fn config_text(idp_issuer: &str, setup: &Setup<'_>, dir: &Path, ports: Ports) -> String {
+    let Ports { udp, tcp, http } = ports;
+    // The registrar phones are told about; a kernel-picked port is not known yet.
+    let registrar = match udp {
+        0 => "sip:127.0.0.1".to_string(),
+        port => format!("sip:127.0.0.1:{port}"),
+    };
     let algs: Vec<String> = setup
         .algorithms
         .iter()
@@ -424,13 +442,13 @@ pub fn config_text(
         None => "store_path = \":memory:\"\n".to_string(),
     };
     format!(
-        "[log]\nlevel = \"info\"\n\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\nudp_workers = 2\n\n\
+        "[log]\nlevel = \"info\"\n\n[sip]\nudp = [\"127.0.0.1:{udp}\"]\ntcp = [\"127.0.0.1:{tcp}\"]\nudp_workers = 2\n\n\
          [registrar]\nmin_expires = 1\n{}\n\n[auth]\n{}\n\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{http}\"\nadmin_token_sha256 = \"{}\"\n\n\
          [token_api]\n{store}{}\n\n\
          [[issuers]]\nname = \"test-idp\"\nissuer = \"{idp_issuer}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"ES256\", \"RS256\"]\n\
          client_ids = [\"softphone\"]\nlogin_client_id = \"softphone\"\nlabel = \"Test IdP\"\nadmin_claim = \"groups\"\nadmin_values = [\"sipward-admins\"]\n{}\n\n\
-         [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\nsso = \"{}\"\nissuers = [\"test-idp\"]\nregistrar = \"sip:127.0.0.1:{port}\"\n\n{accounts}",
+         [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [{}]\nsso = \"{}\"\nissuers = [\"test-idp\"]\nregistrar = \"{registrar}\"\n\n{accounts}",
         setup.registrar,
         setup.auth,
         sha256_hex(ADMIN_TOKEN.as_bytes()),
@@ -442,24 +460,43 @@ pub fn config_text(
 }
 
 impl TokenServer {
+    /// An in-process server for `setup` on kernel-chosen ports.
     pub fn start(idp: &Idp, setup: &Setup<'_>) -> TokenServer {
-        let port = free_port();
-        let http_port = free_port();
-        TokenServer::start_on(idp, setup, port, http_port)
+        TokenServer::start_on(idp, setup, Ports::default())
     }
 
-    /// Starts on given ports (a restart reuses the first run's ports).
-    pub fn start_on(idp: &Idp, setup: &Setup<'_>, port: u16, http_port: u16) -> TokenServer {
+    /// Starts on given ports (a restart reuses the first run's [`TokenServer::ports`]).
+    pub fn start_on(idp: &Idp, setup: &Setup<'_>, ports: Ports) -> TokenServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = config_text(&idp.issuer, setup, dir.path(), port, http_port);
+        let config = config_text(&idp.issuer, setup, dir.path(), ports);
         let path = dir.path().join("sipward.toml");
         std::fs::write(&path, &config).unwrap();
-        let server = Server::start_with_file(path, dir, port, http_port, None);
-        TokenServer {
-            server,
-            config,
-            port,
-            http_port,
+        let server = Server::in_process(path, dir);
+        TokenServer { server, config }
+    }
+
+    /// The `sipward` binary for `setup`, on free ports (for the tests that drive it with SIPp).
+    pub fn start_binary(idp: &Idp, setup: &Setup<'_>) -> TokenServer {
+        let port = free_port();
+        let ports = Ports {
+            udp: port,
+            tcp: port,
+            http: free_port(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_text(&idp.issuer, setup, dir.path(), ports);
+        let path = dir.path().join("sipward.toml");
+        std::fs::write(&path, &config).unwrap();
+        let server = Server::start_with_file(path, dir, port, ports.http, None);
+        TokenServer { server, config }
+    }
+
+    /// The ports this server listens on.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            udp: self.server.udp.port(),
+            tcp: self.server.tcp.port(),
+            http: self.server.http.port(),
         }
     }
 
@@ -564,24 +601,10 @@ pub fn register_with(
     reg.expires = expires.map(str::to_string);
     let first = c.request(&reg.build(c)).expect("401");
     assert_eq!(first.status(), 401, "{}", first.text);
-    let challenge = first
-        .headers("WWW-Authenticate")
-        .into_iter()
-        .find(|h| h.contains(&format!("algorithm={alg}")))
+    let nonce = first
+        .nonce_for(alg)
         .unwrap_or_else(|| panic!("no {alg} challenge in {}", first.text));
-    let nonce = crate::common::param(&challenge, "nonce").unwrap();
-    let mut next = reg.clone();
-    next.cseq += 1;
-    next.authorization = vec![crate::common::authorization(
-        alg,
-        &cred.username,
-        &cred.password,
-        "REGISTER",
-        &reg.ruri,
-        &nonce,
-        1,
-        &crate::common::rand_token(),
-    )];
+    let next = crate::common::with_credentials(&reg, alg, &cred.username, &cred.password, &nonce);
     c.request(&next.build(c)).expect("final response")
 }
 
