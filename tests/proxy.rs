@@ -1015,43 +1015,73 @@ fn the_proxy_holds_at_most_sip_max_transactions_contexts() {
         ..Options::default()
     });
     let mut bob = bob_phone(&server);
-    let mut c = Client::new(Proto::Udp, server.udp);
-    let call_id = rand_token();
-    // One challenge; every INVITE after it reuses its nonce with a rising nc (each has its
-    // own CSeq, so none is a loop).
-    let b1 = format!("z9hG4bK{}", rand_token());
-    c.send_raw(&invite(&c, "bob", &call_id, 1, &b1, "", b""));
-    let challenge = first_final(&mut c);
-    assert_eq!(challenge.status(), 407, "{}", challenge.text);
-    ack_non_2xx(&mut c, "bob", &call_id, 1, &b1, &challenge);
-    let send_invite = |c: &mut Client, cseq: u32| {
+    // WINDOW callers, each with its own challenge and Call-ID; every INVITE of a caller reuses
+    // its nonce with a rising nc (each has its own CSeq, so none is a loop). One INVITE per
+    // caller is in flight at a time, so each nonce's counts arrive in order.
+    const WINDOW: u32 = 20;
+    struct Caller {
+        c: Client,
+        call_id: String,
+        nonce: String,
+    }
+    let mut callers: Vec<Caller> = (0..WINDOW)
+        .map(|_| {
+            let mut c = Client::new(Proto::Udp, server.udp);
+            let call_id = rand_token();
+            let b1 = format!("z9hG4bK{}", rand_token());
+            c.send_raw(&invite(&c, "bob", &call_id, 1, &b1, "", b""));
+            let challenge = first_final(&mut c);
+            assert_eq!(challenge.status(), 407, "{}", challenge.text);
+            ack_non_2xx(&mut c, "bob", &call_id, 1, &b1, &challenge);
+            let nonce = challenge.nonce();
+            Caller { c, call_id, nonce }
+        })
+        .collect();
+    let send_invite = |caller: &mut Caller, cseq: u32| {
         let pa = authorization(
             "MD5",
             "alice",
             ALICE_PW,
             "INVITE",
             &format!("sip:bob@{DOMAIN}"),
-            &challenge.nonce(),
+            &caller.nonce,
             cseq - 1,
             &rand_token(),
         );
         let branch = format!("z9hG4bK{}", rand_token());
         let extra = format!("Proxy-Authorization: {pa}\r\n");
-        let bytes = invite(c, "bob", &call_id, cseq, &branch, &extra, b"");
-        c.send_raw(&bytes);
+        let bytes = invite(
+            &caller.c,
+            "bob",
+            &caller.call_id,
+            cseq,
+            &branch,
+            &extra,
+            b"",
+        );
+        caller.c.send_raw(&bytes);
     };
-    for cseq in 2..2 + CAP {
-        send_invite(&mut c, cseq);
-        let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
-        let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), false);
-        bob.send_raw(ok.as_bytes());
-        let r = first_final(&mut c);
-        assert_eq!(r.status(), 200, "call {cseq}: {}", r.text);
+    // Every call is forwarded, answered 200 by bob and relayed, so each keeps its context.
+    for round in 0..CAP / WINDOW {
+        let cseq = 2 + round;
+        for caller in &mut callers {
+            send_invite(caller, cseq);
+        }
+        for _ in 0..WINDOW {
+            let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
+            let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), false);
+            bob.send_raw(ok.as_bytes());
+        }
+        for caller in &mut callers {
+            let r = first_final(&mut caller.c);
+            assert_eq!(r.status(), 200, "call with CSeq {cseq}: {}", r.text);
+        }
     }
     assert_eq!(server.metric("sipward_proxy_contexts"), f64::from(CAP));
-    send_invite(&mut c, 2 + CAP);
+    let last = &mut callers[0];
+    send_invite(last, 2 + CAP / WINDOW);
     let r = loop {
-        match c.recv(Duration::from_secs(5)) {
+        match last.c.recv(Duration::from_secs(5)) {
             Some(r) if r.status() == 100 => continue,
             other => break other,
         }
