@@ -1,14 +1,18 @@
 //! sipward: a SIP registrar and proxy with a side HTTP API.
 //!
-//! The module map, lowest layer first. Dependency rule: `sip` ← `transport` ← `transaction`
-//! ← `dispatch` → `auth`, `registrar`, `credentials`; `credentials` reads `store`; `api` uses
-//! `oidc`, `store`, `credentials`, `registrar` and `metrics`; `oidc` is used by `api` only.
-//! Lower layers never name upper ones; only `app` knows every module.
+//! The module map, lowest layer first. Dependency rule ("A → B": A names B): `sip`,
+//! `transaction` and `store` name no other module; `auth`, `registrar` and `metrics` name only
+//! `sip`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
+//! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
+//! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
+//! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
+//! `api` only. Lower layers never name upper ones; only `app` wires them together. Details:
+//! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `Status`) |
-//! | `transport` | binding and serving every SIP socket, UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam |
+//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `FlowId`, `Status`) |
+//! | `transport` | binding and serving every SIP socket, UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`) |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
@@ -20,7 +24,7 @@
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
-//! | `app` | wiring: config → parts, bind, serve, the purge and proxy timer tasks, the drain's two tokens |
+//! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 
 pub mod api;
