@@ -566,10 +566,126 @@ fn a21_two_authorization_headers_for_one_realm_are_400() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A5, E3: stale nonces are unit tests of the authenticator on a virtual clock
-// (src/auth/authenticator_tests.rs `a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup`);
-// stale=true on the wire is covered by A6 (a replay after verification).
+// A5, E3: stale nonces. The order (stale before any lookup) is a unit test of the
+// authenticator on a virtual clock (src/auth/authenticator_tests.rs
+// `a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup`); the wire
+// answer is below, with nonces the server itself would have issued an hour ago.
 // ---------------------------------------------------------------------------------------------
+
+/// A nonce as the server minted it `age_secs` ago: same secret (`auth.nonce_secret_file`),
+/// same key derivation, same realm. Waiting out a nonce lifetime would give the same nonce.
+fn aged_nonce(secret: &[u8], age_secs: u64) -> String {
+    use sha2::Digest;
+    let key: [u8; 32] = sha2::Sha256::digest(secret).into();
+    let keys = sipward::auth::NonceKeys::from_bytes(&[(1, key)]).expect("nonce key");
+    let issuer = sipward::auth::NonceIssuer::new(
+        keys,
+        sipward::auth::NonceConfig {
+            lifetime: sipward::auth::DEFAULT_NONCE_LIFETIME,
+            max_drift: sipward::auth::DEFAULT_NONCE_MAX_DRIFT,
+        },
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    issuer.mint(DOMAIN, None, now - age_secs)
+}
+
+#[test]
+fn a05_e03_expired_nonce_is_stale_for_known_and_unknown_users() {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = b"a-test-nonce-secret-of-at-least-thirty-two-bytes";
+    let secret_file = secret_dir.path().join("nonce.secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let auth = format!(
+        "nonce_lifetime_secs = 10\nnonce_secret_file = \"{}\"",
+        secret_file.display()
+    );
+    let server = Server::start(&Options {
+        auth: &auth,
+        ..Options::default()
+    });
+    let stale = "sipward_auth_failures_total{reason=\"stale_nonce\"}";
+    let stale_before = server.metric(stale);
+    let mut answered = 0.0;
+
+    // A5: 401 with stale=true; the retry with the new nonce gets 200.
+    for proto in PROTOS {
+        let mut c = server.client(proto);
+        let mut r = Register::new("alice");
+        let old = aged_nonce(secret, 3600);
+        r.cseq = 2;
+        r.authorization = vec![authorization(
+            "MD5",
+            "alice",
+            ALICE_PW,
+            "REGISTER",
+            &r.ruri,
+            &old,
+            1,
+            &rand_token(),
+        )];
+        let resp = send(&mut c, &r);
+        expect(&resp, 401, &format!("{proto:?} A5 stale"));
+        answered += 1.0;
+        let ch = resp.headers("WWW-Authenticate");
+        assert_eq!(ch.len(), 2);
+        assert!(ch.iter().all(|h| h.ends_with(", stale=true")), "{ch:?}");
+        let fresh = resp.nonce();
+        assert_ne!(fresh, old);
+        r.cseq = 3;
+        r.authorization = vec![authorization(
+            "MD5",
+            "alice",
+            ALICE_PW,
+            "REGISTER",
+            &r.ruri,
+            &fresh,
+            1,
+            &rand_token(),
+        )];
+        expect(&send(&mut c, &r), 200, &format!("{proto:?} A5 retry"));
+    }
+
+    // E3: garbage credentials on an expired nonce, known and unknown users: the same stale=true.
+    let mut seen: Vec<(Proto, String, String)> = Vec::new();
+    for proto in PROTOS {
+        for user in ["alice", "bob", "ghost", "u4821"] {
+            let mut c = server.client(proto);
+            let mut r = Register::new(user);
+            r.cseq = 2;
+            r.authorization = vec![format!(
+                "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{}\", uri=\"{}\", \
+                 response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5, cnonce=\"x\", qop=auth, nc=00000001",
+                aged_nonce(secret, 3600),
+                r.ruri
+            )];
+            let resp = send(&mut c, &r);
+            expect(&resp, 401, &format!("{proto:?} E3 {user}"));
+            answered += 1.0;
+            assert!(
+                challenges(&resp)
+                    .iter()
+                    .all(|h| h.ends_with(", stale=true")),
+                "{}",
+                resp.text
+            );
+            seen.push((proto, user.to_string(), normalize(&resp)));
+        }
+    }
+    for proto in PROTOS {
+        let of: Vec<&(Proto, String, String)> = seen.iter().filter(|s| s.0 == proto).collect();
+        for s in &of[1..] {
+            assert_eq!(s.2, of[0].2, "{proto:?}: {} vs {}", s.1, of[0].1);
+        }
+    }
+    assert_eq!(server.metric(stale), stale_before + answered);
+}
 
 /// Every REGISTER refusal counts one outcome: a Digest `uri` mismatch is a 400 like any other
 /// (`sipward_register_outcomes_total{outcome="bad_request"}`), counted once.

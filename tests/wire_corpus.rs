@@ -418,6 +418,13 @@ fn run_case(case: &Case, mode: Mode) {
                 c.send_raw(&bytes);
             } else {
                 let written = c.send_bytewise(&bytes);
+                // A file the server must wait on arrives whole before its header deadline,
+                // so the case tests waiting for the rest of a message, not a slow sender.
+                assert!(
+                    !waits_for_deadline || written == bytes.len(),
+                    "{what}: only {written} of {} bytes were written before the server closed",
+                    bytes.len()
+                );
                 if written < bytes.len() {
                     // Only a connection we expect the server to close may be cut short.
                     assert!(
