@@ -358,7 +358,8 @@ impl Location {
     }
 
     /// Removes every binding whose deadline is at or before `now`; returns how many. Called by
-    /// the one purge task, which sleeps until [`Location::next_deadline`] (or a fixed tick).
+    /// the one purge task every `registrar.purge_interval` (reads never show an expired
+    /// binding meanwhile); [`Location::next_deadline`] says when the next one falls due.
     pub fn purge(&self, now: Instant) -> usize {
         let mut purged = 0;
         loop {

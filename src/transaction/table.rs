@@ -344,9 +344,11 @@ impl TransactionTable {
         }
     }
 
-    /// The earliest deadline in the table, for the driver task to sleep until.
+    /// The earliest deadline in the table: when [`TransactionTable::poll`] next has work. Today
+    /// the purge task polls at a fixed interval instead (expiry only frees memory; nothing is
+    /// sent), so this serves tests and a future driver.
     ///
-    /// `None` means the table has nothing scheduled; the driver may then sleep for
+    /// `None` means the table has nothing scheduled; a driver may then sleep for
     /// [`TransactionConfig::timeout`] (64*T1): every deadline is set at least that far after the
     /// event that sets it, so no transaction created meanwhile can fall due earlier.
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -211,7 +211,7 @@ pub struct FlowInfo {
     pub peer: SocketAddr,
 }
 
-/// Bytes queued per connection before `send` fails (the peer is not reading).
+/// Messages queued per connection before `send` fails at once (the peer is not reading).
 pub const FLOW_QUEUE: usize = 64;
 
 impl Flows {
