@@ -39,7 +39,7 @@ pub struct Transmit {
 /// How much work the timers did, since the start: the evidence that nothing scans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimerStats {
-    /// Calls of [`ProxyCore::handle_timeout`] (the driver's wake-ups at a deadline).
+    /// Calls of `ProxyCore::handle_timeout` (the driver's wake-ups at a deadline).
     pub wakeups: u64,
     /// Contexts whose timers were run (each one due at that wake-up).
     pub visited: u64,

@@ -21,7 +21,7 @@ pub struct Via<'a> {
     /// The whole value as written.
     pub raw: &'a str,
     pub transport: &'a str,
-    /// host[:port] as written.
+    /// `host[:port]` as written.
     pub sent_by: &'a str,
     pub host: &'a str,
     pub port: Option<u16>,
