@@ -6,6 +6,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::auth::Failure;
 use crate::sip::{StatusClass, Transport};
 
 pub const SIP_REQUESTS: &str = "sipward_sip_requests_total";
@@ -91,27 +92,15 @@ impl RegisterOutcome {
     }
 }
 
-/// Why credentials were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    WrongResponse,
-    StaleNonce,
-    InvalidNonce,
-    Replay,
-    Algorithm,
-    Malformed,
-}
-
-impl AuthFailure {
-    fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::WrongResponse => "wrong_response",
-            AuthFailure::StaleNonce => "stale_nonce",
-            AuthFailure::InvalidNonce => "invalid_nonce",
-            AuthFailure::Replay => "replay",
-            AuthFailure::Algorithm => "algorithm",
-            AuthFailure::Malformed => "malformed",
-        }
+/// Reason label of [`AUTH_FAILURES`]: why the authenticator refused credentials.
+fn auth_failure_label(f: Failure) -> &'static str {
+    match f {
+        Failure::WrongResponse => "wrong_response",
+        Failure::StaleNonce => "stale_nonce",
+        Failure::InvalidNonce => "invalid_nonce",
+        Failure::Replay => "replay",
+        Failure::Algorithm => "algorithm",
+        Failure::Malformed => "malformed",
     }
 }
 
@@ -337,8 +326,10 @@ impl Metrics {
         self.register.with_label_values(&[o.as_str()]).inc();
     }
 
-    pub fn auth_failure(&self, r: AuthFailure) {
-        self.auth_failures.with_label_values(&[r.as_str()]).inc();
+    pub fn auth_failure(&self, f: Failure) {
+        self.auth_failures
+            .with_label_values(&[auth_failure_label(f)])
+            .inc();
     }
 
     pub fn parse_error(&self, t: Transport) {

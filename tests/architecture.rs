@@ -30,17 +30,7 @@ const MAX_DISPATCH_FIELDS: usize = 8;
 #[test]
 fn no_import_cycles_between_files_of_src() {
     let files = source_files();
-    let graph = import_graph(&files);
-    let cycles = cycles(&graph);
-    assert!(
-        cycles.is_empty(),
-        "import cycles between files of src/:\n{}",
-        cycles
-            .iter()
-            .map(|c| format!("  {}", c.join(" -> ")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_cycles(&import_graph(&files), "files");
 }
 
 /// The layering of `src/lib.rs` ("lower layers never name upper ones"): the same graph with
@@ -61,16 +51,7 @@ fn no_import_cycles_between_modules_of_src() {
         let edges = graph.entry(from.clone()).or_default();
         edges.extend(targets.iter().map(|t| top(t)).filter(|t| *t != from));
     }
-    let cycles = cycles(&graph);
-    assert!(
-        cycles.is_empty(),
-        "import cycles between modules of src/:\n{}",
-        cycles
-            .iter()
-            .map(|c| format!("  {}", c.join(" -> ")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_cycles(&graph, "modules");
 }
 
 #[test]
@@ -144,6 +125,20 @@ fn the_reader_finds_paths_cycles_and_fields() {
     graph.insert("c.rs".to_owned(), BTreeSet::from(["a.rs".to_owned()]));
     graph.insert("d.rs".to_owned(), BTreeSet::from(["a.rs".to_owned()]));
     assert_eq!(cycles(&graph), [vec!["a.rs", "b.rs", "c.rs", "a.rs"]]);
+}
+
+/// Fails with every cycle of `graph` (between `what` of src/), one a line.
+fn assert_no_cycles(graph: &BTreeMap<String, BTreeSet<String>>, what: &str) {
+    let cycles = cycles(graph);
+    assert!(
+        cycles.is_empty(),
+        "import cycles between {what} of src/:\n{}",
+        cycles
+            .iter()
+            .map(|c| format!("  {}", c.join(" -> ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 struct SourceFile {

@@ -139,10 +139,24 @@ fn udp_handler_answers_later_from_another_thread() {
     receiver.join().unwrap();
 }
 
-fn start_tcp(
-    rt: &tokio::runtime::Runtime,
-    handler: Arc<TestHandler>,
-) -> (SocketAddr, Flows, CancellationToken) {
+/// A TCP server with a [`TestHandler`] on a one-thread runtime, and a client connected to it
+/// (reads time out after [`WAIT`]).
+struct TcpCase {
+    client: TcpStream,
+    responders: mpsc::Receiver<(String, Responder, SocketAddr)>,
+    flows: Flows,
+    shutdown: CancellationToken,
+    /// Dropped last: the server runs on it.
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start_tcp() -> TcpCase {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (handler, responders) = handler();
     let flows = Flows::default();
     let shutdown = CancellationToken::new();
     let listener = rt
@@ -164,7 +178,15 @@ fn start_tcp(
         halt: shutdown.clone(),
     };
     rt.spawn(tcp::accept_loop(listener, ctx, TaskTracker::new()));
-    (addr, flows, shutdown)
+    let client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    TcpCase {
+        client,
+        responders,
+        flows,
+        shutdown,
+        _rt: rt,
+    }
 }
 
 /// Reads from `stream` until `want` bytes have arrived (or EOF / the read timeout).
@@ -176,15 +198,13 @@ fn read_exact_text(stream: &mut TcpStream, want: usize) -> String {
 
 #[test]
 fn tcp_handler_answers_later_on_the_same_connection() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (handler, responders) = handler();
-    let (addr, _flows, shutdown) = start_tcp(&rt, handler);
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(WAIT)).unwrap();
+    let TcpCase {
+        mut client,
+        responders,
+        flows: _flows,
+        shutdown,
+        _rt,
+    } = start_tcp();
 
     client.write_all(sip("later-1").as_bytes()).unwrap();
     let (tag, responder, _) = responders.recv_timeout(WAIT).expect("a responder");
@@ -222,15 +242,13 @@ fn tcp_handler_answers_later_on_the_same_connection() {
 
 #[test]
 fn tcp_dropped_or_stale_responder_sends_nothing_and_holds_nothing_open() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (handler, responders) = handler();
-    let (addr, flows, shutdown) = start_tcp(&rt, handler);
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(WAIT)).unwrap();
+    let TcpCase {
+        mut client,
+        responders,
+        flows,
+        shutdown,
+        _rt,
+    } = start_tcp();
 
     // Dropped on another thread: nothing is written; the next answer is the first bytes.
     client.write_all(sip("later-1").as_bytes()).unwrap();

@@ -133,27 +133,14 @@ fn call_bob(c: &mut Client, call_id: &str) {
 
 /// A response from the callee to `req`, with its To tag `bobtag`.
 fn answer(req: &Resp, status: u16, reason: &str, contact: &str) -> String {
-    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    for v in req.headers("Via") {
-        out.push_str(&format!("Via: {v}\r\n"));
-    }
-    for rr in req.headers("Record-Route") {
-        out.push_str(&format!("Record-Route: {rr}\r\n"));
-    }
-    let to = req.header("To").unwrap();
-    let to = if to.contains(";tag=") {
-        to
-    } else {
-        format!("{to};tag=bobtag")
-    };
-    out.push_str(&format!(
-        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:bob@{contact}>\r\n\
-         Content-Length: 0\r\n\r\n",
-        req.header("From").unwrap(),
-        req.header("Call-ID").unwrap(),
-        req.header("CSeq").unwrap(),
-    ));
-    out
+    response_to(
+        req,
+        status,
+        reason,
+        "bobtag",
+        &format!("sip:bob@{contact}"),
+        false,
+    )
 }
 
 /// An in-dialog request from alice to bob along the Record-Route of `answer`.

@@ -297,50 +297,14 @@ impl TlsPhone {
     }
 
     fn answer(&mut self, req: &Resp, status: u16, reason: &str, to_tag: &str, sdp: bool) {
-        let msg = response_to(req, status, reason, to_tag, &self.c.local.to_string(), sdp);
+        let msg = response_to(req, status, reason, to_tag, &tls_contact(&self.c), sdp);
         self.c.send_raw(msg.as_bytes());
     }
 }
 
-/// A response to `req` as a UAS builds it: Vias, From, To (+ tag), Call-ID, CSeq and
-/// Record-Route copied, our Contact, an optional SDP body.
-fn response_to(
-    req: &Resp,
-    status: u16,
-    reason: &str,
-    to_tag: &str,
-    contact: &str,
-    sdp: bool,
-) -> String {
-    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    for v in req.headers("Via") {
-        out.push_str(&format!("Via: {v}\r\n"));
-    }
-    for rr in req.headers("Record-Route") {
-        out.push_str(&format!("Record-Route: {rr}\r\n"));
-    }
-    let to = req.header("To").unwrap();
-    let to = if to.contains(";tag=") || to_tag.is_empty() {
-        to
-    } else {
-        format!("{to};tag={to_tag}")
-    };
-    out.push_str(&format!(
-        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:bob@{contact};transport=tls>\r\n",
-        req.header("From").unwrap(),
-        req.header("Call-ID").unwrap(),
-        req.header("CSeq").unwrap(),
-    ));
-    let body = if sdp {
-        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
-    } else {
-        ""
-    };
-    if sdp {
-        out.push_str("Content-Type: application/sdp\r\n");
-    }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    out
+/// The Contact URI of bob's responses in these tests.
+fn tls_contact(bob: &Client) -> String {
+    format!("sip:bob@{};transport=tls", bob.local)
 }
 
 /// Acceptance 1, third case: SIPp caller over UDP, callee over TLS (a rustls client).
@@ -729,7 +693,7 @@ fn retransmitted_200_relayed_and_retransmitted_invite_absorbed() {
         .recv(Duration::from_secs(2))
         .expect("replayed provisional");
     assert_eq!(again.status(), 100);
-    let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
+    let ok = response_to(&fwd, 200, "OK", "bobtag", &tls_contact(&bob), true);
     bob.send_raw(ok.as_bytes());
     let first = first_final(&mut c);
     assert_eq!(first.status(), 200, "{}", first.text);
@@ -761,14 +725,7 @@ fn non_2xx_final_is_retransmitted_until_acked() {
         fwd,
         ..
     } = invite_bob("", b"");
-    let busy = response_to(
-        &fwd,
-        486,
-        "Busy Here",
-        "bobtag",
-        &bob.local.to_string(),
-        false,
-    );
+    let busy = response_to(&fwd, 486, "Busy Here", "bobtag", &tls_contact(&bob), false);
     bob.send_raw(busy.as_bytes());
     let ack = bob
         .recv(Duration::from_secs(5))
@@ -811,7 +768,7 @@ fn strict_routed_bye_reaches_the_callee() {
         fwd,
         ..
     } = invite_bob("", b"");
-    let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
+    let ok = response_to(&fwd, 200, "OK", "bobtag", &tls_contact(&bob), true);
     bob.send_raw(ok.as_bytes());
     let answer = first_final(&mut c);
     assert_eq!(answer.status(), 200);
@@ -845,7 +802,7 @@ fn strict_routed_bye_reaches_the_callee() {
         "the last Route was removed: {}",
         got.text
     );
-    let ok = response_to(&got, 200, "OK", "", &bob.local.to_string(), false);
+    let ok = response_to(&got, 200, "OK", "", &tls_contact(&bob), false);
     bob.send_raw(ok.as_bytes());
     let r = first_final(&mut c);
     assert_eq!(r.status(), 200, "{}", r.text);
@@ -919,7 +876,7 @@ fn credentials_for_our_realm_never_reach_the_callee() {
 
     // The call is answered; alice's BYE (loose-routed through sipward) carries her
     // credentials again, as some phones do: consumed too.
-    let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), true);
+    let ok = response_to(&fwd, 200, "OK", "bobtag", &tls_contact(&bob), true);
     bob.send_raw(ok.as_bytes());
     let answer = first_final(&mut c);
     assert_eq!(answer.status(), 200, "{}", answer.text);
@@ -981,14 +938,7 @@ fn uri_headers_of_a_contact_never_reach_the_request_uri() {
     assert_eq!(fwd.header("Call-ID"), Some(call_id.clone()));
     assert!(!fwd.text.contains("evil"), "{}", fwd.text);
 
-    let busy = response_to(
-        &fwd,
-        486,
-        "Busy Here",
-        "bobtag",
-        &bob.local.to_string(),
-        false,
-    );
+    let busy = response_to(&fwd, 486, "Busy Here", "bobtag", &tls_contact(&bob), false);
     bob.send_raw(busy.as_bytes());
     let ack = bob
         .recv(Duration::from_secs(5))
@@ -1069,7 +1019,7 @@ fn the_proxy_holds_at_most_sip_max_transactions_contexts() {
         }
         for _ in 0..WINDOW {
             let fwd = bob.recv(Duration::from_secs(5)).expect("forwarded INVITE");
-            let ok = response_to(&fwd, 200, "OK", "bobtag", &bob.local.to_string(), false);
+            let ok = response_to(&fwd, 200, "OK", "bobtag", &tls_contact(&bob), false);
             bob.send_raw(ok.as_bytes());
         }
         for caller in &mut callers {

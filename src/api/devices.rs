@@ -22,7 +22,7 @@ use super::reply::{
     bad_request, bearer, json, missing_token, not_found, rejection_response, rfc3339, store_failed,
     DuplicateAuthorization,
 };
-use super::token::{aor_error, authenticate, sub_hash, unix_now, user_of, RevokedBy, TokenApi};
+use super::token::{aor_error, bearer_user, sub_hash, unix_now, RevokedBy, TokenApi};
 
 #[derive(Debug, Serialize)]
 pub(super) struct DeviceView {
@@ -46,21 +46,10 @@ pub(super) async fn devices(
     let Some(api) = &s.token else {
         return not_found();
     };
-    let v = match authenticate(
-        api,
-        peer.map(|Extension(p)| p),
-        &headers,
-        Purpose::Credentials,
-        "devices",
-    )
-    .await
-    {
-        Ok(v) => v,
+    let v = match bearer_user(api, peer.map(|Extension(p)| p), &headers, "devices").await {
+        Ok((v, _, _)) => v,
         Err((r, _)) => return r,
     };
-    if let Err((r, _)) = user_of(api, &v, "devices").await {
-        return r;
-    }
     let (iss, sub) = (v.iss.clone(), v.sub.clone());
     let records = match api.store.run(move |s| s.user_devices(&iss, &sub)).await {
         Ok(r) => r,
@@ -112,21 +101,10 @@ pub(super) async fn delete_device(
     let Some(api) = &s.token else {
         return not_found();
     };
-    let v = match authenticate(
-        api,
-        peer.map(|Extension(p)| p),
-        &headers,
-        Purpose::Credentials,
-        "delete_device",
-    )
-    .await
-    {
-        Ok(v) => v,
+    let v = match bearer_user(api, peer.map(|Extension(p)| p), &headers, "delete_device").await {
+        Ok((v, _, _)) => v,
         Err((r, _)) => return r,
     };
-    if let Err((r, _)) = user_of(api, &v, "delete_device").await {
-        return r;
-    }
     let (iss, sub, id) = (v.iss.clone(), v.sub.clone(), device_id.clone());
     let now = unix_now();
     let found = match api
@@ -159,7 +137,7 @@ pub(super) async fn delete_device(
 /// `POST /admin/v1/users/{user}/revoke`: every device of the AoR `user` (`alice@example.com`
 /// or `sip:alice@example.com`, canonicalised as the exchange does: [`UserAor`]) is revoked,
 /// every binding of the AoR removed, and tokens issued until now (plus the leeway, see
-/// [`user_of`]) may not get new credentials for it. Admin token, or an SSO admin of the
+/// [`super::token::user_of`]) may not get new credentials for it. Admin token, or an SSO admin of the
 /// domain. Order: credentials (401/403) → the AoR (400 unusable, 404 a domain without the
 /// token API) → the SSO admin's domain (403). A user of ours without devices is revoked too:
 /// its earlier tokens are refused.

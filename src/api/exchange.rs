@@ -17,15 +17,13 @@ use super::server::Peer;
 use super::ApiState;
 use crate::config::Sso;
 use crate::credentials::device::new_username;
-use crate::oidc::{Purpose, Rejection};
+use crate::oidc::Rejection;
 use crate::store::{IssueOutcome, IssueRequest};
 
 use super::reply::{
     bad_request, json, not_found, rejection_response, retry_after, rfc3339, store_failed,
 };
-use super::token::{
-    authenticate, sub_hash, unix_now, user_key, user_of, ExchangeOutcome, TokenApi,
-};
+use super::token::{bearer_user, sub_hash, unix_now, user_key, ExchangeOutcome, TokenApi};
 
 /// `refresh_after` is this share of the TTL (docs/token-api.md: 75 %).
 const REFRESH_AFTER_PERCENT: u64 = 75;
@@ -164,11 +162,7 @@ async fn exchange(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, ExchangeOutcome) {
-    let v = match authenticate(api, peer, headers, Purpose::Credentials, "credentials").await {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    let (aor, info) = match user_of(api, &v, "credentials").await {
+    let (v, aor, info) = match bearer_user(api, peer, headers, "credentials").await {
         Ok(found) => found,
         Err(e) => return e,
     };

@@ -16,7 +16,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `token.rs` | the token API's state and metrics, and the common start of every Bearer route (`authenticate`, `user_of`) |
+//! | `token.rs` | the token API's state and metrics, and the common start of every Bearer route (`bearer_user`: `authenticate`, then `user_of`) |
 //! | `exchange.rs` | `GET /v1/login-options` and `POST /v1/sip/credentials` |
 //! | `devices.rs` | `GET /v1/sip/devices`, `DELETE /v1/sip/devices/{id}`, the admin revoke of a user |
 //! | `reply.rs` | the HTTP answers and the Bearer header |
@@ -273,9 +273,22 @@ pub(super) fn user_key(v: &Verified) -> [u8; 32] {
         .into()
 }
 
-/// Per-source limit, bearer, validation, per-user limit: the common start of the Bearer
-/// routes. `Err` is the response to send.
-pub(super) async fn authenticate(
+/// The common start of the Bearer routes (`route` names one in logs): [`authenticate`] for
+/// credentials, then [`user_of`]. `Ok` is the validated token, the caller's AoR and its
+/// domain; `Err` is the response to send and the exchange outcome it counts as.
+pub(super) async fn bearer_user<'a>(
+    api: &'a TokenApi,
+    peer: Option<Peer>,
+    headers: &HeaderMap,
+    route: &'static str,
+) -> Result<(Verified, UserAor, &'a DomainInfo), (Response, ExchangeOutcome)> {
+    let verified = authenticate(api, peer, headers, Purpose::Credentials, route).await?;
+    let (aor, info) = user_of(api, &verified, route).await?;
+    Ok((verified, aor, info))
+}
+
+/// Per-source limit, bearer, validation, per-user limit. `Err` is the response to send.
+async fn authenticate(
     api: &TokenApi,
     peer: Option<Peer>,
     headers: &HeaderMap,
@@ -344,7 +357,7 @@ pub(super) async fn authenticate(
 /// The cutoff is compared with the leeway added: a token minted before the revoke by an IdP
 /// whose clock runs ahead carries an `iat` up to the leeway after the revoke time and is
 /// still refused (the price: a user re-provisioned at once waits out the leeway).
-pub(super) async fn user_of<'a>(
+async fn user_of<'a>(
     api: &'a TokenApi,
     v: &Verified,
     route: &'static str,

@@ -115,15 +115,44 @@ fn source(n: u8) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, n], 5060))
 }
 
-/// One request: `headers` are the Authorization values (none: no credentials).
-fn run(
-    a: &Authenticator,
-    users: &Users,
-    headers: &[&str],
+/// Where and when a request comes from: its source, `now` and the Unix seconds.
+#[derive(Clone, Copy)]
+struct At {
     from: SocketAddr,
     now: Instant,
     unix: u64,
-) -> Decision<&'static str> {
+}
+
+impl At {
+    /// From `source(1)`, now, at [`UNIX0`].
+    fn start() -> At {
+        At {
+            from: source(1),
+            now: Instant::now(),
+            unix: UNIX0,
+        }
+    }
+
+    /// The same source, `secs` later on both clocks.
+    fn later(self, secs: u64) -> At {
+        At {
+            now: self.now + Duration::from_secs(secs),
+            unix: self.unix + secs,
+            ..self
+        }
+    }
+
+    /// The same moment, from `source(n)`.
+    fn source(self, n: u8) -> At {
+        At {
+            from: source(n),
+            ..self
+        }
+    }
+}
+
+/// One request: `headers` are the Authorization values (none: no credentials).
+fn run(a: &Authenticator, users: &Users, headers: &[&str], at: At) -> Decision<&'static str> {
     let parsed = headers.iter().map(|h| Credentials::parse(h));
     let req = DigestRequest {
         offered: Offered::select(parsed, REALM),
@@ -131,15 +160,39 @@ fn run(
         method: "REGISTER",
         request_uri: RURI,
         call_id: "call-1",
-        source: from,
+        source: at.from,
         expected_aor: None,
     };
-    a.authenticate(&req, users, now, unix)
+    a.authenticate(&req, users, at.now, at.unix)
 }
 
-/// The nonce of a fresh challenge for `from` at `unix`.
-fn challenge(a: &Authenticator, users: &Users, from: SocketAddr, t: Instant, unix: u64) -> String {
-    match run(a, users, &[], from, t, unix) {
+/// `user` answers `nonce` with `password` (`None`: a garbage response), nc 1.
+fn answer(
+    a: &Authenticator,
+    users: &Users,
+    user: &str,
+    password: Option<&str>,
+    nonce: &str,
+    at: At,
+) -> Decision<&'static str> {
+    run(a, users, &[&header(user, password, nonce, RURI, 1)], at)
+}
+
+/// A fresh challenge at `at`, answered at once by `user` with `password`.
+fn attempt(
+    a: &Authenticator,
+    users: &Users,
+    user: &str,
+    password: Option<&str>,
+    at: At,
+) -> Decision<&'static str> {
+    let nonce = challenge(a, users, at);
+    answer(a, users, user, password, &nonce, at)
+}
+
+/// The nonce of a fresh challenge at `at`.
+fn challenge(a: &Authenticator, users: &Users, at: At) -> String {
+    match run(a, users, &[], at) {
         Decision::Challenge(c) => {
             assert_eq!(c.failure, None, "no credentials: nothing counted");
             assert!(!c.stale);
@@ -166,22 +219,13 @@ fn realm_algorithms() -> Vec<Algorithm> {
 fn a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup() {
     let a = authenticator(false);
     let users = Users::default();
-    let t0 = Instant::now();
-    let from = source(1);
-    let old = challenge(&a, &users, from, t0, UNIX0);
-    let later = UNIX0 + LIFETIME + 2;
-    let t1 = t0 + Duration::from_secs(LIFETIME + 2);
+    let at = At::start();
+    let old = challenge(&a, &users, at);
+    let later = at.later(LIFETIME + 2);
 
     // A5: the right password on an expired nonce: stale=true with every algorithm, a fresh
     // nonce, and the retry with it succeeds.
-    let resp = run(
-        &a,
-        &users,
-        &[&header("alice", Some("alice-pw"), &old, RURI, 1)],
-        from,
-        t1,
-        later,
-    );
+    let resp = answer(&a, &users, "alice", Some("alice-pw"), &old, later);
     assert_eq!(
         shape(&resp),
         (true, Some(Failure::StaleNonce), realm_algorithms())
@@ -201,14 +245,7 @@ fn a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup(
         0,
         "a stale nonce is answered before any user lookup"
     );
-    match run(
-        &a,
-        &users,
-        &[&header("alice", Some("alice-pw"), &c.nonce, RURI, 1)],
-        from,
-        t1,
-        later,
-    ) {
+    match answer(&a, &users, "alice", Some("alice-pw"), &c.nonce, later) {
         Decision::Authenticated(id) => assert_eq!(&*id.aor, "sip:alice@example.test"),
         other => panic!("retry with the fresh nonce: {other:?}"),
     }
@@ -219,15 +256,8 @@ fn a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup(
     let users = Users::default();
     let mut seen = Vec::new();
     for user in ["alice", "bob", "ghost", "u4821"] {
-        let nonce = challenge(&a, &users, from, t0, UNIX0);
-        let d = run(
-            &a,
-            &users,
-            &[&header(user, None, &nonce, RURI, 1)],
-            from,
-            t1,
-            later,
-        );
+        let nonce = challenge(&a, &users, at);
+        let d = answer(&a, &users, user, None, &nonce, later);
         seen.push(shape(&d));
     }
     assert!(
@@ -242,31 +272,17 @@ fn a05_e03_expired_nonce_is_stale_for_known_and_unknown_users_before_any_lookup(
 fn a_nonce_we_never_issued_is_refused_before_any_lookup() {
     let a = authenticator(false);
     let users = Users::default();
-    let t = Instant::now();
+    let at = At::start();
     for user in ["alice", "ghost"] {
-        let d = run(
-            &a,
-            &users,
-            &[&header(user, Some("alice-pw"), "bm90LW91cnM", RURI, 1)],
-            source(1),
-            t,
-            UNIX0,
-        );
+        let d = answer(&a, &users, user, Some("alice-pw"), "bm90LW91cnM", at);
         assert_eq!(
             shape(&d),
             (false, Some(Failure::InvalidNonce), realm_algorithms())
         );
     }
     // A nonce bound to another source is not ours for this one.
-    let nonce = challenge(&a, &users, source(2), t, UNIX0);
-    let d = run(
-        &a,
-        &users,
-        &[&header("alice", Some("alice-pw"), &nonce, RURI, 1)],
-        source(1),
-        t,
-        UNIX0,
-    );
+    let nonce = challenge(&a, &users, at.source(2));
+    let d = answer(&a, &users, "alice", Some("alice-pw"), &nonce, at);
     assert_eq!(shape(&d).1, Some(Failure::InvalidNonce));
     assert_eq!(users.finds.get(), 0);
 }
@@ -275,21 +291,19 @@ fn a_nonce_we_never_issued_is_refused_before_any_lookup() {
 fn replay_is_refused_after_verification_only() {
     let a = authenticator(false);
     let users = Users::default();
-    let t = Instant::now();
-    let from = source(1);
-    let nonce = challenge(&a, &users, from, t, UNIX0);
+    let at = At::start();
+    let nonce = challenge(&a, &users, at);
     let good = header("alice", Some("alice-pw"), &nonce, RURI, 1);
     assert!(matches!(
-        run(&a, &users, &[&good], from, t, UNIX0),
+        run(&a, &users, &[&good], at),
         Decision::Authenticated(_)
     ));
     // The same nc again: verified (a lookup), then refused as a replay, answered stale=true.
-    let d = run(&a, &users, &[&good], from, t, UNIX0);
+    let d = run(&a, &users, &[&good], at);
     assert_eq!(shape(&d), (true, Some(Failure::Replay), realm_algorithms()));
     assert_eq!(users.finds.get(), 2);
     // A wrong response with the replayed nc never reaches the replay table.
-    let wrong = header("alice", Some("guess"), &nonce, RURI, 1);
-    let d = run(&a, &users, &[&wrong], from, t, UNIX0);
+    let d = answer(&a, &users, "alice", Some("guess"), &nonce, at);
     assert_eq!(
         shape(&d),
         (false, Some(Failure::WrongResponse), realm_algorithms())
@@ -297,7 +311,7 @@ fn replay_is_refused_after_verification_only() {
     // A higher nc on the same nonce is fine.
     let next = header("alice", Some("alice-pw"), &nonce, RURI, 2);
     assert!(matches!(
-        run(&a, &users, &[&next], from, t, UNIX0),
+        run(&a, &users, &[&next], at),
         Decision::Authenticated(_)
     ));
 }
@@ -305,34 +319,18 @@ fn replay_is_refused_after_verification_only() {
 #[test]
 fn an_unknown_user_takes_the_same_path_as_a_known_one() {
     let a = authenticator(false);
-    let t = Instant::now();
+    let start = At::start();
     let mut paths = Vec::new();
     for (n, user) in ["alice", "ghost"].into_iter().enumerate() {
         let users = Users::default();
-        let from = source(10 + n as u8);
+        let at = start.source(10 + n as u8);
         let mut decisions = Vec::new();
         for _ in 0..USER_LIMIT {
-            let nonce = challenge(&a, &users, from, t, UNIX0);
-            let d = run(
-                &a,
-                &users,
-                &[&header(user, Some("guess"), &nonce, RURI, 1)],
-                from,
-                t,
-                UNIX0,
-            );
+            let d = attempt(&a, &users, user, Some("guess"), at);
             decisions.push(shape(&d));
         }
         // Both are now over the per-username limit, after the same number of failures.
-        let nonce = challenge(&a, &users, from, t, UNIX0);
-        let d = run(
-            &a,
-            &users,
-            &[&header(user, Some("guess"), &nonce, RURI, 1)],
-            from,
-            t,
-            UNIX0,
-        );
+        let d = attempt(&a, &users, user, Some("guess"), at);
         assert!(matches!(d, Decision::Throttled), "{user}: {d:?}");
         paths.push((decisions, users.finds.get(), users.candidates.get()));
     }
@@ -351,69 +349,36 @@ fn an_unknown_user_takes_the_same_path_as_a_known_one() {
 fn throttle_spares_trusted_pairs_and_challenges_requests_without_credentials() {
     let a = authenticator(false);
     let users = Users::default();
-    let t0 = Instant::now();
-    let nat = source(1);
+    // Every request comes from the one NAT address.
+    let nat = At::start();
     // alice's phone works behind the NAT address.
-    let nonce = challenge(&a, &users, nat, t0, UNIX0);
+    let nonce = challenge(&a, &users, nat);
     let good = header("alice", Some("alice-pw"), &nonce, RURI, 1);
     assert!(matches!(
-        run(&a, &users, &[&good], nat, t0, UNIX0),
+        run(&a, &users, &[&good], nat),
         Decision::Authenticated(_)
     ));
     // A guesser behind the same address fails as many users as the source allows.
     for n in 0..SOURCE_LIMIT {
-        let user = format!("user{n}");
-        let nonce = challenge(&a, &users, nat, t0, UNIX0);
-        let d = run(
-            &a,
-            &users,
-            &[&header(&user, Some("guess"), &nonce, RURI, 1)],
-            nat,
-            t0,
-            UNIX0,
-        );
+        let d = attempt(&a, &users, &format!("user{n}"), Some("guess"), nat);
         assert_eq!(shape(&d).1, Some(Failure::WrongResponse));
     }
     let finds = users.finds.get();
     // Now the source is blocked: throttled before the nonce or any lookup.
-    let nonce = challenge(&a, &users, nat, t0, UNIX0);
-    let d = run(
-        &a,
-        &users,
-        &[&header("mallory", Some("guess"), &nonce, RURI, 1)],
-        nat,
-        t0,
-        UNIX0,
-    );
+    let nonce = challenge(&a, &users, nat);
+    let d = answer(&a, &users, "mallory", Some("guess"), &nonce, nat);
     assert!(matches!(d, Decision::Throttled), "{d:?}");
-    let d = run(
-        &a,
-        &users,
-        &[&header("mallory", None, "bm90LW91cnM", RURI, 1)],
-        nat,
-        t0,
-        UNIX0,
-    );
+    let d = answer(&a, &users, "mallory", None, "bm90LW91cnM", nat);
     assert!(matches!(d, Decision::Throttled), "{d:?}");
     assert_eq!(users.finds.get(), finds);
     // The trusted pair still authenticates; a request without credentials is still challenged.
     let good = header("alice", Some("alice-pw"), &nonce, RURI, 1);
     assert!(matches!(
-        run(&a, &users, &[&good], nat, t0, UNIX0),
+        run(&a, &users, &[&good], nat),
         Decision::Authenticated(_)
     ));
     // One window later the source may try again.
-    let t1 = t0 + Duration::from_secs(61);
-    let unix1 = UNIX0 + 61;
-    let nonce = challenge(&a, &users, nat, t1, unix1);
-    let d = run(
-        &a,
-        &users,
-        &[&header("mallory", Some("guess"), &nonce, RURI, 1)],
-        nat,
-        t1,
-        unix1,
-    );
+    let d = attempt(&a, &users, "mallory", Some("guess"), nat.later(61));
     assert_eq!(shape(&d).1, Some(Failure::WrongResponse));
 }
 
@@ -421,13 +386,16 @@ fn throttle_spares_trusted_pairs_and_challenges_requests_without_credentials() {
 fn order_of_the_checks_before_the_nonce() {
     let a = authenticator(false);
     let users = Users::default();
-    let t = Instant::now();
-    let from = source(1);
-    let stale = challenge(&a, &users, from, t, UNIX0);
-    let later = UNIX0 + LIFETIME + 2;
+    let at = At::start();
+    let stale = challenge(&a, &users, at);
+    // The nonce has expired by the Unix clock; the monotonic one stays.
+    let later = At {
+        unix: UNIX0 + LIFETIME + 2,
+        ..at
+    };
     // Two credentials for the realm, or one that does not parse: 400 whatever else is wrong.
     let one = header("alice", Some("alice-pw"), &stale, RURI, 1);
-    let d = run(&a, &users, &[&one, &one], from, t, later);
+    let d = run(&a, &users, &[&one, &one], later);
     assert!(
         matches!(d, Decision::BadRequest(BadRequest::Credentials)),
         "{d:?}"
@@ -436,8 +404,6 @@ fn order_of_the_checks_before_the_nonce() {
         &a,
         &users,
         &["Digest username=\"alice\", realm=\"example.test\""],
-        from,
-        t,
         later,
     );
     assert!(
@@ -446,17 +412,17 @@ fn order_of_the_checks_before_the_nonce() {
     );
     // Another realm's credentials are not ours: a plain challenge.
     let other = one.replace("realm=\"example.test\"", "realm=\"other.test\"");
-    assert_eq!(shape(&run(&a, &users, &[&other], from, t, later)).1, None);
+    assert_eq!(shape(&run(&a, &users, &[&other], later)).1, None);
     // An algorithm the realm does not allow, before the URI and the nonce.
     let sess = one.replace("algorithm=MD5", "algorithm=SHA-512-256");
-    let d = run(&a, &users, &[&sess], from, t, later);
+    let d = run(&a, &users, &[&sess], later);
     assert_eq!(
         shape(&d),
         (false, Some(Failure::Algorithm), realm_algorithms())
     );
     // A Digest uri naming another resource: 400 before the (stale) nonce is looked at.
     let elsewhere = header("alice", Some("alice-pw"), &stale, "sip:other.test", 1);
-    let d = run(&a, &users, &[&elsewhere], from, t, later);
+    let d = run(&a, &users, &[&elsewhere], later);
     assert!(
         matches!(d, Decision::BadRequest(BadRequest::DigestUriMismatch)),
         "{d:?}"
@@ -468,24 +434,19 @@ fn order_of_the_checks_before_the_nonce() {
 fn sso_is_required_only_after_a_human_account_verified() {
     let a = authenticator(true);
     let users = Users::default();
-    let t = Instant::now();
-    let from = source(1);
-    let nonce = challenge(&a, &users, from, t, UNIX0);
-    let wrong = header("hugo", Some("guess"), &nonce, RURI, 1);
+    let at = At::start();
+    let nonce = challenge(&a, &users, at);
     assert_eq!(
-        shape(&run(&a, &users, &[&wrong], from, t, UNIX0)).1,
+        shape(&answer(&a, &users, "hugo", Some("guess"), &nonce, at)).1,
         Some(Failure::WrongResponse)
     );
-    let right = header("hugo", Some("hugo-pw"), &nonce, RURI, 1);
     assert!(matches!(
-        run(&a, &users, &[&right], from, t, UNIX0),
+        answer(&a, &users, "hugo", Some("hugo-pw"), &nonce, at),
         Decision::SsoRequired
     ));
     // A non-human account in the same realm is not affected.
-    let nonce = challenge(&a, &users, from, t, UNIX0);
-    let alice = header("alice", Some("alice-pw"), &nonce, RURI, 1);
     assert!(matches!(
-        run(&a, &users, &[&alice], from, t, UNIX0),
+        attempt(&a, &users, "alice", Some("alice-pw"), at),
         Decision::Authenticated(_)
     ));
 }

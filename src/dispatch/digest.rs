@@ -11,7 +11,7 @@ use super::respond::Response;
 use super::{unix_now, Dispatcher};
 use crate::auth::{Decision, DigestRequest, Failure, Identity, Offered};
 use crate::credentials::DeviceCredential;
-use crate::metrics::{AuthFailure, DropReason};
+use crate::metrics::DropReason;
 use crate::sip::{HeaderName, Message};
 use crate::transport::Source;
 
@@ -102,7 +102,7 @@ impl Dispatcher {
             Decision::Authenticated(_) => None,
             Decision::Challenge(challenge) => {
                 if let Some(failure) = challenge.failure {
-                    metrics.auth_failure(failure_label(failure));
+                    metrics.auth_failure(failure);
                 }
                 let (status, reason, header) = match role {
                     Role::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
@@ -119,7 +119,7 @@ impl Dispatcher {
                 Some(r)
             }
             Decision::BadRequest(bad) => {
-                metrics.auth_failure(AuthFailure::Malformed);
+                metrics.auth_failure(Failure::Malformed);
                 Some(self.respond(msg, src, 400, bad.reason_phrase(), &[]))
             }
             Decision::Throttled => {
@@ -128,16 +128,5 @@ impl Dispatcher {
             }
             Decision::SsoRequired => Some(self.respond(msg, src, 403, "SSO Required", &[])),
         }
-    }
-}
-
-fn failure_label(f: Failure) -> AuthFailure {
-    match f {
-        Failure::WrongResponse => AuthFailure::WrongResponse,
-        Failure::StaleNonce => AuthFailure::StaleNonce,
-        Failure::InvalidNonce => AuthFailure::InvalidNonce,
-        Failure::Replay => AuthFailure::Replay,
-        Failure::Algorithm => AuthFailure::Algorithm,
-        Failure::Malformed => AuthFailure::Malformed,
     }
 }

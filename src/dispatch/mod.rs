@@ -216,7 +216,7 @@ impl Dispatcher {
     fn route(&self, msg: &Message, src: &Source, now: Instant) -> Option<Response> {
         // Drain: refuse what would start something new; in-dialog requests and CANCEL
         // (for a transaction in flight) pass. ACK never reaches here.
-        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        let in_dialog = msg.to_tag().is_some();
         if self.inner.intake.draining.is_cancelled()
             && !in_dialog
             && msg.method() != Some(Method::Cancel)
@@ -355,20 +355,6 @@ impl Dispatcher {
         false
     }
 
-    /// Builds a response with our To-tag, received/rport, extra headers and Server.
-    pub(crate) fn respond(
-        &self,
-        msg: &Message,
-        src: &Source,
-        status: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-    ) -> Response {
-        self.inner
-            .responder
-            .respond(msg, src, status, reason, extra)
-    }
-
     /// Where a response goes: streams answer on the connection; UDP per RFC 3261 §18.2.2
     /// with RFC 3581: the source address when `rport` was asked for, else the source IP
     /// and the Via port. Never to a broadcast or multicast address (RFC 4475 bcast).
@@ -458,7 +444,7 @@ fn is_unroutable(ip: IpAddr) -> bool {
 fn admission_of(msg: &Message, src: &Source) -> Admission {
     let credentials = msg.values(HeaderName::Authorization).next().is_some()
         || msg.values(HeaderName::ProxyAuthorization).next().is_some();
-    let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
+    let in_dialog = msg.to_tag().is_some();
     if credentials || in_dialog || src.identity.is_some() || msg.method() == Some(Method::Cancel) {
         Admission::Authenticated
     } else {
@@ -481,13 +467,11 @@ fn transaction_key(msg: &Message) -> Option<TransactionKey> {
             return Some(k);
         }
     }
-    let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
-    let to_tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or("");
     Some(TransactionKey::rfc2543(
         msg.request_uri().unwrap_or(""),
         msg.call_id().ok()?,
-        from_tag,
-        to_tag,
+        msg.from_tag().unwrap_or(""),
+        msg.to_tag().unwrap_or(""),
         cseq.seq,
         cseq.method,
         via.raw,

@@ -8,6 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
 
+use super::Dispatcher;
 use crate::metrics::Metrics;
 use crate::sip::{Message, ResponseBuilder, ViaReceived};
 use crate::transport::Source;
@@ -39,7 +40,19 @@ impl Responder {
         }
     }
 
-    /// Builds a response with our To-tag, received/rport, extra headers and Server.
+    /// A To-tag stable for one request (retransmissions get the same) and unguessable.
+    fn to_tag(&self, msg: &Message) -> String {
+        let mut h = self.tag_hasher.build_hasher();
+        h.write(msg.call_id().unwrap_or("").as_bytes());
+        h.write(msg.from_tag().unwrap_or("").as_bytes());
+        h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
+        format!("{:016x}", h.finish())
+    }
+}
+
+impl Dispatcher {
+    /// Builds a response with our To-tag, received/rport, extra headers and Server, and
+    /// counts it.
     pub(crate) fn respond(
         &self,
         msg: &Message,
@@ -48,36 +61,22 @@ impl Responder {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Response {
-        let tag = self.to_tag(msg);
+        let r = &self.inner.responder;
+        let tag = r.to_tag(msg);
         let mut b = ResponseBuilder::new(msg, status, reason)
             .received(ViaReceived { addr: src.peer })
-            .server(self.server_header.as_deref());
+            .server(r.server_header.as_deref());
         if status > 100 {
             b = b.to_tag(&tag);
         }
         for (n, v) in extra {
             b = b.header(n, v);
         }
-        self.metrics.response(status, src.transport);
+        r.metrics.response(status, src.transport);
         Response {
             status,
             bytes: b.build(),
             stateless: false,
         }
-    }
-
-    /// A To-tag stable for one request (retransmissions get the same) and unguessable.
-    fn to_tag(&self, msg: &Message) -> String {
-        let mut h = self.tag_hasher.build_hasher();
-        h.write(msg.call_id().unwrap_or("").as_bytes());
-        h.write(
-            msg.from()
-                .ok()
-                .and_then(|f| f.tag())
-                .unwrap_or("")
-                .as_bytes(),
-        );
-        h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
-        format!("{:016x}", h.finish())
     }
 }

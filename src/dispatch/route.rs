@@ -53,7 +53,7 @@ impl Dispatcher {
         if let Some(answer) = self.strict_routed(msg, ruri, src, now) {
             return answer;
         }
-        let has_to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
+        let has_to_tag = msg.to_tag().is_some();
         if has_to_tag {
             if let Some(answer) = self.in_dialog(msg, src, now) {
                 return answer;
@@ -246,7 +246,7 @@ impl Dispatcher {
     /// An ACK: forwarded statelessly if it is in a dialog routed through us; false if it
     /// ends here (absorbed).
     pub(super) fn ack_in_dialog(&self, msg: &Message, src: &Source) -> bool {
-        if msg.to().ok().and_then(|t| t.tag()).is_none() {
+        if msg.to_tag().is_none() {
             return false;
         }
         let proxy = &self.inner.proxy;

@@ -50,13 +50,7 @@ impl Keys {
         let mut h = self.hasher.build_hasher();
         h.write(msg.request_uri().unwrap_or("").as_bytes());
         h.write_u8(0);
-        h.write(
-            msg.from()
-                .ok()
-                .and_then(|f| f.tag())
-                .unwrap_or("")
-                .as_bytes(),
-        );
+        h.write(msg.from_tag().unwrap_or("").as_bytes());
         h.write_u8(0);
         h.write(msg.call_id().unwrap_or("").as_bytes());
         h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));

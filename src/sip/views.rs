@@ -441,6 +441,16 @@ impl Message {
         self.name_addr(HeaderName::To)
     }
 
+    /// The From tag; `None` when From is absent, does not parse, or has no tag.
+    pub fn from_tag(&self) -> Option<&str> {
+        self.from().ok().and_then(|f| f.tag())
+    }
+
+    /// The To tag; `None` when To is absent, does not parse, or has no tag.
+    pub fn to_tag(&self) -> Option<&str> {
+        self.to().ok().and_then(|t| t.tag())
+    }
+
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let v = self
             .value(HeaderName::CallId)
@@ -570,6 +580,25 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_and_to_tags() {
+        let parse = |from: &str, to: &str| {
+            let text = format!(
+                "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: {from}\r\n\
+                 To: {to}\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(bytes::Bytes::from(text), &crate::sip::Limits::default())
+                .expect("parses")
+        };
+        let m = parse("<sip:a@b>;tag=f1", "\"B\" <sip:b@b>;tag=t1");
+        assert_eq!((m.from_tag(), m.to_tag()), (Some("f1"), Some("t1")));
+        let m = parse("<sip:a@b>;tag=f1", "<sip:b@b>");
+        assert_eq!((m.from_tag(), m.to_tag()), (Some("f1"), None));
+        // A From that does not parse has no tag to offer.
+        let m = parse("<sip:a@b;tag=f1", "<sip:b@b>;tag=t1");
+        assert_eq!((m.from_tag(), m.to_tag()), (None, Some("t1")));
+    }
 
     #[test]
     fn via_fields() {

@@ -1067,6 +1067,48 @@ pub fn try_register(
         .ok_or(Step::Dropped)
 }
 
+/// A response to `req` as a UAS builds it: Vias, From, To (+ tag), Call-ID, CSeq and
+/// Record-Route copied, Contact `contact` (a URI), an optional SDP body. The To tag is added
+/// unless To has one or `to_tag` is empty.
+pub fn response_to(
+    req: &Resp,
+    status: u16,
+    reason: &str,
+    to_tag: &str,
+    contact: &str,
+    sdp: bool,
+) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for v in req.headers("Via") {
+        out.push_str(&format!("Via: {v}\r\n"));
+    }
+    for rr in req.headers("Record-Route") {
+        out.push_str(&format!("Record-Route: {rr}\r\n"));
+    }
+    let to = req.header("To").unwrap();
+    let to = if to.contains(";tag=") || to_tag.is_empty() {
+        to
+    } else {
+        format!("{to};tag={to_tag}")
+    };
+    out.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <{contact}>\r\n",
+        req.header("From").unwrap(),
+        req.header("Call-ID").unwrap(),
+        req.header("CSeq").unwrap(),
+    ));
+    let body = if sdp {
+        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+    } else {
+        ""
+    };
+    if sdp {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
 pub fn rand_token() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
