@@ -38,6 +38,7 @@ mod routing;
 mod tests;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -141,8 +142,12 @@ struct Shared {
     locals: Vec<SocketAddr>,
     /// Wakes the driver when an input made the next deadline earlier.
     deadline_moved: Notify,
-    /// Wakes [`Proxy::drained`] waiters when the last context goes.
+    /// Wakes [`Proxy::drained`] waiters when the last context goes, or (once a drain waits)
+    /// when no context is in flight any more.
     emptied: Notify,
+    /// Set by [`Proxy::drained`]: from then on every input and timeout checks whether the
+    /// contexts in flight reached 0 (a scan, paid only during a drain).
+    draining: AtomicBool,
 }
 
 impl Proxy {
@@ -166,6 +171,7 @@ impl Proxy {
                 locals,
                 deadline_moved: Notify::new(),
                 emptied: Notify::new(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -183,17 +189,25 @@ impl Proxy {
         self.len() == 0
     }
 
-    /// Resolves once no response context is left (for drain).
+    /// Resolves once no response context is in flight (for drain): every final relayed, every
+    /// relayed non-2xx ACKed, every branch answered. Contexts that only linger to absorb
+    /// retransmissions (up to 64·T1 after a 2xx) do not hold a drain up.
     pub async fn drained(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
         loop {
             let emptied = self.shared.emptied.notified();
             tokio::pin!(emptied);
             emptied.as_mut().enable();
-            if self.is_empty() {
+            if self.core().in_flight() == 0 {
                 return;
             }
             emptied.await;
         }
+    }
+
+    /// Contexts still in flight (see [`Proxy::drained`]).
+    pub fn in_flight(&self) -> usize {
+        self.core().in_flight()
     }
 
     /// The timers' work so far (wake-ups at a deadline, contexts visited).
@@ -323,9 +337,7 @@ impl Proxy {
         let mut core = self.core();
         core.handle_timeout(now);
         self.flush(&mut core);
-        if core.len() == 0 {
-            self.shared.emptied.notify_waiters();
-        }
+        self.wake_drain(&core);
     }
 
     /// The driver's wake-up for an earlier deadline.
@@ -359,7 +371,14 @@ impl Proxy {
             (Some(b), Some(a)) if a >= b => {}
             _ => self.shared.deadline_moved.notify_one(),
         }
-        if core.len() == 0 {
+        self.wake_drain(core);
+    }
+
+    /// Wakes drain waiters when the last context went, or during a drain when none is in
+    /// flight any more.
+    fn wake_drain(&self, core: &ProxyCore) {
+        let draining = self.shared.draining.load(Ordering::Relaxed);
+        if core.len() == 0 || (draining && core.in_flight() == 0) {
             self.shared.emptied.notify_waiters();
         }
     }
