@@ -69,12 +69,12 @@ impl Running {
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         let deadline = tokio::time::Instant::now() + self.grace;
-        let in_flight = self.proxy.in_flight();
+        let in_flight = self.proxy.len();
         if tokio::time::timeout_at(deadline, self.proxy.drained())
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?self.grace, in_flight = self.proxy.in_flight(), "drain grace period passed; abandoning proxy transactions");
+            tracing::warn!(grace = ?self.grace, contexts = self.proxy.len(), "drain grace period passed; abandoning proxy transactions");
         } else {
             tracing::info!(in_flight, "drained: no proxy transaction in flight");
         }

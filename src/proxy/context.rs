@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::Inbound;
 use crate::sip::{HeaderName, Message, Uri};
 use crate::transaction::client::ClientTransaction;
-use crate::transaction::invite_server::{InviteServer, InviteServerState};
+use crate::transaction::invite_server::InviteServer;
 use crate::transaction::TransactionKey;
 use crate::transport::{Target, Transport};
 
@@ -66,22 +66,6 @@ impl Context {
                 .server
                 .as_ref()
                 .is_none_or(|s| s.next_deadline().is_none())
-    }
-
-    /// Whether the context still has work a drain must wait for: its final is not relayed
-    /// yet, a relayed non-2xx waits for its ACK (Timer G retransmits it), or a branch (or the
-    /// CANCEL sent on it) has no final yet. A context that only lingers to absorb
-    /// retransmissions (Timers D, I, K, L, M) is not in flight.
-    pub(super) fn in_flight(&self) -> bool {
-        !self.final_sent
-            || self
-                .server
-                .as_ref()
-                .is_some_and(|s| s.state() == InviteServerState::Completed)
-            || self
-                .branches
-                .iter()
-                .any(|b| !b.txn.is_final() || b.cancel.as_ref().is_some_and(|(t, _)| !t.is_final()))
     }
 
     /// The earliest timer of any of its transactions, and the hard limit.

@@ -94,11 +94,6 @@ impl ProxyCore {
         self.contexts.len()
     }
 
-    /// Contexts still in flight (see `Context::in_flight`): a scan, for the drain only.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.contexts.values().filter(|c| c.in_flight()).count()
-    }
-
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }

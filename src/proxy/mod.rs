@@ -38,7 +38,6 @@ mod routing;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -142,12 +141,8 @@ struct Shared {
     locals: Vec<SocketAddr>,
     /// Wakes the driver when an input made the next deadline earlier.
     deadline_moved: Notify,
-    /// Wakes [`Proxy::drained`] waiters when the last context goes, or (once a drain waits)
-    /// when no context is in flight any more.
+    /// Wakes [`Proxy::drained`] waiters when the last context goes.
     emptied: Notify,
-    /// Set by [`Proxy::drained`]: from then on every input and timeout checks whether the
-    /// contexts in flight reached 0 (a scan, paid only during a drain).
-    draining: AtomicBool,
 }
 
 impl Proxy {
@@ -171,7 +166,6 @@ impl Proxy {
                 locals,
                 deadline_moved: Notify::new(),
                 emptied: Notify::new(),
-                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -189,25 +183,17 @@ impl Proxy {
         self.len() == 0
     }
 
-    /// Resolves once no response context is in flight (for drain): every final relayed, every
-    /// relayed non-2xx ACKed, every branch answered. Contexts that only linger to absorb
-    /// retransmissions (up to 64·T1 after a 2xx) do not hold a drain up.
+    /// Resolves once no response context is left (for drain).
     pub async fn drained(&self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
         loop {
             let emptied = self.shared.emptied.notified();
             tokio::pin!(emptied);
             emptied.as_mut().enable();
-            if self.core().in_flight() == 0 {
+            if self.is_empty() {
                 return;
             }
             emptied.await;
         }
-    }
-
-    /// Contexts still in flight (see [`Proxy::drained`]).
-    pub fn in_flight(&self) -> usize {
-        self.core().in_flight()
     }
 
     /// The timers' work so far (wake-ups at a deadline, contexts visited).
@@ -337,7 +323,9 @@ impl Proxy {
         let mut core = self.core();
         core.handle_timeout(now);
         self.flush(&mut core);
-        self.wake_drain(&core);
+        if core.len() == 0 {
+            self.shared.emptied.notify_waiters();
+        }
     }
 
     /// The driver's wake-up for an earlier deadline.
@@ -371,14 +359,7 @@ impl Proxy {
             (Some(b), Some(a)) if a >= b => {}
             _ => self.shared.deadline_moved.notify_one(),
         }
-        self.wake_drain(core);
-    }
-
-    /// Wakes drain waiters when the last context went, or during a drain when none is in
-    /// flight any more.
-    fn wake_drain(&self, core: &ProxyCore) {
-        let draining = self.shared.draining.load(Ordering::Relaxed);
-        if core.len() == 0 || (draining && core.in_flight() == 0) {
+        if core.len() == 0 {
             self.shared.emptied.notify_waiters();
         }
     }

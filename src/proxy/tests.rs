@@ -181,16 +181,8 @@ fn fork_to_two_branches_first_2xx_wins_and_the_other_is_cancelled() {
     // Branch 2 answers the CANCEL and then 487: ACKed hop by hop, nothing more upstream.
     let cancel = parse(c_last_cancel(inv2));
     assert!(c.on_response(&answer(&cancel, 200), t0));
-    assert_eq!(
-        c.in_flight(),
-        1,
-        "branch 2 has no final yet: a drain waits for it"
-    );
     assert!(c.on_response(&answer(inv2, 487), t0));
     assert_eq!(sent(&mut c), [(bob2(), "ACK".to_owned())]);
-    // Every branch answered and the 2xx relayed: the context only lingers (Timer L) to pass
-    // retransmitted 2xx up, and holds no drain.
-    assert_eq!((c.len(), c.in_flight()), (1, 0));
     // A retransmitted 2xx still goes up (RFC 6026); nothing is ever sent to branch 1 but
     // its INVITE.
     assert!(c.on_response(&answer(inv1, 200), t0));
@@ -298,18 +290,8 @@ fn timer_g_retransmits_a_relayed_non_2xx_to_a_udp_caller_until_its_ack() {
         .collect();
     // T1, then doubling up to T2 (4 s): 0.5, 1.5, 3.5, 7.5, 11.5 s after the final.
     assert_eq!(again, [500, 1500, 3500, 7500, 11500]);
-    assert_eq!(
-        c.in_flight(),
-        1,
-        "a relayed non-2xx waiting for its ACK holds a drain"
-    );
 
     assert!(c.on_ack(&key("g"), t_final + Duration::from_secs(12)));
-    assert_eq!(
-        (c.len(), c.in_flight()),
-        (1, 0),
-        "after the ACK it only lingers (Timer I)"
-    );
     let after = run_until(&mut c, t_final, t_final + Duration::from_secs(400));
     assert!(
         after.iter().all(|(_, t, _)| *t != upstream()),
