@@ -157,7 +157,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     let http = http_listener.map(|(listener, local)| {
         let (metrics, location) = (&metrics, &location);
-        serve_http(listener, config, metrics, location, &token_api, &shutdown, &tracker);
+        serve_http(
+            listener, config, metrics, location, &token_api, &shutdown, &tracker,
+        );
         local
     });
 

@@ -46,7 +46,10 @@ fn a_domain_listing_md5_first_challenges_with_md5_first_on_the_wire() {
         let values = first.headers("WWW-Authenticate");
         assert_eq!(values.len(), 2, "{}", first.text);
         assert!(values[0].contains("algorithm=MD5"), "{proto:?}: {values:?}");
-        assert!(values[1].contains("algorithm=SHA-256"), "{proto:?}: {values:?}");
+        assert!(
+            values[1].contains("algorithm=SHA-256"),
+            "{proto:?}: {values:?}"
+        );
         // Raw order in the message, not only in the helper's reading of it.
         let md5 = first.text.find("algorithm=MD5").unwrap();
         let sha = first.text.find("algorithm=SHA-256").unwrap();
@@ -81,12 +84,17 @@ fn known_and_unknown_users_get_identical_challenges_whatever_their_own_algorithm
         let challenge = c.request(&reg.build(&c)).expect("401");
         first.push(challenges(&challenge));
         let wrong = with_credentials(&reg, "MD5", user, "not-the-password", &challenge.nonce());
-        let refused = c.request(&wrong.build(&c)).expect("401 after a wrong password");
+        let refused = c
+            .request(&wrong.build(&c))
+            .expect("401 after a wrong password");
         after_wrong.push(challenges(&refused));
     }
     eprintln!("{first:?}\n{after_wrong:?}");
     for list in first.iter().chain(&after_wrong) {
-        assert_eq!(list, &first[0], "every user, every time: {first:?} {after_wrong:?}");
+        assert_eq!(
+            list, &first[0],
+            "every user, every time: {first:?} {after_wrong:?}"
+        );
     }
     assert_eq!(first[0].len(), 2);
     assert!(first[0][0].contains("algorithm=MD5") && first[0][1].contains("algorithm=SHA-256"));

@@ -126,7 +126,10 @@ fn crlf_datagrams_are_counted_keepalives_not_parse_errors() {
     let (n, _) = server.wait_metric(&series, Duration::from_secs(5), |v| v >= 3.0);
     assert_eq!(n, 3.0);
     next_answer_is_the_options_one(&s, server.udp);
-    assert_eq!(server.metric("sipward_parse_errors_total{transport=\"udp\"}"), 0.0);
+    assert_eq!(
+        server.metric("sipward_parse_errors_total{transport=\"udp\"}"),
+        0.0
+    );
     assert_eq!(server.dropped_total(), 0.0, "{}", server.metrics());
 }
 
@@ -144,7 +147,8 @@ fn a_stun_binding_request_gets_the_xor_mapped_address_over_ipv4_and_ipv6() {
         ];
         for attributes in [&[][..], &software[..]] {
             let tid: [u8; 12] = std::array::from_fn(|i| (i as u8) * 17 + attributes.len() as u8);
-            s.send_to(&stun(0x0001, &tid, attributes), server.udp).unwrap();
+            s.send_to(&stun(0x0001, &tid, attributes), server.udp)
+                .unwrap();
             let resp = recv(&s, Duration::from_secs(2)).expect("a Binding success response");
             let expected_len = if me.is_ipv4() { 32 } else { 44 };
             assert_eq!(resp.len(), expected_len, "{listen}: {resp:?}");
@@ -168,11 +172,15 @@ fn malformed_or_foreign_stun_is_dropped_and_counted_without_an_answer() {
     let mut too_long = good.clone();
     too_long.extend_from_slice(&[0, 0, 0, 0]);
     let bad: Vec<Vec<u8>> = vec![
-        good[..12].to_vec(),                                          // truncated header
-        too_long,                                                     // length field too short
-        stun(0x0001, &tid, &[0x80, 0x22, 0x00, 0x09, 1, 2, 3, 4]),    // attribute overruns
-        stun(0x0001, &tid, &[0x00, 0x06, 0x00, 0x04, b'u', b's', b'e', b'r']), // USERNAME
-        stun(0x0101, &tid, &[]),                                      // a response
+        good[..12].to_vec(),                                       // truncated header
+        too_long,                                                  // length field too short
+        stun(0x0001, &tid, &[0x80, 0x22, 0x00, 0x09, 1, 2, 3, 4]), // attribute overruns
+        stun(
+            0x0001,
+            &tid,
+            &[0x00, 0x06, 0x00, 0x04, b'u', b's', b'e', b'r'],
+        ), // USERNAME
+        stun(0x0101, &tid, &[]),                                   // a response
     ];
     for b in &bad {
         s.send_to(b, server.udp).unwrap();
@@ -199,8 +207,13 @@ fn a_source_over_its_failure_limit_gets_no_stun_answer() {
     let server = server_on("127.0.0.1:0", "max_failures_per_source = 2");
     let blocked = socket("127.0.0.3:0");
     let tid = [9u8; 12];
-    blocked.send_to(&stun(0x0001, &tid, &[]), server.udp).unwrap();
-    assert!(recv(&blocked, Duration::from_secs(2)).is_some(), "answered while under the limit");
+    blocked
+        .send_to(&stun(0x0001, &tid, &[]), server.udp)
+        .unwrap();
+    assert!(
+        recv(&blocked, Duration::from_secs(2)).is_some(),
+        "answered while under the limit"
+    );
     // Two malformed requests, each answered with 400 and counted as a failure of the source.
     for _ in 0..2 {
         let (msg, _) = options(blocked.local_addr().unwrap());
@@ -209,11 +222,16 @@ fn a_source_over_its_failure_limit_gets_no_stun_answer() {
         let r = recv(&blocked, Duration::from_secs(2)).expect("400");
         assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400"));
     }
-    blocked.send_to(&stun(0x0001, &tid, &[]), server.udp).unwrap();
+    blocked
+        .send_to(&stun(0x0001, &tid, &[]), server.udp)
+        .unwrap();
     let throttled = "sipward_sip_dropped_total{reason=\"throttled\"}";
     let (n, _) = server.wait_metric(throttled, Duration::from_secs(5), |v| v >= 1.0);
     assert_eq!(n, 1.0);
-    assert!(recv(&blocked, Duration::from_millis(300)).is_none(), "no STUN answer");
+    assert!(
+        recv(&blocked, Duration::from_millis(300)).is_none(),
+        "no STUN answer"
+    );
     let other = socket("127.0.0.1:0");
     other.send_to(&stun(0x0001, &tid, &[]), server.udp).unwrap();
     let resp = recv(&other, Duration::from_secs(2)).expect("another source is answered");

@@ -68,7 +68,11 @@ fn assert_fails_loudly(taken: Taken, key: &str) {
     eprintln!("{taken:?} taken: exit {code:?} after {elapsed:?}; stderr: {stderr:?}");
     assert_eq!(code, Some(1), "{taken:?}: exit code; stderr:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{taken:?}: one line on stderr, got:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{taken:?}: one line on stderr, got:\n{stderr}"
+    );
     let line = lines[0];
     assert!(
         line.contains(&format!("{key} {addr}")),

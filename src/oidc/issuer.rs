@@ -512,7 +512,8 @@ mod tests {
         let at_30 = Arc::new(Mutex::new(None));
         let sleep = {
             let (clock, at_30, stop) = (clock.clone(), at_30.clone(), shutdown.clone());
-            let (connections, up, metrics) = (idp.connections.clone(), idp.up.clone(), metrics.clone());
+            let (connections, up, metrics) =
+                (idp.connections.clone(), idp.up.clone(), metrics.clone());
             move |wait: Duration| {
                 let mut now = clock.lock().unwrap();
                 *now += wait;
@@ -527,9 +528,12 @@ mod tests {
                 std::future::ready(())
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), state.refresh_loop(&shutdown, sleep))
-            .await
-            .expect("the refresher ends once the IdP is back");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            state.refresh_loop(&shutdown, sleep),
+        )
+        .await
+        .expect("the refresher ends once the IdP is back");
 
         let (attempts, gauge_down) = at_30.lock().unwrap().clone().expect("30 s passed");
         let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
@@ -547,7 +551,10 @@ mod tests {
         assert_eq!(lines("DEBUG", "still unreachable"), attempts - 1);
         assert_eq!(lines("INFO", "reachable again"), 1, "one INFO:\n{text}");
         let up_series = r#"sipward_oidc_issuer_up{issuer="stall"}"#;
-        assert!(gauge_down.contains(&format!("{up_series} 0")), "{gauge_down}");
+        assert!(
+            gauge_down.contains(&format!("{up_series} 0")),
+            "{gauge_down}"
+        );
         assert!(metrics.render().contains(&format!("{up_series} 1")));
         assert!(state.has_keys(), "keys loaded after the recovery");
     }

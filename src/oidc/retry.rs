@@ -119,12 +119,13 @@ mod tests {
     #[test]
     fn an_absent_idp_for_30_s_gets_at_most_6_attempts_and_one_warn() {
         let window = Duration::from_secs(30);
-        let draws: [&dyn Fn(usize) -> f64; 4] = [
-            &|_| 0.0,
-            &|_| 0.999_999,
-            &|_| 0.5,
-            &|n| if n % 2 == 0 { 0.0 } else { 0.99 },
-        ];
+        let draws: [&dyn Fn(usize) -> f64; 4] = [&|_| 0.0, &|_| 0.999_999, &|_| 0.5, &|n| {
+            if n % 2 == 0 {
+                0.0
+            } else {
+                0.99
+            }
+        }];
         for draw in draws {
             let (attempts, warns) = absent_for(window, draw);
             assert!(attempts.len() <= 6, "{attempts:?}");
@@ -133,7 +134,11 @@ mod tests {
         }
         let (attempts, _) = absent_for(window, |_| 0.5);
         let secs: Vec<u64> = attempts.iter().map(|d| d.as_secs()).collect();
-        assert_eq!(secs, [0, 1, 3, 7, 15], "no jitter: 0, 1, 3, 7, 15 (then 31)");
+        assert_eq!(
+            secs,
+            [0, 1, 3, 7, 15],
+            "no jitter: 0, 1, 3, 7, 15 (then 31)"
+        );
     }
 
     #[test]
@@ -142,7 +147,10 @@ mod tests {
         let waits: Vec<u64> = (0..12).map(|_| b.failure(0.5).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         for _ in 0..5 {
-            assert!(b.failure(0.999_999) <= RETRY_CAP, "jitter never exceeds the cap");
+            assert!(
+                b.failure(0.999_999) <= RETRY_CAP,
+                "jitter never exceeds the cap"
+            );
         }
         let low = b.failure(0.0);
         assert!(
@@ -172,7 +180,11 @@ mod tests {
             [Debug, Warn, Debug, Debug, Info, Debug, Warn, Info],
             "transitions only are loud"
         );
-        assert_eq!(Reach::Unknown.after(false), (Reach::Down, Warn), "down at start");
+        assert_eq!(
+            Reach::Unknown.after(false),
+            (Reach::Down, Warn),
+            "down at start"
+        );
         for r in [Reach::Unknown, Reach::Up, Reach::Down] {
             assert_eq!(Reach::from_u8(r.to_u8()), r);
         }

@@ -190,8 +190,8 @@ mod tests {
         );
         // SOFTWARE (0x8022, 5 bytes padded to 8) and FINGERPRINT (0x8028) are optional.
         let attrs = [
-            0x80, 0x22, 0x00, 0x05, b'p', b'h', b'o', b'n', b'e', 0, 0, 0, 0x80, 0x28, 0x00,
-            0x04, 1, 2, 3, 4,
+            0x80, 0x22, 0x00, 0x05, b'p', b'h', b'o', b'n', b'e', 0, 0, 0, 0x80, 0x28, 0x00, 0x04,
+            1, 2, 3, 4,
         ];
         assert!(matches!(
             classify(&request(BINDING_REQUEST, &attrs)),
@@ -210,14 +210,26 @@ mod tests {
             Some(KeepAlive::OtherStun(f)) => Some(f),
             other => panic!("{d:?}: {other:?}"),
         };
-        assert_eq!(fault(&ok[..12]), Some(StunFault::Length), "truncated header");
+        assert_eq!(
+            fault(&ok[..12]),
+            Some(StunFault::Length),
+            "truncated header"
+        );
         let mut long = ok.clone();
         long.extend_from_slice(&[0, 0, 0, 0]);
-        assert_eq!(fault(&long), Some(StunFault::Length), "length field too short");
+        assert_eq!(
+            fault(&long),
+            Some(StunFault::Length),
+            "length field too short"
+        );
         let mut odd = request(BINDING_REQUEST, &[0x80, 0x22, 0, 1, b'x']);
         assert_eq!(fault(&odd), Some(StunFault::Length), "not a multiple of 4");
         odd = request(BINDING_REQUEST, &[0x80, 0x22, 0, 9, 1, 2, 3, 4]);
-        assert_eq!(fault(&odd), Some(StunFault::Attribute), "attribute overruns");
+        assert_eq!(
+            fault(&odd),
+            Some(StunFault::Attribute),
+            "attribute overruns"
+        );
         let username = request(BINDING_REQUEST, &[0x00, 0x06, 0, 4, b'u', b's', b'e', b'r']);
         assert_eq!(fault(&username), Some(StunFault::Required(0x0006)));
         assert_eq!(
@@ -257,8 +269,8 @@ mod tests {
         assert_eq!(
             &v6[20..],
             &[
-                0x00, 0x20, 0x00, 0x14, 0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa, 0xa5,
-                0xd3, 0xf1, 0x79, 0xbc, 0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9
+                0x00, 0x20, 0x00, 0x14, 0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa, 0xa5, 0xd3,
+                0xf1, 0x79, 0xbc, 0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9
             ]
         );
         // A dual-stack socket's view of an IPv4 client is answered as IPv4.

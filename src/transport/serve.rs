@@ -70,12 +70,11 @@ impl Bound {
     pub async fn bind(sip: &SipConfig, tls: Option<&TlsConfig>) -> Result<Bound, BindError> {
         let mut udp = Vec::new();
         for &addr in &sip.udp {
-            let socket =
-                udp::bind(addr, sip.udp_recv_buffer_bytes).map_err(|error| BindError {
-                    key: "sip.udp",
-                    addr,
-                    error,
-                })?;
+            let socket = udp::bind(addr, sip.udp_recv_buffer_bytes).map_err(|error| BindError {
+                key: "sip.udp",
+                addr,
+                error,
+            })?;
             udp.push(Arc::new(socket));
         }
         let mut tcp = Vec::new();
