@@ -25,8 +25,13 @@ const WAIT: Duration = Duration::from_secs(15);
 /// A server offering MD5 only (what baresip 1.0 answers), with a TLS listener where client
 /// certificates are optional.
 fn server() -> Server {
+    server_offering(&["MD5"])
+}
+
+/// A server whose domain offers `algorithms`, in this order.
+fn server_offering(algorithms: &[&str]) -> Server {
     Server::start(&Options {
-        algorithms: &["MD5"],
+        algorithms,
         tls: Some("optional"),
         ..Options::default()
     })
@@ -456,4 +461,34 @@ fn two_baresips_call_each_other_through_sipward() {
         assert!(!ended_early, "{name}: {:?}", phone.events);
     }
     assert!(closed.contains("sip:alice@"), "{closed}");
+}
+
+/// Why the server above offers MD5 only (a fact about the client, pinned so the docs stay
+/// true): baresip 1.0 refuses a 401 that also offers SHA-256, even with MD5 first, and
+/// never answers it; sipward challenged it and holds no binding.
+#[test]
+fn baresip_1_0_gives_up_on_a_401_that_also_offers_sha_256() {
+    if !require_tool("baresip", "baresip") {
+        return;
+    }
+    let server = server_offering(&["MD5", "SHA-256"]);
+    let phone = Baresip::start(&Account {
+        user: "alice",
+        password: "alice-secret-1",
+        transport: "udp",
+        server: server.addr(Proto::Udp),
+        auto_answer: false,
+        cert: None,
+    });
+    phone.wait_output(&format!(
+        "sip:alice@{DOMAIN}: Register: Function not implemented"
+    ));
+    let outcome = |o: &str| {
+        server.metric(&format!(
+            "sipward_register_outcomes_total{{outcome=\"{o}\"}}"
+        ))
+    };
+    assert_eq!(outcome("challenged"), 1.0, "{}", server.metrics());
+    assert_eq!(outcome("ok"), 0.0);
+    assert!(bindings(&server, "alice").is_empty());
 }
