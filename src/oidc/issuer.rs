@@ -312,7 +312,7 @@ impl IssuerState {
         let issuer = &self.config.name;
         match (failed, loud) {
             (Some((e, retry_in)), Loudness::Warn) => {
-                tracing::warn!(%issuer, url = %self.url_of(e), error = %e, ?retry_in, "identity provider unreachable; keeping the last good keys and retrying with backoff (at most every 5 min)")
+                tracing::warn!(%issuer, url = %self.url_of(e), error = %e, ?retry_in, "identity provider unreachable; retrying with backoff up to every 5 min (cached keys stay in use)")
             }
             (Some((e, retry_in)), _) => {
                 tracing::debug!(%issuer, url = %self.url_of(e), error = %e, ?retry_in, "identity provider still unreachable")
