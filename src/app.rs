@@ -156,9 +156,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let tls_serving = tls_serving(config, tls_state.clone());
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     let http = http_listener.map(|(listener, local)| {
-        let (metrics, location) = (&metrics, &location);
         serve_http(
-            listener, config, metrics, location, &token_api, &shutdown, &tracker,
+            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
         );
         local
     });
