@@ -25,7 +25,12 @@ fn server_on(udp: &str, auth: &str) -> Server {
     };
     let path = config_on_ports(&opts, dir.path(), 0, 0, 0);
     let config = std::fs::read_to_string(&path).unwrap();
-    let config = config.replace("udp = [\"127.0.0.1:0\"]", &format!("udp = [\"{udp}\"]"));
+    let default = "udp = [\"127.0.0.1:0\"]";
+    assert!(
+        config.contains(default),
+        "the harness's UDP listener line moved:\n{config}"
+    );
+    let config = config.replace(default, &format!("udp = [\"{udp}\"]"));
     std::fs::write(&path, config).unwrap();
     Server::in_process(path, dir)
 }
