@@ -245,6 +245,30 @@ mod tests {
         assert_eq!(classify(&letter), None);
     }
 
+    proptest::proptest! {
+        /// Any datagram, and any bytes behind a STUN header with the cookie (the shape that
+        /// reaches the attribute walk): classified without a panic; whatever is answered is a
+        /// well-formed Binding request whose length field is the datagram's.
+        #[test]
+        fn any_bytes_are_classified_without_a_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            kind in 0u16..0x0200,
+            length in proptest::prelude::any::<u16>(),
+        ) {
+            let _ = classify(&body);
+            let mut m = kind.to_be_bytes().to_vec();
+            m.extend_from_slice(&length.to_be_bytes());
+            m.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            m.extend_from_slice(&TRANSACTION);
+            m.extend_from_slice(&body);
+            if let Some(KeepAlive::BindingRequest { transaction }) = classify(&m) {
+                proptest::prop_assert_eq!(transaction, TRANSACTION);
+                proptest::prop_assert_eq!(kind, BINDING_REQUEST);
+                proptest::prop_assert_eq!(usize::from(length) + HEADER, m.len());
+            }
+        }
+    }
+
     /// RFC 5769 §2.2 (IPv4) and §2.3 (IPv6): the XOR-MAPPED-ADDRESS bytes of the sample
     /// responses, for 192.0.2.1:32853 and [2001:db8:1234:5678:11:2233:4455:6677]:32853.
     #[test]
