@@ -388,9 +388,10 @@ impl Authenticator {
     }
 
     /// A fresh challenge for `realm`, with a nonce for `source`, offering the realm's
-    /// algorithms in the realm's order (never an account's own list). Also the answer to credentials that verified but
-    /// whose device was revoked before the REGISTER could be applied (`failure`
-    /// [`Failure::WrongResponse`], as a revoked credential gets at verification).
+    /// algorithms in the realm's order (never an account's own list). Also the answer to
+    /// credentials that verified but whose device was revoked before the REGISTER could be
+    /// applied (`failure` [`Failure::WrongResponse`], as a revoked credential gets at
+    /// verification).
     pub fn challenge(
         &self,
         realm: &str,
