@@ -105,7 +105,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
+    // Every socket is bound before any receive thread or task starts: a failure returns
+    // with nothing running, so the process can exit at once.
     let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
+    let http_listener = match config.http.listen {
+        Some(addr) => {
+            let listener = crate::transport::serve::listen("http.listen", addr).await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            Some((listener, local))
+        }
+        None => None,
+    };
     let addrs = bound.addresses();
     let tls_state = config
         .tls
@@ -145,7 +155,12 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
     let tls_serving = tls_serving(config, tls_state.clone());
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
-    let http = serve_http(config, &metrics, &location, &token_api, &shutdown, &tracker).await?;
+    let http = http_listener.map(|(listener, local)| {
+        serve_http(
+            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
+        );
+        local
+    });
 
     // The proxy's timers: its driver sleeps until the next deadline, and runs through the drain.
     tracker.spawn(crate::proxy::drive(proxy.clone(), halt.clone()));
@@ -240,27 +255,17 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
     })
 }
 
-/// Binds the HTTP listener (if `http.listen` names one) and serves health, metrics, admin
-/// and (when on) the token API on it until shutdown; returns the bound address.
-async fn serve_http(
+/// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
+/// until shutdown.
+fn serve_http(
+    listener: tokio::net::TcpListener,
     config: &Config,
     metrics: &Metrics,
     location: &Location,
     token_api: &Option<Arc<crate::api::token::TokenApi>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<SocketAddr>, AppError> {
-    let Some(addr) = config.http.listen else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError {
-            what: "http",
-            addr,
-            source,
-        })?;
-    let bound = listener.local_addr().unwrap_or(addr);
+) {
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
         Some(_) => (t.max_body_bytes, t.request_timeout, t.max_header_bytes),
@@ -285,7 +290,6 @@ async fn serve_http(
         shutdown.clone(),
         tracker.clone(),
     ));
-    Ok(Some(bound))
 }
 
 fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {

@@ -99,8 +99,8 @@ fn main() -> ExitCode {
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("sipward: {e:#}");
+                    // One line on stderr (not also a log event, which goes there too).
+                    eprintln!("sipward: {}", one_line(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -120,12 +120,29 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// The error and its causes on one line, each cause said once: a cause whose text the
+/// message already holds (an error that prints its source) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let running = sipward::app::start(&config, shutdown.clone()).await?;
         let signals = shutdown.clone();
@@ -140,7 +157,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         running.wait().await;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    if result.is_err() {
+        // A start-up failure: `app::start` binds every socket before it starts anything, so
+        // nothing should be running; never wait on what might be.
+        runtime.shutdown_background();
+    }
+    result
 }
 
 /// SIGHUP reloads the TLS files named in the config (other settings need a restart).

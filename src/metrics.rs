@@ -28,6 +28,7 @@ pub const PROXIED: &str = "sipward_proxy_requests_total";
 pub const PROXY_BRANCHES: &str = "sipward_proxy_branches_total";
 pub const PROXY_TIMEOUTS: &str = "sipward_proxy_branch_timeouts_total";
 pub const PROXY_CONTEXTS: &str = "sipward_proxy_contexts";
+pub const KEEPALIVES: &str = "sipward_keepalives_total";
 
 /// How a TLS handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,9 @@ pub enum DropReason {
     Throttled,
     Overloaded,
     Ack,
+    /// STUN on a SIP UDP port that is not answered: malformed, not a Binding request or
+    /// indication, or with a comprehension-required attribute.
+    Stun,
 }
 
 impl DropReason {
@@ -122,6 +126,28 @@ impl DropReason {
             DropReason::Throttled => "throttled",
             DropReason::Overloaded => "overloaded",
             DropReason::Ack => "ack",
+            DropReason::Stun => "stun",
+        }
+    }
+}
+
+/// An RFC 5626 keep-alive received on a SIP UDP port (label of [`KEEPALIVES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveKind {
+    /// A datagram of CRLFs only.
+    Crlf,
+    /// A STUN Binding request, answered.
+    StunBinding,
+    /// A STUN Binding indication (no answer).
+    StunIndication,
+}
+
+impl KeepAliveKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeepAliveKind::Crlf => "crlf",
+            KeepAliveKind::StunBinding => "stun_binding",
+            KeepAliveKind::StunIndication => "stun_indication",
         }
     }
 }
@@ -158,6 +184,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     parse_errors: IntCounterVec,
     dropped: IntCounterVec,
+    keepalives: IntCounterVec,
     tls_handshakes: IntCounterVec,
     tls_reloads: IntCounterVec,
     proxied: IntCounterVec,
@@ -211,6 +238,11 @@ impl Metrics {
             &["transport"],
         );
         let dropped = counter(DROPPED, "Messages dropped without an answer", &["reason"]);
+        let keepalives = counter(
+            KEEPALIVES,
+            "RFC 5626 keep-alives received on SIP UDP ports (CRLF, STUN)",
+            &["kind"],
+        );
         let tls_handshakes = counter(TLS_HANDSHAKES, "TLS handshakes by outcome", &["outcome"]);
         let tls_reloads = counter(
             TLS_RELOADS,
@@ -270,6 +302,7 @@ impl Metrics {
             auth_failures,
             parse_errors,
             dropped,
+            keepalives,
             tls_handshakes,
             tls_reloads,
             tls_cert_expiry,
@@ -338,6 +371,10 @@ impl Metrics {
 
     pub fn dropped(&self, r: DropReason) {
         self.dropped.with_label_values(&[r.as_str()]).inc();
+    }
+
+    pub fn keepalive(&self, k: KeepAliveKind) {
+        self.keepalives.with_label_values(&[k.as_str()]).inc();
     }
 
     /// The registry, for families defined by other modules (token API, OIDC).

@@ -24,7 +24,9 @@
 //! 7. One [`CredentialLookup::find`]; an unknown user gets as many dummy HA1s as a known one
 //!    gets real ones, and every candidate is verified ([`verify`], constant time).
 //! 8. A response that does not verify counts one failure in both limiters and ends the pair's
-//!    trust → challenge (with the account's own algorithms, if it exists).
+//!    trust → challenge. Every challenge offers the realm's algorithms in the realm's order,
+//!    whoever the user is: an account's own `algorithms` never shows in a challenge, since a
+//!    list that differs from the realm's would tell a guesser that the user exists.
 //! 9. Only after success: [`ReplayTable::check_and_record`]; a refusal → challenge with
 //!    `stale=true` (the password was right; see [`ReplayError::is_stale`]).
 //! 10. The pair becomes trusted; a static `human` account in a realm with `sso = "enforce"` →
@@ -157,17 +159,13 @@ pub trait CredentialLookup {
     /// that is unknown, belongs to another realm or AoR, or has no HA1 for the algorithm gets
     /// the same number of candidates as a usable one of its kind, with dummy HA1s from `dummy`
     /// and no identity, so the work does not depend on what exists.
-    fn find<'s>(&'s self, query: &Query<'_>, dummy: &DummyHa1s) -> Found<'s, Self::Credential>;
+    fn find(&self, query: &Query<'_>, dummy: &DummyHa1s) -> Found<Self::Credential>;
 }
 
 /// A lookup's answer.
-pub struct Found<'s, C> {
+pub struct Found<C> {
     /// Verified in order; the first accepted one with an identity wins.
     pub candidates: Vec<Candidate<C>>,
-    /// An existing account's own algorithms (config `accounts[].algorithms`), challenged
-    /// after its wrong response; note that a list differing from the realm's tells a client
-    /// that guessed the username that it exists.
-    pub algorithms: Option<&'s [Algorithm]>,
 }
 
 /// One HA1 to verify against.
@@ -296,14 +294,13 @@ impl Authenticator {
                 req.source,
                 stale,
                 Some(failure),
-                None,
                 now_unix,
             ))
         };
         let params = match &req.offered {
             Offered::Nothing => {
                 return Decision::Challenge(
-                    self.challenge(req.realm, req.source, false, None, None, now_unix),
+                    self.challenge(req.realm, req.source, false, None, now_unix),
                 )
             }
             Offered::Malformed => return Decision::BadRequest(BadRequest::Credentials),
@@ -370,7 +367,6 @@ impl Authenticator {
                 req.source,
                 false,
                 Some(Failure::WrongResponse),
-                found.algorithms,
                 now_unix,
             ));
         };
@@ -391,23 +387,24 @@ impl Authenticator {
         Decision::Authenticated(identity)
     }
 
-    /// A fresh challenge for `realm`, with a nonce for `source`: with `algorithms` (an
-    /// account's own list) or the realm's. Also the answer to credentials that verified but
-    /// whose device was revoked before the REGISTER could be applied (`failure`
-    /// [`Failure::WrongResponse`], as a revoked credential gets at verification).
+    /// A fresh challenge for `realm`, with a nonce for `source`, offering the realm's
+    /// algorithms in the realm's order (never an account's own list). Also the answer to
+    /// credentials that verified but whose device was revoked before the REGISTER could be
+    /// applied (`failure` [`Failure::WrongResponse`], as a revoked credential gets at
+    /// verification).
     pub fn challenge(
         &self,
         realm: &str,
         source: SocketAddr,
         stale: bool,
         failure: Option<Failure>,
-        algorithms: Option<&[Algorithm]>,
         now_unix: u64,
     ) -> ChallengeSet {
         let bound = self.bind_nonce_to_source.then_some(source.ip());
-        let algorithms = algorithms
-            .or_else(|| self.realms.get(realm).map(|p| p.algorithms.as_slice()))
-            .unwrap_or(&[]);
+        let algorithms = self
+            .realms
+            .get(realm)
+            .map_or(&[][..], |p| p.algorithms.as_slice());
         ChallengeSet {
             stale,
             failure,
@@ -426,6 +423,13 @@ impl Authenticator {
         }
         self.source_limiter.record_failure(ip, now);
         true
+    }
+
+    /// Whether `source` is over its failure limit (what [`Self::admit_malformed`] refuses),
+    /// without counting anything: answers that cost nothing to legitimate traffic (a STUN
+    /// keep-alive) stop for a blocked source too.
+    pub fn source_blocked(&self, source: IpAddr, now: Instant) -> bool {
+        self.source_limiter.is_blocked(&source_key(source), now)
     }
 
     /// Drops expired limiter entries and trusted pairs (the replay table needs none: its slots

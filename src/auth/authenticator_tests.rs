@@ -28,7 +28,7 @@ struct Users {
 impl CredentialLookup for Users {
     type Credential = &'static str;
 
-    fn find<'s>(&'s self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<'s, &'static str> {
+    fn find(&self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<&'static str> {
         self.finds.set(self.finds.get() + 1);
         self.candidates.set(self.candidates.get() + 1);
         let known = match q.username {
@@ -53,7 +53,6 @@ impl CredentialLookup for Users {
         };
         Found {
             candidates: vec![candidate],
-            algorithms: None,
         }
     }
 }

@@ -33,7 +33,8 @@ pub struct Account {
     pub username: Box<str>,
     pub domain: Box<str>,
     pub kind: AccountKind,
-    /// The algorithms challenged for this account, in order.
+    /// The algorithms this account answers with (it verifies with no other); a challenge
+    /// offers the domain's list whatever this one says.
     pub algorithms: Vec<Algorithm>,
     /// The AoR this identity may bind: `sip:username@domain`.
     pub aor: Arc<str>,
@@ -150,11 +151,11 @@ impl Directory {
             || self.devices.as_ref().is_some_and(|d| d.has_aor(aor))
     }
 
-    fn find_device<'s>(
+    fn find_device(
         devices: &DeviceIndex,
         q: &Query<'_>,
         dummy: &DummyHa1s,
-    ) -> Found<'s, Option<DeviceCredential>> {
+    ) -> Found<Option<DeviceCredential>> {
         // docs/token-api.md "The registrar's check for a device credential": the record (or a
         // dummy) is checked against realm and AoR, then both generations are verified, so an
         // unknown, revoked or expired username takes the same path.
@@ -186,10 +187,7 @@ impl Directory {
                 },
             })
             .collect();
-        Found {
-            candidates,
-            algorithms: None,
-        }
+        Found { candidates }
     }
 }
 
@@ -198,7 +196,7 @@ impl CredentialLookup for Directory {
 
     /// A username with the device prefix is a token API device (two candidates: current and
     /// previous generation); any other a static account (one candidate).
-    fn find<'s>(&'s self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<'s, Self::Credential> {
+    fn find(&self, q: &Query<'_>, dummy: &DummyHa1s) -> Found<Self::Credential> {
         if let Some(devices) = self
             .devices
             .as_ref()
@@ -227,7 +225,6 @@ impl CredentialLookup for Directory {
         };
         Found {
             candidates: vec![candidate],
-            algorithms: account.map(|a| a.algorithms.as_slice()),
         }
     }
 }
@@ -262,7 +259,7 @@ mod tests {
         }
     }
 
-    fn shape<C>(found: &Found<'_, C>) -> Vec<bool> {
+    fn shape<C>(found: &Found<C>) -> Vec<bool> {
         found
             .candidates
             .iter()
@@ -308,10 +305,8 @@ mod tests {
         assert_eq!(shape(&alice), [true]);
         let id = alice.candidates[0].identity.as_ref().expect("alice");
         assert_eq!((&*id.aor, id.expires_cap), ("sip:alice@example.test", None));
-        assert!(alice.algorithms.is_some());
         let ghost = dir.find(&query("ghost", None), &dummy);
         assert_eq!(shape(&ghost), [false]);
-        assert!(ghost.algorithms.is_none());
 
         let aor = Some("sip:alice@example.test");
         let known = dir.find(&query("d-known", aor), &dummy);

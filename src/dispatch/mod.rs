@@ -10,6 +10,7 @@
 //! | `parts.rs` | [`DispatchParts`] from `&Config`: every part below, built once |
 //! | `names.rs` | our domains, local hosts and addresses (`domain_of`, `is_us`) |
 //! | `respond.rs` | building and counting every response (To-tag, Server, received/rport) |
+//! | `keepalive.rs` | RFC 5626 keep-alives on UDP before parsing: CRLFs counted, STUN Binding requests answered within the source's failure limit |
 //! | `digest.rs` | the request's Digest material → `auth::Authenticator` → 401/407/400/403 or no answer |
 //! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location`, REGISTER outcome metrics |
 //! | `register_request.rs` | REGISTER parsing: `&Message` → the registrar's input or a typed 400 reason (pure) |
@@ -23,6 +24,7 @@
 //! proxy's non-blocking sends (`transport::Outbound`).
 
 mod digest;
+mod keepalive;
 mod names;
 mod parts;
 mod register;
@@ -135,6 +137,9 @@ impl Dispatcher {
 
     fn handle(&self, data: Bytes, src: &Source) -> Reply {
         let i = &self.inner;
+        if let Some(reply) = self.keepalive(&data, src) {
+            return reply;
+        }
         let now = Instant::now();
         let msg = match Message::parse(data.clone(), &i.intake.limits) {
             Ok(m) => m,

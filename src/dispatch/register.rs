@@ -142,7 +142,6 @@ impl Dispatcher {
                     src.peer,
                     false,
                     Some(Failure::WrongResponse),
-                    None,
                     unix_now(),
                 );
                 return self.refused(msg, src, &domain, Decision::Challenge(challenge));

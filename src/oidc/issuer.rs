@@ -4,12 +4,16 @@
 //! - Reads are lock-free (`ArcSwap` of an immutable [`KeySet`]); no lock is held across I/O.
 //! - A background task refreshes discovery every `discovery_refresh` and the keys when their
 //!   `Cache-Control: max-age` (clamped to the configured bounds) runs out; on errors it keeps
-//!   the last good keys and retries with backoff.
+//!   the last good keys and retries with exponential backoff and jitter (`retry.rs`: 1 s
+//!   doubling to 5 min, reset by a success). Logs: one WARN when the issuer becomes
+//!   unreachable (its URL and the error), one INFO when it answers again, DEBUG in between;
+//!   the gauge `sipward_oidc_issuer_up{issuer}` says which.
 //! - An unknown `kid` triggers at most one refetch per `jwks_refetch_cooldown` (single flight:
 //!   concurrent callers do not wait, they fail at once), then a short negative cache for that
 //!   kid.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetch::{FetchError, Fetcher};
 use super::jwks::{self, KeySet, Lookup, VerifyKey};
+use super::retry::{Backoff, Loudness, Reach};
 use super::{OidcMetrics, Rejection};
 use crate::config::{check_url, Issuer};
 
@@ -27,8 +32,8 @@ use crate::config::{check_url, Issuer};
 const NEGATIVE_CACHE: Duration = Duration::from_secs(30);
 /// Unknown kids remembered at most; the map is cleared when full.
 const NEGATIVE_CACHE_ENTRIES: usize = 1024;
-const RETRY_MIN: Duration = Duration::from_secs(2);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+/// The shortest sleep of the refresher, whatever is due.
+const MIN_WAIT: Duration = Duration::from_millis(200);
 
 /// JWKS cache bounds from `[token_api]`.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +56,8 @@ pub struct IssuerState {
     /// Start of the last on-demand refetch; held only to read or set it.
     last_refetch: Mutex<Option<Instant>>,
     negative: DashMap<String, Instant>,
+    /// [`Reach`] as a byte: whether the last attempt (refresher or on-demand) reached the IdP.
+    reach: AtomicU8,
     bounds: CacheBounds,
     fetcher: Fetcher,
     metrics: OidcMetrics,
@@ -77,6 +84,7 @@ impl IssuerState {
         fetcher: Fetcher,
         metrics: OidcMetrics,
     ) -> IssuerState {
+        metrics.issuer_up(&config.name, false);
         IssuerState {
             config,
             keys: ArcSwapOption::empty(),
@@ -85,6 +93,7 @@ impl IssuerState {
             refetching: AtomicBool::new(false),
             last_refetch: Mutex::new(None),
             negative: DashMap::new(),
+            reach: AtomicU8::new(Reach::Unknown.to_u8()),
             bounds,
             fetcher,
             metrics,
@@ -133,9 +142,8 @@ impl IssuerState {
         self.metrics.refetch();
         let result = self.refresh_keys().await;
         drop(slot);
-        if let Err(e) = &result {
-            tracing::warn!(issuer = %self.config.name, error = %e, "on-demand JWKS refetch failed; keeping the cached keys");
-        }
+        let failed = result.as_ref().err();
+        self.reached(failed.map(|e| (e, self.bounds.refetch_cooldown)));
         match self.keys.load_full() {
             Some(set) => match set.find(kid, alg) {
                 Lookup::Found(k) => Ok(k),
@@ -233,47 +241,98 @@ impl IssuerState {
     }
 
     /// The background refresher: discovery every `discovery_refresh`, keys when due, backoff
-    /// on errors (keeping the last good keys). Runs until `shutdown`.
+    /// with jitter on errors (keeping the last good keys). Runs until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.refresh_loop(&shutdown, tokio::time::sleep).await;
+    }
+
+    /// [`Self::run`] with its sleeping passed in, so a test can run the schedule on a
+    /// virtual clock against a real socket.
+    async fn refresh_loop<F: Future<Output = ()>>(
+        &self,
+        shutdown: &CancellationToken,
+        mut sleep: impl FnMut(Duration) -> F,
+    ) {
         let mut next_discovery = Instant::now();
-        let mut backoff = RETRY_MIN;
-        loop {
-            let now = Instant::now();
-            if now >= next_discovery {
-                match self.discover().await {
-                    Ok(()) => next_discovery = now + self.bounds.discovery_refresh,
-                    Err(e) => {
-                        tracing::warn!(issuer = %self.config.name, error = %e, "OIDC discovery failed")
-                    }
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            let wait = match self.refresh_due(&mut next_discovery).await {
+                Ok(()) => {
+                    backoff.success();
+                    self.reached(None);
+                    let now = Instant::now();
+                    self.keys_due
+                        .load()
+                        .saturating_duration_since(now)
+                        .min(next_discovery.saturating_duration_since(now))
                 }
-            }
-            let wait = if self.keys.load().is_none() || Instant::now() >= **self.keys_due.load() {
-                match self.refresh_keys().await {
-                    Ok(_) => {
-                        backoff = RETRY_MIN;
-                        self.keys_due
-                            .load()
-                            .saturating_duration_since(Instant::now())
-                    }
-                    Err(e) => {
-                        tracing::warn!(issuer = %self.config.name, error = %e, retry_in = ?backoff, "JWKS refresh failed; keeping the last good keys");
-                        let wait = backoff;
-                        backoff = (backoff * 2).min(RETRY_MAX);
-                        wait
-                    }
+                Err(e) => {
+                    let wait = backoff.failure(rand::random::<f64>());
+                    self.reached(Some((&e, wait)));
+                    wait
                 }
-            } else {
-                self.keys_due
-                    .load()
-                    .saturating_duration_since(Instant::now())
             };
-            let wait = wait
-                .min(next_discovery.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(200));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = sleep(wait.max(MIN_WAIT)) => {}
             }
+        }
+    }
+
+    /// One attempt of the refresher: discovery when due, then the keys when due. A failed
+    /// discovery ends the attempt unless a `jwks_uri` is known from an earlier one (then the
+    /// keys are still refreshed, and the attempt counts as failed): with the IdP absent, an
+    /// attempt is one request.
+    async fn refresh_due(&self, next_discovery: &mut Instant) -> Result<(), RefreshError> {
+        let now = Instant::now();
+        let mut discovered = Ok(());
+        if now >= *next_discovery {
+            discovered = self.discover().await;
+            if discovered.is_ok() {
+                *next_discovery = now + self.bounds.discovery_refresh;
+            } else if self.jwks_uri.load().is_none() {
+                return discovered;
+            }
+        }
+        if self.keys.load().is_none() || Instant::now() >= **self.keys_due.load() {
+            self.refresh_keys().await?;
+        }
+        discovered
+    }
+
+    /// Records an attempt's outcome (`failed`: its error and when the next attempt comes):
+    /// the gauge, and a log line as loud as the change ([`Reach::after`]).
+    fn reached(&self, failed: Option<(&RefreshError, Duration)>) {
+        let ok = failed.is_none();
+        let was = self
+            .reach
+            .swap(Reach::Unknown.after(ok).0.to_u8(), Ordering::AcqRel);
+        let (_, loud) = Reach::from_u8(was).after(ok);
+        self.metrics.issuer_up(&self.config.name, ok);
+        let issuer = &self.config.name;
+        match (failed, loud) {
+            (Some((e, retry_in)), Loudness::Warn) => {
+                tracing::warn!(%issuer, url = %self.url_of(e), error = %e, ?retry_in, "identity provider unreachable; retrying with backoff up to every 5 min (cached keys stay in use)")
+            }
+            (Some((e, retry_in)), _) => {
+                tracing::debug!(%issuer, url = %self.url_of(e), error = %e, ?retry_in, "identity provider still unreachable")
+            }
+            (None, Loudness::Info) => {
+                tracing::info!(%issuer, url = %self.config.discovery_url, "identity provider reachable again")
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// The URL a refresh error is about: the discovery document or the JWKS.
+    fn url_of(&self, e: &RefreshError) -> String {
+        match e {
+            RefreshError::Discovery(_) => self.config.discovery_url.clone(),
+            RefreshError::Jwks(_) => self
+                .jwks_uri
+                .load()
+                .as_deref()
+                .map_or_else(String::new, |u| u.to_string()),
         }
     }
 }
@@ -363,7 +422,148 @@ mod tests {
         }
     }
 
+    /// An IdP on 127.0.0.1:0 that answers every request with 503 until `up` is set, then
+    /// serves discovery and a JWKS with key `r1`. Counts connections.
+    struct FlakyIdp {
+        base: String,
+        connections: Arc<AtomicUsize>,
+        up: Arc<AtomicBool>,
+    }
+
+    async fn flaky_idp() -> FlakyIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let up = Arc::new(AtomicBool::new(false));
+        let (count, serving, issuer) = (connections.clone(), up.clone(), base.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let (serving, issuer) = (serving.clone(), issuer.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = if !serving.load(Ordering::SeqCst) {
+                        ("503 Service Unavailable", String::new())
+                    } else if head.starts_with(b"GET /jwks ") {
+                        ("200 OK", format!(r#"{{"keys":[{RSA}]}}"#))
+                    } else {
+                        let doc = format!(r#"{{"issuer":"{issuer}","jwks_uri":"{issuer}/jwks"}}"#);
+                        ("200 OK", doc)
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        FlakyIdp {
+            base,
+            connections,
+            up,
+        }
+    }
+
+    /// Collects what the `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 15 acceptance on a real socket: the refresher against an IdP that answers
+    /// nothing but errors for 30 s of its (virtual) clock makes at most 6 attempts, each one
+    /// connection, logs one WARN naming the URL (DEBUG for the rest) and reports the issuer
+    /// down; once the IdP answers, one INFO and the gauge says up.
+    #[tokio::test]
+    async fn an_unreachable_idp_is_tried_at_most_6_times_in_30_s_with_one_warn_then_one_info() {
+        let idp = flaky_idp().await;
+        let metrics = Metrics::new();
+        let state = issuer_state_with(&idp.base, &metrics);
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _log = tracing::subscriber::set_default(subscriber);
+
+        let shutdown = CancellationToken::new();
+        let clock = Arc::new(Mutex::new(Duration::ZERO));
+        let at_30 = Arc::new(Mutex::new(None));
+        let sleep = {
+            let (clock, at_30, stop) = (clock.clone(), at_30.clone(), shutdown.clone());
+            let (connections, up, metrics) =
+                (idp.connections.clone(), idp.up.clone(), metrics.clone());
+            move |wait: Duration| {
+                let mut now = clock.lock().unwrap();
+                *now += wait;
+                if up.load(Ordering::SeqCst) {
+                    // The attempt after the IdP came back has ended.
+                    stop.cancel();
+                } else if *now >= Duration::from_secs(30) {
+                    let gauge = metrics.render();
+                    *at_30.lock().unwrap() = Some((connections.load(Ordering::SeqCst), gauge));
+                    up.store(true, Ordering::SeqCst);
+                }
+                std::future::ready(())
+            }
+        };
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            state.refresh_loop(&shutdown, sleep),
+        )
+        .await
+        .expect("the refresher ends once the IdP is back");
+
+        let (attempts, gauge_down) = at_30.lock().unwrap().clone().expect("30 s passed");
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines = |level: &str, what: &str| {
+            text.lines()
+                .filter(|l| l.contains(level) && l.contains(what))
+                .count()
+        };
+        eprintln!("{attempts} attempts in 30 virtual seconds; log:\n{text}");
+        assert!((2..=6).contains(&attempts), "{attempts} attempts in 30 s");
+        assert_eq!(lines("WARN", ""), 1, "one WARN:\n{text}");
+        let discovery_url = format!("{}/.well-known/openid-configuration", idp.base);
+        assert_eq!(lines("WARN", &discovery_url), 1, "the WARN names the URL");
+        assert_eq!(lines("WARN", "503"), 1, "the WARN names the error");
+        assert_eq!(lines("DEBUG", "still unreachable"), attempts - 1);
+        assert_eq!(lines("INFO", "reachable again"), 1, "one INFO:\n{text}");
+        let up_series = r#"sipward_oidc_issuer_up{issuer="stall"}"#;
+        assert!(
+            gauge_down.contains(&format!("{up_series} 0")),
+            "{gauge_down}"
+        );
+        assert!(metrics.render().contains(&format!("{up_series} 1")));
+        assert!(state.has_keys(), "keys loaded after the recovery");
+    }
+
     fn issuer_state(base: &str) -> IssuerState {
+        issuer_state_with(base, &Metrics::new())
+    }
+
+    fn issuer_state_with(base: &str, metrics: &Metrics) -> IssuerState {
         let config = Issuer {
             name: "stall".into(),
             issuer: base.into(),
@@ -391,7 +591,7 @@ mod tests {
             max_keys: 8,
         };
         let fetcher = Fetcher::new(Duration::from_secs(60), 64 * 1024).unwrap();
-        IssuerState::new(config, bounds, fetcher, OidcMetrics::new(&Metrics::new()))
+        IssuerState::new(config, bounds, fetcher, OidcMetrics::new(metrics))
     }
 
     /// Issue 14 item 8: a request dropped while its on-demand refetch is in flight (request

@@ -6,6 +6,7 @@
 //! | `fetch.rs` | the outbound HTTP client: no redirects, timeouts, body cap, https or loopback only |
 //! | `jwks.rs` | JWKS → verification keys (drops `oct`, `use=enc`, unknown, over the cap) |
 //! | `issuer.rs` | one issuer: discovery, the lock-free key cache, refresh and unknown-kid refetch |
+//! | `retry.rs` | the refresher's backoff (1 s doubling to 5 min, jitter, reset on success) and the issuer's reachability (which outcomes log WARN, INFO or DEBUG), no I/O |
 //! | `token.rs` | validation steps 1–7 of docs/token-api.md, strict JSON, claim checks, AoR mapping |
 //!
 //! Discovery metadata is read with two fields of our own (`issuer`, `jwks_uri`) rather than
@@ -18,13 +19,14 @@
 mod fetch;
 mod issuer;
 mod jwks;
+mod retry;
 mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +41,9 @@ pub const TOKEN_REJECTIONS: &str = "sipward_token_rejections_total";
 pub const JWKS_FETCHES: &str = "sipward_jwks_fetches_total";
 pub const JWKS_REFETCHES: &str = "sipward_jwks_unknown_kid_refetches_total";
 pub const DISCOVERY_FETCHES: &str = "sipward_oidc_discovery_fetches_total";
+/// 1 when the issuer's last discovery or JWKS attempt succeeded, 0 otherwise (and before the
+/// first), by configured issuer name.
+pub const ISSUER_UP: &str = "sipward_oidc_issuer_up";
 
 /// Why a token was refused. A fixed set: it labels a metric and goes to logs, never to the
 /// client, which sees one of four answers ([`Rejection::answer`]).
@@ -189,6 +194,7 @@ pub struct OidcMetrics {
     jwks: IntCounterVec,
     discovery: IntCounterVec,
     refetches: IntCounter,
+    issuer_up: IntGaugeVec,
 }
 
 impl OidcMetrics {
@@ -228,11 +234,23 @@ impl OidcMetrics {
         registry
             .register(Box::new(refetches.clone()))
             .expect("unique metric name");
+        let issuer_up = IntGaugeVec::new(
+            Opts::new(
+                ISSUER_UP,
+                "1 when the issuer's last discovery or JWKS attempt succeeded, else 0",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(issuer_up.clone()))
+            .expect("unique metric name");
         OidcMetrics {
             rejections,
             jwks,
             discovery,
             refetches,
+            issuer_up,
         }
     }
 
@@ -254,6 +272,13 @@ impl OidcMetrics {
 
     fn refetch(&self) {
         self.refetches.inc();
+    }
+
+    /// The issuer's state; `issuer` is a configured name, so the label set is bounded.
+    fn issuer_up(&self, issuer: &str, up: bool) {
+        self.issuer_up
+            .with_label_values(&[issuer])
+            .set(i64::from(up));
     }
 }
 

@@ -7,11 +7,13 @@
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
 //! | `serve.rs` | binding every SIP socket, spawning the receive threads and accept loops, the two stop tokens of a drain |
+//! | `keepalive.rs` | RFC 5626 keep-alives on a UDP port, as pure functions: CRLF datagrams, STUN Binding requests and their success response (RFC 5389) |
 //!
 //! It hands `(bytes, Source)` to a `Handler` (implemented by `dispatch`) and sends back what
 //! the handler returns, at once or later through a [`Responder`]. It must not interpret SIP
 //! beyond framing.
 
+pub mod keepalive;
 pub mod serve;
 pub mod tcp;
 pub mod tls;

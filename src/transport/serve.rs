@@ -17,13 +17,16 @@ use super::tls::{self, HandshakeLimits, TlsState};
 use super::udp;
 use crate::config::{ClientAuth, SipConfig, TlsConfig};
 
-/// A socket that could not be bound.
+/// A socket that could not be bound: the config key that names it, the address and the OS
+/// error. The OS error is part of the message and deliberately not a `source()`, so that a
+/// printer of the error chain says it once.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind {what} {addr}: {source}")]
+#[error("cannot bind {key} {addr}: {error}")]
 pub struct BindError {
-    pub what: &'static str,
+    /// The config key (`sip.udp`, `sip.tcp`, `tls.listeners`, `http.listen`).
+    pub key: &'static str,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// Every SIP socket, bound and not yet served.
@@ -67,21 +70,20 @@ impl Bound {
     pub async fn bind(sip: &SipConfig, tls: Option<&TlsConfig>) -> Result<Bound, BindError> {
         let mut udp = Vec::new();
         for &addr in &sip.udp {
-            let socket =
-                udp::bind(addr, sip.udp_recv_buffer_bytes).map_err(|source| BindError {
-                    what: "udp",
-                    addr,
-                    source,
-                })?;
+            let socket = udp::bind(addr, sip.udp_recv_buffer_bytes).map_err(|error| BindError {
+                key: "sip.udp",
+                addr,
+                error,
+            })?;
             udp.push(Arc::new(socket));
         }
         let mut tcp = Vec::new();
         for &addr in &sip.tcp {
-            tcp.push(listen("tcp", addr).await?);
+            tcp.push(listen("sip.tcp", addr).await?);
         }
         let mut secure = Vec::new();
         for l in tls.iter().flat_map(|t| &t.listeners) {
-            secure.push((listen("tls", l.addr).await?, l.client_auth));
+            secure.push((listen("tls.listeners", l.addr).await?, l.client_auth));
         }
         Ok(Bound {
             udp,
@@ -138,10 +140,11 @@ impl Bound {
     }
 }
 
-async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+/// Binds a TCP listener for the config key `key`.
+pub async fn listen(key: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { what, addr, source })
+        .map_err(|error| BindError { key, addr, error })
 }
 
 #[cfg(test)]
@@ -204,9 +207,10 @@ mod tests {
         stream.read_exact(&mut buf).is_ok() && buf == MESSAGE
     }
 
-    /// A second bind of a taken port names the transport and the address.
+    /// A second bind of a taken port names the config key and the address, and says the OS
+    /// error once (it is not also the error's `source`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_taken_port_is_reported_with_transport_and_address() {
+    async fn a_taken_port_is_reported_with_key_and_address() {
         let mut sip = Config::dev().sip;
         sip.udp = vec![];
         sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
@@ -216,12 +220,13 @@ mod tests {
         let Err(e) = Bound::bind(&sip, None).await else {
             panic!("bound {taken} twice");
         };
-        assert_eq!((e.what, e.addr), ("tcp", taken));
+        assert_eq!((e.key, e.addr), ("sip.tcp", taken));
         assert!(
             e.to_string()
-                .starts_with(&format!("cannot bind tcp {taken}: ")),
+                .starts_with(&format!("cannot bind sip.tcp {taken}: ")),
             "{e}"
         );
+        assert!(std::error::Error::source(&e).is_none(), "{e:?}");
     }
 
     /// `shutdown` stops accepting but UDP and open connections are still served (a drain);

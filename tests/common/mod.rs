@@ -212,6 +212,13 @@ fn write_config(
     config_path
 }
 
+/// Writes `sipward.toml` for `opts` into `dir` with SIP (UDP and TCP) on `sip`, HTTP on
+/// `http` and, when `opts.tls` asks for it, TLS on `tls` (all on 127.0.0.1), for a test
+/// that runs the binary itself.
+pub fn config_on_ports(opts: &Options<'_>, dir: &Path, sip: u16, http: u16, tls: u16) -> PathBuf {
+    write_config(opts, &[], dir, Ports { sip, http, tls })
+}
+
 /// How the server under test runs.
 enum Process {
     /// The `sipward` binary, stopped with SIGTERM.
