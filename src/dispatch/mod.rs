@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `mod.rs` | `Dispatcher`, parse → transaction → route, reply addressing (RFC 3261 §18.2.2, RFC 3581) |
 //! | `parts.rs` | [`DispatchParts`] from `&Config`: every part below, built once |
-//! | `names.rs` | our domains, local hosts and addresses (`domain_of`, `is_us`) |
+//! | `names.rs` | our domains and the other names that mean us (`domain_of`, `is_us`) |
 //! | `respond.rs` | building and counting every response (To-tag, Server, received/rport) |
 //! | `digest.rs` | the request's Digest material → `auth::Authenticator` → 401/407/400/403 or no answer |
 //! | `register.rs` | REGISTER per RFC 3261 §10.3 on top of `registrar::Location`, REGISTER outcome metrics |
@@ -92,14 +92,14 @@ struct Inner {
 }
 
 impl Dispatcher {
-    pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
+    pub fn new(parts: DispatchParts, us: Arc<crate::proxy::OurNames>) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 intake: parts.intake,
                 auth: parts.auth,
                 credentials: parts.credentials,
                 registrar: parts.registrar,
-                names: Names::new(parts.domains, local_addrs),
+                names: Names::new(parts.domains, us),
                 responder: parts.responder,
                 transactions: parts.transactions,
                 proxy: parts.proxy,

@@ -36,7 +36,7 @@ impl Dispatcher {
         Some(Inbound {
             upstream: self.upstream(msg, src)?,
             transport: src.transport,
-            local: src.local,
+            local: self.inner.proxy.sent_by(src.transport, src.local),
             peer: src.peer,
             flow: src.flow,
         })

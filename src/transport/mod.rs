@@ -6,12 +6,16 @@
 //! | `udp.rs` | blocking receive threads sharing one socket per address, large buffers, no task or epoll round trip per datagram |
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
+//! | `local.rs` | our address on a wildcard socket: where a datagram arrived (packet information), replies from it, the route's source address, the interface addresses |
+//! | `advertise.rs` | `Advertised`: the name each listener writes for itself (its `advertise`, else the real local address) |
 //! | `serve.rs` | binding every SIP socket, spawning the receive threads and accept loops, the two stop tokens of a drain |
 //!
 //! It hands `(bytes, Source)` to a `Handler` (implemented by `dispatch`) and sends back what
 //! the handler returns, at once or later through a [`Responder`]. It must not interpret SIP
 //! beyond framing.
 
+pub mod advertise;
+pub mod local;
 pub mod serve;
 pub mod tcp;
 pub mod tls;
@@ -282,11 +286,23 @@ pub enum Target {
 pub struct Outbound {
     udp: Vec<Arc<udp::Listener>>,
     flows: Flows,
+    advertised: advertise::Advertised,
 }
 
 impl Outbound {
     pub fn new(udp: Vec<Arc<udp::Listener>>, flows: Flows) -> Outbound {
-        Outbound { udp, flows }
+        Outbound {
+            udp,
+            flows,
+            advertised: advertise::Advertised::default(),
+        }
+    }
+
+    /// The listeners' advertised names, for [`Outbound::local_for`] and
+    /// [`Outbound::sent_by`].
+    pub fn with_advertised(mut self, advertised: advertise::Advertised) -> Outbound {
+        self.advertised = advertised;
+        self
     }
 
     pub fn flows(&self) -> &Flows {
@@ -300,13 +316,33 @@ impl Outbound {
             .map(|s| s.as_ref())
     }
 
-    /// The local address a message to `target` leaves from, and its transport (for Via and
-    /// Record-Route).
-    pub fn local_for(&self, target: Target) -> Option<(Transport, SocketAddr)> {
-        match target {
-            Target::Udp(dest) => self.udp_for(dest).map(|s| (Transport::Udp, s.local_addr())),
-            Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local)),
-        }
+    /// What a message over `transport` with the real local address `local` names us with
+    /// in Via and Record-Route (see [`advertise::Advertised::sent_by`]).
+    pub fn sent_by(&self, transport: Transport, local: SocketAddr) -> crate::sip::HostPort {
+        self.advertised.sent_by(transport, local)
+    }
+
+    /// The name a message to `target` leaves under, and its transport (for Via and
+    /// Record-Route): the listener's advertised name, else the real local address. A UDP
+    /// socket on a wildcard address asks the kernel's route lookup which address a
+    /// datagram to the destination leaves from (a socket call per branch, only for a
+    /// wildcard listener without `advertise`).
+    pub fn local_for(&self, target: Target) -> Option<(Transport, crate::sip::HostPort)> {
+        let (transport, local) = match target {
+            Target::Udp(dest) => {
+                let local = self.udp_for(dest)?.local_addr();
+                let real = match local.ip().is_unspecified() {
+                    true if self.advertised.configured(Transport::Udp, local).is_none() => {
+                        local::source_for(dest)
+                            .map_or(local, |ip| SocketAddr::new(ip, local.port()))
+                    }
+                    _ => local,
+                };
+                (Transport::Udp, real)
+            }
+            Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local))?,
+        };
+        Some((transport, self.advertised.sent_by(transport, local)))
     }
 
     /// Sends `bytes`; false if it could not be handed to the kernel or the connection.

@@ -120,6 +120,12 @@ pub(super) async fn accept_each<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // On a wildcard listener, the accepted socket knows which of our addresses the peer
+        // connected to.
+        let local = match local.ip().is_unspecified() {
+            true => stream.local_addr().unwrap_or(local),
+            false => local,
+        };
         let served = serve(stream, peer, local);
         tracker.spawn(async move {
             let _permit = permit;
