@@ -139,9 +139,7 @@ impl Bound {
 }
 
 async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { what, addr, source })
+    tcp::bind(addr).map_err(|source| BindError { what, addr, source })
 }
 
 #[cfg(test)]
