@@ -245,8 +245,15 @@ fn a_wildcard_listener_writes_the_address_each_request_arrived_on() {
 
     let contact = format!("sip:bob@{}", bob.local);
     bob.send_raw(response_to(&fwd, 200, "OK", "bobtag", &contact, false).as_bytes());
-    let ok = final_for(&mut alice, &call_id);
+    // The relayed 200 leaves from the address alice sent her INVITE to.
+    let (ok, from) = alice
+        .recv_with_source(Duration::from_secs(5))
+        .expect("the 200");
     assert_eq!(ok.status(), 200, "{}", ok.text);
+    assert_eq!(
+        from, to_127_0_0_2,
+        "relayed from the address the INVITE arrived on"
+    );
     // Alice's route set is the Record-Route reversed; both entries name us.
     let routes: Vec<String> = ok.headers("Record-Route").into_iter().rev().collect();
     let to = ok.header("To").unwrap();

@@ -26,7 +26,10 @@ impl Dispatcher {
     /// The target of responses to a request from `src`.
     fn upstream(&self, msg: &Message, src: &Source) -> Option<Target> {
         match (src.transport, src.flow) {
-            (Transport::Udp, _) => Some(Target::Udp(udp_reply_addr(msg, src))),
+            (Transport::Udp, _) => Some(Target::UdpReply {
+                to: udp_reply_addr(msg, src),
+                local: src.local,
+            }),
             (_, Some(flow)) => Some(Target::Flow(flow)),
             (_, None) => None,
         }

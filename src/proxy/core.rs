@@ -177,7 +177,7 @@ impl ProxyCore {
             );
             let out_flow = match b.target {
                 Target::Flow(f) => Some(f),
-                Target::Udp(_) => None,
+                Target::Udp(_) | Target::UdpReply { .. } => None,
             };
             let token = self.keys.flow_token(inbound.flow, out_flow);
             let rr_in = rr_uri(&token, &inbound.local, inbound.transport);
@@ -314,7 +314,7 @@ impl ProxyCore {
                 continue;
             }
             let bytes = build_cancel(&ctx.request, b);
-            let reliable = !matches!(b.target, Target::Udp(_));
+            let reliable = matches!(b.target, Target::Flow(_));
             self.transmits.push_back(Transmit {
                 target: b.target,
                 bytes: bytes.clone(),

@@ -23,6 +23,14 @@ pub struct Arrival {
     ifindex: u32,
 }
 
+impl Arrival {
+    /// Our address `ip`, on whatever interface the kernel's route picks (for a reply sent
+    /// later, when the interface is no longer known; a link-local IPv6 source needs it).
+    pub fn at(ip: IpAddr) -> Arrival {
+        Arrival { ip, ifindex: 0 }
+    }
+}
+
 /// Asks the kernel to report each datagram's destination address on `socket`.
 pub fn report_arrival(socket: &UdpSocket, v6: bool) -> io::Result<()> {
     if v6 {

@@ -275,7 +275,15 @@ impl Flows {
 /// Where the proxy sends a message: a UDP address, or an open connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// A request to a UDP address, from the first UDP listener of its family (the kernel's
+    /// route picks the source address on a wildcard socket).
     Udp(SocketAddr),
+    /// Responses to a UDP request that arrived on our address `local`: sent from the listener
+    /// that received it, and from `local` itself on a wildcard socket (RFC 3581 §4).
+    UdpReply {
+        to: SocketAddr,
+        local: SocketAddr,
+    },
     Flow(FlowId),
 }
 
@@ -316,6 +324,20 @@ impl Outbound {
             .map(|s| s.as_ref())
     }
 
+    /// The UDP listener that receives on our address `local` (its own, or a wildcard one of
+    /// the same family and port).
+    fn udp_at(&self, local: SocketAddr) -> Option<&udp::Listener> {
+        let bound = |s: &&Arc<udp::Listener>| s.local_addr() == local;
+        let wildcard = |s: &&Arc<udp::Listener>| {
+            let a = s.local_addr();
+            a.ip().is_unspecified() && a.port() == local.port() && a.is_ipv4() == local.is_ipv4()
+        };
+        let found = self.udp.iter().find(bound);
+        found
+            .or_else(|| self.udp.iter().find(wildcard))
+            .map(|s| s.as_ref())
+    }
+
     /// What a message over `transport` with the real local address `local` names us with
     /// in Via and Record-Route (see [`advertise::Advertised::sent_by`]).
     pub fn sent_by(&self, transport: Transport, local: SocketAddr) -> crate::sip::HostPort {
@@ -340,6 +362,7 @@ impl Outbound {
                 };
                 (Transport::Udp, real)
             }
+            Target::UdpReply { local, .. } => (Transport::Udp, local),
             Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local))?,
         };
         Some((transport, self.advertised.sent_by(transport, local)))
@@ -351,6 +374,10 @@ impl Outbound {
             Target::Udp(dest) => self
                 .udp_for(dest)
                 .is_some_and(|s| s.send_nowait(&bytes, dest)),
+            Target::UdpReply { to, local } => match self.udp_at(local) {
+                Some(s) => s.send_nowait_from(&bytes, to, local.ip()),
+                None => self.udp_for(to).is_some_and(|s| s.send_nowait(&bytes, to)),
+            },
             Target::Flow(id) => self.flows.send(id, bytes),
         }
     }

@@ -55,6 +55,16 @@ impl Listener {
             .send_to_with_flags(bytes, &to.into(), libc::MSG_DONTWAIT)
             .is_ok()
     }
+
+    /// Like [`Listener::send_nowait`], from our address `from` when the socket is on a
+    /// wildcard address (a reply leaves from the address its request arrived on).
+    pub fn send_nowait_from(&self, bytes: &[u8], to: SocketAddr, from: std::net::IpAddr) -> bool {
+        if !self.wildcard || from.is_unspecified() {
+            return self.send_nowait(bytes, to);
+        }
+        let from = super::local::Arrival::at(from);
+        super::local::send_from(&self.socket, bytes, to, from, true).is_ok()
+    }
 }
 
 /// Binds a blocking UDP socket with SO_RCVBUF/SO_SNDBUF of `buffer_bytes` (the kernel may
