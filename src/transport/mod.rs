@@ -101,14 +101,15 @@ pub struct Later<'a> {
 
 #[derive(Debug)]
 enum LaterWay<'a> {
-    Udp(&'a Arc<udp::Listener>),
+    /// The socket, and our address the message arrived on (the answer leaves from it).
+    Udp(&'a Arc<udp::Listener>, SocketAddr),
     Flow(&'a Flows, FlowId),
 }
 
 impl<'a> Later<'a> {
-    pub(crate) fn udp(listener: &'a Arc<udp::Listener>) -> Later<'a> {
+    pub(crate) fn udp(listener: &'a Arc<udp::Listener>, local: SocketAddr) -> Later<'a> {
         Later {
-            way: LaterWay::Udp(listener),
+            way: LaterWay::Udp(listener, local),
         }
     }
 
@@ -122,7 +123,7 @@ impl<'a> Later<'a> {
     pub fn responder(self) -> Responder {
         Responder {
             way: match self.way {
-                LaterWay::Udp(listener) => ResponderWay::Udp(listener.clone()),
+                LaterWay::Udp(listener, local) => ResponderWay::Udp(listener.clone(), local),
                 LaterWay::Flow(flows, id) => ResponderWay::Flow(flows.clone(), id),
             },
         }
@@ -141,7 +142,7 @@ pub struct Responder {
 
 #[derive(Debug)]
 enum ResponderWay {
-    Udp(Arc<udp::Listener>),
+    Udp(Arc<udp::Listener>, SocketAddr),
     Flow(Flows, FlowId),
 }
 
@@ -152,8 +153,8 @@ impl Responder {
     /// UDP destination, a full socket buffer or connection queue, a closed connection).
     pub fn send(self, reply: Reply) -> bool {
         match self.way {
-            ResponderWay::Udp(listener) => match (reply.bytes, reply.to) {
-                (Some(bytes), Some(to)) => listener.send_nowait(&bytes, to),
+            ResponderWay::Udp(listener, local) => match (reply.bytes, reply.to) {
+                (Some(bytes), Some(to)) => listener.send_nowait_from(&bytes, to, local.ip()),
                 _ => false,
             },
             ResponderWay::Flow(flows, id) => match reply.bytes {

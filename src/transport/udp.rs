@@ -136,7 +136,7 @@ pub fn receive_loop(listener: Arc<Listener>, handler: Arc<dyn Handler>, halt: Ca
         let reply = handler.handle(
             Bytes::copy_from_slice(&buf[..n]),
             &src,
-            Later::udp(&listener),
+            Later::udp(&listener, src.local),
         );
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {
             let sent = match arrival {
