@@ -41,18 +41,24 @@ pub fn report_arrival(socket: &UdpSocket, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Room for the packet information of one datagram (IPv4 or IPv6), allocated once per
+/// receive thread.
+pub fn control_buffer() -> Vec<u8> {
+    nix::cmsg_space!(libc::in6_pktinfo)
+}
+
 /// Receives one datagram into `buf`: its length, its source, and where it arrived (`None`
-/// when the kernel sent no packet information).
+/// when the kernel sent no packet information). `control` comes from [`control_buffer`].
 pub fn recv_with_arrival(
     socket: &UdpSocket,
     buf: &mut [u8],
+    control: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut control = nix::cmsg_space!(libc::in6_pktinfo);
     let msg = recvmsg::<SockaddrStorage>(
         socket.as_raw_fd(),
         &mut iov,
-        Some(&mut control),
+        Some(control),
         MsgFlags::empty(),
     )?;
     let peer = msg
@@ -190,7 +196,8 @@ mod tests {
             .unwrap();
         client.send_to(b"ping", ("127.0.0.2", port)).unwrap();
         let mut buf = [0u8; 64];
-        let (n, peer, arrival) = recv_with_arrival(&server, &mut buf).unwrap();
+        let (n, peer, arrival) =
+            recv_with_arrival(&server, &mut buf, &mut control_buffer()).unwrap();
         assert_eq!(
             (&buf[..n], peer),
             (&b"ping"[..], client.local_addr().unwrap())
@@ -224,7 +231,8 @@ mod tests {
         let client = UdpSocket::bind("[::1]:0").unwrap();
         client.send_to(b"ping", ("::1", port)).unwrap();
         let mut buf = [0u8; 64];
-        let (_, peer, arrival) = recv_with_arrival(&server, &mut buf).unwrap();
+        let (_, peer, arrival) =
+            recv_with_arrival(&server, &mut buf, &mut control_buffer()).unwrap();
         assert_eq!(arrival.map(|a| a.ip), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         send_from(&server, b"pong", peer, arrival.unwrap(), false).unwrap();
         client

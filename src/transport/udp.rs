@@ -98,9 +98,10 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Listener> {
 pub fn receive_loop(listener: Arc<Listener>, handler: Arc<dyn Handler>, halt: CancellationToken) {
     let local = listener.local;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut control = super::local::control_buffer();
     while !halt.is_cancelled() {
         let received = if listener.wildcard {
-            super::local::recv_with_arrival(&listener.socket, &mut buf)
+            super::local::recv_with_arrival(&listener.socket, &mut buf, &mut control)
         } else {
             listener
                 .socket
