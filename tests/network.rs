@@ -419,13 +419,14 @@ fn routes_naming_us_by_domain_alias_or_localhost_are_ours() {
     );
 }
 
-/// IPv6 beside IPv4: UDP on 127.0.0.1 and [::1], TCP on 127.0.0.1 and [::]. bob registers
-/// over UDP/IPv6, carol over TCP/IPv6 through the wildcard; alice calls bob over IPv4 and
-/// carol over IPv6; each callee sees sipward's IPv6 address, never `[::]`.
+/// IPv6 beside IPv4: UDP on 127.0.0.1 and `[::]` (same port: the IPv6 socket is IPv6-only),
+/// TCP on 127.0.0.1 and `[::1]`. bob registers over UDP/IPv6 through the wildcard, carol
+/// over TCP/IPv6; alice calls bob over IPv4 and carol over IPv6; each callee sees sipward's
+/// IPv6 address, never `[::]`.
 #[test]
 fn ipv6_listeners_register_and_call_beside_ipv4() {
     let server = binary(
-        "udp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntcp = [\"127.0.0.1:{port}\", \"[::]:{port}\"]",
+        "udp = [\"127.0.0.1:{port}\", \"[::]:{port}\"]\ntcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]",
         "",
     );
     let port = server.udp.port();
@@ -452,6 +453,7 @@ fn ipv6_listeners_register_and_call_beside_ipv4() {
         "{}",
         fwd.text
     );
+    assert!(!fwd.text.contains("[::]"), "{}", fwd.text);
     let rr = fwd.headers("Record-Route");
     assert_eq!(rr.len(), 2, "{rr:?}");
     assert!(
@@ -463,7 +465,7 @@ fn ipv6_listeners_register_and_call_beside_ipv4() {
     bob.send_raw(response_to(&fwd, 200, "OK", "bobtag", &contact, false).as_bytes());
     assert_eq!(final_for(&mut alice, &call_id).status(), 200);
 
-    // alice over IPv6 → carol over TCP on the [::] listener.
+    // alice over IPv6 (through the [::] UDP socket) → carol over TCP on [::1].
     let mut alice6 = Client::udp_from("::1", v6);
     let call_id = rand_token();
     assert_eq!(call(&mut alice6, "carol", &call_id, "").status(), 100);
@@ -475,8 +477,10 @@ fn ipv6_listeners_register_and_call_beside_ipv4() {
     );
     assert!(!fwd.text.contains("[::]"), "{}", fwd.text);
     let rr = fwd.headers("Record-Route");
+    assert_eq!(rr.len(), 2, "{rr:?}");
     assert!(
-        rr[0].contains(&format!("@[::1]:{port};transport=tcp;lr>")),
+        rr[0].contains(&format!("@[::1]:{port};transport=tcp;lr>"))
+            && rr[1].contains(&format!("@[::1]:{port};lr>")),
         "{rr:?}"
     );
     let contact = format!("sip:carol@{};transport=tcp", carol.local);
