@@ -19,21 +19,15 @@ const CAROL_PW: &str = "carol-secret-3";
 const ACCOUNTS: &[Account<'static>] = &[("alice", ALICE_PW), ("bob", BOB_PW), ("carol", CAROL_PW)];
 
 /// The binary with the `[sip]` lines `sip` (`{port}` stands for a free port, used by every
-/// listener) and the `[registrar]` lines `registrar`; the server's `udp`/`tcp` are
-/// 127.0.0.1 on that port.
-fn binary(sip: &str, registrar: &str) -> Server {
+/// listener); the server's `udp`/`tcp` are 127.0.0.1 on that port.
+fn binary(sip: &str) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let (port, http) = (free_port(), free_port());
-    let config_path = write_config(
-        dir.path(),
-        &sip.replace("{port}", &port.to_string()),
-        registrar,
-        http,
-    );
+    let config_path = write_config(dir.path(), &sip.replace("{port}", &port.to_string()), http);
     Server::start_with_file(config_path, dir, port, http, None)
 }
 
-fn write_config(dir: &Path, sip: &str, registrar: &str, http: u16) -> std::path::PathBuf {
+fn write_config(dir: &Path, sip: &str, http: u16) -> std::path::PathBuf {
     let mut accounts = String::new();
     for (user, pw) in ACCOUNTS {
         let file = dir.join(format!("{user}.pw"));
@@ -44,7 +38,7 @@ fn write_config(dir: &Path, sip: &str, registrar: &str, http: u16) -> std::path:
         ));
     }
     let text = format!(
-        "[log]\nlevel = \"info\"\n\n[sip]\n{sip}\nudp_workers = 2\n\n[registrar]\n{registrar}\n\n\
+        "[log]\nlevel = \"info\"\n\n[sip]\n{sip}\nudp_workers = 2\n\n\
          [http]\nlisten = \"127.0.0.1:{http}\"\nadmin_token_sha256 = \"{}\"\n\n\
          [[domains]]\nname = \"{DOMAIN}\"\nalgorithms = [\"MD5\"]\n\n{accounts}",
         sha256_hex(ADMIN_TOKEN.as_bytes())
@@ -181,7 +175,7 @@ fn bye(c: &Client, target: &str, routes: &[String], from: &str, to: &str, call_i
 /// addresses in its Route set is routed as ours. `check-config` warns about the listener.
 #[test]
 fn a_wildcard_listener_writes_the_address_each_request_arrived_on() {
-    let server = binary("udp = [\"0.0.0.0:{port}\"]\ntcp = [\"0.0.0.0:{port}\"]", "");
+    let server = binary("udp = [\"0.0.0.0:{port}\"]\ntcp = [\"0.0.0.0:{port}\"]");
     let port = server.udp.port();
     let (code, stdout, stderr) = check_config(&server.config_path);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -288,7 +282,6 @@ fn a_wildcard_listener_writes_the_address_each_request_arrived_on() {
 fn an_advertised_address_is_what_the_callee_sees() {
     let server = binary(
         "udp = [{ addr = \"0.0.0.0:{port}\", advertise = \"203.0.113.7\" }]\ntcp = [\"127.0.0.1:{port}\"]",
-        "",
     );
     let port = server.udp.port();
     let (code, stdout, stderr) = check_config(&server.config_path);
@@ -427,7 +420,6 @@ fn routes_naming_us_by_domain_alias_or_localhost_are_ours() {
 fn ipv6_listeners_register_and_call_beside_ipv4() {
     let server = binary(
         "udp = [\"127.0.0.1:{port}\", \"[::]:{port}\"]\ntcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]",
-        "",
     );
     let port = server.udp.port();
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
@@ -684,10 +676,7 @@ fn a_call_reaches_a_phone_registered_through_a_kamailio_edge() {
     if !require_tool("kamailio", "kamailio") {
         return;
     }
-    let server = binary(
-        "udp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]",
-        "",
-    );
+    let server = binary("udp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]");
     let kamailio = Kamailio::start(server.udp);
     let mut bob = Client::new(Proto::Udp, kamailio.addr);
     let mut reg = Register::new("bob");
