@@ -19,9 +19,10 @@ use crate::config::Config;
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
 use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{NameSources, OurNames, Proxy};
 use crate::registrar::{Location, LocationGauges};
 use crate::transaction::TransactionTable;
+use crate::transport::advertise::Advertised;
 use crate::transport::serve::{Addresses, BindError, Bound, TlsServing};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
@@ -124,13 +125,15 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let tls_state = tls_state.transpose()?;
 
     let flows = Flows::default();
+    let advertised = Advertised::new(&config.sip, config.tls.as_ref(), &addrs);
+    let names = Arc::new(our_names(config, &addrs, &advertised));
     let proxy = Proxy::new(
-        Outbound::new(bound.udp.clone(), flows.clone()),
+        Outbound::new(bound.udp.clone(), flows.clone()).with_advertised(advertised),
         crate::proxy::ProxyConfig {
             t1: config.sip.t1,
             max_contexts: config.sip.max_transactions,
             realms: config.domains.iter().map(|d| d.name.clone()).collect(),
-            locals: addrs.all(),
+            names: names.clone(),
         },
         transactions.clone(),
         metrics.clone(),
@@ -148,7 +151,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         proxy: proxy.clone(),
     };
     let parts = dispatch_parts(config, shared).map_err(|e| AppError::Setting(e.to_string()))?;
-    let dispatcher = Dispatcher::new(parts, &addrs.all());
+    let dispatcher = Dispatcher::new(parts, names);
     let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
 
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
@@ -292,7 +295,29 @@ fn serve_http(
     ));
 }
 
+/// The names that mean us: the domains, `sip.aliases`, every bound listener (a wildcard one
+/// stands for the host's interface addresses, listed once now) and every advertised name.
+fn our_names(config: &Config, addrs: &Addresses, advertised: &Advertised) -> OurNames {
+    let listeners = addrs.all();
+    let interfaces = match listeners.iter().any(|a| a.ip().is_unspecified()) {
+        true => crate::transport::local::interface_addresses(),
+        false => Vec::new(),
+    };
+    let domains: Vec<String> = config.domains.iter().map(|d| d.name.clone()).collect();
+    let advertised: Vec<_> = advertised.names().cloned().collect();
+    OurNames::new(&NameSources {
+        domains: &domains,
+        aliases: &config.sip.aliases,
+        listeners: &listeners,
+        interfaces: &interfaces,
+        advertised: &advertised,
+    })
+}
+
 fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let workers = udp_workers(config);
     for a in &addrs.udp {
         tracing::info!(addr = %a, workers, "listening on udp");

@@ -11,15 +11,15 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `FlowId`, `Status`) |
-//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`) |
+//! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `FlowId`, `Status`, `HostPort`) |
+//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
-//! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop` |
+//! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us (`OurNames`: domains, aliases, listeners, advertised names) |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |

@@ -57,6 +57,9 @@ fn main() -> ExitCode {
                     eprintln!("{}: invalid configuration:\n{e}", file.display());
                     return ExitCode::from(2);
                 }
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

@@ -16,10 +16,12 @@
 //! | `issuers.rs` | `[[issuers]]` and the URL rule |
 //! | `token_api.rs` | `[token_api]` |
 //! | `secret.rs` | secret files, redaction |
+//! | `network.rs` | listener entries with `advertise`, `sip.aliases`, `registrar.path`, the warnings of a loadable config |
 //! | `typed.rs` | sections → `sip::Limits`, `TransactionConfig`, `RegistrarPolicy`, nonce, replay and limiter configs |
 
 mod domains;
 mod issuers;
+mod network;
 mod problems;
 mod raw;
 mod secret;
@@ -37,6 +39,7 @@ pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
 pub use issuers::{check_url, Issuer, ScopeClaim};
+pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
 
@@ -124,6 +127,11 @@ pub struct SipConfig {
     pub t1: Duration,
     /// Cap on live server transactions; see `TransactionConfig::max_transactions`.
     pub max_transactions: usize,
+    /// The listeners (UDP, TCP and `[[tls.listeners]]`) that set `advertise`: the name they
+    /// write for themselves in Via and Record-Route, which also means us.
+    pub advertise: Vec<Advertise>,
+    /// `sip.aliases`: more names that mean us in a Route or Request-URI.
+    pub aliases: Vec<crate::sip::HostPort>,
 }
 
 /// `[registrar]`
@@ -142,6 +150,8 @@ pub struct RegistrarConfig {
     /// A binding learned over a stream is removed when its connection closes.
     pub remove_bindings_on_close: bool,
     pub purge_interval: Duration,
+    /// A Path header without `Supported: path`: stored, refused (420) or ignored.
+    pub path: PathPolicy,
 }
 
 /// `[auth]`

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 use super::issuers::RawIssuer;
+use super::network::{PathPolicy, RawListener};
 use super::problems::{setting, OneOf, Setting};
 use super::token_api::{RawTokenApi, Sso};
 use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
@@ -61,9 +62,12 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSip {
     #[serde(default = "default_sip_listeners")]
-    pub(super) udp: Vec<String>,
+    pub(super) udp: Vec<RawListener>,
     #[serde(default = "default_sip_listeners")]
-    pub(super) tcp: Vec<String>,
+    pub(super) tcp: Vec<RawListener>,
+    /// Other names that mean us (`host` or `host:port`).
+    #[serde(default)]
+    pub(super) aliases: Vec<String>,
     #[serde(default = "default_udp_workers")]
     pub(super) udp_workers: u64,
     #[serde(default = "default_udp_recv_buffer_bytes")]
@@ -105,6 +109,8 @@ pub(super) struct RawRegistrar {
     pub(super) remove_bindings_on_close: bool,
     #[serde(default = "default_purge_interval_secs")]
     pub(super) purge_interval_secs: u64,
+    #[serde(default = "default_path_policy")]
+    pub(super) path: OneOf<PathPolicy>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -168,6 +174,9 @@ pub(super) struct RawTlsListener {
     pub(super) addr: String,
     #[serde(default = "default_client_auth")]
     pub(super) client_auth: OneOf<ClientAuth>,
+    /// "" = none.
+    #[serde(default)]
+    pub(super) advertise: String,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -241,6 +250,7 @@ impl Default for RawSip {
         Self {
             udp: default_sip_listeners(),
             tcp: default_sip_listeners(),
+            aliases: Vec::new(),
             udp_workers: default_udp_workers(),
             udp_recv_buffer_bytes: default_udp_recv_buffer_bytes(),
             max_message_bytes: default_max_message_bytes(),
@@ -266,6 +276,7 @@ impl Default for RawRegistrar {
             expiry_jitter_percent: default_expiry_jitter_percent(),
             remove_bindings_on_close: default_remove_bindings_on_close(),
             purge_interval_secs: default_purge_interval_secs(),
+            path: default_path_policy(),
         }
     }
 }
@@ -320,8 +331,11 @@ fn default_log_level() -> String {
 fn default_server_header() -> String {
     "sipward".to_owned()
 }
-fn default_sip_listeners() -> Vec<String> {
-    vec!["127.0.0.1:5060".to_owned()]
+fn default_sip_listeners() -> Vec<RawListener> {
+    vec![RawListener::at("127.0.0.1:5060")]
+}
+fn default_path_policy() -> OneOf<PathPolicy> {
+    OneOf::known(PathPolicy::Store)
 }
 fn default_remove_bindings_on_close() -> bool {
     true

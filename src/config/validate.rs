@@ -12,11 +12,12 @@ use std::time::Duration;
 use super::problems::Problems;
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
-use super::{domains, issuers, token_api};
+use super::{domains, issuers, network, token_api};
 use super::{
     AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
-    RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
+    PathPolicy, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
 };
+use crate::sip::Transport;
 
 /// The nonce key must hold at least this many bytes (256 bits).
 const MIN_NONCE_SECRET_BYTES: usize = 32;
@@ -33,7 +34,14 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let auth = auth(&mut problems, raw.auth, base_dir);
     let http = http(&mut problems, raw.http, base_dir);
     let domains = domains::domains(&mut problems, raw.domains);
-    let tls = tls(&mut problems, raw.tls, &domains, base_dir);
+    let mut sip = sip;
+    let tls = tls(
+        &mut problems,
+        raw.tls,
+        &domains,
+        base_dir,
+        &mut sip.advertise,
+    );
     if sip.udp.is_empty() && sip.tcp.is_empty() && tls.is_none() {
         problems.push(
             "sip",
@@ -145,8 +153,22 @@ fn server(problems: &mut Problems, raw: raw::RawServer) -> ServerConfig {
 }
 
 fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
-    let udp = listeners(problems, "sip.udp", &raw.udp);
-    let tcp = listeners(problems, "sip.tcp", &raw.tcp);
+    let mut advertise = Vec::new();
+    let udp = network::listeners(
+        problems,
+        "sip.udp",
+        Transport::Udp,
+        &raw.udp,
+        &mut advertise,
+    );
+    let tcp = network::listeners(
+        problems,
+        "sip.tcp",
+        Transport::Tcp,
+        &raw.tcp,
+        &mut advertise,
+    );
+    let aliases = network::aliases(problems, &raw.aliases);
     let udp_workers = problems.range_usize("sip.udp_workers", raw.udp_workers, raw::UDP_WORKERS);
     let max_message_bytes = problems.range_usize(
         "sip.max_message_bytes",
@@ -211,23 +233,9 @@ fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
             raw.max_transactions,
             raw::MAX_TRANSACTIONS,
         ),
+        advertise,
+        aliases,
     }
-}
-
-/// Parses a listener list; each entry must be an IP `address:port`, listed once.
-fn listeners(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<SocketAddr> {
-    let mut parsed: Vec<SocketAddr> = Vec::with_capacity(raw.len());
-    for (index, text) in raw.iter().enumerate() {
-        let item_key = format!("{key}[{index}]");
-        match text.parse::<SocketAddr>() {
-            Ok(addr) if parsed.contains(&addr) => {
-                problems.push(item_key, format!("{text:?} is listed twice"));
-            }
-            Ok(addr) => parsed.push(addr),
-            Err(_) => problems.push(item_key, format!("{text:?} is not an address:port")),
-        }
-    }
-    parsed
 }
 
 fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
@@ -274,6 +282,7 @@ fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig
             raw.purge_interval_secs,
             raw::PURGE_INTERVAL_SECS,
         ),
+        path: problems.one_of("registrar.path", &raw.path, PathPolicy::Store),
     }
 }
 
@@ -427,6 +436,7 @@ fn tls(
     raw: raw::RawTls,
     domains: &[Domain],
     base_dir: &Path,
+    advertised: &mut Vec<network::Advertise>,
 ) -> Option<TlsConfig> {
     let handshake_timeout = problems.range_secs(
         "tls.handshake_timeout_secs",
@@ -458,7 +468,17 @@ fn tls(
                     format!("{:?} is listed twice", listener.addr),
                 );
             }
-            Ok(addr) => listeners.push(TlsListener { addr, client_auth }),
+            Ok(addr) => {
+                listeners.push(TlsListener { addr, client_auth });
+                let key = format!("{key}.advertise");
+                if let Some(name) = network::advertise(problems, &key, &listener.advertise) {
+                    advertised.push(network::Advertise {
+                        transport: Transport::Tls,
+                        addr,
+                        name,
+                    });
+                }
+            }
             Err(_) => problems.push(
                 format!("{key}.addr"),
                 format!("{:?} is not an address:port", listener.addr),

@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `mod.rs` | `Dispatcher`, parse → transaction → route, reply addressing (RFC 3261 §18.2.2, RFC 3581) |
 //! | `parts.rs` | [`DispatchParts`] from `&Config`: every part below, built once |
-//! | `names.rs` | our domains, local hosts and addresses (`domain_of`, `is_us`) |
+//! | `names.rs` | our domains and the other names that mean us (`domain_of`, `is_us`) |
 //! | `respond.rs` | building and counting every response (To-tag, Server, received/rport) |
 //! | `keepalive.rs` | RFC 5626 keep-alives on UDP before parsing: CRLFs counted, STUN Binding requests answered within the source's failure limit |
 //! | `digest.rs` | the request's Digest material → `auth::Authenticator` → 401/407/400/403 or no answer |
@@ -94,14 +94,14 @@ struct Inner {
 }
 
 impl Dispatcher {
-    pub fn new(parts: DispatchParts, local_addrs: &[SocketAddr]) -> Dispatcher {
+    pub fn new(parts: DispatchParts, us: Arc<crate::proxy::OurNames>) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 intake: parts.intake,
                 auth: parts.auth,
                 credentials: parts.credentials,
                 registrar: parts.registrar,
-                names: Names::new(parts.domains, local_addrs),
+                names: Names::new(parts.domains, us),
                 responder: parts.responder,
                 transactions: parts.transactions,
                 proxy: parts.proxy,

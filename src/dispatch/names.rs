@@ -4,10 +4,11 @@
 //!
 //! It must not authenticate or route: it only knows names.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::ClientCertPolicy;
+use crate::proxy::OurNames;
 use crate::sip::Uri;
 
 /// Per-domain policy the registrar side needs (Digest policy lives in `auth::RealmPolicy`).
@@ -17,53 +18,44 @@ pub struct DomainPolicy {
     pub client_cert: ClientCertPolicy,
 }
 
-/// The domains we serve and the addresses we listen on.
+/// The domains we serve and the other names that mean us.
 #[derive(Debug)]
 pub struct Names {
     domains: HashMap<String, DomainPolicy>,
-    /// Hosts (IP literals of our listeners, and `localhost`) that stand for our only domain.
-    local_hosts: HashSet<String>,
-    /// Our listening addresses (Route headers naming one of them are ours).
-    local_addrs: Vec<SocketAddr>,
+    /// Listener addresses, advertised names, aliases, `localhost` (see `proxy::OurNames`);
+    /// each also stands for our only domain in a Request-URI.
+    us: Arc<OurNames>,
 }
 
 impl Names {
-    pub fn new(domains: Vec<(String, DomainPolicy)>, local_addrs: &[SocketAddr]) -> Names {
-        let mut local_hosts: HashSet<String> =
-            local_addrs.iter().map(|a| a.ip().to_string()).collect();
-        local_hosts.insert("localhost".into());
+    pub fn new(domains: Vec<(String, DomainPolicy)>, us: Arc<OurNames>) -> Names {
         Names {
             domains: domains.into_iter().collect(),
-            local_hosts,
-            local_addrs: local_addrs.to_vec(),
+            us,
         }
     }
 
-    /// The domain a Request-URI names: one of ours, or a local address standing for our
-    /// only domain. `None` if the request is for someone else.
+    /// The domain a Request-URI names: one of ours, or another of our names (an address, an
+    /// alias, an advertised name; any port) standing for our only domain. `None` if the
+    /// request is for someone else.
     pub fn domain_of(&self, ruri: &Uri<'_>) -> Option<String> {
-        let host = ruri.host_raw.to_ascii_lowercase();
+        let host = ruri.host_raw.trim_end_matches('.').to_ascii_lowercase();
         if self.domains.contains_key(&host) {
             return Some(host);
         }
-        if self.local_hosts.contains(host.trim_matches(['[', ']'])) && self.domains.len() == 1 {
+        if self.domains.len() == 1 && self.us.is_our_host(ruri) {
             return self.domains.keys().next().cloned();
         }
         None
     }
 
-    /// Whether the URI's host is one of our domains or local hosts.
+    /// Whether the URI's host is one of our domains or other names.
     pub fn is_us(&self, ruri: &Uri<'_>) -> bool {
-        let host = ruri.host_raw.to_ascii_lowercase();
-        self.domains.contains_key(&host) || self.local_hosts.contains(host.trim_matches(['[', ']']))
+        self.us.is_our_host(ruri)
     }
 
     /// The policy of one of our domains.
     pub fn policy(&self, domain: &str) -> Option<&DomainPolicy> {
         self.domains.get(domain)
-    }
-
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
     }
 }

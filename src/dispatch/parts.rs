@@ -64,6 +64,7 @@ pub fn dispatch_parts(config: &Config, shared: Shared) -> Result<DispatchParts, 
         registrar: RegistrarSide {
             location: shared.location,
             remove_bindings_on_close: config.registrar.remove_bindings_on_close,
+            path: config.registrar.path,
         },
         responder: Responder::new(shared.metrics, config.server.server_header.clone()),
         transactions: shared.transactions,

@@ -21,10 +21,10 @@ use super::register_request::{parse_register, BadRegister, Origin};
 use super::respond::Response;
 use super::{unix_now, Dispatcher};
 use crate::auth::{Decision, Failure};
-use crate::config::ClientCertPolicy;
+use crate::config::{ClientCertPolicy, PathPolicy};
 use crate::metrics::RegisterOutcome;
 use crate::registrar::{Credential, Location, RegisterError};
-use crate::sip::{Message, Uri};
+use crate::sip::{HeaderName, Message, Uri};
 use crate::transport::Source;
 
 /// The registrar side of dispatch: the location service and what to do when a flow closes.
@@ -32,6 +32,8 @@ pub struct RegistrarSide {
     pub location: Location,
     /// Config `registrar.remove_bindings_on_close`: a closed connection takes its bindings.
     pub remove_bindings_on_close: bool,
+    /// Config `registrar.path`: a Path header without `Supported: path`.
+    pub path: PathPolicy,
 }
 
 type Answer = (RegisterOutcome, Option<Response>);
@@ -59,6 +61,13 @@ impl Dispatcher {
         let bad = |e: BadRegister| answer(RegisterOutcome::BadRequest, 400, e.reason_phrase());
         if let Some(list) = super::unsupported_required(msg) {
             let r = self.respond(msg, src, 420, "Bad Extension", &[("Unsupported", &list)]);
+            return (RegisterOutcome::BadExtension, Some(r));
+        }
+        // RFC 3327 §5.3: a registrar may refuse a Path the client did not say it supports.
+        let path_unsupported =
+            msg.values(HeaderName::Path).next().is_some() && !msg.supports("path");
+        if path_unsupported && i.registrar.path == PathPolicy::Strict {
+            let r = self.respond(msg, src, 420, "Bad Extension", &[("Unsupported", "path")]);
             return (RegisterOutcome::BadExtension, Some(r));
         }
         let parsed = parse_register(msg, ruri);
@@ -129,6 +138,7 @@ impl Dispatcher {
                 name: &d.entry.username,
                 is_live: &is_live,
             }),
+            store_path: bindings.path_supported || i.registrar.path == PathPolicy::Store,
         };
         let input = bindings.input(&aor, &contacts, origin);
         let outcome = match i.registrar.location.register(&input, now) {
@@ -169,8 +179,12 @@ impl Dispatcher {
             .iter()
             .map(|c| ("Contact", c.as_str()))
             .collect();
-        for p in &bindings.path {
-            extra.push(("Path", p));
+        // The Path is echoed only to a client that supports it (RFC 3327 §5.3); `store`
+        // keeps it all the same, so calls reach the phone through its edge proxy.
+        if bindings.path_supported {
+            for p in &bindings.path {
+                extra.push(("Path", p));
+            }
         }
         extra.push(("Date", &date));
         extra.push(("Supported", "path, outbound"));

@@ -54,8 +54,10 @@ pub(crate) struct Bindings<'m> {
     pub star: bool,
     contacts: Vec<ParsedContact<'m>>,
     pub expires_header: Option<u64>,
-    /// Path values (RFC 3327), empty unless the client supports `path`.
+    /// Path values (RFC 3327), as received; whether they are stored is the caller's policy
+    /// (`Origin::store_path`).
     pub path: Vec<&'m str>,
+    /// `Supported: path`: the 200 echoes the stored Path only then (RFC 3327 §5.3).
     pub path_supported: bool,
     pub call_id: &'m str,
     pub cseq: u32,
@@ -80,6 +82,8 @@ pub(crate) struct Origin<'a> {
     pub flow: Option<FlowId>,
     pub max_expires_cap: Option<u64>,
     pub credential: Option<Credential<'a>>,
+    /// Store the Path values with the bindings (`registrar.path`).
+    pub store_path: bool,
 }
 
 /// Parses a REGISTER: the first fault in the order the checks are answered (Request-URI user
@@ -140,11 +144,7 @@ fn parse_bindings(msg: &Message) -> Result<Bindings<'_>, BadRegister> {
     }
     let expires_header = msg.expires().map_err(|_| BadRegister::BadExpires)?;
     let path_supported = msg.supports("path");
-    let path = if path_supported {
-        msg.values(HeaderName::Path).collect()
-    } else {
-        Vec::new()
-    };
+    let path = msg.values(HeaderName::Path).collect();
     let call_id = msg.call_id().map_err(|_| BadRegister::BadCallId)?;
     let cseq = msg.cseq().map_err(|_| BadRegister::BadCSeq)?;
     Ok(Bindings {
@@ -190,8 +190,8 @@ impl<'m> Bindings<'m> {
             star: self.star,
             contacts,
             expires_header: self.expires_header,
-            path: &self.path,
-            path_supported: self.path_supported,
+            path: if origin.store_path { &self.path } else { &[] },
+            path_supported: origin.store_path,
             source: origin.source,
             transport: origin.transport,
             flow: origin.flow,
@@ -258,12 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn path_is_ignored_unless_supported_and_star_is_kept() {
+    fn path_is_read_whatever_supported_says_and_star_is_kept() {
         let extra = "Contact: *\r\nExpires: 0\r\nPath: <sip:edge.example.test;lr>\r\n";
         with(extra, "sip:example.test", |r| {
             let b = r.expect("parses").bindings.expect("bindings parse");
             assert!(b.star && b.contacts().is_empty());
-            assert!(!b.path_supported && b.path.is_empty());
+            assert!(!b.path_supported);
+            assert_eq!(b.path, vec!["<sip:edge.example.test;lr>"]);
         });
     }
 

@@ -26,7 +26,10 @@ impl Dispatcher {
     /// The target of responses to a request from `src`.
     fn upstream(&self, msg: &Message, src: &Source) -> Option<Target> {
         match (src.transport, src.flow) {
-            (Transport::Udp, _) => Some(Target::Udp(udp_reply_addr(msg, src))),
+            (Transport::Udp, _) => Some(Target::UdpReply {
+                to: udp_reply_addr(msg, src),
+                local: src.local,
+            }),
             (_, Some(flow)) => Some(Target::Flow(flow)),
             (_, None) => None,
         }
@@ -36,7 +39,7 @@ impl Dispatcher {
         Some(Inbound {
             upstream: self.upstream(msg, src)?,
             transport: src.transport,
-            local: src.local,
+            local: self.inner.proxy.sent_by(src.transport, src.local),
             peer: src.peer,
             flow: src.flow,
         })

@@ -3,13 +3,12 @@
 //! requests a proxy builds on a branch itself (hop-by-hop ACK, CANCEL). Plain data and pure
 //! functions; [`super::core`] drives them.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::Inbound;
-use crate::sip::{HeaderName, Message, Uri};
+use crate::sip::{HeaderName, HostPort, Message, Uri};
 use crate::transaction::client::ClientTransaction;
 use crate::transaction::invite_server::InviteServer;
 use crate::transaction::TransactionKey;
@@ -94,8 +93,8 @@ pub(super) fn generous_limits() -> crate::sip::Limits {
     }
 }
 
-/// `<sip:token@host:port;transport=x;lr>` for our address `local`.
-pub(super) fn rr_uri(token: &str, local: SocketAddr, transport: Transport) -> String {
+/// `<sip:token@host:port;transport=x;lr>` for our name `local`.
+pub(super) fn rr_uri(token: &str, local: &HostPort, transport: Transport) -> String {
     let transport = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",

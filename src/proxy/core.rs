@@ -8,7 +8,6 @@
 //! local address a branch leaves from is looked up by the caller's `local_for`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,7 +19,9 @@ use super::context::{
 use super::keys::{Keys, BRANCH_PREFIX};
 use super::{Forward, ProxyConfig, Started};
 use crate::metrics::Metrics;
-use crate::sip::{forward, ForwardEdits, HeaderName, Message, ResponseBuilder, ViaReceived};
+use crate::sip::{
+    forward, ForwardEdits, HeaderName, HostPort, Message, ResponseBuilder, ViaReceived,
+};
 use crate::transaction::client::{ClientKind, ClientResponse, ClientTimer, ClientTransaction};
 use crate::transaction::invite_server::{InviteServer, InviteServerTimer};
 use crate::transaction::{TransactionKey, TransactionTable};
@@ -126,7 +127,7 @@ impl ProxyCore {
     pub(crate) fn start(
         &mut self,
         fwd: Forward<'_>,
-        local_for: impl Fn(Target) -> Option<(Transport, SocketAddr)>,
+        local_for: impl Fn(Target) -> Option<(Transport, HostPort)>,
         now: Instant,
     ) -> Started {
         let Forward {
@@ -171,11 +172,11 @@ impl ProxyCore {
             );
             let out_flow = match b.target {
                 Target::Flow(f) => Some(f),
-                Target::Udp(_) => None,
+                Target::Udp(_) | Target::UdpReply { .. } => None,
             };
             let token = self.keys.flow_token(inbound.flow, out_flow);
-            let rr_in = rr_uri(&token, inbound.local, inbound.transport);
-            let rr_out = rr_uri(&token, local, transport);
+            let rr_in = rr_uri(&token, &inbound.local, inbound.transport);
+            let rr_out = rr_uri(&token, &local, transport);
             let rr: Vec<&str> = match (routing.record_route, rr_in == rr_out) {
                 (false, _) => Vec::new(),
                 (true, true) => vec![rr_in.as_str()],
@@ -237,6 +238,7 @@ impl ProxyCore {
         if invite {
             self.invites.insert(server_key.clone(), id);
         }
+        let reliable = inbound.transport != Transport::Udp;
         self.contexts.insert(
             id,
             Context {
@@ -249,9 +251,7 @@ impl ProxyCore {
                 final_sent: false,
                 cancelled: false,
                 created: now,
-                server: invite.then(|| {
-                    InviteServer::new(inbound.transport != Transport::Udp, self.config.t1)
-                }),
+                server: invite.then(|| InviteServer::new(reliable, self.config.t1)),
                 final_bytes: None,
                 scheduled: None,
             },
@@ -309,7 +309,7 @@ impl ProxyCore {
                 continue;
             }
             let bytes = build_cancel(&ctx.request, b);
-            let reliable = !matches!(b.target, Target::Udp(_));
+            let reliable = matches!(b.target, Target::Flow(_));
             self.transmits.push_back(Transmit {
                 target: b.target,
                 bytes: bytes.clone(),

@@ -61,7 +61,6 @@ mod tests {
 
     fn empty_proxy(t1: Duration) -> Proxy {
         let listener = udp::bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let local = listener.local_addr();
         let out = Outbound::new(vec![Arc::new(listener)], Flows::default());
         Proxy::new(
             out,
@@ -69,7 +68,7 @@ mod tests {
                 t1,
                 max_contexts: CONTEXTS,
                 realms: vec!["example.test".into()],
-                locals: vec![local],
+                names: Default::default(),
             },
             TransactionTable::new(TransactionConfig::new(Duration::from_millis(500), 100).unwrap()),
             Metrics::new(),
@@ -80,7 +79,7 @@ mod tests {
     /// Forwards call `n`, an INVITE from 127.0.0.1:9, to `sink`.
     fn start_call(proxy: &Proxy, n: usize, sink: SocketAddr, now: std::time::Instant) -> Started {
         let caller: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let local = proxy.shared.locals[0];
+        let local = crate::sip::HostPort::from_addr("127.0.0.1:5060".parse().unwrap());
         {
             let msg = Message::parse(
                 Bytes::from(format!(

@@ -9,6 +9,7 @@
 //! | `core.rs` | `ProxyCore`, the state machine with no I/O: inputs queue transmits, `poll_transmit` / `poll_timeout`, an ordered `(deadline, generation)` index |
 //! | `context.rs` | one response context and its branches; the ACK and CANCEL built on a branch; §16.7 ranking |
 //! | `routing.rs` | routing decisions as pure functions returning a typed [`NextHop`]: our Route entries, loose and strict routing, the other side of a flow token, a binding's first hop |
+//! | `names.rs` | [`OurNames`]: the hosts and ports that mean us in a Route or Request-URI (domains, aliases, listeners, advertised names) |
 //! | `keys.rs` | per-process keys: the loop-detection hash in our branches, the Record-Route flow token |
 //! | `driver.rs` | [`drive`]: sends the timers' transmits through [`Outbound`] and sleeps until the next deadline |
 //!
@@ -33,6 +34,7 @@ mod context;
 mod core;
 mod driver;
 mod keys;
+mod names;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -47,13 +49,14 @@ use tokio::sync::Notify;
 use self::core::ProxyCore;
 use self::keys::Keys;
 use crate::metrics::Metrics;
-use crate::sip::{forward, ForwardEdits, Message, Uri};
+use crate::sip::{forward, ForwardEdits, HostPort, Message, Uri};
 use crate::transaction::{TransactionKey, TransactionTable};
 use crate::transport::{FlowId, Outbound, Target, Transport};
 
 pub use self::core::{TimerStats, Transmit};
 pub use self::driver::drive;
 pub use self::keys::BRANCH_PREFIX;
+pub use self::names::{NameSources, OurNames};
 pub use self::routing::{uri_address, FlowLookup, Hop, NextHop, Refusal};
 
 /// Settings from config.
@@ -66,8 +69,8 @@ pub struct ProxyConfig {
     /// forwarded request carries them on, so a callee never sees a caller's Digest response
     /// (RFC 3261 §22.3). Credentials for other realms pass unchanged.
     pub realms: Vec<String>,
-    /// Our listening addresses: a Route naming one of them is ours.
-    pub locals: Vec<SocketAddr>,
+    /// The names that mean us: a Route naming one of them is ours.
+    pub names: Arc<OurNames>,
 }
 
 /// One place to forward a request to.
@@ -81,12 +84,14 @@ pub struct Branch<'a> {
 }
 
 /// How a request to forward arrived.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Inbound {
     /// Where responses go (the connection, or the UDP address per §18.2.2).
     pub upstream: Target,
     pub transport: Transport,
-    pub local: SocketAddr,
+    /// Our name on this side (the listener's advertised name, else the address the request
+    /// arrived on), for Record-Route.
+    pub local: HostPort,
     pub peer: SocketAddr,
     pub flow: Option<FlowId>,
 }
@@ -138,7 +143,7 @@ struct Shared {
     /// A clone of the core's keys, for lock-free loop checks and token reads.
     keys: Keys,
     realms: Vec<String>,
-    locals: Vec<SocketAddr>,
+    names: Arc<OurNames>,
     /// Wakes the driver when an input made the next deadline earlier.
     deadline_moved: Notify,
     /// Wakes [`Proxy::drained`] waiters when the last context goes.
@@ -155,7 +160,7 @@ impl Proxy {
     ) -> Proxy {
         let keys = Keys::random();
         let realms = config.realms.clone();
-        let locals = config.locals.clone();
+        let names = config.names.clone();
         let core = ProxyCore::new(config, keys.clone(), server_txns, metrics, server_header);
         Proxy {
             shared: Arc::new(Shared {
@@ -163,7 +168,7 @@ impl Proxy {
                 out,
                 keys,
                 realms,
-                locals,
+                names,
                 deadline_moved: Notify::new(),
                 emptied: Notify::new(),
             }),
@@ -209,21 +214,32 @@ impl Proxy {
 
     /// How many Route values on top name us, and whether others follow.
     pub fn our_routes(&self, msg: &Message) -> (usize, bool) {
-        routing::our_routes(msg, &self.shared.locals)
+        routing::our_routes(msg, &self.shared.names)
+    }
+
+    /// The names that mean us.
+    pub fn names(&self) -> &OurNames {
+        &self.shared.names
+    }
+
+    /// Our name for a message over `transport` whose real local address is `local` (see
+    /// [`Outbound::sent_by`]).
+    pub fn sent_by(&self, transport: Transport, local: SocketAddr) -> HostPort {
+        self.shared.out.sent_by(transport, local)
     }
 
     /// Loose routing of an in-dialog request that came in on `src_flow`, see
     /// `routing::loose_route`.
     pub fn loose_route(&self, msg: &Message, src_flow: Option<FlowId>) -> NextHop {
         let s = &self.shared;
-        routing::loose_route(msg, src_flow, &s.locals, &s.keys, s.out.flows())
+        routing::loose_route(msg, src_flow, &s.names, &s.keys, s.out.flows())
     }
 
     /// Strict-routing interop for a request whose Request-URI is `ruri`, see
     /// `routing::strict_route`.
     pub fn strict_route(&self, msg: &Message, ruri: &Uri<'_>, src_flow: Option<FlowId>) -> NextHop {
         let s = &self.shared;
-        routing::strict_route(msg, ruri, src_flow, &s.locals, &s.keys, s.out.flows())
+        routing::strict_route(msg, ruri, src_flow, &s.names, &s.keys, s.out.flows())
     }
 
     /// The first hop of a branch to a binding, see `routing::binding_target`.

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use super::keys::Keys;
+use super::names::OurNames;
 use super::Routing;
 use crate::sip::{HeaderName, Message, Uri};
 use crate::transport::{FlowId, Flows, Target, Transport};
@@ -70,23 +71,13 @@ const UNAVAILABLE: Refusal = Refusal {
     reason: "Temporarily Unavailable",
 };
 
-/// A Route URI naming one of our listening addresses `locals`.
-pub(crate) fn is_our_route(uri: &Uri<'_>, locals: &[SocketAddr]) -> bool {
-    let Some((addr, _)) = uri_address(uri) else {
-        return false;
-    };
-    locals
-        .iter()
-        .any(|l| *l == addr || (l.port() == addr.port() && l.ip().is_unspecified()))
-}
-
 /// How many Route values on top name us, and whether others follow (a phone configured with
 /// us as its outbound proxy pre-loads ours; anything after it is relaying).
-pub(crate) fn our_routes(msg: &Message, locals: &[SocketAddr]) -> (usize, bool) {
+pub(crate) fn our_routes(msg: &Message, us: &OurNames) -> (usize, bool) {
     let mut ours = 0;
     for route in msg.route_set(HeaderName::Route) {
         match route {
-            Ok(r) if is_our_route(&r.uri, locals) => ours += 1,
+            Ok(r) if us.is_us(&r.uri) => ours += 1,
             _ => return (ours, true),
         }
     }
@@ -100,7 +91,7 @@ pub(crate) fn our_routes(msg: &Message, locals: &[SocketAddr]) -> (usize, bool) 
 pub(crate) fn loose_route(
     msg: &Message,
     src_flow: Option<FlowId>,
-    locals: &[SocketAddr],
+    us: &OurNames,
     keys: &Keys,
     flows: &impl FlowLookup,
 ) -> NextHop {
@@ -111,7 +102,7 @@ pub(crate) fn loose_route(
         let Ok(route) = route else {
             return NextHop::Refuse(BAD_ROUTE);
         };
-        if is_our_route(&route.uri, locals) {
+        if us.is_us(&route.uri) {
             pop += 1;
             if let Some(f) = route.uri.user.and_then(|u| keys.flows_of_token(u)) {
                 token = Some(f);
@@ -170,13 +161,13 @@ pub(crate) fn strict_route(
     msg: &Message,
     ruri: &Uri<'_>,
     src_flow: Option<FlowId>,
-    locals: &[SocketAddr],
+    us: &OurNames,
     keys: &Keys,
     flows: &impl FlowLookup,
 ) -> NextHop {
     let Some((a, b)) = ruri
         .user
-        .filter(|_| is_our_route(ruri, locals))
+        .filter(|_| us.is_us(ruri))
         .and_then(|u| keys.flows_of_token(u))
     else {
         return NextHop::NotOurs;
@@ -285,8 +276,12 @@ mod tests {
 
     const US: &str = "192.0.2.1:5060";
 
-    fn locals() -> Vec<SocketAddr> {
-        vec![US.parse().unwrap()]
+    fn locals() -> OurNames {
+        let listeners = [US.parse().unwrap()];
+        OurNames::new(&super::super::names::NameSources {
+            listeners: &listeners,
+            ..Default::default()
+        })
     }
 
     fn request(ruri: &str, routes: &[&str]) -> Message {
@@ -338,13 +333,9 @@ mod tests {
             &[&format!("<sip:{US};lr>"), "<sip:203.0.113.9;lr>"],
         );
         assert_eq!(our_routes(&msg, &locals()), (1, true));
-        // An unspecified listener address matches any address with its port.
-        let any = vec!["0.0.0.0:5060".parse().unwrap()];
-        assert!(is_our_route(&Uri::parse("sip:10.0.0.1").unwrap(), &any));
-        assert!(!is_our_route(
-            &Uri::parse("sip:10.0.0.1:5070").unwrap(),
-            &any
-        ));
+        // Another address, or our address at another port, is relaying.
+        let msg = request("sip:bob@example.test", &["<sip:192.0.2.1:5070;lr>"]);
+        assert_eq!(our_routes(&msg, &locals()), (0, true));
     }
 
     #[test]

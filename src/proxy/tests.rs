@@ -10,7 +10,7 @@ use super::core::{ProxyCore, Transmit};
 use super::keys::Keys;
 use super::{Branch, Forward, Inbound, ProxyConfig, Routing, Started};
 use crate::metrics::Metrics;
-use crate::sip::{Limits, Message, ResponseBuilder};
+use crate::sip::{HostPort, Limits, Message, ResponseBuilder};
 use crate::transaction::{TransactionConfig, TransactionKey, TransactionTable};
 use crate::transport::{Target, Transport};
 
@@ -42,7 +42,7 @@ fn core(max_contexts: usize) -> ProxyCore {
             t1: T1,
             max_contexts,
             realms: vec!["example.test".into()],
-            locals: vec![local()],
+            names: Default::default(),
         },
         Keys::random(),
         TransactionTable::new(TransactionConfig::new(T1, 100).unwrap()),
@@ -85,7 +85,7 @@ fn start(core: &mut ProxyCore, call: &str, targets: &[Target], now: Instant) -> 
         inbound: Inbound {
             upstream: upstream(),
             transport: Transport::Udp,
-            local: local(),
+            local: HostPort::from_addr(local()),
             peer: caller(),
             flow: None,
         },
@@ -97,7 +97,11 @@ fn start(core: &mut ProxyCore, call: &str, targets: &[Target], now: Instant) -> 
         },
         trying: None,
     };
-    core.start(fwd, |_| Some((Transport::Udp, local())), now)
+    core.start(
+        fwd,
+        |_| Some((Transport::Udp, HostPort::from_addr(local()))),
+        now,
+    )
 }
 
 fn drain(core: &mut ProxyCore) -> Vec<Transmit> {

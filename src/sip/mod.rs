@@ -7,6 +7,7 @@
 //! | `message.rs` | `Message::parse`: start line, header index (offsets; line ends found once), body, eager checks (CSeq kept parsed); `Limits`, `Method` |
 //! | `header.rs` | `HeaderName`: canonical names and compact forms (case-folded word lookup) |
 //! | `scan.rs` | lexing: byte-class tables, tokens, LWS, quoted strings, `Params`, comma lists, numbers |
+//! | `host_port.rs` | `HostPort`: host and optional port as sipward writes itself into Via and Record-Route; `HostKey`, a host as compared |
 //! | `uri.rs` | `Uri` (sip, sips, tel, others raw), §19.1.4 comparison key, `Aor` (the one AoR type, built by parsing) |
 //! | `cseq.rs` | `CSeq`: number and method, read by `Message::parse` and the views |
 //! | `views.rs` | `Via`, `NameAddr`, `Contact` (parameters the accessors read noted in one scan) and the `Message` accessors |
@@ -26,6 +27,7 @@ mod digest;
 mod error;
 mod framing;
 mod header;
+mod host_port;
 mod message;
 mod scan;
 mod status;
@@ -39,6 +41,7 @@ pub use digest::{Credentials, DigestParams};
 pub use error::{ParseError, Reaction};
 pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
+pub use host_port::{HostKey, HostPort};
 pub use message::{Header, Limits, Message, Method, Span, StartLine};
 pub use scan::{Param, Params};
 pub use status::{Status, StatusClass};

@@ -6,6 +6,8 @@
 //! | `udp.rs` | blocking receive threads sharing one socket per address, large buffers, no task or epoll round trip per datagram |
 //! | `tcp.rs` | accept with a connection limit taken before accept; per-connection task with idle and header deadlines |
 //! | `tls.rs` | TLS listeners: handshake slots and deadline, certificate material and its reload, SNI, the mTLS identity of a connection |
+//! | `local.rs` | our address on a wildcard socket: where a datagram arrived (packet information), replies from it, the route's source address, the interface addresses |
+//! | `advertise.rs` | `Advertised`: the name each listener writes for itself (its `advertise`, else the real local address) |
 //! | `serve.rs` | binding every SIP socket, spawning the receive threads and accept loops, the two stop tokens of a drain |
 //! | `keepalive.rs` | RFC 5626 keep-alives on a UDP port, as pure functions: CRLF datagrams, STUN Binding requests and their success response (RFC 5389) |
 //!
@@ -13,7 +15,9 @@
 //! the handler returns, at once or later through a [`Responder`]. It must not interpret SIP
 //! beyond framing.
 
+pub mod advertise;
 pub mod keepalive;
+pub mod local;
 pub mod serve;
 pub mod tcp;
 pub mod tls;
@@ -99,14 +103,15 @@ pub struct Later<'a> {
 
 #[derive(Debug)]
 enum LaterWay<'a> {
-    Udp(&'a Arc<udp::Listener>),
+    /// The socket, and our address the message arrived on (the answer leaves from it).
+    Udp(&'a Arc<udp::Listener>, SocketAddr),
     Flow(&'a Flows, FlowId),
 }
 
 impl<'a> Later<'a> {
-    pub(crate) fn udp(listener: &'a Arc<udp::Listener>) -> Later<'a> {
+    pub(crate) fn udp(listener: &'a Arc<udp::Listener>, local: SocketAddr) -> Later<'a> {
         Later {
-            way: LaterWay::Udp(listener),
+            way: LaterWay::Udp(listener, local),
         }
     }
 
@@ -120,7 +125,7 @@ impl<'a> Later<'a> {
     pub fn responder(self) -> Responder {
         Responder {
             way: match self.way {
-                LaterWay::Udp(listener) => ResponderWay::Udp(listener.clone()),
+                LaterWay::Udp(listener, local) => ResponderWay::Udp(listener.clone(), local),
                 LaterWay::Flow(flows, id) => ResponderWay::Flow(flows.clone(), id),
             },
         }
@@ -139,7 +144,7 @@ pub struct Responder {
 
 #[derive(Debug)]
 enum ResponderWay {
-    Udp(Arc<udp::Listener>),
+    Udp(Arc<udp::Listener>, SocketAddr),
     Flow(Flows, FlowId),
 }
 
@@ -150,8 +155,8 @@ impl Responder {
     /// UDP destination, a full socket buffer or connection queue, a closed connection).
     pub fn send(self, reply: Reply) -> bool {
         match self.way {
-            ResponderWay::Udp(listener) => match (reply.bytes, reply.to) {
-                (Some(bytes), Some(to)) => listener.send_nowait(&bytes, to),
+            ResponderWay::Udp(listener, local) => match (reply.bytes, reply.to) {
+                (Some(bytes), Some(to)) => listener.send_nowait_from(&bytes, to, local.ip()),
                 _ => false,
             },
             ResponderWay::Flow(flows, id) => match reply.bytes {
@@ -273,7 +278,15 @@ impl Flows {
 /// Where the proxy sends a message: a UDP address, or an open connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// A request to a UDP address, from the first UDP listener of its family (the kernel's
+    /// route picks the source address on a wildcard socket).
     Udp(SocketAddr),
+    /// Responses to a UDP request that arrived on our address `local`: sent from the listener
+    /// that received it, and from `local` itself on a wildcard socket (RFC 3581 §4).
+    UdpReply {
+        to: SocketAddr,
+        local: SocketAddr,
+    },
     Flow(FlowId),
 }
 
@@ -284,11 +297,23 @@ pub enum Target {
 pub struct Outbound {
     udp: Vec<Arc<udp::Listener>>,
     flows: Flows,
+    advertised: advertise::Advertised,
 }
 
 impl Outbound {
     pub fn new(udp: Vec<Arc<udp::Listener>>, flows: Flows) -> Outbound {
-        Outbound { udp, flows }
+        Outbound {
+            udp,
+            flows,
+            advertised: advertise::Advertised::default(),
+        }
+    }
+
+    /// The listeners' advertised names, for [`Outbound::local_for`] and
+    /// [`Outbound::sent_by`].
+    pub fn with_advertised(mut self, advertised: advertise::Advertised) -> Outbound {
+        self.advertised = advertised;
+        self
     }
 
     pub fn flows(&self) -> &Flows {
@@ -302,13 +327,48 @@ impl Outbound {
             .map(|s| s.as_ref())
     }
 
-    /// The local address a message to `target` leaves from, and its transport (for Via and
-    /// Record-Route).
-    pub fn local_for(&self, target: Target) -> Option<(Transport, SocketAddr)> {
-        match target {
-            Target::Udp(dest) => self.udp_for(dest).map(|s| (Transport::Udp, s.local_addr())),
-            Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local)),
-        }
+    /// The UDP listener that receives on our address `local` (its own, or a wildcard one of
+    /// the same family and port).
+    fn udp_at(&self, local: SocketAddr) -> Option<&udp::Listener> {
+        let bound = |s: &&Arc<udp::Listener>| s.local_addr() == local;
+        let wildcard = |s: &&Arc<udp::Listener>| {
+            let a = s.local_addr();
+            a.ip().is_unspecified() && a.port() == local.port() && a.is_ipv4() == local.is_ipv4()
+        };
+        let found = self.udp.iter().find(bound);
+        found
+            .or_else(|| self.udp.iter().find(wildcard))
+            .map(|s| s.as_ref())
+    }
+
+    /// What a message over `transport` with the real local address `local` names us with
+    /// in Via and Record-Route (see [`advertise::Advertised::sent_by`]).
+    pub fn sent_by(&self, transport: Transport, local: SocketAddr) -> crate::sip::HostPort {
+        self.advertised.sent_by(transport, local)
+    }
+
+    /// The name a message to `target` leaves under, and its transport (for Via and
+    /// Record-Route): the listener's advertised name, else the real local address. A UDP
+    /// socket on a wildcard address asks the kernel's route lookup which address a
+    /// datagram to the destination leaves from (a socket call per branch, only for a
+    /// wildcard listener without `advertise`).
+    pub fn local_for(&self, target: Target) -> Option<(Transport, crate::sip::HostPort)> {
+        let (transport, local) = match target {
+            Target::Udp(dest) => {
+                let local = self.udp_for(dest)?.local_addr();
+                let real = match local.ip().is_unspecified() {
+                    true if self.advertised.configured(Transport::Udp, local).is_none() => {
+                        local::source_for(dest)
+                            .map_or(local, |ip| SocketAddr::new(ip, local.port()))
+                    }
+                    _ => local,
+                };
+                (Transport::Udp, real)
+            }
+            Target::UdpReply { local, .. } => (Transport::Udp, local),
+            Target::Flow(id) => self.flows.info(id).map(|i| (i.transport, i.local))?,
+        };
+        Some((transport, self.advertised.sent_by(transport, local)))
     }
 
     /// Sends `bytes`; false if it could not be handed to the kernel or the connection.
@@ -317,6 +377,10 @@ impl Outbound {
             Target::Udp(dest) => self
                 .udp_for(dest)
                 .is_some_and(|s| s.send_nowait(&bytes, dest)),
+            Target::UdpReply { to, local } => match self.udp_at(local) {
+                Some(s) => s.send_nowait_from(&bytes, to, local.ip()),
+                None => self.udp_for(to).is_some_and(|s| s.send_nowait(&bytes, to)),
+            },
             Target::Flow(id) => self.flows.send(id, bytes),
         }
     }

@@ -140,11 +140,9 @@ impl Bound {
     }
 }
 
-/// Binds a TCP listener for the config key `key`.
+/// Binds a TCP listener for the config key `key` (an IPv6 one IPv6-only, see `tcp::bind`).
 pub async fn listen(key: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| BindError { key, addr, error })
+    tcp::bind(addr).map_err(|error| BindError { key, addr, error })
 }
 
 #[cfg(test)]

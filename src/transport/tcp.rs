@@ -66,6 +66,25 @@ pub struct StreamContext {
     pub halt: CancellationToken,
 }
 
+/// Listen backlog of a stream listener (tokio's `TcpListener::bind` uses the same).
+const BACKLOG: i32 = 1024;
+
+/// Binds a stream listener (TCP, or TLS under it). An IPv6 address listens on IPv6 only
+/// (`IPV6_V6ONLY`, as the UDP sockets do), so `[::]` and `0.0.0.0` on the same port are two
+/// listeners side by side instead of the second failing with "address in use".
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
 pub async fn accept_loop(listener: TcpListener, ctx: StreamContext, tracker: TaskTracker) {
     let serve_ctx = ctx.clone();
     accept_each(listener, &ctx, &tracker, move |stream, peer, local| {
@@ -120,6 +139,12 @@ pub(super) async fn accept_each<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // On a wildcard listener, the accepted socket knows which of our addresses the peer
+        // connected to.
+        let local = match local.ip().is_unspecified() {
+            true => stream.local_addr().unwrap_or(local),
+            false => local,
+        };
         let served = serve(stream, peer, local);
         tracker.spawn(async move {
             let _permit = permit;

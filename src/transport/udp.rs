@@ -13,6 +13,10 @@
 //! It must not block on anything but the socket: the handler is synchronous and in-memory;
 //! one that must wait for something answers later through a `Responder`, which sends with
 //! `MSG_DONTWAIT` from wherever it runs.
+//!
+//! A socket bound to a wildcard address (`0.0.0.0`, `[::]`) reads with `recvmsg` and the
+//! packet information option (`local.rs`), so each message's `Source::local` is the address it
+//! really arrived on, and the reply leaves from that address.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -36,6 +40,8 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 pub struct Listener {
     socket: UdpSocket,
     local: SocketAddr,
+    /// Bound to a wildcard address: read where each datagram arrived (`local.rs`).
+    wildcard: bool,
 }
 
 impl Listener {
@@ -48,6 +54,16 @@ impl Listener {
         SockRef::from(&self.socket)
             .send_to_with_flags(bytes, &to.into(), libc::MSG_DONTWAIT)
             .is_ok()
+    }
+
+    /// Like [`Listener::send_nowait`], from our address `from` when the socket is on a
+    /// wildcard address (a reply leaves from the address its request arrived on).
+    pub fn send_nowait_from(&self, bytes: &[u8], to: SocketAddr, from: std::net::IpAddr) -> bool {
+        if !self.wildcard || from.is_unspecified() {
+            return self.send_nowait(bytes, to);
+        }
+        let from = super::local::Arrival::at(from);
+        super::local::send_from(&self.socket, bytes, to, from, true).is_ok()
     }
 }
 
@@ -65,7 +81,15 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Listener> {
     socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
     let socket: UdpSocket = socket.into();
     let local = socket.local_addr()?;
-    Ok(Listener { socket, local })
+    let wildcard = local.ip().is_unspecified();
+    if wildcard {
+        super::local::report_arrival(&socket, local.is_ipv6())?;
+    }
+    Ok(Listener {
+        socket,
+        local,
+        wildcard,
+    })
 }
 
 /// One receive loop, run on its own thread until `halt`; run several on the same socket.
@@ -74,8 +98,17 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Listener> {
 pub fn receive_loop(listener: Arc<Listener>, handler: Arc<dyn Handler>, halt: CancellationToken) {
     let local = listener.local;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut control = super::local::control_buffer();
     while !halt.is_cancelled() {
-        let (n, peer) = match listener.socket.recv_from(&mut buf) {
+        let received = if listener.wildcard {
+            super::local::recv_with_arrival(&listener.socket, &mut buf, &mut control)
+        } else {
+            listener
+                .socket
+                .recv_from(&mut buf)
+                .map(|(n, p)| (n, p, None))
+        };
+        let (n, peer, arrival) = match received {
             Ok(r) => r,
             Err(e)
                 if matches!(
@@ -97,17 +130,21 @@ pub fn receive_loop(listener: Arc<Listener>, handler: Arc<dyn Handler>, halt: Ca
         let src = Source {
             transport: Transport::Udp,
             peer,
-            local,
+            local: arrival.map_or(local, |a| SocketAddr::new(a.ip, local.port())),
             flow: None,
             identity: None,
         };
         let reply = handler.handle(
             Bytes::copy_from_slice(&buf[..n]),
             &src,
-            Later::udp(&listener),
+            Later::udp(&listener, src.local),
         );
         if let (Some(bytes), Some(to)) = (reply.bytes, reply.to) {
-            if let Err(e) = listener.socket.send_to(&bytes, to) {
+            let sent = match arrival {
+                Some(from) => super::local::send_from(&listener.socket, &bytes, to, from, false),
+                None => listener.socket.send_to(&bytes, to),
+            };
+            if let Err(e) = sent {
                 tracing::debug!(error = %e, %to, "udp send failed");
             }
         }

@@ -1284,6 +1284,18 @@ impl Client {
 }
 
 impl Client {
+    /// The next UDP datagram and the address it came from.
+    pub fn recv_with_source(&mut self, timeout: Duration) -> Option<(Resp, SocketAddr)> {
+        let s = self.udp.as_ref().expect("a UDP client");
+        s.set_read_timeout(Some(timeout)).unwrap();
+        let mut b = vec![0u8; 65535];
+        let (n, from) = s.recv_from(&mut b).ok()?;
+        let text = String::from_utf8_lossy(&b[..n]).into_owned();
+        Some((Resp { text }, from))
+    }
+}
+
+impl Client {
     /// A UDP client bound to `local` (a port another program will use afterwards).
     pub fn udp_on(local: SocketAddr, server: SocketAddr) -> Client {
         let s = UdpSocket::bind(local).expect("bind the given UDP address");
