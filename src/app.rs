@@ -111,7 +111,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
     let http_listener = match config.http.listen {
         Some(addr) => {
-            let listener = crate::transport::serve::listen("http.listen", addr).await?;
+            // Unlike the SIP stream listeners, `[::]` here is dual-stack (one HTTP address).
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                crate::transport::serve::BindError {
+                    key: "http.listen",
+                    addr,
+                    error,
+                }
+            })?;
             let local = listener.local_addr().unwrap_or(addr);
             Some((listener, local))
         }
@@ -157,19 +164,20 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
     let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
     let tls_serving = tls_serving(config, tls_state.clone());
+    // Logged before anything is served: whoever sees a listener answer sees the warnings too.
+    let http = http_listener.as_ref().map(|(_, local)| *local);
+    log_listening(config, &addrs, http);
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
-    let http = http_listener.map(|(listener, local)| {
+    if let Some((listener, _)) = http_listener {
         serve_http(
             listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
         );
-        local
-    });
+    }
 
     // The proxy's timers: its driver sleeps until the next deadline, and runs through the drain.
     tracker.spawn(crate::proxy::drive(proxy.clone(), halt.clone()));
     let purge = purge(dispatcher.clone(), token_api.clone());
     tracker.spawn(every(config.registrar.purge_interval, halt.clone(), purge));
-    log_listening(config, &addrs, http);
     Ok(Running {
         udp: addrs.udp,
         tcp: addrs.tcp,

@@ -90,6 +90,7 @@ impl Baresip {
              sip_listen\t\t127.0.0.1:{sip_port}\n\
              sip_cafile\t\t{}\n\
              call_local_timeout\t120\n\
+             rtp_ports\t\t61000-64999\n\
              audio_source\t\taufile,{}\n\
              audio_player\t\taufile,/dev/null\n\
              audio_alert\t\taufile,/dev/null\n\

@@ -7,6 +7,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::process::CommandExt;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -588,7 +589,9 @@ impl Kamailio {
         let port = free_port();
         let log = dir.path().join("kamailio.log");
         let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/edge.cfg");
+        // Its own process group, so the drop ends the workers too (fork=yes).
         let child = Command::new("kamailio")
+            .process_group(0)
             .arg("-f")
             .arg(&config)
             .args(["-DD", "-E", "-m", "32", "-M", "4", "-w"])
@@ -651,9 +654,8 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -661,7 +663,7 @@ impl Drop for Kamailio {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }

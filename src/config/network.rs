@@ -101,7 +101,25 @@ pub(super) fn advertise(problems: &mut Problems, key: &str, text: &str) -> Optio
     if text.is_empty() {
         return None;
     }
+    // An IPv6 address must be in brackets here: "2001:db8::7:5060" would otherwise be read
+    // as an address without a port.
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        problems.push(
+            key,
+            format!(
+                "{text:?}: write an IPv6 address in brackets, as \"[{text}]\" or \"[{text}]:port\""
+            ),
+        );
+        return None;
+    }
     match HostPort::parse(text) {
+        Ok(name) if !usable_for_others(&name) => {
+            problems.push(
+                key,
+                format!("{text:?} is not an address others can reach us at (unspecified, broadcast or multicast)"),
+            );
+            None
+        }
         Ok(name) => Some(name),
         Err(_) => {
             problems.push(
@@ -110,6 +128,18 @@ pub(super) fn advertise(problems: &mut Problems, key: &str, text: &str) -> Optio
             );
             None
         }
+    }
+}
+
+/// Whether a peer can send to this name: not 0.0.0.0, `[::]`, a broadcast or a multicast
+/// address (a host name always can, as far as config can tell).
+fn usable_for_others(name: &HostPort) -> bool {
+    match name.host() {
+        crate::sip::HostKey::Ip(ip) => {
+            let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+            !(ip.is_unspecified() || ip.is_multicast() || broadcast)
+        }
+        crate::sip::HostKey::Name(_) => true,
     }
 }
 
@@ -277,6 +307,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(errors.contains("tls.listeners[0].advertise"), "{errors}");
+    }
+
+    #[test]
+    fn an_advertise_others_cannot_reach_or_a_bare_ipv6_is_refused() {
+        for (value, fragment) in [
+            ("0.0.0.0", "not an address others can reach"),
+            ("[::]:5060", "not an address others can reach"),
+            ("255.255.255.255", "not an address others can reach"),
+            ("224.0.0.1", "not an address others can reach"),
+            ("2001:db8::7:5060", "in brackets"),
+        ] {
+            let errors = parse(
+                &format!(r#"udp = [{{ addr = "0.0.0.0:5060", advertise = "{value}" }}]"#),
+                "",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                errors.contains("sip.udp[0].advertise") && errors.contains(fragment),
+                "{value}: {errors}"
+            );
+        }
+        let config = parse(
+            r#"udp = [{ addr = "0.0.0.0:5060", advertise = "[2001:db8::7]:5060" }]"#,
+            "",
+        );
+        assert!(config.is_ok(), "a bracketed IPv6 advertise is fine");
     }
 
     #[test]

@@ -70,8 +70,17 @@ pub fn recv_with_arrival(
     for cmsg in msg.cmsgs()? {
         match cmsg {
             ControlMessageOwned::Ipv4PacketInfo(info) => {
+                // The header's destination, unless it was a broadcast or multicast one: then
+                // the interface's own address (ipi_spec_dst), which a reply can leave from
+                // and a Record-Route can name.
+                let header = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                let own = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                let ours = match header.is_broadcast() || header.is_multicast() {
+                    true => own,
+                    false => header,
+                };
                 arrival = Some(Arrival {
-                    ip: IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))),
+                    ip: IpAddr::V4(ours),
                     ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
                 });
             }

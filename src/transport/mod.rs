@@ -351,15 +351,17 @@ impl Outbound {
     /// Record-Route): the listener's advertised name, else the real local address. A UDP
     /// socket on a wildcard address asks the kernel's route lookup which address a
     /// datagram to the destination leaves from (a socket call per branch, only for a
-    /// wildcard listener without `advertise`).
+    /// wildcard listener without `advertise`; None when that lookup fails, so no wildcard
+    /// address is ever written).
     pub fn local_for(&self, target: Target) -> Option<(Transport, crate::sip::HostPort)> {
         let (transport, local) = match target {
             Target::Udp(dest) => {
                 let local = self.udp_for(dest)?.local_addr();
                 let real = match local.ip().is_unspecified() {
                     true if self.advertised.configured(Transport::Udp, local).is_none() => {
-                        local::source_for(dest)
-                            .map_or(local, |ip| SocketAddr::new(ip, local.port()))
+                        // No route to the destination: the branch is not sent rather
+                        // than sent naming the wildcard address.
+                        SocketAddr::new(local::source_for(dest)?, local.port())
                     }
                     _ => local,
                 };
