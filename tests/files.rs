@@ -143,49 +143,55 @@ fn sqlite_store_files_are_0600() {
     drop(store);
 }
 
-#[test]
-fn start_warns_about_readable_secret_files_and_logs_the_version() {
-    // The test harness writes the account password files with the default umask (0644).
-    let mut server = Server::start_binary(&info());
-    let log = plain(&server.stderr());
-    let password_file = server.dir.path().join("account-0.pw");
-    assert_eq!(mode(&password_file), 0o644, "precondition");
-    let warning = log
-        .lines()
-        .find(|l| l.contains("secret file is readable by group or others"))
-        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
-    assert!(
-        warning.contains(&password_file.display().to_string()) && warning.contains("0644"),
-        "{warning}"
-    );
-    let starting = log
-        .lines()
-        .find(|l| l.contains("sipward starting"))
-        .unwrap_or_else(|| panic!("no start line in:\n{log}"));
-    assert!(
-        starting.contains(&format!("version={}", env!("CARGO_PKG_VERSION")))
-            && starting.contains(&format!("commit={}", sipward::GIT_COMMIT)),
-        "{starting}"
-    );
-    server.terminate();
-}
-
-#[test]
-fn start_is_quiet_about_private_secret_files() {
+/// Starts the binary on the test config after setting every password file to `mode`;
+/// returns its log (no colour codes) and the first password file.
+fn start_with_password_mode(mode: u32) -> (String, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (sip, http) = (common::free_port(), common::free_port());
     let config = common::config_on_ports(&info(), dir.path(), sip, http, 0);
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "pw") {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         }
     }
+    let password_file = dir.path().join("account-0.pw");
     let mut server = Server::start_with_file(config, dir, sip, http, None);
     let log = plain(&server.stderr());
+    server.terminate();
+    (log, password_file)
+}
+
+#[test]
+fn start_warns_about_readable_secret_files_and_logs_the_version() {
+    for readable in [0o644, 0o640] {
+        let (log, password_file) = start_with_password_mode(readable);
+        let warning = log
+            .lines()
+            .find(|l| l.contains("secret file is readable by group or others"))
+            .unwrap_or_else(|| panic!("{readable:o}: no warning in:\n{log}"));
+        assert!(
+            warning.contains(&password_file.display().to_string())
+                && warning.contains(&format!("{readable:04o}")),
+            "{warning}"
+        );
+        let starting = log
+            .lines()
+            .find(|l| l.contains("sipward starting"))
+            .unwrap_or_else(|| panic!("no start line in:\n{log}"));
+        assert!(
+            starting.contains(&format!("version={}", env!("CARGO_PKG_VERSION")))
+                && starting.contains(&format!("commit={}", sipward::GIT_COMMIT)),
+            "{starting}"
+        );
+    }
+}
+
+#[test]
+fn start_is_quiet_about_private_secret_files() {
+    let (log, _) = start_with_password_mode(0o600);
     assert!(log.contains("sipward starting"), "{log}");
     assert!(!log.contains("secret file is readable"), "{log}");
-    server.terminate();
 }
 
 #[test]
