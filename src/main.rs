@@ -129,7 +129,9 @@ fn main() -> ExitCode {
                 commit = %sipward::GIT_COMMIT,
                 "sipward starting"
             );
-            for file in sipward::fsutil::exposed(&config.secret_files) {
+            // The development profile's files are published TEST-ONLY material: no warning.
+            let secret_files = if dev { &[][..] } else { &config.secret_files[..] };
+            for file in sipward::fsutil::exposed(secret_files) {
                 tracing::warn!(
                     path = %file.path.display(),
                     mode = format_args!("{:04o}", file.mode),
