@@ -36,15 +36,18 @@ target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked --bin sipward
 rm -rf "$target/release/assets"
 "$target/release/sipward" generate-assets --out "$target/release/assets"
+# Debian policy: man pages and the upstream changelog compressed.
+gzip -9n "$target"/release/assets/man/*.1
+gzip -9n <CHANGELOG.md >"$target/release/assets/changelog.gz"
 rm -rf "$target/debian"
-cargo deb --no-build --locked --output "$target/debian/"
+cargo deb --no-build --locked --strip --output "$target/debian/"
 deb=$(ls "$target"/debian/sipward_*.deb)
 echo "package.sh: built $deb"
 contents=$(dpkg-deb -c "$deb")
 for f in ./usr/bin/sipward ./etc/sipward/sipward.toml ./usr/share/man/man1/sipward.1.gz \
   ./usr/share/man/man1/sipward-check-config.1.gz ./usr/share/bash-completion/completions/sipward \
   ./usr/share/zsh/vendor-completions/_sipward ./usr/share/fish/vendor_completions.d/sipward.fish \
-  ./lib/systemd/system/sipward.service ./usr/share/doc/sipward/copyright \
+  ./usr/lib/systemd/system/sipward.service ./usr/share/doc/sipward/copyright \
   ./usr/share/doc/sipward/production.md; do
   grep -q " $f\$" <<<"$contents" || { echo "package.sh: $f missing from the package" >&2; exit 1; }
 done
@@ -83,7 +86,7 @@ if [ -z "$sudo" ]; then
     { echo "package.sh: /var/lib/sipward is $(stat -c %U:%a /var/lib/sipward)" >&2; exit 1; }
   echo "package.sh: systemd-analyze verify"
   # A unit that fails verification prints why and exits non-zero.
-  systemd-analyze verify /lib/systemd/system/sipward.service
+  systemd-analyze verify /usr/lib/systemd/system/sipward.service
 else
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
