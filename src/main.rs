@@ -130,7 +130,11 @@ fn main() -> ExitCode {
                 "sipward starting"
             );
             // The development profile's files are published TEST-ONLY material: no warning.
-            let secret_files = if dev { &[][..] } else { &config.secret_files[..] };
+            let secret_files = if dev {
+                &[][..]
+            } else {
+                &config.secret_files[..]
+            };
             for file in sipward::fsutil::exposed(secret_files) {
                 tracing::warn!(
                     path = %file.path.display(),

@@ -211,3 +211,26 @@ fn version_names_the_commit() {
         "{commit}"
     );
 }
+
+#[test]
+fn check_config_warns_about_a_readable_secret_file_and_still_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config_on_ports(&info(), dir.path(), 5060, 8080, 0);
+    let password_file = dir.path().join("account-0.pw");
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "one warning: {lines:?}");
+    assert!(
+        lines[0].starts_with("warning: ")
+            && lines[0].contains(&password_file.display().to_string())
+            && lines[0].contains("0604"),
+        "{}",
+        lines[0]
+    );
+}
