@@ -9,7 +9,7 @@
 #      system user, the conffile and the shipped files; systemd-analyze verify on the unit
 #   5. removes it again (dpkg --purge) when it installed it
 # Needs: cargo-deb (installed with `cargo install cargo-deb --locked` when missing), lintian,
-# systemd (systemd-analyze), dpkg.
+# systemd (systemd-analyze), adduser, man-db, dpkg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,7 @@ need=()
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 if ((${#need[@]})); then
   echo "package.sh: installing ${need[*]}"
   $sudo apt-get update -qq
