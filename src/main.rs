@@ -33,12 +33,16 @@ struct Cli {
 enum Command {
     /// Run the server (the default). Without --config, the built-in development profile.
     Serve {
+        /// The TOML config file (the package installs /etc/sipward/sipward.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Validate a config file (and load the TLS files it names): exit 0, or print each bad
     /// key and why, and exit 2.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The TOML config file to check.
+        file: PathBuf,
+    },
     /// Certificate tools.
     Certs {
         #[command(subcommand)]
@@ -58,6 +62,7 @@ enum CertsCommand {
     /// Write a fresh TEST-ONLY certificate set (CA, server, clients, bad cases) to --out.
     /// Keys are written 0600; the parent of --out must exist.
     Dev {
+        /// The folder to write into; created when missing, but its parent must exist.
         #[arg(long)]
         out: PathBuf,
         /// Replace a set already in --out.
