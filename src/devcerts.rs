@@ -1,6 +1,8 @@
 //! `sipward certs dev --out DIR`: a TEST-ONLY certificate set for the development profile and
 //! the TLS tests, made with rcgen (ECDSA P-256, SHA-256). Every private key is written next to
-//! its certificate and is therefore public: never trust this CA outside a test.
+//! its certificate and is therefore public: never trust this CA outside a test. Keys are still
+//! written 0600, an existing set is kept unless `--force`, and a missing parent folder is an
+//! error (a typo in `--out` must not create a tree).
 //!
 //! | file | what |
 //! | --- | --- |
@@ -15,7 +17,7 @@
 //! | `server-auth-only.pem` | alice, EKU serverAuth only (not usable for client auth) |
 //! | `revoked.pem` | alice, listed in `ca.crl` |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use rcgen::{
@@ -25,11 +27,15 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+use crate::fsutil;
+
 /// The SIP domain the development profile serves.
 pub const DEV_DOMAIN: &str = "example.test";
 /// Leaf certificates are valid this long from the moment they are made.
 const LEAF_DAYS: i64 = 3 * 365;
 const CA_DAYS: i64 = 10 * 365;
+/// Files whose presence means a set is already there (refused without `--force`).
+const SET_MARKERS: &[&str] = &["ca.pem", "ca.key", "server.pem", "server.key"];
 
 /// What one leaf certificate looks like.
 struct Leaf<'a> {
@@ -44,14 +50,33 @@ struct Leaf<'a> {
     trusted: bool,
 }
 
-/// Writes the whole set into `out` (created if missing); returns the file names written.
-pub fn write_dev_set(out: &Path) -> anyhow::Result<Vec<String>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+/// Why a set was not written, before anything was.
+#[derive(Debug, thiserror::Error)]
+pub enum DevCertsError {
+    #[error("{}: no such folder (create it first)", .0.display())]
+    MissingParent(PathBuf),
+    #[error("{} is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("{path} already holds a certificate set ({marker}); pass --force to replace it", path = .0.display(), marker = .1)]
+    Exists(PathBuf, String),
+}
+
+/// Writes the whole set into `out`; returns the file names written. `out` may be missing
+/// (it is created, one level only) but its parent must exist. A folder that already holds a
+/// file of the set is refused unless `force`. Private keys (`*.key`) are written 0600,
+/// certificates and the CRL with the usual mode.
+pub fn write_dev_set(out: &Path, force: bool) -> anyhow::Result<Vec<String>> {
+    prepare_out(out, force)?;
     let now = OffsetDateTime::now_utc();
     let mut written = Vec::new();
     let mut write = |name: &str, text: &str| -> anyhow::Result<()> {
         let path = out.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let result = if name.ends_with(".key") {
+            fsutil::write_private(&path, text.as_bytes())
+        } else {
+            std::fs::write(&path, text)
+        };
+        result.with_context(|| format!("writing {}", path.display()))?;
         written.push(name.to_owned());
         Ok(())
     };
@@ -213,6 +238,30 @@ pub fn write_dev_set(out: &Path) -> anyhow::Result<Vec<String>> {
     .signed_by(&ca)?;
     write("ca.crl", &crl.pem()?)?;
     Ok(written)
+}
+
+/// Checks `out` (see [`write_dev_set`]) and creates it when missing.
+fn prepare_out(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(DevCertsError::NotAFolder(out.to_owned()).into());
+        }
+        if !force {
+            if let Some(name) = SET_MARKERS.iter().find(|f| out.join(f).exists()) {
+                return Err(DevCertsError::Exists(out.to_owned(), (*name).to_owned()).into());
+            }
+        }
+        return Ok(());
+    }
+    let parent = match out.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    if !parent.is_dir() {
+        return Err(DevCertsError::MissingParent(parent.to_owned()).into());
+    }
+    std::fs::create_dir(out).with_context(|| format!("creating {}", out.display()))
 }
 
 fn new_ca(cn: &str, now: OffsetDateTime) -> anyhow::Result<(CertificateParams, KeyPair)> {

@@ -26,6 +26,13 @@
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
+//! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
+
+/// The crate version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`git rev-parse --short HEAD` at build time, see
+/// build.rs), or "unknown" when built outside a repository.
+pub const GIT_COMMIT: &str = env!("SIPWARD_GIT_COMMIT");
 
 pub mod api;
 pub mod app;
@@ -34,6 +41,7 @@ pub mod config;
 pub mod credentials;
 pub mod devcerts;
 pub mod dispatch;
+pub mod fsutil;
 pub mod metrics;
 pub mod oidc;
 pub mod proxy;

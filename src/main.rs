@@ -5,15 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use sipward::config::{Config, LogFormat};
 use sipward::transport::tls::TlsState;
 use tokio_util::sync::CancellationToken;
 
+/// What `--version` prints after the name: the crate version and the git commit (build.rs).
+const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SIPWARD_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "sipward",
-    version,
+    version = VERSION_LINE,
     about = "SIP registrar and proxy with an SSO token API"
 )]
 struct Cli {
@@ -25,25 +33,41 @@ struct Cli {
 enum Command {
     /// Run the server (the default). Without --config, the built-in development profile.
     Serve {
+        /// The TOML config file (the package installs /etc/sipward/sipward.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Validate a config file (and load the TLS files it names): exit 0, or print each bad
     /// key and why, and exit 2.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The TOML config file to check.
+        file: PathBuf,
+    },
     /// Certificate tools.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Write the man pages (`man/`) and shell completions (`completions/`) into --out; used
+    /// when building the package.
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Write a fresh TEST-ONLY certificate set (CA, server, clients, bad cases) to --out.
+    /// Keys are written 0600; the parent of --out must exist.
     Dev {
+        /// The folder to write into; created when missing, but its parent must exist.
         #[arg(long)]
         out: PathBuf,
+        /// Replace a set already in --out.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -60,6 +84,13 @@ fn main() -> ExitCode {
                 for warning in config.warnings() {
                     eprintln!("{}: warning: {warning}", file.display());
                 }
+                for exposed in sipward::fsutil::exposed(&config.secret_files) {
+                    eprintln!(
+                        "warning: {} is readable by group or others (mode {:04o}); chmod 600 it",
+                        exposed.path.display(),
+                        exposed.mode
+                    );
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -69,8 +100,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs {
-            command: CertsCommand::Dev { out },
-        } => match sipward::devcerts::write_dev_set(&out) {
+            command: CertsCommand::Dev { out, force },
+        } => match sipward::devcerts::write_dev_set(&out, force) {
             Ok(files) => {
                 for f in files {
                     println!("{}", out.join(f).display());
@@ -79,6 +110,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("sipward certs dev: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::GenerateAssets { out } => match generate_assets(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sipward generate-assets: {}", one_line(&e));
                 ExitCode::FAILURE
             }
         },
@@ -94,6 +132,24 @@ fn main() -> ExitCode {
                 None => (Config::dev(), true),
             };
             init_logging(&config);
+            tracing::info!(
+                version = %sipward::VERSION,
+                commit = %sipward::GIT_COMMIT,
+                "sipward starting"
+            );
+            // The development profile's files are published TEST-ONLY material: no warning.
+            let secret_files = if dev {
+                &[][..]
+            } else {
+                &config.secret_files[..]
+            };
+            for file in sipward::fsutil::exposed(secret_files) {
+                tracing::warn!(
+                    path = %file.path.display(),
+                    mode = format_args!("{:04o}", file.mode),
+                    "secret file is readable by group or others; chmod 600 it (owned by the sipward user)"
+                );
+            }
             if dev {
                 tracing::warn!(
                     "running the built-in DEVELOPMENT profile (config/dev.toml): published passwords, loopback only"
@@ -121,6 +177,22 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Man pages (one per command) and bash, zsh and fish completions, from the CLI definition.
+fn generate_assets(out: &std::path::Path) -> anyhow::Result<()> {
+    use clap_complete::Shell;
+    let man = out.join("man");
+    let completions = out.join("completions");
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man).context("writing man pages")?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "sipward", &completions)
+            .with_context(|| format!("writing {shell} completions"))?;
+    }
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause said once: a cause whose text the

@@ -67,6 +67,9 @@ pub struct Config {
     pub token_api: TokenApiConfig,
     /// `[[issuers]]`; empty = the token API is off.
     pub issuers: Vec<Issuer>,
+    /// Every secret file the TOML names (key, password, token and key-list files), resolved;
+    /// checked for group/world read access at start (`fsutil::exposed`).
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// `[log]`

@@ -27,6 +27,7 @@ const MAX_SERVER_HEADER_BYTES: usize = 256;
 
 pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut problems = Problems::default();
+    let secret_files = secret_files(&raw, base_dir);
     let log = log(&mut problems, raw.log);
     let server = server(&mut problems, raw.server);
     let sip = sip(&mut problems, raw.sip);
@@ -76,7 +77,27 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         accounts,
         token_api,
         issuers,
+        secret_files,
     })
+}
+
+/// Every secret file the TOML names (resolved; empty values skipped), for the start-up
+/// permission warning: key files, password files, the nonce key, the admin token, the
+/// credential keys.
+fn secret_files(raw: &RawConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
+    let named = [
+        raw.auth.nonce_secret_file.as_str(),
+        raw.http.admin_token_file.as_str(),
+        raw.token_api.credential_keys_file.as_str(),
+        raw.tls.key_file.as_str(),
+    ];
+    named
+        .into_iter()
+        .chain(raw.tls.certificates.iter().map(|c| c.key_file.as_str()))
+        .chain(raw.accounts.iter().map(|a| a.password_file.as_str()))
+        .filter(|f| !f.is_empty())
+        .map(|f| secret::resolve(base_dir, f))
+        .collect()
 }
 
 /// `[[issuers]]` plus the cross-checks with `domains[].issuers` and `domains[].sso`.

@@ -1,6 +1,7 @@
 //! SQLite device store: one connection behind a mutex (calls are serialised, which also makes
 //! `issue` atomic with the device cap), WAL journal, `synchronous = FULL` so an issued
-//! credential is on disk before the API answers. `:memory:` for development and tests.
+//! credential is on disk before the API answers. `:memory:` for development and tests. A new
+//! database file is created 0600 (`fsutil::ensure_private`).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -49,7 +50,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`; `None` = in memory.
     pub fn open(path: Option<&Path>) -> Result<SqliteStore, StoreError> {
         let conn = match path {
-            Some(p) => Connection::open(p)?,
+            Some(p) => {
+                // Owner-only before SQLite opens it; the -wal and -shm files inherit its mode.
+                crate::fsutil::ensure_private(p)
+                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", p.display())))?;
+                Connection::open(p)?
+            }
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

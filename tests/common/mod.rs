@@ -195,6 +195,9 @@ fn write_config(
     for (n, (domain, (user, pw))) in accounts.enumerate() {
         let file = dir.join(format!("account-{n}.pw"));
         std::fs::write(&file, pw).unwrap();
+        // Owner-only, as a secret file should be (a readable one is warned about at start).
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         tables.push_str(&format!(
             "[[accounts]]\nusername = \"{user}\"\ndomain = \"{domain}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
             file.display()
