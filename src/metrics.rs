@@ -94,7 +94,7 @@ impl RegisterOutcome {
 }
 
 /// Reason label of [`AUTH_FAILURES`]: why the authenticator refused credentials.
-fn auth_failure_label(f: Failure) -> &'static str {
+pub fn auth_failure_label(f: Failure) -> &'static str {
     match f {
         Failure::WrongResponse => "wrong_response",
         Failure::StaleNonce => "stale_nonce",
