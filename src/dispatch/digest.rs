@@ -63,8 +63,8 @@ fn log_failure(msg: &Message, src: &Source, realm: &str, role: Role, failure: Fa
     tracing::info!(
         target: AUTH_LOG_TARGET,
         source = %src.peer.ip(),
-        reason = crate::metrics::auth_failure_label(failure),
-        method = msg.method_str(),
+        reason = %crate::metrics::auth_failure_label(failure),
+        method = %msg.method_str(),
         user = %printable(user),
         "authentication failed"
     );
@@ -194,11 +194,14 @@ mod tests {
         assert_eq!(printable("alice"), "\"alice\"");
         assert_eq!(printable(""), "\"\"");
         assert_eq!(printable("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        let forged = "x\n2026-12-07T00:00:00Z  INFO sipward::auth: authentication failed source=192.0.2.9";
+        let forged =
+            "x\n2026-12-07T00:00:00Z  INFO sipward::auth: authentication failed source=192.0.2.9";
         let line = printable(forged);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.starts_with("\"x\\u{a}2026"), "{line}");
-        assert!(printable("\u{1b}[31m\r").chars().all(|c| c.is_ascii_graphic()));
+        assert!(printable("\u{1b}[31m\r")
+            .chars()
+            .all(|c| c.is_ascii_graphic()));
         let long = "u".repeat(1000);
         assert_eq!(printable(&long), format!("\"{}...\"", "u".repeat(64)));
         assert_eq!(printable("é").as_str(), "\"\\u{e9}\"");
