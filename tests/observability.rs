@@ -168,3 +168,54 @@ fn banned_ips(log: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// O3: a scrape right after start holds every labelled family at 0 for its known label
+/// values and `sipward_build_info{version,commit} 1`, and `promtool check metrics` finds
+/// nothing to say about it.
+#[test]
+fn o3_metrics_at_start_are_complete_and_promtool_clean() {
+    let server = Server::start_binary(&Options::default());
+    let text = server.metrics();
+    for series in [
+        "sipward_sip_requests_total{method=\"REGISTER\",transport=\"udp\"}",
+        "sipward_sip_requests_total{method=\"INVITE\",transport=\"tcp\"}",
+        "sipward_sip_responses_sent_total{class=\"2xx\",transport=\"udp\"}",
+        "sipward_register_outcomes_total{outcome=\"ok\"}",
+        "sipward_register_outcomes_total{outcome=\"auth_failed\"}",
+        "sipward_auth_failures_total{reason=\"wrong_response\"}",
+        "sipward_sip_dropped_total{reason=\"throttled\"}",
+        "sipward_tls_handshakes_total{outcome=\"failed_verification\"}",
+        "sipward_tls_cert_reloads_total{outcome=\"failed\"}",
+        "sipward_proxy_requests_total{method=\"INVITE\",outcome=\"2xx\"}",
+        "sipward_keepalives_total{kind=\"stun_binding\"}",
+    ] {
+        let line = format!("{series} 0");
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("sipward_build_info{"))
+        .unwrap_or_else(|| panic!("no sipward_build_info:\n{text}"));
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(info.contains(&version), "{info}");
+    assert!(info.contains("commit=\"") && !info.contains("commit=\"\""), "{info}");
+    assert!(info.ends_with("} 1"), "{info}");
+
+    if !require_tool("promtool", "prometheus") {
+        return;
+    }
+    let scrape = server.dir.path().join("metrics.txt");
+    std::fs::write(&scrape, &text).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("promtool check metrics < \"$1\"")
+        .arg("sh")
+        .arg(&scrape)
+        .output()
+        .expect("run promtool");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    println!("promtool check metrics: exit {:?}, output {said:?}", out.status.code());
+    assert!(out.status.success(), "promtool check metrics:\n{said}");
+    assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+}
