@@ -360,10 +360,7 @@ impl Metrics {
             g
         };
         let build_info = IntGaugeVec::new(
-            Opts::new(
-                BUILD_INFO,
-                "Always 1; the labels say which sipward this is",
-            ),
+            Opts::new(BUILD_INFO, "Always 1; the labels say which sipward this is"),
             &["version", "commit"],
         )
         .expect("static metric definition");
@@ -576,7 +573,10 @@ mod tests {
             "sipward_proxy_requests_total{method=\"INVITE\",outcome=\"no_route\"} 0",
             "sipward_parse_errors_total{transport=\"udp\"} 0",
         ] {
-            assert!(text.lines().any(|l| l == series), "{series} missing:\n{text}");
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing:\n{text}"
+            );
         }
         assert!(!text.contains("sipward_proxy_requests_total{method=\"REGISTER\""));
         let info = format!("{BUILD_INFO}{{commit=\"{GIT_COMMIT}\",version=\"{VERSION}\"}} 1");

@@ -198,7 +198,10 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
         .unwrap_or_else(|| panic!("no sipward_build_info:\n{text}"));
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
     assert!(info.contains(&version), "{info}");
-    assert!(info.contains("commit=\"") && !info.contains("commit=\"\""), "{info}");
+    assert!(
+        info.contains("commit=\"") && !info.contains("commit=\"\""),
+        "{info}"
+    );
     assert!(info.ends_with("} 1"), "{info}");
 
     if !require_tool("promtool", "prometheus") {
@@ -213,9 +216,12 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
         .arg(&scrape)
         .output()
         .expect("run promtool");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
-    println!("promtool check metrics: exit {:?}, output {said:?}", out.status.code());
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!(
+        "promtool check metrics: exit {:?}, output {said:?}",
+        out.status.code()
+    );
     assert!(out.status.success(), "promtool check metrics:\n{said}");
     assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
 }
