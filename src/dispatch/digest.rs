@@ -44,7 +44,7 @@ pub(crate) enum AuthStep {
 }
 
 /// Log target of the failed-authentication line; part of the format fail2ban matches.
-pub(crate) const AUTH_LOG_TARGET: &str = "sipward::auth";
+const AUTH_LOG_TARGET: &str = "sipward::auth";
 
 /// The longest username (in characters) a failure line carries; longer ones are cut.
 const LOGGED_USERNAME_CHARS: usize = 64;
