@@ -154,6 +154,57 @@ fn o2_forged_username_cannot_inject_a_source() {
     );
 }
 
+/// O4: a refused credential on another method than REGISTER (a MESSAGE through the proxy,
+/// wrong password in Proxy-Authorization, answered 407) logs the same line, matched too.
+#[test]
+fn o4_a_wrong_password_on_a_proxied_message_is_logged_and_matched() {
+    if !require_tool("fail2ban-regex", "fail2ban") {
+        return;
+    }
+    let server = Server::start_binary(&Options {
+        log_level: "info",
+        ..Options::default()
+    });
+    let mut c = server.client(Proto::Udp);
+    let ruri = format!("sip:bob@{DOMAIN}");
+    let message = |c: &Client, cseq: u32, auth: Option<&str>| {
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "MESSAGE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=f1\r\nTo: <{ruri}>\r\n\
+             Call-ID: o4-{}\r\nCSeq: {cseq} MESSAGE\r\n{auth}Content-Length: 0\r\n\r\n",
+            c.local,
+            rand_token(),
+            c.local.port()
+        )
+    };
+    let first = c.request(&message(&c, 1, None)).expect("407");
+    assert_eq!(first.status(), 407, "{}", first.text);
+    let auth = authorization(
+        "MD5",
+        "alice",
+        "not-her-password",
+        "MESSAGE",
+        &ruri,
+        &first.nonce(),
+        1,
+        &rand_token(),
+    );
+    let r = c.request(&message(&c, 2, Some(&auth))).expect("407");
+    assert_eq!(r.status(), 407, "{}", r.text);
+    let log = wait_for_failure_lines(&server, 1);
+    assert!(
+        log.contains("authentication failed source=127.0.0.1 reason=wrong_response method=MESSAGE user=\"alice\""),
+        "{log}"
+    );
+    let path = server.dir.path().join("stderr.log");
+    let (matched, out) = fail2ban_matches(&path);
+    assert_eq!(matched, 1, "{out}");
+    assert_eq!(banned_ips(&path), ["127.0.0.1"], "{log}");
+}
+
 /// The address of each match (`fail2ban-regex -o ip`), what fail2ban would ban.
 fn banned_ips(log: &Path) -> Vec<String> {
     let out = Command::new("fail2ban-regex")
