@@ -28,11 +28,9 @@
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
-/// The crate version (Cargo.toml).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git commit the binary was built from (`git rev-parse --short HEAD` at build time, see
-/// build.rs), or "unknown" when built outside a repository.
-pub const GIT_COMMIT: &str = env!("SIPWARD_GIT_COMMIT");
+/// The crate version (Cargo.toml) and the git commit the binary was built from (`git
+/// rev-parse --short HEAD` at build time, see build.rs; "unknown" outside a repository).
+pub use metrics::{GIT_COMMIT, VERSION};
 
 pub mod api;
 pub mod app;

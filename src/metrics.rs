@@ -29,6 +29,13 @@ pub const PROXY_BRANCHES: &str = "sipward_proxy_branches_total";
 pub const PROXY_TIMEOUTS: &str = "sipward_proxy_branch_timeouts_total";
 pub const PROXY_CONTEXTS: &str = "sipward_proxy_contexts";
 pub const KEEPALIVES: &str = "sipward_keepalives_total";
+pub const BUILD_INFO: &str = "sipward_build_info";
+
+/// The package version, in `sipward_build_info` (the crate root re-exports it).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The short git commit the binary was built from (`unknown` outside git), set by build.rs
+/// (the crate root re-exports it).
+pub const GIT_COMMIT: &str = env!("SIPWARD_GIT_COMMIT");
 
 /// How a TLS handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +51,13 @@ pub enum HandshakeOutcome {
 }
 
 impl HandshakeOutcome {
+    const ALL: [HandshakeOutcome; 4] = [
+        HandshakeOutcome::Ok,
+        HandshakeOutcome::FailedVerification,
+        HandshakeOutcome::Timeout,
+        HandshakeOutcome::ProtocolError,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             HandshakeOutcome::Ok => "ok",
@@ -78,6 +92,18 @@ pub enum RegisterOutcome {
 }
 
 impl RegisterOutcome {
+    const ALL: [RegisterOutcome; 9] = [
+        RegisterOutcome::Ok,
+        RegisterOutcome::Challenged,
+        RegisterOutcome::AuthFailed,
+        RegisterOutcome::Forbidden,
+        RegisterOutcome::BadRequest,
+        RegisterOutcome::IntervalTooBrief,
+        RegisterOutcome::TooManyBindings,
+        RegisterOutcome::Throttled,
+        RegisterOutcome::BadExtension,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             RegisterOutcome::Ok => "ok",
@@ -93,8 +119,18 @@ impl RegisterOutcome {
     }
 }
 
+/// Every reason of [`AUTH_FAILURES`], for the zero series at start.
+const AUTH_FAILURE_ALL: [Failure; 6] = [
+    Failure::WrongResponse,
+    Failure::StaleNonce,
+    Failure::InvalidNonce,
+    Failure::Replay,
+    Failure::Algorithm,
+    Failure::Malformed,
+];
+
 /// Reason label of [`AUTH_FAILURES`]: why the authenticator refused credentials.
-fn auth_failure_label(f: Failure) -> &'static str {
+pub fn auth_failure_label(f: Failure) -> &'static str {
     match f {
         Failure::WrongResponse => "wrong_response",
         Failure::StaleNonce => "stale_nonce",
@@ -119,6 +155,15 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::Unparseable,
+        DropReason::Response,
+        DropReason::Throttled,
+        DropReason::Overloaded,
+        DropReason::Ack,
+        DropReason::Stun,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             DropReason::Unparseable => "unparseable",
@@ -143,6 +188,12 @@ pub enum KeepAliveKind {
 }
 
 impl KeepAliveKind {
+    const ALL: [KeepAliveKind; 3] = [
+        KeepAliveKind::Crlf,
+        KeepAliveKind::StunBinding,
+        KeepAliveKind::StunIndication,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             KeepAliveKind::Crlf => "crlf",
@@ -151,6 +202,31 @@ impl KeepAliveKind {
         }
     }
 }
+
+/// Every method label ([`method_label`]), for the zero series at start.
+const METHODS: [Option<crate::sip::Method>; 15] = {
+    use crate::sip::Method::*;
+    [
+        Some(Register),
+        Some(Invite),
+        Some(Ack),
+        Some(Options),
+        Some(Bye),
+        Some(Cancel),
+        Some(Subscribe),
+        Some(Notify),
+        Some(Message),
+        Some(Refer),
+        Some(Info),
+        Some(Update),
+        Some(Prack),
+        Some(Publish),
+        None,
+    ]
+};
+
+/// The outcome labels of [`PROXIED`]: the class of the final sent back, or why none was.
+const PROXY_OUTCOMES: [&str; 7] = ["2xx", "3xx", "4xx", "5xx", "6xx", "no_route", "overloaded"];
 
 /// Method label: the RFC methods, everything else is `other`.
 pub fn method_label(m: Option<crate::sip::Method>) -> &'static str {
@@ -284,6 +360,27 @@ impl Metrics {
                 .expect("unique metric name");
             g
         };
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Always 1; the labels say which sipward this is"),
+            &["version", "commit"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric name");
+        build_info.with_label_values(&[VERSION, GIT_COMMIT]).set(1);
+        init_label_values(&Families {
+            requests: &requests,
+            responses: &responses,
+            register: &register,
+            auth_failures: &auth_failures,
+            parse_errors: &parse_errors,
+            dropped: &dropped,
+            keepalives: &keepalives,
+            tls_handshakes: &tls_handshakes,
+            tls_reloads: &tls_reloads,
+            proxied: &proxied,
+        });
         Metrics {
             bindings: gauge(BINDINGS, "Current bindings in the location service"),
             aors: gauge(AORS, "Current AoRs with at least one binding"),
@@ -394,8 +491,97 @@ impl Metrics {
     }
 }
 
+/// The labelled counter families, for [`init_label_values`].
+struct Families<'a> {
+    requests: &'a IntCounterVec,
+    responses: &'a IntCounterVec,
+    register: &'a IntCounterVec,
+    auth_failures: &'a IntCounterVec,
+    parse_errors: &'a IntCounterVec,
+    dropped: &'a IntCounterVec,
+    keepalives: &'a IntCounterVec,
+    tls_handshakes: &'a IntCounterVec,
+    tls_reloads: &'a IntCounterVec,
+    proxied: &'a IntCounterVec,
+}
+
+/// Creates every known series of the labelled families at 0, so a scrape right after start
+/// shows them and `increase()` sees the first event. Label sets are the fixed enums above:
+/// about 200 series in all. Proxy outcomes are not made for REGISTER and ACK, which the
+/// proxy never counts.
+fn init_label_values(f: &Families<'_>) {
+    use crate::sip::Method;
+    for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+        for m in METHODS {
+            f.requests.with_label_values(&[method_label(m), t.as_str()]);
+        }
+        for c in StatusClass::ALL {
+            f.responses.with_label_values(&[c.as_str(), t.as_str()]);
+        }
+        f.parse_errors.with_label_values(&[t.as_str()]);
+    }
+    for o in RegisterOutcome::ALL {
+        f.register.with_label_values(&[o.as_str()]);
+    }
+    for r in AUTH_FAILURE_ALL {
+        f.auth_failures.with_label_values(&[auth_failure_label(r)]);
+    }
+    for r in DropReason::ALL {
+        f.dropped.with_label_values(&[r.as_str()]);
+    }
+    for k in KeepAliveKind::ALL {
+        f.keepalives.with_label_values(&[k.as_str()]);
+    }
+    for o in HandshakeOutcome::ALL {
+        f.tls_handshakes.with_label_values(&[o.as_str()]);
+    }
+    for o in ["ok", "failed"] {
+        f.tls_reloads.with_label_values(&[o]);
+    }
+    for m in METHODS {
+        if matches!(m, Some(Method::Register | Method::Ack)) {
+            continue;
+        }
+        for o in PROXY_OUTCOMES {
+            f.proxied.with_label_values(&[method_label(m), o]);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_families_start_at_zero_and_build_info_is_one() {
+        let text = Metrics::new().render();
+        for series in [
+            "sipward_sip_requests_total{method=\"REGISTER\",transport=\"udp\"} 0",
+            "sipward_sip_requests_total{method=\"other\",transport=\"tls\"} 0",
+            "sipward_sip_responses_sent_total{class=\"6xx\",transport=\"tcp\"} 0",
+            "sipward_register_outcomes_total{outcome=\"bad_extension\"} 0",
+            "sipward_auth_failures_total{reason=\"wrong_response\"} 0",
+            "sipward_sip_dropped_total{reason=\"stun\"} 0",
+            "sipward_keepalives_total{kind=\"crlf\"} 0",
+            "sipward_tls_handshakes_total{outcome=\"timeout\"} 0",
+            "sipward_tls_cert_reloads_total{outcome=\"failed\"} 0",
+            "sipward_proxy_requests_total{method=\"INVITE\",outcome=\"no_route\"} 0",
+            "sipward_parse_errors_total{transport=\"udp\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing:\n{text}"
+            );
+        }
+        assert!(!text.contains("sipward_proxy_requests_total{method=\"REGISTER\""));
+        let info = format!("{BUILD_INFO}{{commit=\"{GIT_COMMIT}\",version=\"{VERSION}\"}} 1");
+        assert!(text.lines().any(|l| l == info), "{info} missing:\n{text}");
+        assert!(!GIT_COMMIT.is_empty());
     }
 }

@@ -3,7 +3,9 @@
 //! there), and map the refusals to answers in one place: a challenge → 401 (registrar) or 407
 //! (proxy), stateless for a REGISTER that offered no credentials; a bad request → 400;
 //! throttled → no answer; SSO required → 403. Every challenge looks the same to the client;
-//! the reason goes to `sipward_auth_failures_total` and debug logs.
+//! the reason goes to `sipward_auth_failures_total` and to one INFO line per refusal
+//! ([`log_failure`]: source address, username, reason; never a secret), the line the
+//! shipped fail2ban filter (`contrib/fail2ban/`) matches.
 
 use std::time::Instant;
 
@@ -39,6 +41,56 @@ pub(crate) enum AuthStep {
     Authenticated(Identity<Option<DeviceCredential>>),
     /// Answer with this (a challenge, a 400 or a 403), or drop (`None`).
     Reply(Option<Response>),
+}
+
+/// Log target of the failed-authentication line; part of the format fail2ban matches.
+const AUTH_LOG_TARGET: &str = "sipward::auth";
+
+/// The longest username (in characters) a failure line carries; longer ones are cut.
+const LOGGED_USERNAME_CHARS: usize = 64;
+
+/// One INFO line for refused credentials, stable for fail2ban:
+/// `INFO sipward::auth: authentication failed source=IP reason=REASON method=M user="U"`.
+/// The source comes first so nothing the client sends precedes it; the username is quoted,
+/// cut and escaped ([`printable`]) so a client cannot forge a line or a field. The same
+/// reason is logged for an unknown user and a wrong password (`wrong_response`). No
+/// password, HA1, response or nonce is logged.
+fn log_failure(msg: &Message, src: &Source, realm: &str, role: Role, failure: Failure) {
+    let user = match Offered::select(msg.credentials(role.credentials_header()), realm) {
+        Offered::Digest(p) => p.username.unwrap_or(""),
+        Offered::Nothing | Offered::Malformed => "",
+    };
+    tracing::info!(
+        target: AUTH_LOG_TARGET,
+        source = %src.peer.ip(),
+        reason = %crate::metrics::auth_failure_label(failure),
+        method = %msg.method_str(),
+        user = %printable(user),
+        "authentication failed"
+    );
+}
+
+/// `s` quoted for a log line: at most [`LOGGED_USERNAME_CHARS`] characters (`...` marks a
+/// cut), `"` and `\` escaped, and anything but printable ASCII as a `\u{..}` escape, so no
+/// newline, control character or look-alike reaches the log.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * LOGGED_USERNAME_CHARS) + 2);
+    out.push('"');
+    for c in s.chars().take(LOGGED_USERNAME_CHARS) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.extend(c.escape_unicode()),
+        }
+    }
+    if s.chars().nth(LOGGED_USERNAME_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
 }
 
 impl Dispatcher {
@@ -103,6 +155,7 @@ impl Dispatcher {
             Decision::Challenge(challenge) => {
                 if let Some(failure) = challenge.failure {
                     metrics.auth_failure(failure);
+                    log_failure(msg, src, realm, role, failure);
                 }
                 let (status, reason, header) = match role {
                     Role::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
@@ -120,6 +173,7 @@ impl Dispatcher {
             }
             Decision::BadRequest(bad) => {
                 metrics.auth_failure(Failure::Malformed);
+                log_failure(msg, src, realm, role, Failure::Malformed);
                 Some(self.respond(msg, src, 400, bad.reason_phrase(), &[]))
             }
             Decision::Throttled => {
@@ -128,5 +182,28 @@ impl Dispatcher {
             }
             Decision::SsoRequired => Some(self.respond(msg, src, 403, "SSO Required", &[])),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_quotes_escapes_and_cuts() {
+        assert_eq!(printable("alice"), "\"alice\"");
+        assert_eq!(printable(""), "\"\"");
+        assert_eq!(printable("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        let forged =
+            "x\n2026-12-07T00:00:00Z  INFO sipward::auth: authentication failed source=192.0.2.9";
+        let line = printable(forged);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("\"x\\u{a}2026"), "{line}");
+        assert!(printable("\u{1b}[31m\r")
+            .chars()
+            .all(|c| c.is_ascii_graphic()));
+        let long = "u".repeat(1000);
+        assert_eq!(printable(&long), format!("\"{}...\"", "u".repeat(64)));
+        assert_eq!(printable("é").as_str(), "\"\\u{e9}\"");
     }
 }
