@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use sipward::config::{Config, LogFormat};
 use sipward::transport::tls::TlsState;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// What `--version` prints after the name: the crate version and the git commit (build.rs).
@@ -221,15 +222,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        // The handlers are installed before anything is served: a SIGTERM or SIGHUP that
+        // arrives as soon as a phone could register must not meet the default action (exit).
+        let term = Signals::install();
+        let hup = signal(SignalKind::hangup());
         let running = sipward::app::start(&config, shutdown.clone()).await?;
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            term.wait().await;
             tracing::info!("shutting down: draining");
             signals.cancel();
         });
-        if let Some(tls) = running.tls_state.clone() {
-            tokio::spawn(reload_on_hangup(tls, shutdown.clone()));
+        match (running.tls_state.clone(), hup) {
+            (Some(tls), Ok(hup)) => {
+                tokio::spawn(reload_on_hangup(tls, hup, shutdown.clone()));
+            }
+            (Some(_), Err(_)) => {
+                tracing::warn!("cannot listen for SIGHUP; TLS reload by signal is off");
+            }
+            (None, _) => {}
         }
         running.wait().await;
         tracing::info!("stopped");
@@ -244,12 +255,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// SIGHUP reloads the TLS files named in the config (other settings need a restart).
-async fn reload_on_hangup(tls: TlsState, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; TLS reload by signal is off");
-        return;
-    };
+async fn reload_on_hangup(tls: TlsState, mut hup: Signal, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -265,17 +271,29 @@ async fn reload_on_hangup(tls: TlsState, shutdown: CancellationToken) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM (or Ctrl-C), with its handler installed when this is made.
+struct Signals {
+    term: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    async fn wait(self) {
+        match self.term {
+            Some(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }
