@@ -32,7 +32,7 @@ fn write_config(dir: &Path, sip: &str, http: u16) -> std::path::PathBuf {
     let mut accounts = String::new();
     for (user, pw) in ACCOUNTS {
         let file = dir.join(format!("{user}.pw"));
-        std::fs::write(&file, pw).unwrap();
+        write_secret(&file, pw);
         accounts.push_str(&format!(
             "[[accounts]]\nusername = \"{user}\"\ndomain = \"{DOMAIN}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
             file.display()

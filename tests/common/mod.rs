@@ -55,6 +55,13 @@ pub fn free_port() -> u16 {
     panic!("no free port found below the ephemeral range");
 }
 
+/// Writes a secret file owner-only, as an operator should (sipward warns at start and in
+/// `check-config` about one its group or others can read).
+pub fn write_secret(path: &std::path::Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 /// An account: (username, password).
 pub type Account<'a> = (&'a str, &'a str);
 
@@ -194,10 +201,7 @@ fn write_config(
     );
     for (n, (domain, (user, pw))) in accounts.enumerate() {
         let file = dir.join(format!("account-{n}.pw"));
-        std::fs::write(&file, pw).unwrap();
-        // Owner-only, as a secret file should be (a readable one is warned about at start).
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        write_secret(&file, pw);
         tables.push_str(&format!(
             "[[accounts]]\nusername = \"{user}\"\ndomain = \"{domain}\"\nkind = \"device\"\npassword_file = \"{}\"\n\n",
             file.display()
