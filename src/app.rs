@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Persistence};
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
 use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
@@ -39,6 +39,11 @@ pub enum AppError {
     Setting(String),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
+    #[error("registrar.store_path {path}: {source}")]
+    LocationStore {
+        path: String,
+        source: crate::location_store::LocationStoreError,
+    },
 }
 
 /// A started server: where it listens, and how to stop it.
@@ -57,6 +62,9 @@ pub struct Running {
     halt: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    /// The location store's writer (`registrar.persistence = "sqlite"`): stopped last, once
+    /// nothing can change a binding any more, after writing everything queued.
+    store_writer: Option<Arc<crate::location_store::Writer>>,
 }
 
 impl Running {
@@ -87,6 +95,12 @@ impl Running {
         {
             tracing::warn!("tasks still open after the drain; exiting anyway");
         }
+        if let Some(writer) = self.store_writer {
+            match tokio::task::spawn_blocking(move || writer.stop()).await {
+                Ok(Some(_)) => tracing::info!("location store: every change written"),
+                _ => tracing::error!("location store: the writer did not end cleanly"),
+            }
+        }
     }
 }
 
@@ -104,6 +118,11 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let token_parts = match config.issuers.is_empty() {
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
+    };
+    let devices = token_parts.as_ref().map(|t| t.devices.clone());
+    let store_writer = match config.registrar.persistence {
+        Persistence::Sqlite => Some(durable_location(config, &location, &metrics, devices).await?),
+        Persistence::None => None,
     };
     let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
     let addrs = bound.addresses();
@@ -165,7 +184,77 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         halt,
         tracker,
         grace: config.server.drain_grace,
+        store_writer,
     })
+}
+
+/// Opens the location store, purges what expired while sipward was down, loads every live
+/// binding into `location` (before anything listens), starts the writer and attaches it.
+/// A binding made with a device credential that is no longer active (revoked, expired) is
+/// not restored, and removed from the store: a revoke is durable in the device store before
+/// it answers, so a revoked device has no binding after a restart even if the removal of
+/// its bindings had not reached this store.
+async fn durable_location(
+    config: &Config,
+    location: &Location,
+    metrics: &Metrics,
+    devices: Option<DeviceIndex>,
+) -> Result<Arc<crate::location_store::Writer>, AppError> {
+    use crate::location_store::{
+        LocationStore, SqliteLocationStore, StoreMetrics, WallClock, Writer, WriterConfig,
+    };
+    use crate::registrar::{BindingChange, Journal};
+    let path = config.registrar.store_path.clone();
+    let failed = |source| AppError::LocationStore {
+        path: path.display().to_string(),
+        source,
+    };
+    let started = Instant::now();
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || -> Result<_, crate::location_store::LocationStoreError> {
+            let mut store = SqliteLocationStore::open(&path)?;
+            let clock = WallClock::now();
+            while store.purge_expired(clock.now_ms(), 10_000)? == 10_000 {}
+            let records = store.load(&clock)?;
+            Ok((store, records, clock))
+        }
+    })
+    .await
+    .map_err(|e| AppError::Setting(format!("registrar.store_path: {e}")))?;
+    let (store, mut records, clock) = opened.map_err(failed)?;
+    let live = |credential: &Option<String>| match (credential, &devices) {
+        (None, _) => true,
+        (Some(name), Some(devices)) => devices.is_active(name),
+        (Some(_), None) => false,
+    };
+    let stale: Vec<BindingChange> = records
+        .iter()
+        .filter(|r| !live(&r.credential))
+        .map(|r| BindingChange::Remove { id: r.id })
+        .collect();
+    records.retain(|r| live(&r.credential));
+    let restored = location.restore(&records, clock.instant());
+    let store_metrics = StoreMetrics::new(metrics.registry());
+    let writer = Writer::start(
+        Box::new(store),
+        WriterConfig {
+            queue: config.registrar.store_queue,
+        },
+        store_metrics,
+    )
+    .map_err(|e| failed(e.into()))?;
+    let dropped = stale.len();
+    writer.append(stale);
+    location.attach_journal(writer.clone());
+    tracing::info!(
+        path = %path.display(),
+        restored,
+        dropped_revoked = dropped,
+        took_ms = started.elapsed().as_millis() as u64,
+        "location store loaded"
+    );
+    Ok(writer)
 }
 
 /// The purge job: each owner drops what expired by `now` (bindings, transactions, limiter

@@ -10,6 +10,7 @@ use super::issuers::RawIssuer;
 use super::problems::{setting, OneOf, Setting};
 use super::token_api::{RawTokenApi, Sso};
 use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
+use super::Persistence;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -105,6 +106,20 @@ pub(super) struct RawRegistrar {
     pub(super) remove_bindings_on_close: bool,
     #[serde(default = "default_purge_interval_secs")]
     pub(super) purge_interval_secs: u64,
+    #[serde(default = "default_persistence")]
+    pub(super) persistence: OneOf<Persistence>,
+    #[serde(default = "default_store_path")]
+    pub(super) store_path: String,
+    #[serde(default = "default_store_queue")]
+    pub(super) store_queue: u64,
+}
+
+fn default_persistence() -> OneOf<Persistence> {
+    OneOf::known(Persistence::Sqlite)
+}
+
+fn default_store_path() -> String {
+    "location.db".to_owned()
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -266,6 +281,9 @@ impl Default for RawRegistrar {
             expiry_jitter_percent: default_expiry_jitter_percent(),
             remove_bindings_on_close: default_remove_bindings_on_close(),
             purge_interval_secs: default_purge_interval_secs(),
+            persistence: default_persistence(),
+            store_path: default_store_path(),
+            store_queue: default_store_queue(),
         }
     }
 }
@@ -436,6 +454,11 @@ setting!(
     PURGE_INTERVAL_SECS,
     default_purge_interval_secs,
     Setting::new(1, 1, 60)
+);
+setting!(
+    STORE_QUEUE,
+    default_store_queue,
+    Setting::new(10_000, 1, 1_000_000)
 );
 setting!(
     NONCE_LIFETIME_SECS,

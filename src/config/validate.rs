@@ -15,7 +15,7 @@ use super::secret::{self, AdminToken, Secret};
 use super::{domains, issuers, token_api};
 use super::{
     AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
-    RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
+    Persistence, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
 };
 
 /// The nonce key must hold at least this many bytes (256 bits).
@@ -29,7 +29,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let log = log(&mut problems, raw.log);
     let server = server(&mut problems, raw.server);
     let sip = sip(&mut problems, raw.sip);
-    let registrar = registrar(&mut problems, raw.registrar);
+    let registrar = registrar(&mut problems, raw.registrar, base_dir);
     let auth = auth(&mut problems, raw.auth, base_dir);
     let http = http(&mut problems, raw.http, base_dir);
     let domains = domains::domains(&mut problems, raw.domains);
@@ -230,7 +230,7 @@ fn listeners(problems: &mut Problems, key: &str, raw: &[String]) -> Vec<SocketAd
     parsed
 }
 
-fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
+fn registrar(problems: &mut Problems, raw: raw::RawRegistrar, base_dir: &Path) -> RegistrarConfig {
     let min = problems.range("registrar.min_expires", raw.min_expires, raw::MIN_EXPIRES);
     let max = problems.range("registrar.max_expires", raw.max_expires, raw::MAX_EXPIRES);
     let default = problems.range(
@@ -273,6 +273,22 @@ fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig
             "registrar.purge_interval_secs",
             raw.purge_interval_secs,
             raw::PURGE_INTERVAL_SECS,
+        ),
+        persistence: problems.one_of(
+            "registrar.persistence",
+            &raw.persistence,
+            Persistence::None,
+        ),
+        store_path: {
+            if raw.store_path.is_empty() {
+                problems.push("registrar.store_path", "must not be empty (a file path)");
+            }
+            secret::resolve(base_dir, &raw.store_path)
+        },
+        store_queue: problems.range_usize(
+            "registrar.store_queue",
+            raw.store_queue,
+            raw::STORE_QUEUE,
         ),
     }
 }

@@ -207,6 +207,12 @@ fn write_config(
          [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
         opts.log_level, opts.sip, opts.registrar, opts.auth,
     );
+    // Bindings in memory unless the test asks for a store (the file default is sqlite).
+    let config = if opts.registrar.contains("persistence") {
+        config
+    } else {
+        config.replacen("[registrar]\n", "[registrar]\npersistence = \"none\"\n", 1)
+    };
     let config_path = dir.join("sipward.toml");
     std::fs::write(&config_path, config).unwrap();
     config_path
