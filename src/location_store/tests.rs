@@ -12,10 +12,9 @@ use crate::registrar::{
     RegistrarPolicy, Transport,
 };
 
-const T0_MS: u64 = 1_800_000_000_000;
-
+/// The writer reads the real clocks, so the tests do too.
 fn clock() -> WallClock {
-    WallClock::at(Instant::now(), T0_MS)
+    WallClock::now()
 }
 
 fn aor(user: &str) -> Aor {
@@ -110,7 +109,7 @@ fn expired_rows_are_not_loaded_and_are_purged_in_batches() {
         .map(|id| BindingChange::Put(Box::new(record(id, "alice", &c, id * 10))))
         .collect();
     store.commit(&changes, &c).unwrap();
-    let later = WallClock::at(c.instant() + Duration::from_secs(25), T0_MS + 25_000);
+    let later = WallClock::at(c.instant() + Duration::from_secs(25), c.now_ms() + 25_000);
     let live: Vec<u64> = store.load(&later).unwrap().iter().map(|r| r.id).collect();
     assert_eq!(live.len(), 3, "ids 3, 4, 5 are live at +25 s: {live:?}");
     assert_eq!(store.purge_expired(later.now_ms(), 1).unwrap(), 1);
@@ -349,8 +348,7 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
     writer.stop().expect("drained");
 
     let mut store = SqliteLocationStore::open(&path).unwrap();
-    let c = WallClock::at(now, T0_MS);
-    let records = store.load(&c).unwrap();
+    let records = store.load(&WallClock::now()).unwrap();
     let restored = Location::new(RegistrarPolicy::default());
     assert_eq!(restored.restore(&records, now), 1);
     let before = location.lookup(&alice, now);
@@ -362,7 +360,7 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
     );
     assert_eq!(after[0].expires, 1200);
     assert!(restored.lookup(&bob, now).is_empty(), "bob's removal was written");
-    // New bindings continue above the restored ids.
+    // The restored service takes new REGISTERs.
     let next = restored
         .register(&input(&bob, &one, 1, Some(600)), now)
         .unwrap();
