@@ -34,6 +34,7 @@ fn start(accounts: &[(String, String)], registrar: &str) -> Server {
         accounts: &refs,
         algorithms: &["MD5"],
         registrar,
+        log_level: "info",
         ..Options::default()
     })
 }
