@@ -93,23 +93,33 @@ fn aor(user: &str) -> String {
     format!("sip:{user}@{DOMAIN}")
 }
 
-/// Registers `user` from `c` with its own address as Contact, for `expires` seconds.
-fn register_phone(c: &mut Client, user: &str, password: &str, expires: u32) {
+/// Registers `user` from `c` with its own address as Contact (plus `params`), for `expires`
+/// seconds.
+fn register_phone(c: &mut Client, user: &str, password: &str, expires: u32, params: &str) {
     let mut reg = Register::new(user);
-    reg.contact = Some(format!("<sip:{user}@{}>", c.local));
+    let transport = match c.proto {
+        Proto::Udp => "",
+        _ => ";transport=tcp",
+    };
+    reg.contact = Some(format!("<sip:{user}@{}{transport}>{params}", c.local));
+    if !params.is_empty() {
+        reg.extra.push("Supported: outbound, path".into());
+    }
     reg.expires = Some(expires.to_string());
     let r = register(c, &reg, password, "MD5");
     assert_eq!(r.status(), 200, "{}", r.text);
 }
 
-/// alice's INVITE to `to` through the 407 challenge, from a UDP client.
-fn call(server: &Server, to: &str) {
+/// alice's INVITE to `to` through the 407 challenge, from a UDP client (returned, for the
+/// answers).
+fn call(server: &Server, to: &str) -> Client {
     let mut c = server.client(Proto::Udp);
+    let call_id = format!("call-{to}-{}", rand_token());
     let invite = |c: &Client, cseq: u32, extra: &str| {
         format!(
             "INVITE sip:{to}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:{to}@{DOMAIN}>\r\n\
-             Call-ID: call-{to}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{}>\r\n{extra}\
+             Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{}>\r\n{extra}\
              Content-Length: 0\r\n\r\n",
             c.local,
             rand_token(),
@@ -129,6 +139,7 @@ fn call(server: &Server, to: &str) {
         &rand_token(),
     );
     c.send_raw(invite(&c, 2, &format!("Proxy-Authorization: {pa}\r\n")).as_bytes());
+    c
 }
 
 /// Acceptance: 50 phones (25 over UDP, 25 over TCP), `kill -9`, restart with the same config:
@@ -142,7 +153,9 @@ fn fifty_phones_survive_kill_9_with_their_remaining_expiry() {
     for (i, (user, pw)) in phones.iter().enumerate() {
         let proto = if i < 25 { Proto::Udp } else { Proto::Tcp };
         let mut c = server.client(proto);
-        register_phone(&mut c, user, pw, 600);
+        // The last phone is an RFC 5626 outbound client: its binding names its flow.
+        let outbound = (i == 49).then_some(";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000049>\";reg-id=1");
+        register_phone(&mut c, user, pw, 600, outbound.unwrap_or(""));
         clients.push(c);
     }
     let before = bindings(&server);
@@ -176,7 +189,7 @@ fn fifty_phones_survive_kill_9_with_their_remaining_expiry() {
     eprintln!("restart with 50 bindings: healthy after {took:?}");
 
     // The first UDP phone is called at once, on the address it registered from.
-    call(&restarted, "p000");
+    let _caller = call(&restarted, "p000");
     let invite = clients[0]
         .recv(Duration::from_secs(5))
         .expect("the INVITE reaches the UDP phone");
@@ -185,6 +198,30 @@ fn fifty_phones_survive_kill_9_with_their_remaining_expiry() {
         "{}",
         invite.text
     );
+
+    // A TCP binding's connection died with the process: it is kept until its expiry but
+    // routes only once the phone is back over a new connection. Until then a plain contact
+    // gets 480 and an outbound one (RFC 5626) 430 Flow Failed.
+    assert_eq!(call_status(&restarted, "p025"), 480);
+    assert_eq!(call_status(&restarted, "p049"), 430);
+    let mut again = restarted.client(Proto::Tcp);
+    register_phone(&mut again, "p025", &phones[25].1, 600, "");
+    let _caller = call(&restarted, "p025");
+    let invite = again
+        .recv(Duration::from_secs(5))
+        .expect("the INVITE reaches the TCP phone over its new connection");
+    assert!(invite.text.starts_with("INVITE sip:p025@"), "{}", invite.text);
+}
+
+/// The final status alice gets calling `to` (after the 407 round).
+fn call_status(server: &Server, to: &str) -> u16 {
+    let mut c = call(server, to);
+    loop {
+        let r = c.recv(Duration::from_secs(5)).expect("a final response");
+        if r.status() >= 200 {
+            return r.status();
+        }
+    }
 }
 
 /// Acceptance: SIGTERM loses no binding; the writer drains before the process exits.
@@ -194,8 +231,18 @@ fn sigterm_loses_no_binding() {
     let mut server = start(&phones, PERSIST);
     for (user, pw) in &phones {
         let mut c = server.client(Proto::Udp);
-        register_phone(&mut c, user, pw, 300);
+        register_phone(&mut c, user, pw, 300, "");
     }
+    // The store's metrics: its size, the writer's queue, batch sizes and commit latency.
+    let metrics = server.metrics();
+    for series in [
+        "sipward_location_store_batch_size_count",
+        "sipward_location_store_commit_seconds_count",
+        "sipward_location_store_bytes",
+    ] {
+        assert!(metric_value(&metrics, series) >= 1.0, "{series}:\n{metrics}");
+    }
+    assert!(metrics.contains("sipward_location_store_queue_depth "), "{metrics}");
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
     assert!(
         server.stderr().contains("location store: every change written"),

@@ -366,3 +366,33 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
         .unwrap();
     assert_eq!(next.added, 1);
 }
+
+/// A journal whose queue is always full.
+struct Full;
+
+impl Journal for Full {
+    fn reserve(&self) -> bool {
+        false
+    }
+    fn append_reserved(&self, _: Vec<BindingChange>, _: Ack) {
+        unreachable!("nothing is appended without a place")
+    }
+    fn append(&self, _: Vec<BindingChange>) {}
+}
+
+#[test]
+fn a_register_refused_for_a_full_queue_changes_nothing() {
+    let location = Location::new(RegistrarPolicy::default());
+    assert!(location.attach_journal(Arc::new(Full)));
+    let alice = aor("alice");
+    let one = [contact("sip:alice@192.0.2.7")];
+    let now = Instant::now();
+    assert_eq!(
+        location
+            .register(&input(&alice, &one, 1, Some(600)), now)
+            .err(),
+        Some(crate::registrar::RegisterError::StoreBusy)
+    );
+    assert!(location.lookup(&alice, now).is_empty());
+    assert_eq!((location.binding_count(), location.aor_count()), (0, 0));
+}
