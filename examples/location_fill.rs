@@ -21,7 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let user = format!("u{id:07}");
         let aor = Aor::parse(&format!("sip:{user}@bench.test")).ok_or("aor")?;
         let port = 1024 + (id % 60_000) as u16;
-        let uri = format!("sip:{user}@10.{}.{}.{}:{port}", (id >> 16) & 255, (id >> 8) & 255, id & 255);
+        let uri = format!(
+            "sip:{user}@10.{}.{}.{}:{port}",
+            (id >> 16) & 255,
+            (id >> 8) & 255,
+            id & 255
+        );
         batch.push(BindingChange::Put(Box::new(BindingRecord {
             id,
             aor,
@@ -36,8 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             user_agent: Some("fill/1".into()),
             credential: None,
             path: Vec::new(),
-            source: format!("10.{}.{}.{}:{port}", (id >> 16) & 255, (id >> 8) & 255, id & 255)
-                .parse()?,
+            source: format!(
+                "10.{}.{}.{}:{port}",
+                (id >> 16) & 255,
+                (id >> 8) & 255,
+                id & 255
+            )
+            .parse()?,
             transport: Transport::Udp,
             granted: 3600,
             // Spread over the next hour, as refreshes would leave them.

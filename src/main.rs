@@ -142,7 +142,10 @@ fn store(command: StoreCommand) -> ExitCode {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{}: invalid configuration:\n{errors}", config_path.display());
+            eprintln!(
+                "{}: invalid configuration:\n{errors}",
+                config_path.display()
+            );
             return ExitCode::from(2);
         }
     };
@@ -162,7 +165,11 @@ fn store(command: StoreCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(c) => {
-                    eprintln!("{}: integrity check failed: {}", path.display(), c.integrity);
+                    eprintln!(
+                        "{}: integrity check failed: {}",
+                        path.display(),
+                        c.integrity
+                    );
                     ExitCode::FAILURE
                 }
                 Err(e) => {
@@ -171,8 +178,7 @@ fn store(command: StoreCommand) -> ExitCode {
                 }
             }
         }
-        StoreCommand::Backup { target, .. } => match SqliteLocationStore::backup(path, &target)
-        {
+        StoreCommand::Backup { target, .. } => match SqliteLocationStore::backup(path, &target) {
             Ok(()) => {
                 println!("{} -> {}: ok", path.display(), target.display());
                 ExitCode::SUCCESS

@@ -154,7 +154,9 @@ fn fifty_phones_survive_kill_9_with_their_remaining_expiry() {
         let proto = if i < 25 { Proto::Udp } else { Proto::Tcp };
         let mut c = server.client(proto);
         // The last phone is an RFC 5626 outbound client: its binding names its flow.
-        let outbound = (i == 49).then_some(";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000049>\";reg-id=1");
+        let outbound = (i == 49).then_some(
+            ";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000049>\";reg-id=1",
+        );
         register_phone(&mut c, user, pw, 600, outbound.unwrap_or(""));
         clients.push(c);
     }
@@ -210,7 +212,11 @@ fn fifty_phones_survive_kill_9_with_their_remaining_expiry() {
     let invite = again
         .recv(Duration::from_secs(5))
         .expect("the INVITE reaches the TCP phone over its new connection");
-    assert!(invite.text.starts_with("INVITE sip:p025@"), "{}", invite.text);
+    assert!(
+        invite.text.starts_with("INVITE sip:p025@"),
+        "{}",
+        invite.text
+    );
 }
 
 /// The final status alice gets calling `to` (after the 407 round).
@@ -240,12 +246,20 @@ fn sigterm_loses_no_binding() {
         "sipward_location_store_commit_seconds_count",
         "sipward_location_store_bytes",
     ] {
-        assert!(metric_value(&metrics, series) >= 1.0, "{series}:\n{metrics}");
+        assert!(
+            metric_value(&metrics, series) >= 1.0,
+            "{series}:\n{metrics}"
+        );
     }
-    assert!(metrics.contains("sipward_location_store_queue_depth "), "{metrics}");
+    assert!(
+        metrics.contains("sipward_location_store_queue_depth "),
+        "{metrics}"
+    );
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
     assert!(
-        server.stderr().contains("location store: every change written"),
+        server
+            .stderr()
+            .contains("location store: every change written"),
         "{}",
         server.stderr()
     );
@@ -262,8 +276,15 @@ fn sigterm_loses_no_binding() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(out.contains("ok, schema version 1, ") && out.contains("(10 live)"), "{out}");
+    assert!(
+        check.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        out.contains("ok, schema version 1, ") && out.contains("(10 live)"),
+        "{out}"
+    );
     let copy = server.dir.path().join("backup.db");
     let backup = Command::new(bin)
         .args(["store", "backup", "--config"])
@@ -271,7 +292,11 @@ fn sigterm_loses_no_binding() {
         .arg(&copy)
         .output()
         .unwrap();
-    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
     assert_eq!(live_rows(&copy), 10, "the backup holds every binding");
 }
 

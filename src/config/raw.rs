@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::issuers::RawIssuer;
 use super::problems::{setting, OneOf, Setting};
 use super::token_api::{RawTokenApi, Sso};
-use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
 use super::Persistence;
+use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, PartialEq)]

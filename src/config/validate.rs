@@ -274,11 +274,7 @@ fn registrar(problems: &mut Problems, raw: raw::RawRegistrar, base_dir: &Path) -
             raw.purge_interval_secs,
             raw::PURGE_INTERVAL_SECS,
         ),
-        persistence: problems.one_of(
-            "registrar.persistence",
-            &raw.persistence,
-            Persistence::None,
-        ),
+        persistence: problems.one_of("registrar.persistence", &raw.persistence, Persistence::None),
         store_path: {
             if raw.store_path.is_empty() {
                 problems.push("registrar.store_path", "must not be empty (a file path)");

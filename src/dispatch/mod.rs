@@ -39,10 +39,10 @@ use bytes::Bytes;
 use crate::auth::Authenticator;
 use crate::credentials::Directory;
 use crate::metrics::{DropReason, RegisterOutcome};
+use crate::registrar::Ack;
 use crate::registrar::Location;
 use crate::sip::{HeaderName, Message, Method, ParseError, Reaction, Uri};
 use crate::transaction::{Admission, RequestDisposition, TransactionKey, TransactionTable};
-use crate::registrar::Ack;
 use crate::transport::{FlowId, Handler, Later, Reply, Source, Transport};
 
 pub use names::{DomainPolicy, Names};

@@ -140,7 +140,11 @@ impl Dispatcher {
                 })
             })
             .collect();
-        if branches.is_empty() && bindings.iter().all(|b| b.instance().is_some() && b.reg_id.is_some()) {
+        if branches.is_empty()
+            && bindings
+                .iter()
+                .all(|b| b.instance().is_some() && b.reg_id.is_some())
+        {
             // RFC 5626 §5.3: every binding is an outbound one whose flow is gone (its
             // connection closed, or it was restored after a restart and the phone has not
             // come back over a new connection yet).

@@ -277,7 +277,10 @@ impl LocationStore for SqliteLocationStore {
             }
         }
         if skipped > 0 {
-            tracing::warn!(skipped, "location store: rows that do not parse were skipped");
+            tracing::warn!(
+                skipped,
+                "location store: rows that do not parse were skipped"
+            );
         }
         Ok(out)
     }

@@ -116,7 +116,10 @@ fn expired_rows_are_not_loaded_and_are_purged_in_batches() {
     assert_eq!(store.purge_expired(later.now_ms(), 10).unwrap(), 1);
     assert_eq!(store.purge_expired(later.now_ms(), 10).unwrap(), 0);
     let check = SqliteLocationStore::check(&dir.path().join("l.db"), later.now_ms()).unwrap();
-    assert_eq!((check.integrity.as_str(), check.rows, check.live), ("ok", 3, 3));
+    assert_eq!(
+        (check.integrity.as_str(), check.rows, check.live),
+        ("ok", 3, 3)
+    );
 }
 
 #[test]
@@ -140,7 +143,10 @@ fn an_unknown_schema_version_or_a_foreign_file_is_refused() {
     conn.execute("CREATE TABLE t (x)", []).unwrap();
     drop(conn);
     let e = SqliteLocationStore::open(&foreign).err().expect("refused");
-    assert!(e.to_string().contains("not a sipward location store"), "{e}");
+    assert!(
+        e.to_string().contains("not a sipward location store"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -150,11 +156,17 @@ fn backup_is_a_consistent_copy() {
     let c = clock();
     let mut store = SqliteLocationStore::open(&path).unwrap();
     store
-        .commit(&[BindingChange::Put(Box::new(record(1, "alice", &c, 600)))], &c)
+        .commit(
+            &[BindingChange::Put(Box::new(record(1, "alice", &c, 600)))],
+            &c,
+        )
         .unwrap();
     let copy = dir.path().join("copy.db");
     SqliteLocationStore::backup(&path, &copy).unwrap();
-    assert!(SqliteLocationStore::backup(&path, &copy).is_err(), "never overwrites");
+    assert!(
+        SqliteLocationStore::backup(&path, &copy).is_err(),
+        "never overwrites"
+    );
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let mut restored = SqliteLocationStore::open(&copy).unwrap();
@@ -206,7 +218,12 @@ fn metrics() -> StoreMetrics {
 }
 
 fn put(id: u64) -> Vec<BindingChange> {
-    vec![BindingChange::Put(Box::new(record(id, "alice", &clock(), 600)))]
+    vec![BindingChange::Put(Box::new(record(
+        id,
+        "alice",
+        &clock(),
+        600,
+    )))]
 }
 
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -220,8 +237,12 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 #[test]
 fn changes_queued_during_a_commit_go_into_the_next_one() {
     let gated = Gated::default();
-    let writer = Writer::start(Box::new(gated.clone()), WriterConfig { queue: 100 }, metrics())
-        .unwrap();
+    let writer = Writer::start(
+        Box::new(gated.clone()),
+        WriterConfig { queue: 100 },
+        metrics(),
+    )
+    .unwrap();
     let first = Ack::default();
     assert!(writer.reserve());
     writer.append_reserved(put(1), first.clone());
@@ -245,19 +266,31 @@ fn changes_queued_during_a_commit_go_into_the_next_one() {
             *done.lock().unwrap() += 1;
         });
     }
-    assert_eq!(*done.lock().unwrap(), 0, "nothing acknowledged before its commit");
+    assert_eq!(
+        *done.lock().unwrap(),
+        0,
+        "nothing acknowledged before its commit"
+    );
     gated.open();
     assert!(first.wait());
     wait_until("every ack", || *done.lock().unwrap() == 20);
-    assert_eq!(*gated.batches.lock().unwrap(), [1, 20], "one commit for the 20");
+    assert_eq!(
+        *gated.batches.lock().unwrap(),
+        [1, 20],
+        "one commit for the 20"
+    );
     writer.stop().expect("the writer's store");
 }
 
 #[test]
 fn a_full_queue_refuses_a_register_but_never_a_removal() {
     let gated = Gated::default();
-    let writer =
-        Writer::start(Box::new(gated.clone()), WriterConfig { queue: 2 }, metrics()).unwrap();
+    let writer = Writer::start(
+        Box::new(gated.clone()),
+        WriterConfig { queue: 2 },
+        metrics(),
+    )
+    .unwrap();
     assert!(writer.reserve());
     writer.append_reserved(put(1), Ack::default());
     wait_until("the first batch taken", || {
@@ -265,19 +298,35 @@ fn a_full_queue_refuses_a_register_but_never_a_removal() {
     });
     assert!(writer.reserve());
     assert!(writer.reserve());
-    assert!(!writer.reserve(), "two REGISTERs wait: the third is refused");
+    assert!(
+        !writer.reserve(),
+        "two REGISTERs wait: the third is refused"
+    );
     writer.append(vec![BindingChange::Remove { id: 1 }]);
-    assert_eq!(writer.shared_depth_for_tests(), 1, "a removal is queued regardless");
+    assert_eq!(
+        writer.shared_depth_for_tests(),
+        1,
+        "a removal is queued regardless"
+    );
     writer.append_reserved(put(2), Ack::default());
     writer.append_reserved(put(3), Ack::default());
     gated.open();
     let store = writer.stop().expect("drained");
     drop(store);
     let mut memory = gated.store.lock().unwrap();
-    let ids: Vec<u64> = memory.load(&clock()).unwrap().iter().map(|r| r.id).collect();
+    let ids: Vec<u64> = memory
+        .load(&clock())
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
     let mut ids = ids;
     ids.sort_unstable();
-    assert_eq!(ids, [2, 3], "everything queued before stop was written, in order");
+    assert_eq!(
+        ids,
+        [2, 3],
+        "everything queued before stop was written, in order"
+    );
 }
 
 fn contact<'a>(uri: &'a str) -> ContactInput<'a> {
@@ -330,7 +379,10 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
     .unwrap();
     assert!(location.attach_journal(writer.clone()));
     let (alice, bob) = (aor("alice"), aor("bob"));
-    let two = [contact("sip:alice@192.0.2.7"), contact("sip:alice@192.0.2.8")];
+    let two = [
+        contact("sip:alice@192.0.2.7"),
+        contact("sip:alice@192.0.2.8"),
+    ];
     let one = [contact("sip:bob@192.0.2.9")];
     let acks = [
         location.register(&input(&alice, &two, 1, Some(600)), now),
@@ -340,7 +392,10 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
         location.register(&input(&alice, &two[1..], 3, Some(0)), now),
     ];
     for outcome in acks {
-        let ack = outcome.unwrap().durable.expect("an ack with a store attached");
+        let ack = outcome
+            .unwrap()
+            .durable
+            .expect("an ack with a store attached");
         assert!(ack.wait(), "acknowledged means durable");
     }
     // A removal outside REGISTER (a revoke, an admin removal) reaches the store too.
@@ -355,11 +410,24 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
     let after = restored.lookup(&alice, now);
     assert_eq!(after.len(), 1);
     assert_eq!(
-        (after[0].uri(), after[0].expires, after[0].cseq, after[0].source),
-        (before[0].uri(), before[0].expires, before[0].cseq, before[0].source)
+        (
+            after[0].uri(),
+            after[0].expires,
+            after[0].cseq,
+            after[0].source
+        ),
+        (
+            before[0].uri(),
+            before[0].expires,
+            before[0].cseq,
+            before[0].source
+        )
     );
     assert_eq!(after[0].expires, 1200);
-    assert!(restored.lookup(&bob, now).is_empty(), "bob's removal was written");
+    assert!(
+        restored.lookup(&bob, now).is_empty(),
+        "bob's removal was written"
+    );
     // The restored service takes new REGISTERs.
     let next = restored
         .register(&input(&bob, &one, 1, Some(600)), now)

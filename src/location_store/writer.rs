@@ -82,7 +82,9 @@ impl StoreMetrics {
             batch_size: histogram(
                 super::BATCH_SIZE,
                 "Changesets (REGISTERs and removals) per location store transaction",
-                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                ],
             ),
             commit_seconds: histogram(
                 super::COMMIT_SECONDS,

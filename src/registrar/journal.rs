@@ -65,9 +65,10 @@ impl BindingRecord {
             cseq: b.cseq,
             user_agent: b.text.user_agent().map(str::to_owned),
             credential: b.text.credential().map(str::to_owned),
-            path: b.path.as_deref().map_or_else(Vec::new, |p| {
-                p.iter().map(|s| String::from(&**s)).collect()
-            }),
+            path: b
+                .path
+                .as_deref()
+                .map_or_else(Vec::new, |p| p.iter().map(|s| String::from(&**s)).collect()),
             source: b.source,
             transport: b.transport,
             granted: b.granted,
@@ -261,8 +262,8 @@ pub(super) fn binding_of(r: &BindingRecord) -> Option<Binding> {
         },
         super::MAX_BINDING_TEXT,
     )?;
-    let path: Option<Arc<[Box<str>]>> = (!r.path.is_empty())
-        .then(|| r.path.iter().map(|p| Box::from(p.as_str())).collect());
+    let path: Option<Arc<[Box<str>]>> =
+        (!r.path.is_empty()).then(|| r.path.iter().map(|p| Box::from(p.as_str())).collect());
     Some(Binding {
         id: BindingId(r.id),
         deadline: r.deadline,

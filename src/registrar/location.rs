@@ -276,7 +276,9 @@ impl Location {
                     return Ok(inner.apply(input, &mut bindings, plan, now).0);
                 }
                 inner.reserve_aor()?;
-                let journal = inner.reserve_journal().inspect_err(|_| inner.aor_count.sub(1))?;
+                let journal = inner
+                    .reserve_journal()
+                    .inspect_err(|_| inner.aor_count.sub(1))?;
                 let (outcome, changes) = inner.apply(input, &mut bindings, plan, now);
                 vacant.insert(bindings);
                 Ok(journaled(journal, outcome, changes))
@@ -419,7 +421,9 @@ impl Location {
             let Some(b) = journal::binding_of(r).filter(|b| b.is_live(now)) else {
                 continue;
             };
-            inner.next_id.fetch_max(r.id.saturating_add(1), Ordering::Relaxed);
+            inner
+                .next_id
+                .fetch_max(r.id.saturating_add(1), Ordering::Relaxed);
             expiry.push(ExpiryEntry {
                 deadline: b.deadline,
                 id: b.id,

@@ -408,8 +408,10 @@ impl Server {
     ) -> Server {
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         // `SIPWARD_BIN` runs another build (benches/crash-loop.sh: the release binary).
-        let bin = std::env::var_os("SIPWARD_BIN")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sipward")), PathBuf::from);
+        let bin = std::env::var_os("SIPWARD_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sipward")),
+            PathBuf::from,
+        );
         let child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&config_path)
