@@ -113,17 +113,21 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         bindings: metrics.bindings.clone(),
         aors: metrics.aors.clone(),
     };
-    let location = Location::with_gauges(config.registrar.policy(), gauges);
     let transactions = TransactionTable::new(config.sip.transactions());
     let token_parts = match config.issuers.is_empty() {
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
-    let devices = token_parts.as_ref().map(|t| t.devices.clone());
-    let store_writer = match config.registrar.persistence {
-        Persistence::Sqlite => Some(durable_location(config, &location, &metrics, devices).await?),
+    let loaded = match config.registrar.persistence {
+        Persistence::Sqlite => Some(open_location_store(config).await?),
         Persistence::None => None,
     };
+    let capacity = loaded.as_ref().map_or(0, |l| l.len());
+    let location = Location::with_capacity(config.registrar.policy(), gauges, capacity);
+    let devices = token_parts.as_ref().map(|t| t.devices.clone());
+    let store_writer = loaded
+        .map(|loaded| durable_location(config, loaded, &location, &metrics, devices))
+        .transpose()?;
     let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
     let addrs = bound.addresses();
     let tls_state = config
@@ -188,70 +192,51 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     })
 }
 
-/// Opens the location store, purges what expired while sipward was down, loads every live
-/// binding into `location` (before anything listens), starts the writer and attaches it.
-/// A binding made with a device credential that is no longer active (revoked, expired) is
-/// not restored, and removed from the store: a revoke is durable in the device store before
-/// it answers, so a revoked device has no binding after a restart even if the removal of
-/// its bindings had not reached this store.
-async fn durable_location(
+/// Opens the location store and reads every live binding (blocking, on the blocking pool),
+/// before anything listens.
+async fn open_location_store(config: &Config) -> Result<crate::location_store::Loaded, AppError> {
+    let path = config.registrar.store_path.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::location_store::open(&path))
+        .await
+        .map_err(|e| AppError::Setting(format!("registrar.store_path: {e}")))?;
+    opened.map_err(|source| store_error(config, source))
+}
+
+fn store_error(config: &Config, source: crate::location_store::LocationStoreError) -> AppError {
+    AppError::LocationStore {
+        path: config.registrar.store_path.display().to_string(),
+        source,
+    }
+}
+
+/// Restores the loaded bindings into `location`, starts the store's writer and attaches it.
+/// A binding made by a device credential that is no longer active in the device index
+/// (revoked, expired) is not restored and is removed from the store: a revoke is durable in
+/// the device store before it answers, so a revoked device has no binding after a restart
+/// even if the removal of its bindings had not reached this store.
+fn durable_location(
     config: &Config,
+    loaded: crate::location_store::Loaded,
     location: &Location,
     metrics: &Metrics,
     devices: Option<DeviceIndex>,
 ) -> Result<Arc<crate::location_store::Writer>, AppError> {
-    use crate::location_store::{
-        LocationStore, SqliteLocationStore, StoreMetrics, WallClock, Writer, WriterConfig,
+    use crate::location_store::{StoreMetrics, WriterConfig};
+    let read = loaded.took;
+    let is_live = |name: &str| devices.as_ref().is_some_and(|d| d.is_active(name));
+    let writer_config = WriterConfig {
+        queue: config.registrar.store_queue,
     };
-    use crate::registrar::{BindingChange, Journal};
-    let path = config.registrar.store_path.clone();
-    let failed = |source| AppError::LocationStore {
-        path: path.display().to_string(),
-        source,
-    };
-    let started = Instant::now();
-    let opened = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || -> Result<_, crate::location_store::LocationStoreError> {
-            let mut store = SqliteLocationStore::open(&path)?;
-            let clock = WallClock::now();
-            while store.purge_expired(clock.now_ms(), 10_000)? == 10_000 {}
-            let records = store.load(&clock)?;
-            Ok((store, records, clock))
-        }
-    })
-    .await
-    .map_err(|e| AppError::Setting(format!("registrar.store_path: {e}")))?;
-    let (store, mut records, clock) = opened.map_err(failed)?;
-    let live = |credential: &Option<String>| match (credential, &devices) {
-        (None, _) => true,
-        (Some(name), Some(devices)) => devices.is_active(name),
-        (Some(_), None) => false,
-    };
-    let stale: Vec<BindingChange> = records
-        .iter()
-        .filter(|r| !live(&r.credential))
-        .map(|r| BindingChange::Remove { id: r.id })
-        .collect();
-    records.retain(|r| live(&r.credential));
-    let restored = location.restore(&records, clock.instant());
     let store_metrics = StoreMetrics::new(metrics.registry());
-    let writer = Writer::start(
-        Box::new(store),
-        WriterConfig {
-            queue: config.registrar.store_queue,
-        },
-        store_metrics,
-    )
-    .map_err(|e| failed(e.into()))?;
-    let dropped = stale.len();
-    writer.append(stale);
-    location.attach_journal(writer.clone());
+    let (writer, restored) = loaded
+        .serve(location, is_live, writer_config, store_metrics)
+        .map_err(|e| store_error(config, e))?;
     tracing::info!(
-        path = %path.display(),
-        restored,
-        dropped_revoked = dropped,
-        took_ms = started.elapsed().as_millis() as u64,
+        path = %config.registrar.store_path.display(),
+        restored = restored.bindings,
+        dropped_revoked = restored.dropped,
+        read_ms = read.as_millis() as u64,
+        restore_ms = restored.took.as_millis() as u64,
         "location store loaded"
     );
     Ok(writer)

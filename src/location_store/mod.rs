@@ -15,11 +15,13 @@
 //! | `writer.rs` | [`Writer`]: the queue, the thread, group commit, batch purge, [`StoreMetrics`] |
 //! | `sqlite.rs` | [`SqliteLocationStore`]: one table, WAL, `synchronous = FULL`, schema version |
 //! | `memory.rs` | [`MemoryLocationStore`]: the same contract in a map (tests, no persistence) |
+//! | `start.rs` | [`open`] (purge, load) before listening, then [`Loaded::serve`] (restore, writer) |
 //!
 //! [`Ack`]: crate::registrar::Ack
 
 mod memory;
 mod sqlite;
+mod start;
 mod writer;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +30,7 @@ use crate::registrar::{BindingChange, BindingRecord};
 
 pub use memory::MemoryLocationStore;
 pub use sqlite::{SqliteLocationStore, StoreCheck, SCHEMA_VERSION};
+pub use start::{open, Loaded, Restored};
 pub use writer::{StoreMetrics, Writer, WriterConfig, PURGE_BATCH, PURGE_EVERY, PURGE_GRACE};
 
 pub const STORE_BYTES: &str = "sipward_location_store_bytes";

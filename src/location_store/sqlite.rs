@@ -266,7 +266,8 @@ fn record(row: &Row<'_>, clock: &WallClock) -> rusqlite::Result<Option<BindingRe
 impl LocationStore for SqliteLocationStore {
     fn load(&mut self, clock: &WallClock) -> Result<Vec<BindingRecord>, LocationStoreError> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM bindings WHERE expires_at > ?1"
+            // `+expires_at`: a full scan in rowid order, not one index lookup per row.
+            "SELECT {COLUMNS} FROM bindings WHERE +expires_at > ?1"
         ))?;
         let mut rows = stmt.query([to_i64(clock.now_ms())])?;
         let (mut out, mut skipped) = (Vec::new(), 0usize);

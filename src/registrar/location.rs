@@ -211,15 +211,21 @@ impl Location {
     /// An empty location service. Check the policy with [`RegistrarPolicy::validate`] when
     /// loading configuration; an inconsistent one is used as given.
     pub fn new(policy: RegistrarPolicy) -> Self {
-        Self::build(policy, None)
+        Self::build(policy, None, 0)
     }
 
     /// Like [`Location::new`], keeping `gauges` equal to the binding and AoR counts.
     pub fn with_gauges(policy: RegistrarPolicy, gauges: LocationGauges) -> Self {
-        Self::build(policy, Some(gauges))
+        Self::build(policy, Some(gauges), 0)
     }
 
-    fn build(policy: RegistrarPolicy, gauges: Option<LocationGauges>) -> Self {
+    /// Like [`Location::with_gauges`], with room for `aors` AoRs from the start (the
+    /// bindings about to be restored: growing the map one insert at a time rehashes it).
+    pub fn with_capacity(policy: RegistrarPolicy, gauges: LocationGauges, aors: usize) -> Self {
+        Self::build(policy, Some(gauges), aors)
+    }
+
+    fn build(policy: RegistrarPolicy, gauges: Option<LocationGauges>, capacity: usize) -> Self {
         let (bindings, aors) = match gauges {
             Some(g) => (Some(g.bindings), Some(g.aors)),
             None => (None, None),
@@ -227,7 +233,7 @@ impl Location {
         Self {
             inner: Arc::new(Inner {
                 policy,
-                aors: DashMap::new(),
+                aors: DashMap::with_capacity(capacity),
                 flows: DashMap::new(),
                 expiry: ExpiryQueue::default(),
                 next_id: AtomicU64::new(1),
