@@ -464,3 +464,50 @@ fn a_register_refused_for_a_full_queue_changes_nothing() {
     assert!(location.lookup(&alice, now).is_empty());
     assert_eq!((location.binding_count(), location.aor_count()), (0, 0));
 }
+
+#[test]
+fn a_binding_of_a_credential_no_longer_active_is_not_restored_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("location.db");
+    let c = clock();
+    let mut kept = record(2, "bob", &c, 600);
+    kept.credential = None;
+    {
+        let mut store = SqliteLocationStore::open(&path).unwrap();
+        // alice's binding was made by device d-abc, revoked before the crash; the removal of
+        // its bindings never reached this store.
+        let changes = [
+            BindingChange::Put(Box::new(record(1, "alice", &c, 600))),
+            BindingChange::Put(Box::new(kept)),
+        ];
+        store.commit(&changes, &c).unwrap();
+    }
+    let loaded = open(&path).unwrap();
+    assert_eq!(loaded.len(), 2);
+    let location = Location::new(RegistrarPolicy::default());
+    let (writer, restored) = loaded
+        .serve(
+            &location,
+            |name| name != "d-abc",
+            WriterConfig { queue: 4 },
+            metrics(),
+        )
+        .unwrap();
+    assert_eq!((restored.bindings, restored.dropped), (1, 1));
+    let now = Instant::now();
+    assert!(location.lookup(&aor("alice"), now).is_empty());
+    assert_eq!(location.lookup(&aor("bob"), now).len(), 1);
+    writer.stop().expect("drained");
+    let ids: Vec<u64> = SqliteLocationStore::open(&path)
+        .unwrap()
+        .load(&clock())
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [2],
+        "the revoked device's binding is gone from the store too"
+    );
+}
