@@ -77,7 +77,11 @@ impl Loaded {
             .collect();
         self.records.retain(live);
         let bindings = location.restore(&self.records, self.clock.instant());
-        drop(self.records);
+        // A million records take a while to free: not on the way to listening.
+        let records = std::mem::take(&mut self.records);
+        let _ = std::thread::Builder::new()
+            .name("location-free".into())
+            .spawn(move || drop(records));
         let writer = Writer::start(Box::new(self.store), config, metrics)?;
         let dropped = stale.len();
         writer.append(stale);

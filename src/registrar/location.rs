@@ -443,7 +443,7 @@ impl Location {
             inner.binding_count.add(1);
             restored += 1;
         }
-        inner.expiry.update(&[], expiry);
+        inner.expiry.extend(expiry);
         restored
     }
 
