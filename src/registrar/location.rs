@@ -422,7 +422,7 @@ impl Location {
     pub fn restore(&self, records: &[BindingRecord], now: Instant) -> usize {
         let inner = &*self.inner;
         let mut restored = 0;
-        let mut expiry = Vec::new();
+        let mut expiry = Vec::with_capacity(records.len());
         for r in records {
             let Some(b) = journal::binding_of(r).filter(|b| b.is_live(now)) else {
                 continue;
