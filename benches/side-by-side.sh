@@ -19,6 +19,8 @@ command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 if ! ls /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1; then
   missing+=(kamailio-tls-modules)
 fi
+# For the kamailio-sqlite row (usrloc db_mode=1 on db_sqlite, issue 16).
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so ] || missing+=(kamailio-sqlite-modules)
 if ((${#missing[@]})); then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

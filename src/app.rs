@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Persistence};
 use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
 use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
@@ -40,6 +40,11 @@ pub enum AppError {
     Setting(String),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
+    #[error("registrar.store_path {path}: {source}")]
+    LocationStore {
+        path: String,
+        source: crate::location_store::LocationStoreError,
+    },
 }
 
 /// A started server: where it listens, and how to stop it.
@@ -58,6 +63,9 @@ pub struct Running {
     halt: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    /// The location store's writer (`registrar.persistence = "sqlite"`): stopped last, once
+    /// nothing can change a binding any more, after writing everything queued.
+    store_writer: Option<Arc<crate::location_store::Writer>>,
 }
 
 impl Running {
@@ -88,6 +96,12 @@ impl Running {
         {
             tracing::warn!("tasks still open after the drain; exiting anyway");
         }
+        if let Some(writer) = self.store_writer {
+            match tokio::task::spawn_blocking(move || writer.stop()).await {
+                Ok(Some(_)) => tracing::info!("location store: every change written"),
+                _ => tracing::error!("location store: the writer did not end cleanly"),
+            }
+        }
     }
 }
 
@@ -100,12 +114,21 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         bindings: metrics.bindings.clone(),
         aors: metrics.aors.clone(),
     };
-    let location = Location::with_gauges(config.registrar.policy(), gauges);
     let transactions = TransactionTable::new(config.sip.transactions());
     let token_parts = match config.issuers.is_empty() {
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
+    let loaded = match config.registrar.persistence {
+        Persistence::Sqlite => Some(open_location_store(config).await?),
+        Persistence::None => None,
+    };
+    let capacity = loaded.as_ref().map_or(0, |l| l.len());
+    let location = Location::with_capacity(config.registrar.policy(), gauges, capacity);
+    let devices = token_parts.as_ref().map(|t| t.devices.clone());
+    let store_writer = loaded
+        .map(|loaded| durable_location(config, loaded, &location, &metrics, devices))
+        .transpose()?;
     // Every socket is bound before any receive thread or task starts: a failure returns
     // with nothing running, so the process can exit at once.
     let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
@@ -191,7 +214,58 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         halt,
         tracker,
         grace: config.server.drain_grace,
+        store_writer,
     })
+}
+
+/// Opens the location store and reads every live binding (blocking, on the blocking pool),
+/// before anything listens.
+async fn open_location_store(config: &Config) -> Result<crate::location_store::Loaded, AppError> {
+    let path = config.registrar.store_path.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::location_store::open(&path))
+        .await
+        .map_err(|e| AppError::Setting(format!("registrar.store_path: {e}")))?;
+    opened.map_err(|source| store_error(config, source))
+}
+
+fn store_error(config: &Config, source: crate::location_store::LocationStoreError) -> AppError {
+    AppError::LocationStore {
+        path: config.registrar.store_path.display().to_string(),
+        source,
+    }
+}
+
+/// Restores the loaded bindings into `location`, starts the store's writer and attaches it.
+/// A binding made by a device credential that is no longer active in the device index
+/// (revoked, expired) is not restored and is removed from the store: a revoke is durable in
+/// the device store before it answers, so a revoked device has no binding after a restart
+/// even if the removal of its bindings had not reached this store.
+fn durable_location(
+    config: &Config,
+    loaded: crate::location_store::Loaded,
+    location: &Location,
+    metrics: &Metrics,
+    devices: Option<DeviceIndex>,
+) -> Result<Arc<crate::location_store::Writer>, AppError> {
+    use crate::location_store::{StoreMetrics, WriterConfig};
+    let read = loaded.took;
+    let is_live = |name: &str| devices.as_ref().is_some_and(|d| d.is_active(name));
+    let writer_config = WriterConfig {
+        queue: config.registrar.store_queue,
+    };
+    let store_metrics = StoreMetrics::new(metrics.registry());
+    let (writer, restored) = loaded
+        .serve(location, is_live, writer_config, store_metrics)
+        .map_err(|e| store_error(config, e))?;
+    tracing::info!(
+        path = %config.registrar.store_path.display(),
+        restored = restored.bindings,
+        dropped_revoked = restored.dropped,
+        read_ms = read.as_millis() as u64,
+        restore_ms = restored.took.as_millis() as u64,
+        "location store loaded"
+    );
+    Ok(writer)
 }
 
 /// The purge job: each owner drops what expired by `now` (bindings, transactions, limiter

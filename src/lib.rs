@@ -2,7 +2,7 @@
 //!
 //! The module map, lowest layer first. Dependency rule ("A → B": A names B): `sip`,
 //! `transaction` and `store` name no other module; `auth` and `registrar` name only `sip`, and
-//! `metrics` names `sip` and `auth` (label enums); `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
+//! `metrics` names `sip` and `auth` (label enums); `location_store` names only `registrar`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
@@ -18,8 +18,9 @@
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation |
-//! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry |
-//! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us (`OurNames`: domains, aliases, listeners, advertised names) |
+//! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry, the journal of applied changes a durable store receives |
+//! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL): the writer thread with its bounded queue and group commit, restart loading, backup and check |
+//! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |
@@ -40,6 +41,7 @@ pub mod credentials;
 pub mod devcerts;
 pub mod dispatch;
 pub mod fsutil;
+pub mod location_store;
 pub mod metrics;
 pub mod oidc;
 pub mod proxy;

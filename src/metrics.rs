@@ -89,6 +89,8 @@ pub enum RegisterOutcome {
     Throttled,
     /// 420.
     BadExtension,
+    /// 503 with Retry-After: the location store's write queue was full.
+    StoreBusy,
 }
 
 impl RegisterOutcome {
@@ -115,6 +117,7 @@ impl RegisterOutcome {
             RegisterOutcome::TooManyBindings => "too_many_bindings",
             RegisterOutcome::Throttled => "throttled",
             RegisterOutcome::BadExtension => "bad_extension",
+            RegisterOutcome::StoreBusy => "store_busy",
         }
     }
 }

@@ -66,6 +66,10 @@ pub(crate) enum Kind {
     Floor,
     Kamailio,
     Sipward,
+    /// Kamailio with usrloc `db_mode = 1` (write-through) on db_sqlite (issue 16).
+    KamailioSqlite,
+    /// sipward with `registrar.persistence = "sqlite"` (issue 16).
+    SipwardDurable,
 }
 
 impl Kind {
@@ -74,6 +78,8 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::Kamailio => "kamailio",
             Kind::Sipward => "sipward",
+            Kind::KamailioSqlite => "kamailio-sqlite",
+            Kind::SipwardDurable => "sipward-durable",
         }
     }
 }
@@ -146,6 +152,10 @@ pub(crate) struct CompareArgs {
     /// Extra TOML lines for sipward's [auth] table (none: sipward's defaults).
     #[arg(long, default_value = "")]
     pub(crate) sipward_auth: String,
+    /// TOML lines for sipward's [registrar] table: by default bindings in memory (as
+    /// Kamailio's usrloc db_mode=0); `persistence = "sqlite"` for the durable row (issue 16).
+    #[arg(long, default_value = "persistence = \"none\"")]
+    pub(crate) sipward_registrar: String,
     /// Offered rates of the registration storm, registrations per second.
     #[arg(long, value_delimiter = ',', default_value = "2500")]
     pub(crate) reg_storm_rates: Vec<f64>,
@@ -373,6 +383,7 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
             s.1 / k.1
         );
     }
+    durable_ratios(&rows, &best);
     for n in &notes {
         println!("- {n}");
     }
@@ -382,6 +393,34 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<()> {
         println!("work dir kept: {}", work_dir.keep().display());
     }
     Ok(())
+}
+
+/// Issue 16's figures: durable sipward against in-memory sipward (CPU per registration at
+/// the same offered rate) and against Kamailio write-through (highest clean rate).
+fn durable_ratios(rows: &[Row], best: &[(Kind, f64)]) {
+    for r in rows.iter().filter(|r| r.server == Kind::SipwardDurable) {
+        if let Some(m) = rows
+            .iter()
+            .find(|m| m.server == Kind::Sipward && m.phase == r.phase && m.offered == r.offered)
+        {
+            println!(
+                "- {} at {:.0}/s: sipward-durable/sipward CPU per registration {:.2}x",
+                r.phase,
+                r.offered,
+                r.cpu_us / m.cpu_us.max(1e-9)
+            );
+        }
+    }
+    let rate = |kind| best.iter().find(|(k, _)| *k == kind).map(|(_, r)| *r);
+    if let (Some(d), Some(k)) = (rate(Kind::SipwardDurable), rate(Kind::KamailioSqlite)) {
+        println!(
+            "- highest clean rate: sipward-durable {d:.0}/s, kamailio-sqlite (usrloc db_mode=1) {k:.0}/s: {:.2}x",
+            d / k.max(1e-9)
+        );
+    }
+    if let (Some(d), Some(m)) = (rate(Kind::SipwardDurable), rate(Kind::Sipward)) {
+        println!("- highest clean rate: sipward-durable {d:.0}/s, sipward in memory {m:.0}/s");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1274,7 +1313,7 @@ impl Server {
                     ctl: None,
                 }
             }
-            Kind::Kamailio => {
+            Kind::Kamailio | Kind::KamailioSqlite => {
                 let ctl = work.join(format!("kamailio-{}.ctl", rand::random::<u32>()));
                 let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
                 let mut cmd = Command::new("kamailio");
@@ -1289,6 +1328,11 @@ impl Server {
                     .arg(format!("CHILDREN={}", args.workers));
                 if algorithm == Algorithm::Sha256 {
                     cmd.args(["-A", "SHA256"]);
+                }
+                if kind == Kind::KamailioSqlite {
+                    let db = kamailio_sqlite_db(work)?;
+                    cmd.args(["-A", "WITH_SQLITE", "-A"])
+                        .arg(format!("DB_URL=\"sqlite://{}\"", db.display()));
                 }
                 if let Some(t) = tls {
                     cmd.args(["-A", "WITH_TLS", "-A"])
@@ -1319,10 +1363,18 @@ impl Server {
                     ctl: Some(ctl),
                 }
             }
-            Kind::Sipward => {
+            Kind::Sipward | Kind::SipwardDurable => {
                 let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
                 let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-                let config = sipward_config(args, certs, udp, tls, http, algorithm);
+                let registrar = match kind {
+                    Kind::SipwardDurable => format!(
+                        "persistence = \"sqlite\"\nstore_path = \"{}\"",
+                        work.join(format!("location-{}.db", rand::random::<u32>()))
+                            .display()
+                    ),
+                    _ => args.sipward_registrar.clone(),
+                };
+                let config = sipward_config(args, certs, udp, tls, http, algorithm, &registrar);
                 let path = work.join(format!("sipward-{}.toml", rand::random::<u32>()));
                 std::fs::write(&path, config)?;
                 let child = Command::new(&args.sipward)
@@ -1463,6 +1515,7 @@ fn sipward_config(
     tls: Option<SocketAddr>,
     http: SocketAddr,
     algorithm: Algorithm,
+    registrar: &str,
 ) -> String {
     let mut c = String::new();
     let _ = write!(
@@ -1470,12 +1523,13 @@ fn sipward_config(
         "# Written by loadgen compare: the equivalent of benches/kamailio/registrar.cfg.\n\
          [log]\nlevel = \"warn\"\n\
          [sip]\nudp = [\"{udp}\"]\ntcp = []\nudp_workers = {workers}\ntcp_idle_timeout_secs = 3600\n{sip_extra}\n\
-         [registrar]\nmax_expires = 3600\n\
+         [registrar]\nmax_expires = 3600\n{registrar_extra}\n\
          [auth]\n{auth_extra}\n\
          [http]\nlisten = \"{http}\"\n",
         workers = args.workers,
         sip_extra = args.sipward_sip,
         auth_extra = args.sipward_auth,
+        registrar_extra = registrar,
     );
     if let Some(tls) = tls {
         let _ = write!(
@@ -1505,6 +1559,21 @@ fn sipward_config(
     c
 }
 
+/// A fresh Kamailio location database (Debian's db_sqlite schema: the `version` table and
+/// usrloc's tables) in `work`, for `Kind::KamailioSqlite`.
+fn kamailio_sqlite_db(work: &Path) -> anyhow::Result<PathBuf> {
+    let db = work.join(format!("kamailio-{}.sqlite", rand::random::<u32>()));
+    let conn = rusqlite::Connection::open(&db)?;
+    for file in ["standard-create.sql", "usrloc-create.sql"] {
+        let sql = std::fs::read_to_string(Path::new("/usr/share/kamailio/db_sqlite").join(file))
+            .map_err(|e| {
+                anyhow::anyhow!("{file}: {e} (apt-get install kamailio-sqlite-modules)")
+            })?;
+        conn.execute_batch(&sql)?;
+    }
+    Ok(db)
+}
+
 /// The UDP-only config, for `loadgen sipward-config`.
 pub(crate) fn sipward_config_text(
     udp: SocketAddr,
@@ -1523,7 +1592,15 @@ pub(crate) fn sipward_config_text(
             .unwrap_or_default(),
         ..<Defaults as clap::Parser>::parse_from(["compare"]).args
     };
-    sipward_config(&args, Path::new("."), udp, None, http, algorithm)
+    sipward_config(
+        &args,
+        Path::new("."),
+        udp,
+        None,
+        http,
+        algorithm,
+        &args.sipward_registrar,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

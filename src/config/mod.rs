@@ -155,6 +155,32 @@ pub struct RegistrarConfig {
     pub purge_interval: Duration,
     /// A Path header without `Supported: path`: stored, refused (420) or ignored.
     pub path: PathPolicy,
+    /// Where bindings survive a restart: `none` (memory only) or `sqlite`.
+    pub persistence: Persistence,
+    /// The SQLite location store's file (`registrar.store_path`, relative to the config
+    /// file's folder); used with `persistence = "sqlite"`.
+    pub store_path: PathBuf,
+    /// Most REGISTERs waiting for the location store's writer; one more gets 503.
+    pub store_queue: usize,
+}
+
+/// `registrar.persistence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Bindings in memory only: a restart loses them.
+    None,
+    /// Bindings written to a SQLite file; a REGISTER is answered once its change is on disk.
+    Sqlite,
+}
+
+impl Named for Persistence {
+    const ALL: &'static [Self] = &[Self::None, Self::Sqlite];
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Sqlite => "sqlite",
+        }
+    }
 }
 
 /// `[auth]`

@@ -10,6 +10,7 @@ use super::issuers::RawIssuer;
 use super::network::{PathPolicy, RawListener};
 use super::problems::{setting, OneOf, Setting};
 use super::token_api::{RawTokenApi, Sso};
+use super::Persistence;
 use super::{AccountKind, ClientAuth, ClientCertPolicy, DigestAlgorithmName, LogFormat};
 
 /// The whole file.
@@ -111,6 +112,20 @@ pub(super) struct RawRegistrar {
     pub(super) purge_interval_secs: u64,
     #[serde(default = "default_path_policy")]
     pub(super) path: OneOf<PathPolicy>,
+    #[serde(default = "default_persistence")]
+    pub(super) persistence: OneOf<Persistence>,
+    #[serde(default = "default_store_path")]
+    pub(super) store_path: String,
+    #[serde(default = "default_store_queue")]
+    pub(super) store_queue: u64,
+}
+
+fn default_persistence() -> OneOf<Persistence> {
+    OneOf::known(Persistence::Sqlite)
+}
+
+fn default_store_path() -> String {
+    "location.db".to_owned()
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -277,6 +292,9 @@ impl Default for RawRegistrar {
             remove_bindings_on_close: default_remove_bindings_on_close(),
             purge_interval_secs: default_purge_interval_secs(),
             path: default_path_policy(),
+            persistence: default_persistence(),
+            store_path: default_store_path(),
+            store_queue: default_store_queue(),
         }
     }
 }
@@ -450,6 +468,11 @@ setting!(
     PURGE_INTERVAL_SECS,
     default_purge_interval_secs,
     Setting::new(1, 1, 60)
+);
+setting!(
+    STORE_QUEUE,
+    default_store_queue,
+    Setting::new(10_000, 1, 1_000_000)
 );
 setting!(
     NONCE_LIFETIME_SECS,

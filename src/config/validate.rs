@@ -15,7 +15,8 @@ use super::secret::{self, AdminToken, Secret};
 use super::{domains, issuers, network, token_api};
 use super::{
     AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
-    PathPolicy, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig, TlsListener,
+    PathPolicy, Persistence, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig,
+    TlsListener,
 };
 use crate::sip::Transport;
 
@@ -31,7 +32,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let log = log(&mut problems, raw.log);
     let server = server(&mut problems, raw.server);
     let sip = sip(&mut problems, raw.sip);
-    let registrar = registrar(&mut problems, raw.registrar);
+    let registrar = registrar(&mut problems, raw.registrar, base_dir);
     let auth = auth(&mut problems, raw.auth, base_dir);
     let http = http(&mut problems, raw.http, base_dir);
     let domains = domains::domains(&mut problems, raw.domains);
@@ -259,7 +260,7 @@ fn sip(problems: &mut Problems, raw: raw::RawSip) -> SipConfig {
     }
 }
 
-fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig {
+fn registrar(problems: &mut Problems, raw: raw::RawRegistrar, base_dir: &Path) -> RegistrarConfig {
     let min = problems.range("registrar.min_expires", raw.min_expires, raw::MIN_EXPIRES);
     let max = problems.range("registrar.max_expires", raw.max_expires, raw::MAX_EXPIRES);
     let default = problems.range(
@@ -304,6 +305,18 @@ fn registrar(problems: &mut Problems, raw: raw::RawRegistrar) -> RegistrarConfig
             raw::PURGE_INTERVAL_SECS,
         ),
         path: problems.one_of("registrar.path", &raw.path, PathPolicy::Store),
+        persistence: problems.one_of("registrar.persistence", &raw.persistence, Persistence::None),
+        store_path: {
+            if raw.store_path.is_empty() {
+                problems.push("registrar.store_path", "must not be empty (a file path)");
+            }
+            secret::resolve(base_dir, &raw.store_path)
+        },
+        store_queue: problems.range_usize(
+            "registrar.store_queue",
+            raw.store_queue,
+            raw::STORE_QUEUE,
+        ),
     }
 }
 

@@ -41,14 +41,15 @@ use bytes::Bytes;
 use crate::auth::Authenticator;
 use crate::credentials::Directory;
 use crate::metrics::{DropReason, RegisterOutcome};
+use crate::registrar::Ack;
 use crate::registrar::Location;
 use crate::sip::{HeaderName, Message, Method, ParseError, Reaction, Uri};
 use crate::transaction::{Admission, RequestDisposition, TransactionKey, TransactionTable};
-use crate::transport::{FlowId, Handler, Reply, Source, Transport};
+use crate::transport::{FlowId, Handler, Later, Reply, Source, Transport};
 
 pub use names::{DomainPolicy, Names};
 pub use parts::{dispatch_parts, Intake, PartsError, Shared};
-pub use register::RegistrarSide;
+pub use register::{RegistrarSide, STORE_BUSY_RETRY_AFTER_SECS};
 pub use respond::Responder;
 pub(crate) use respond::Response;
 
@@ -135,7 +136,9 @@ impl Dispatcher {
             .set(i.transactions.evicted() as i64);
     }
 
-    fn handle(&self, data: Bytes, src: &Source) -> Reply {
+    /// One message. `later` lets a REGISTER's 200 wait for the location store without
+    /// holding the receive thread; without it (`on_message`), such an answer is waited for.
+    fn handle_message(&self, data: Bytes, src: &Source, later: Option<Later<'_>>) -> Reply {
         let i = &self.inner;
         if let Some(reply) = self.keepalive(&data, src) {
             return reply;
@@ -193,9 +196,12 @@ impl Dispatcher {
             RequestDisposition::Retransmit(bytes) => return self.reply_to(&msg, src, bytes),
             RequestDisposition::Overloaded => return self.overloaded(&msg, src),
         }
-        let Some(response) = self.route(&msg, src, now) else {
+        let Some(mut response) = self.route(&msg, src, now) else {
             return Reply::none();
         };
+        if let Some(ack) = response.durable.take() {
+            return self.answer_when_durable(&msg, src, key, response, ack, later);
+        }
         if response.stateless {
             i.transactions.forget(&key);
         } else {
@@ -204,6 +210,48 @@ impl Dispatcher {
                 .on_response(&key, response.bytes.clone(), response.status, now);
         }
         self.reply_to(&msg, src, response.bytes)
+    }
+
+    /// A REGISTER whose change waits for the location store: its 200 leaves (and goes into
+    /// the transaction, for retransmissions, which are absorbed until then) once the change
+    /// is durable; if the write failed, a 500 instead. The receive thread returns at once:
+    /// the answer goes through the responder made from `later`, from the store's writer
+    /// thread. Without `later` the caller waits here.
+    fn answer_when_durable(
+        &self,
+        msg: &Message,
+        src: &Source,
+        key: TransactionKey,
+        response: Response,
+        ack: Ack,
+        later: Option<Later<'_>>,
+    ) -> Reply {
+        let ok = self.reply_to(msg, src, response.bytes.clone());
+        let (dispatcher, msg, src) = (self.clone(), msg.clone(), src.clone());
+        let finish = move |durable: bool| -> Reply {
+            let (bytes, status, reply) = if durable {
+                (response.bytes, response.status, ok)
+            } else {
+                let failed = dispatcher.respond(&msg, &src, 500, "Server Internal Error", &[]);
+                let reply = dispatcher.reply_to(&msg, &src, failed.bytes.clone());
+                (failed.bytes, 500, reply)
+            };
+            let _ = dispatcher
+                .inner
+                .transactions
+                .on_response(&key, bytes, status, Instant::now());
+            reply
+        };
+        match later {
+            Some(later) => {
+                let responder = later.responder();
+                ack.on_complete(move |durable| {
+                    responder.send(finish(durable));
+                });
+                Reply::none()
+            }
+            None => finish(ack.wait()),
+        }
     }
 
     fn overloaded(&self, msg: &Message, src: &Source) -> Reply {
@@ -385,7 +433,11 @@ impl Dispatcher {
 
 impl Handler for Dispatcher {
     fn on_message(&self, data: Bytes, src: &Source) -> Reply {
-        self.handle(data, src)
+        self.handle_message(data, src, None)
+    }
+
+    fn handle(&self, data: Bytes, src: &Source, later: Later<'_>) -> Reply {
+        self.handle_message(data, src, Some(later))
     }
 
     fn on_framing_error(&self, e: ParseError, head: Option<Bytes>, src: &Source) -> Reply {

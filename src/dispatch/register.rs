@@ -38,6 +38,10 @@ pub struct RegistrarSide {
 
 type Answer = (RegisterOutcome, Option<Response>);
 
+/// `Retry-After` seconds on the 503 that refuses a REGISTER when the location store's write
+/// queue is full: long enough for the writer to catch up, short against a phone's refresh.
+pub const STORE_BUSY_RETRY_AFTER_SECS: &str = "2";
+
 impl Dispatcher {
     /// Answers a REGISTER and counts its outcome (the one place REGISTER outcomes are counted
     /// once a REGISTER has a transaction).
@@ -188,10 +192,9 @@ impl Dispatcher {
         }
         extra.push(("Date", &date));
         extra.push(("Supported", "path, outbound"));
-        (
-            RegisterOutcome::Ok,
-            Some(self.respond(msg, src, 200, "OK", &extra)),
-        )
+        let mut ok = self.respond(msg, src, 200, "OK", &extra);
+        ok.durable = outcome.durable;
+        (RegisterOutcome::Ok, Some(ok))
     }
 
     /// A refused authentication: its answer, and the outcome it counts as.
@@ -216,6 +219,11 @@ impl Dispatcher {
                 let min = min_expires.to_string();
                 let r = self.respond(msg, src, status, reason, &[("Min-Expires", &min)]);
                 (RegisterOutcome::IntervalTooBrief, Some(r))
+            }
+            RegisterError::StoreBusy => {
+                let retry = [("Retry-After", STORE_BUSY_RETRY_AFTER_SECS)];
+                let r = self.respond(msg, src, status, reason, &retry);
+                (RegisterOutcome::StoreBusy, Some(r))
             }
             RegisterError::TooManyBindings { .. } | RegisterError::Full => (
                 RegisterOutcome::TooManyBindings,

@@ -21,6 +21,9 @@ pub(crate) struct Response {
     /// that carried no credentials. A retransmission of it is challenged afresh, which costs
     /// less than holding the transaction and its response for 64*T1.
     pub stateless: bool,
+    /// A REGISTER's 200 that may leave only once its change is durable: dispatch holds it
+    /// until this completes (see `Dispatcher::answer_when_durable`).
+    pub durable: Option<crate::registrar::Ack>,
 }
 
 /// Builds and counts responses.
@@ -77,6 +80,7 @@ impl Dispatcher {
             status,
             bytes: b.build(),
             stateless: false,
+            durable: None,
         }
     }
 }

@@ -143,6 +143,18 @@ impl Dispatcher {
                 })
             })
             .collect();
+        if branches.is_empty()
+            && bindings
+                .iter()
+                .all(|b| b.instance().is_some() && b.reg_id.is_some())
+        {
+            // RFC 5626 §5.3: every binding is an outbound one whose flow is gone (its
+            // connection closed, or it was restored after a restart and the phone has not
+            // come back over a new connection yet).
+            let method = crate::metrics::method_label(msg.method());
+            i.responder.metrics.proxied(method, "no_route");
+            return Some(self.respond(msg, src, 430, "Flow Failed", &[]));
+        }
         let routing = Routing {
             pop_routes: our_routes,
             record_route: true,

@@ -85,6 +85,17 @@ impl ExpiryQueue {
         due
     }
 
+    /// Adds many entries at once (a restore): into an empty index they are sorted and
+    /// bulk-built, much faster than one insert each.
+    pub(super) fn extend(&self, entries: Vec<ExpiryEntry>) {
+        let mut set = self.lock();
+        if set.is_empty() {
+            *set = entries.into_iter().collect();
+        } else {
+            set.extend(entries);
+        }
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.lock().first().map(|e| e.deadline)
     }

@@ -24,6 +24,7 @@ use prometheus::IntGauge;
 
 use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
 use super::expiry::{ExpiryEntry, ExpiryQueue};
+use super::journal::{self, Ack, BindingChange, BindingRecord, Journal, JournalSlot};
 use super::rules::{self, Change, Plan, RegisterError, RegisterInput, RegistrarPolicy};
 
 /// Most expiry entries handled per lock acquisition in [`Location::purge`].
@@ -44,6 +45,9 @@ pub struct RegisterOutcome {
     /// Whether the AoR had live bindings before the request (lets the caller answer 404 to
     /// `Contact: *` on an unknown AoR, docs/testing.md A16).
     pub had_bindings: bool,
+    /// With a durable store attached: completes once this change is on disk. The 200 OK
+    /// waits for it ("acknowledged means durable"). `None`: nothing to wait for.
+    pub durable: Option<Ack>,
 }
 
 /// A refreshed binding that now comes from elsewhere.
@@ -77,6 +81,9 @@ struct Inner {
     /// Counts kept by hand: `DashMap::len` locks every shard.
     aor_count: Count,
     binding_count: Count,
+    /// The durable store's writer, when persistence is on: every applied change goes there,
+    /// under the AoR's entry (so in the order applied).
+    journal: JournalSlot,
 }
 
 /// The gauges the location service keeps equal to its counts (`sipward_bindings`,
@@ -204,15 +211,21 @@ impl Location {
     /// An empty location service. Check the policy with [`RegistrarPolicy::validate`] when
     /// loading configuration; an inconsistent one is used as given.
     pub fn new(policy: RegistrarPolicy) -> Self {
-        Self::build(policy, None)
+        Self::build(policy, None, 0)
     }
 
     /// Like [`Location::new`], keeping `gauges` equal to the binding and AoR counts.
     pub fn with_gauges(policy: RegistrarPolicy, gauges: LocationGauges) -> Self {
-        Self::build(policy, Some(gauges))
+        Self::build(policy, Some(gauges), 0)
     }
 
-    fn build(policy: RegistrarPolicy, gauges: Option<LocationGauges>) -> Self {
+    /// Like [`Location::with_gauges`], with room for `aors` AoRs from the start (the
+    /// bindings about to be restored: growing the map one insert at a time rehashes it).
+    pub fn with_capacity(policy: RegistrarPolicy, gauges: LocationGauges, aors: usize) -> Self {
+        Self::build(policy, Some(gauges), aors)
+    }
+
+    fn build(policy: RegistrarPolicy, gauges: Option<LocationGauges>, capacity: usize) -> Self {
         let (bindings, aors) = match gauges {
             Some(g) => (Some(g.bindings), Some(g.aors)),
             None => (None, None),
@@ -220,12 +233,13 @@ impl Location {
         Self {
             inner: Arc::new(Inner {
                 policy,
-                aors: DashMap::new(),
+                aors: DashMap::with_capacity(capacity),
                 flows: DashMap::new(),
                 expiry: ExpiryQueue::default(),
                 next_id: AtomicU64::new(1),
                 aor_count: Count::new(aors),
                 binding_count: Count::new(bindings),
+                journal: JournalSlot::default(),
             }),
         }
     }
@@ -252,6 +266,7 @@ impl Location {
                 refreshed: 0,
                 removed: 0,
                 rebound: Vec::new(),
+                durable: None,
             });
         }
         let entry = inner.aors.entry(input.aor.clone());
@@ -264,21 +279,25 @@ impl Location {
                 let plan = rules::plan(&[], input, now, &inner.policy)?;
                 let mut bindings = Vec::new();
                 if plan.final_count() == 0 {
-                    return Ok(inner.apply(input, &mut bindings, plan, now));
+                    return Ok(inner.apply(input, &mut bindings, plan, now).0);
                 }
                 inner.reserve_aor()?;
-                let outcome = inner.apply(input, &mut bindings, plan, now);
+                let journal = inner
+                    .reserve_journal()
+                    .inspect_err(|_| inner.aor_count.sub(1))?;
+                let (outcome, changes) = inner.apply(input, &mut bindings, plan, now);
                 vacant.insert(bindings);
-                Ok(outcome)
+                Ok(journaled(journal, outcome, changes))
             }
             Entry::Occupied(mut occupied) => {
                 let plan = rules::plan(occupied.get(), input, now, &inner.policy)?;
-                let outcome = inner.apply(input, occupied.get_mut(), plan, now);
+                let journal = inner.reserve_journal()?;
+                let (outcome, changes) = inner.apply(input, occupied.get_mut(), plan, now);
                 if occupied.get().is_empty() {
                     occupied.remove();
                     inner.aor_count.sub(1);
                 }
-                Ok(outcome)
+                Ok(journaled(journal, outcome, changes))
             }
         }
     }
@@ -391,6 +410,43 @@ impl Location {
         self.inner.aor_count.load()
     }
 
+    /// Sends every change applied from now on to `journal` (a durable store's writer).
+    /// Once only: false when a journal was attached already.
+    pub fn attach_journal(&self, journal: Arc<dyn Journal>) -> bool {
+        self.inner.journal.set(journal)
+    }
+
+    /// Loads bindings read back from a durable store, before serving; records past their
+    /// deadline at `now`, or whose text no longer fits, are skipped. New ids continue above
+    /// the largest restored one. Returns how many were restored.
+    pub fn restore(&self, records: &[BindingRecord], now: Instant) -> usize {
+        let inner = &*self.inner;
+        let mut restored = 0;
+        let mut expiry = Vec::with_capacity(records.len());
+        for r in records {
+            let Some(b) = journal::binding_of(r).filter(|b| b.is_live(now)) else {
+                continue;
+            };
+            inner
+                .next_id
+                .fetch_max(r.id.saturating_add(1), Ordering::Relaxed);
+            expiry.push(ExpiryEntry {
+                deadline: b.deadline,
+                id: b.id,
+                aor: r.aor.clone(),
+            });
+            let mut entry = inner.aors.entry(r.aor.clone()).or_default();
+            if entry.is_empty() {
+                inner.aor_count.add(1);
+            }
+            entry.push(b);
+            inner.binding_count.add(1);
+            restored += 1;
+        }
+        inner.expiry.extend(expiry);
+        restored
+    }
+
     #[cfg(test)]
     pub(super) fn index_sizes(&self) -> (usize, usize) {
         let flow_entries = self.inner.flows.iter().map(|e| e.value().len()).sum();
@@ -399,6 +455,16 @@ impl Location {
 }
 
 impl Inner {
+    /// With a journal: takes a place in its queue for one REGISTER ([`RegisterError::StoreBusy`]
+    /// when full, before anything is applied).
+    fn reserve_journal(&self) -> Result<Option<&dyn Journal>, RegisterError> {
+        match self.journal.get() {
+            Some(j) if j.reserve() => Ok(Some(j)),
+            Some(_) => Err(RegisterError::StoreBusy),
+            None => Ok(None),
+        }
+    }
+
     /// Takes one unit of the global AoR budget.
     fn reserve_aor(&self) -> Result<(), RegisterError> {
         if self.aor_count.increment_below(self.policy.max_aors) {
@@ -416,8 +482,10 @@ impl Inner {
         bindings: &mut Vec<Binding>,
         plan: Plan,
         now: Instant,
-    ) -> RegisterOutcome {
+    ) -> (RegisterOutcome, Vec<BindingChange>) {
         let aor = input.aor;
+        let journaled = self.journal.get().is_some();
+        let mut changes = Vec::new();
         let had_bindings = plan.had_bindings();
         let old_len = bindings.len();
         let mut old: Vec<Option<Binding>> =
@@ -440,6 +508,9 @@ impl Inner {
                 (Some(b), Change::Keep) => bindings.push(b),
                 (Some(b), Change::Remove) => {
                     index.detach(aor, &b);
+                    if journaled {
+                        changes.push(BindingChange::Remove { id: b.id.0 });
+                    }
                     removed += 1;
                 }
                 (previous, Change::Update(u)) => {
@@ -460,6 +531,12 @@ impl Inner {
                         q: u.q,
                         transport: input.transport,
                     };
+                    if journaled {
+                        changes.push(match &previous {
+                            Some(b) => BindingChange::update(aor, b, &new),
+                            None => BindingChange::Put(Box::new(BindingRecord::of(aor, &new))),
+                        });
+                    }
                     match previous {
                         Some(b) => {
                             index.replace(aor, &b, &new);
@@ -499,14 +576,16 @@ impl Inner {
         } else {
             self.binding_count.sub(old_len - new_len);
         }
-        RegisterOutcome {
+        let outcome = RegisterOutcome {
             bindings: snapshots(bindings, now),
             added,
             refreshed,
             removed,
             rebound,
             had_bindings,
-        }
+            durable: None,
+        };
+        (outcome, changes)
     }
 
     /// Applies index changes; called while the AoR entry is still held.
@@ -539,16 +618,24 @@ impl Inner {
         let mut index = IndexChanges::default();
         let bindings = entry.get_mut();
         let before = bindings.len();
+        let mut changes = Vec::new();
+        let journal = self.journal.get();
         bindings.retain(|b| {
             let remove = doomed(b);
             if remove {
                 index.detach(aor, b);
+                if journal.is_some() {
+                    changes.push(BindingChange::Remove { id: b.id.0 });
+                }
             }
             !remove
         });
         let removed = before - bindings.len();
         if removed == 0 {
             return 0;
+        }
+        if let Some(j) = journal {
+            j.append(changes);
         }
         bindings.shrink_to_fit();
         self.commit(aor, index);
@@ -559,6 +646,21 @@ impl Inner {
         }
         removed
     }
+}
+
+/// Hands a REGISTER's changes to the journal (in the place reserved for them), with the ack
+/// the outcome carries. Called while the AoR's entry is held.
+fn journaled(
+    journal: Option<&dyn Journal>,
+    mut outcome: RegisterOutcome,
+    changes: Vec<BindingChange>,
+) -> RegisterOutcome {
+    if let Some(j) = journal {
+        let ack = Ack::default();
+        j.append_reserved(changes, ack.clone());
+        outcome.durable = Some(ack);
+    }
+    outcome
 }
 
 /// Snapshots of the live bindings, q descending then most recently updated first.

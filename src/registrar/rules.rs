@@ -189,6 +189,10 @@ pub enum RegisterError {
     /// applied; nothing was stored. Answered like any credential that does not verify.
     #[error("the credential was revoked")]
     CredentialRevoked,
+    /// The durable store's write queue is full: nothing was applied; answered 503 with
+    /// `Retry-After`, so the client tries again shortly.
+    #[error("the location store's write queue is full")]
+    StoreBusy,
 }
 
 impl RegisterError {
@@ -206,6 +210,7 @@ impl RegisterError {
             RegisterError::TooLarge => (400, "Bad Request"),
             RegisterError::DeadlineOverflow => (500, "Server Internal Error"),
             RegisterError::CredentialRevoked => (401, "Unauthorized"),
+            RegisterError::StoreBusy => (503, "Service Unavailable"),
         }
     }
 }

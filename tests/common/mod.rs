@@ -214,6 +214,12 @@ fn write_config(
          [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
         opts.log_level, opts.sip, opts.registrar, opts.auth,
     );
+    // Bindings in memory unless the test asks for a store (the file default is sqlite).
+    let config = if opts.registrar.contains("persistence") {
+        config
+    } else {
+        config.replacen("[registrar]\n", "[registrar]\npersistence = \"none\"\n", 1)
+    };
     let config_path = dir.join("sipward.toml");
     std::fs::write(&config_path, config).unwrap();
     config_path
@@ -415,7 +421,12 @@ impl Server {
         tls: Option<SocketAddr>,
     ) -> Server {
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sipward"))
+        // `SIPWARD_BIN` runs another build (benches/crash-loop.sh: the release binary).
+        let bin = std::env::var_os("SIPWARD_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sipward")),
+            PathBuf::from,
+        );
+        let child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())
