@@ -48,6 +48,13 @@ pub fn ensure_private(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Like [`ensure_private`], and an existing file is narrowed to 0600 as well (its content is
+/// kept): for a store file an operator may have copied in with a looser mode.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    ensure_private(path)?;
+    std::fs::set_permissions(path, Permissions::from_mode(PRIVATE_MODE))
+}
+
 /// A file whose permission bits let others than its owner at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposed {

@@ -2,7 +2,7 @@
 //!
 //! The module map, lowest layer first. Dependency rule ("A → B": A names B): `sip`,
 //! `transaction` and `store` name no other module; `auth` and `registrar` name only `sip`, and
-//! `metrics` names `sip` and `auth` (label enums); `location_store` names only `registrar`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
+//! `metrics` names `sip` and `auth` (label enums); `location_store` names `registrar` and `fsutil`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by

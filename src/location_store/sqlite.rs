@@ -77,7 +77,7 @@ impl SqliteLocationStore {
     /// Opens the store at `path`, creating the file (mode 0600) and the schema if it does not
     /// exist; refuses a file with another schema version.
     pub fn open(path: &Path) -> Result<SqliteLocationStore, LocationStoreError> {
-        create_private(path)?;
+        crate::fsutil::make_private(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -146,24 +146,10 @@ impl SqliteLocationStore {
         }
         let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         version(&source)?.ok_or(LocationStoreError::NotAStore)?;
-        create_private(target)?;
+        crate::fsutil::make_private(target)?;
         source.backup(rusqlite::MAIN_DB, target, None)?;
         Ok(())
     }
-}
-
-/// Creates `path` empty with mode 0600 if it does not exist; tightens an existing file to
-/// 0600.
-fn create_private(path: &Path) -> Result<(), LocationStoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
 }
 
 /// The schema version, or `None` for a file without the version table.
