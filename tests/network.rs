@@ -438,47 +438,59 @@ fn ipv6_listeners_register_and_call_beside_ipv4() {
 
     // alice over IPv4 → bob over IPv6.
     let mut alice = Client::new(Proto::Udp, server.udp);
-    let call_id = rand_token();
-    assert_eq!(call(&mut alice, "bob", &call_id, "").status(), 100);
-    let fwd = next_for(&mut bob, &call_id);
-    assert!(
-        top_via(&fwd).starts_with(&format!("SIP/2.0/UDP [::1]:{port};branch=")),
-        "{}",
-        fwd.text
-    );
-    assert!(!fwd.text.contains("[::]"), "{}", fwd.text);
-    let rr = fwd.headers("Record-Route");
-    assert_eq!(rr.len(), 2, "{rr:?}");
-    assert!(
-        rr[0].contains(&format!("@[::1]:{port};lr>"))
-            && rr[1].contains(&format!("@127.0.0.1:{port};lr>")),
-        "{rr:?}"
-    );
     let contact = format!("sip:bob@{}", bob.local);
-    bob.send_raw(response_to(&fwd, 200, "OK", "bobtag", &contact, false).as_bytes());
-    assert_eq!(final_for(&mut alice, &call_id).status(), 200);
+    let expected = Relayed {
+        via: format!("SIP/2.0/UDP [::1]:{port};branch="),
+        record_route: [
+            format!("@[::1]:{port};lr>"),
+            format!("@127.0.0.1:{port};lr>"),
+        ],
+    };
+    call_and_answer(&mut alice, &mut bob, "bob", &contact, &expected);
 
     // alice over IPv6 (through the [::] UDP socket) → carol over TCP on [::1].
     let mut alice6 = Client::udp_from("::1", v6);
+    let contact = format!("sip:carol@{};transport=tcp", carol.local);
+    let expected = Relayed {
+        via: format!("SIP/2.0/TCP [::1]:{port};branch="),
+        record_route: [
+            format!("@[::1]:{port};transport=tcp;lr>"),
+            format!("@[::1]:{port};lr>"),
+        ],
+    };
+    call_and_answer(&mut alice6, &mut carol, "carol", &contact, &expected);
+}
+
+/// What the callee must see of sipward on a relayed INVITE: the start of the top Via, and
+/// the two Record-Route entries (callee side first).
+struct Relayed {
+    via: String,
+    record_route: [String; 2],
+}
+
+/// `caller` calls `user`; the INVITE reaches `callee` as `expected` says (never naming
+/// `[::]`), the callee answers 200 from `contact`, and the caller gets it.
+fn call_and_answer(
+    caller: &mut Client,
+    callee: &mut Client,
+    user: &str,
+    contact: &str,
+    expected: &Relayed,
+) {
     let call_id = rand_token();
-    assert_eq!(call(&mut alice6, "carol", &call_id, "").status(), 100);
-    let fwd = next_for(&mut carol, &call_id);
-    assert!(
-        top_via(&fwd).starts_with(&format!("SIP/2.0/TCP [::1]:{port};branch=")),
-        "{}",
-        fwd.text
-    );
+    assert_eq!(call(caller, user, &call_id, "").status(), 100);
+    let fwd = next_for(callee, &call_id);
+    assert!(top_via(&fwd).starts_with(&expected.via), "{}", fwd.text);
     assert!(!fwd.text.contains("[::]"), "{}", fwd.text);
     let rr = fwd.headers("Record-Route");
     assert_eq!(rr.len(), 2, "{rr:?}");
     assert!(
-        rr[0].contains(&format!("@[::1]:{port};transport=tcp;lr>"))
-            && rr[1].contains(&format!("@[::1]:{port};lr>")),
+        rr[0].contains(&expected.record_route[0]) && rr[1].contains(&expected.record_route[1]),
         "{rr:?}"
     );
-    let contact = format!("sip:carol@{};transport=tcp", carol.local);
-    carol.send_raw(response_to(&fwd, 200, "OK", "caroltag", &contact, false).as_bytes());
-    assert_eq!(final_for(&mut alice6, &call_id).status(), 200);
+    let tag = format!("{user}tag");
+    callee.send_raw(response_to(&fwd, 200, "OK", &tag, contact, false).as_bytes());
+    assert_eq!(final_for(caller, &call_id).status(), 200);
 }
 
 /// A REGISTER as from an edge proxy: bob's contact, a Path naming `edge`, and `Supported:
