@@ -252,6 +252,7 @@ fn durable_location(
     let is_live = |name: &str| devices.as_ref().is_some_and(|d| d.is_active(name));
     let writer_config = WriterConfig {
         queue: config.registrar.store_queue,
+        commit_interval: config.registrar.store_commit_interval,
     };
     let store_metrics = StoreMetrics::new(metrics.registry());
     let (writer, restored) = loaded

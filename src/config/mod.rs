@@ -162,6 +162,10 @@ pub struct RegistrarConfig {
     pub store_path: PathBuf,
     /// Most REGISTERs waiting for the location store's writer; one more gets 503.
     pub store_queue: usize,
+    /// The least time between the starts of two location store transactions
+    /// (`registrar.store_commit_interval_ms`): a transaction that would start sooner waits,
+    /// so batches grow and one fsync is shared by more REGISTERs. Zero: commit at once.
+    pub store_commit_interval: Duration,
 }
 
 /// `registrar.persistence`.

@@ -118,6 +118,8 @@ pub(super) struct RawRegistrar {
     pub(super) store_path: String,
     #[serde(default = "default_store_queue")]
     pub(super) store_queue: u64,
+    #[serde(default = "default_store_commit_interval_ms")]
+    pub(super) store_commit_interval_ms: u64,
 }
 
 fn default_persistence() -> OneOf<Persistence> {
@@ -295,6 +297,7 @@ impl Default for RawRegistrar {
             persistence: default_persistence(),
             store_path: default_store_path(),
             store_queue: default_store_queue(),
+            store_commit_interval_ms: default_store_commit_interval_ms(),
         }
     }
 }
@@ -473,6 +476,11 @@ setting!(
     STORE_QUEUE,
     default_store_queue,
     Setting::new(10_000, 1, 1_000_000)
+);
+setting!(
+    STORE_COMMIT_INTERVAL_MS,
+    default_store_commit_interval_ms,
+    Setting::new(10, 0, 200)
 );
 setting!(
     NONCE_LIFETIME_SECS,

@@ -317,6 +317,11 @@ fn registrar(problems: &mut Problems, raw: raw::RawRegistrar, base_dir: &Path) -
             raw.store_queue,
             raw::STORE_QUEUE,
         ),
+        store_commit_interval: Duration::from_millis(problems.range(
+            "registrar.store_commit_interval_ms",
+            raw.store_commit_interval_ms,
+            raw::STORE_COMMIT_INTERVAL_MS,
+        )),
     }
 }
 

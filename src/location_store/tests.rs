@@ -239,7 +239,10 @@ fn changes_queued_during_a_commit_go_into_the_next_one() {
     let gated = Gated::default();
     let writer = Writer::start(
         Box::new(gated.clone()),
-        WriterConfig { queue: 100 },
+        WriterConfig {
+            queue: 100,
+            commit_interval: Duration::ZERO,
+        },
         metrics(),
     )
     .unwrap();
@@ -283,11 +286,53 @@ fn changes_queued_during_a_commit_go_into_the_next_one() {
 }
 
 #[test]
+fn the_commit_interval_gathers_a_batch_until_half_the_queue_or_stop() {
+    let gated = Gated::default();
+    gated.open();
+    // An interval far longer than the test: only the first commit after idle, half the
+    // queue taken, or stop may start a transaction.
+    let writer = Writer::start(
+        Box::new(gated.clone()),
+        WriterConfig {
+            queue: 40,
+            commit_interval: Duration::from_secs(600),
+        },
+        metrics(),
+    )
+    .unwrap();
+    let register = |id: u64| {
+        assert!(writer.reserve());
+        let ack = Ack::default();
+        writer.append_reserved(put(id), ack.clone());
+        ack
+    };
+    assert!(register(1).wait(), "the first after idle is written at once");
+    let gathered: Vec<Ack> = (2..=20).map(register).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        *gated.batches.lock().unwrap(),
+        [1],
+        "19 REGISTERs (under half the queue) wait for the interval"
+    );
+    let twentieth = register(21);
+    assert!(twentieth.wait(), "half the queue taken starts the commit");
+    assert!(gathered.iter().all(Ack::wait));
+    assert_eq!(*gated.batches.lock().unwrap(), [1, 20]);
+    let at_stop: Vec<Ack> = (22..=24).map(register).collect();
+    writer.stop().expect("the writer's store");
+    assert!(at_stop.iter().all(Ack::wait), "stop writes what gathered");
+    assert_eq!(*gated.batches.lock().unwrap(), [1, 20, 3]);
+}
+
+#[test]
 fn a_full_queue_refuses_a_register_but_never_a_removal() {
     let gated = Gated::default();
     let writer = Writer::start(
         Box::new(gated.clone()),
-        WriterConfig { queue: 2 },
+        WriterConfig {
+            queue: 2,
+            commit_interval: Duration::ZERO,
+        },
         metrics(),
     )
     .unwrap();
@@ -373,7 +418,10 @@ fn the_location_service_survives_a_reopen_with_its_acknowledged_changes() {
     let location = Location::new(RegistrarPolicy::default());
     let writer = Writer::start(
         Box::new(SqliteLocationStore::open(&path).unwrap()),
-        WriterConfig { queue: 16 },
+        WriterConfig {
+            queue: 16,
+            commit_interval: Duration::ZERO,
+        },
         metrics(),
     )
     .unwrap();
@@ -489,7 +537,10 @@ fn a_binding_of_a_credential_no_longer_active_is_not_restored_and_is_removed() {
         .serve(
             &location,
             |name| name != "d-abc",
-            WriterConfig { queue: 4 },
+            WriterConfig {
+            queue: 4,
+            commit_interval: Duration::ZERO,
+        },
             metrics(),
         )
         .unwrap();

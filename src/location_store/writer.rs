@@ -14,6 +14,16 @@
 //! revocations reach the disk). Worst case memory: `queue` REGISTERs' records (at most 8 KiB
 //! of text each) plus one removal per stored binding.
 //!
+//! The commit interval: a transaction starts at most once per `commit_interval` (10 ms by
+//! default). One that would start sooner waits for the rest of the interval, gathering what
+//! arrives meanwhile, unless half the queue is taken or the writer is stopping. So at a few
+//! thousand REGISTERs per second a batch holds tens of them instead of one or two, and the
+//! transaction's fixed cost (an fsync, the writer's wake-up, SQLite's commit) is shared:
+//! that fixed cost, not the per-row work, is what made a durable REGISTER cost twice an
+//! in-memory one at low rates (benches/RESULTS.md, "Durable registrations"). It adds at most
+//! the interval to a REGISTER's answer when the writer is busy and nothing when it is idle
+//! (the first REGISTER after a quiet interval is written at once). Zero turns it off.
+//!
 //! Between batches, every [`PURGE_EVERY`], it deletes bindings that expired on disk more than
 //! [`PURGE_GRACE`] ago, [`PURGE_BATCH`] rows per transaction (the grace keeps a wall clock
 //! jump from deleting a row the location service still holds; such a row is removed by the
@@ -40,6 +50,9 @@ pub const PURGE_BATCH: usize = 1000;
 pub struct WriterConfig {
     /// Most REGISTERs waiting for the disk (`registrar.store_queue`).
     pub queue: usize,
+    /// The least time between the starts of two transactions
+    /// (`registrar.store_commit_interval_ms`; see the module doc).
+    pub commit_interval: Duration,
 }
 
 /// The store's metrics, registered in the app's registry.
@@ -123,6 +136,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     capacity: usize,
+    commit_interval: Duration,
     metrics: StoreMetrics,
 }
 
@@ -133,13 +147,20 @@ impl Shared {
     }
 
     fn push(&self, entry: Entry) {
-        let depth = {
+        let (depth, wake) = {
             let mut q = self.lock();
             q.entries.push(entry);
-            q.entries.len()
+            // The writer waits for a first entry, or gathers until its interval is over or
+            // half the queue is taken: only those two need a wake-up, not every entry (a
+            // wake-up per REGISTER is a futex call on the receive thread and a context
+            // switch on the writer's).
+            let wake = q.entries.len() == 1 || q.registers * 2 >= self.capacity;
+            (q.entries.len(), wake)
         };
         self.metrics.queue_depth.set(depth as i64);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -160,6 +181,7 @@ impl Writer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             capacity: config.queue.max(1),
+            commit_interval: config.commit_interval,
             metrics,
         });
         shared.metrics.bytes.set(store.size_bytes() as i64);
@@ -228,6 +250,9 @@ impl Journal for Writer {
 fn run(mut store: Box<dyn LocationStore>, shared: &Shared) -> Box<dyn LocationStore> {
     let mut last_purge = Instant::now();
     let mut last_size = Instant::now();
+    // When the last transaction started; the next starts `commit_interval` later at the
+    // earliest.
+    let mut last_commit: Option<Instant> = None;
     loop {
         let (batch, closed) = {
             let mut q = shared.lock();
@@ -239,6 +264,24 @@ fn run(mut store: Box<dyn LocationStore>, shared: &Shared) -> Box<dyn LocationSt
                 q = guard;
                 if wait.timed_out() {
                     break;
+                }
+            }
+            if let Some(not_before) = last_commit.map(|at| at + shared.commit_interval) {
+                // Gather until the interval is over, half the queue is taken, or stop.
+                loop {
+                    let now = Instant::now();
+                    if q.entries.is_empty()
+                        || q.closed
+                        || now >= not_before
+                        || q.registers * 2 >= shared.capacity
+                    {
+                        break;
+                    }
+                    q = shared
+                        .wake
+                        .wait_timeout(q, not_before - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
             }
             let batch = std::mem::take(&mut q.entries);
@@ -253,6 +296,7 @@ fn run(mut store: Box<dyn LocationStore>, shared: &Shared) -> Box<dyn LocationSt
                 return store;
             }
         } else {
+            last_commit = Some(Instant::now());
             commit(&mut *store, batch, &shared.metrics);
         }
         if last_purge.elapsed() >= PURGE_EVERY {
