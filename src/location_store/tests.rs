@@ -306,7 +306,10 @@ fn the_commit_interval_gathers_a_batch_until_half_the_queue_or_stop() {
         writer.append_reserved(put(id), ack.clone());
         ack
     };
-    assert!(register(1).wait(), "the first after idle is written at once");
+    assert!(
+        register(1).wait(),
+        "the first after idle is written at once"
+    );
     let gathered: Vec<Ack> = (2..=20).map(register).collect();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
@@ -538,9 +541,9 @@ fn a_binding_of_a_credential_no_longer_active_is_not_restored_and_is_removed() {
             &location,
             |name| name != "d-abc",
             WriterConfig {
-            queue: 4,
-            commit_interval: Duration::ZERO,
-        },
+                queue: 4,
+                commit_interval: Duration::ZERO,
+            },
             metrics(),
         )
         .unwrap();
