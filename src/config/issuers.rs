@@ -25,15 +25,26 @@ pub struct Issuer {
     pub algorithms: Vec<String>,
     /// Accepted `typ` header values, compared case-insensitively (`at+jwt`, `JWT`).
     pub token_types: Vec<String>,
-    pub scope_claim: ScopeClaim,
+    /// The claim holding scopes or roles: a top-level name, or a dotted path into nested
+    /// objects (`realm_access.roles`, `resource_access.sipward.roles`). Its value may be a
+    /// space-separated string or an array of strings.
+    pub scope_claim: String,
     /// Needed in `scope_claim`; `None` = no scope check.
     pub required_scope: Option<String>,
-    /// Accepted `client_id` / `azp` values; empty = any client.
+    /// Accepted `client_id` / `azp` / `cid` / `appid` values; empty = any client.
     pub client_ids: Vec<String>,
-    /// `(claim, allowed values)`; `None` = no tenant check.
+    /// `(claim path, allowed values)`; `None` = no tenant check.
     pub tenant: Option<(String, Vec<String>)>,
-    /// The claim whose value gives the AoR user part (`alice` or `alice@domain`).
+    /// The claim (or dotted path) whose value gives the AoR user part (`alice` or
+    /// `alice@domain`).
     pub username_claim: String,
+    /// The token must carry `email_verified: true` (Google, Keycloak, Auth0 user claims).
+    pub require_email_verified: bool,
+    /// When not empty, the user's domain must be one of these (lowercase): the value of
+    /// `user_domain_claim`, or, when that is empty, the part after `@` of the username claim.
+    pub user_domains: Vec<String>,
+    /// The claim naming the user's domain (`hd` for Google Workspace); "" = the username's.
+    pub user_domain_claim: String,
     /// `(claim, values)` that make a caller an admin; `None` = no SSO admins.
     pub admin: Option<(String, Vec<String>)>,
     /// For `GET /v1/login-options`.
@@ -42,36 +53,6 @@ pub struct Issuer {
     pub label: String,
     /// The domains that trust this issuer (filled from `domains[].issuers`), lowercase.
     pub domains: Vec<String>,
-}
-
-/// Where scopes or roles are read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeClaim {
-    /// A space-separated string (RFC 8693, RFC 9068).
-    Scope,
-    /// `scp`: a string or an array (Entra, Okta).
-    Scp,
-    /// An array of strings.
-    Roles,
-    Groups,
-}
-
-impl Named for ScopeClaim {
-    const ALL: &'static [Self] = &[Self::Scope, Self::Scp, Self::Roles, Self::Groups];
-    fn name(self) -> &'static str {
-        self.as_str()
-    }
-}
-
-impl ScopeClaim {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScopeClaim::Scope => "scope",
-            ScopeClaim::Scp => "scp",
-            ScopeClaim::Roles => "roles",
-            ScopeClaim::Groups => "groups",
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -85,7 +66,7 @@ pub(super) struct RawIssuer {
     #[serde(default = "default_token_types")]
     pub(super) token_types: Vec<String>,
     #[serde(default = "default_scope_claim")]
-    pub(super) scope_claim: OneOf<ScopeClaim>,
+    pub(super) scope_claim: String,
     #[serde(default = "default_required_scope")]
     pub(super) required_scope: String,
     #[serde(default)]
@@ -96,6 +77,12 @@ pub(super) struct RawIssuer {
     pub(super) tenants: Vec<String>,
     #[serde(default = "default_username_claim")]
     pub(super) username_claim: String,
+    #[serde(default)]
+    pub(super) require_email_verified: bool,
+    #[serde(default)]
+    pub(super) user_domains: Vec<String>,
+    #[serde(default)]
+    pub(super) user_domain_claim: String,
     #[serde(default)]
     pub(super) admin_claim: String,
     #[serde(default)]
@@ -116,8 +103,8 @@ fn default_issuer_algorithms() -> Vec<OneOf<JwsAlgorithm>> {
 fn default_token_types() -> Vec<String> {
     vec!["at+jwt".to_owned()]
 }
-fn default_scope_claim() -> OneOf<ScopeClaim> {
-    OneOf::known(ScopeClaim::Scope)
+fn default_scope_claim() -> String {
+    "scope".to_owned()
 }
 fn default_required_scope() -> String {
     "sip".to_owned()
@@ -214,11 +201,47 @@ pub(super) fn issuers(
                 "must list at least one typ value (\"at+jwt\", or \"JWT\" for Entra/Keycloak)",
             );
         }
-        let scope_claim = problems.one_of(
-            format!("{key}.scope_claim"),
-            &raw.scope_claim,
-            ScopeClaim::Scope,
-        );
+        for (field, path) in [
+            ("scope_claim", &raw.scope_claim),
+            ("username_claim", &raw.username_claim),
+        ] {
+            if let Err(message) = check_claim_path(path) {
+                problems.push(format!("{key}.{field}"), message);
+            }
+        }
+        for (field, path) in [
+            ("tenant_claim", &raw.tenant_claim),
+            ("user_domain_claim", &raw.user_domain_claim),
+            ("admin_claim", &raw.admin_claim),
+        ] {
+            if !path.is_empty() {
+                if let Err(message) = check_claim_path(path) {
+                    problems.push(format!("{key}.{field}"), message);
+                }
+            }
+        }
+        let mut user_domains = Vec::with_capacity(raw.user_domains.len());
+        for (n, d) in raw.user_domains.iter().enumerate() {
+            let d = d.trim().to_ascii_lowercase();
+            if d.is_empty()
+                || d.len() > 253
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                problems.push(
+                    format!("{key}.user_domains[{n}]"),
+                    "must be a DNS domain name (letters, digits, '.', '-')",
+                );
+            }
+            user_domains.push(d);
+        }
+        if !raw.user_domain_claim.is_empty() && user_domains.is_empty() {
+            problems.push(
+                format!("{key}.user_domain_claim"),
+                "is only used with user_domains; list the allowed domains there",
+            );
+        }
         let tenant = match (raw.tenant_claim.is_empty(), raw.tenants.is_empty()) {
             (true, true) => None,
             (false, false) => Some((raw.tenant_claim.clone(), raw.tenants.clone())),
@@ -241,9 +264,6 @@ pub(super) fn issuers(
                 None
             }
         };
-        if raw.username_claim.is_empty() {
-            problems.push(format!("{key}.username_claim"), "must not be empty");
-        }
         let domains = trusted_by.get(&raw.name).cloned().unwrap_or_default();
         if name_ok && domains.is_empty() {
             problems.push(
@@ -270,11 +290,14 @@ pub(super) fn issuers(
             audience: raw.audience,
             algorithms,
             token_types: raw.token_types,
-            scope_claim,
+            scope_claim: raw.scope_claim,
             required_scope: (!raw.required_scope.is_empty()).then_some(raw.required_scope),
             client_ids: raw.client_ids,
             tenant,
             username_claim: raw.username_claim,
+            require_email_verified: raw.require_email_verified,
+            user_domains,
+            user_domain_claim: raw.user_domain_claim,
             admin,
             login_client_id: raw.login_client_id,
             login_scopes: raw.login_scopes,
@@ -283,6 +306,33 @@ pub(super) fn issuers(
         });
     }
     out
+}
+
+/// Longest claim path accepted, and most segments in it.
+const MAX_CLAIM_PATH: usize = 256;
+const MAX_CLAIM_SEGMENTS: usize = 8;
+
+/// A claim name or dotted path (`scp`, `realm_access.roles`, `https://example.com/user`): not
+/// empty, no control characters or whitespace, at most 8 non-empty segments. A name that
+/// contains dots is first looked up whole (namespaced claims such as Auth0's), then as a path.
+pub fn check_claim_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if path.len() > MAX_CLAIM_PATH || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "{path:?} must be at most {MAX_CLAIM_PATH} bytes without whitespace or control characters"
+        ));
+    }
+    if !path.contains("://") {
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.len() > MAX_CLAIM_SEGMENTS || segments.iter().any(|s| s.is_empty()) {
+            return Err(format!(
+                "{path:?} must be a claim name or a dotted path of at most {MAX_CLAIM_SEGMENTS} non-empty names (e.g. \"realm_access.roles\")"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An issuer or fetch URL: `https://host…`, or `http://` on a loopback host. No userinfo, no

@@ -669,8 +669,9 @@ fn token_api_keys_are_checked_by_name() {
         "[token_api]\nstore_path = \"devices.db\"\ncredential_ttl_secs = 90000\nleeway_secs = 120\n\
          jwks_min_cache_secs = 600\njwks_max_cache_secs = 60\nmax_header_bytes = 100\n\
          [[issuers]]\nname = \"Corp!\"\nissuer = \"http://idp.example.test\"\naudience = \"\"\n\
-         algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"perms\"\n\
-         tenant_claim = \"tid\"\n\
+         algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"realm_access..roles\"\n\
+         tenant_claim = \"tid\"\nusername_claim = \"user name\"\nuser_domains = [\"a b\"]\n\
+         [[issuers]]\nname = \"hd\"\nissuer = \"https://hd.example.test\"\naudience = \"a\"\nuser_domain_claim = \"hd\"\n\
          [[issuers]]\nname = \"unused\"\nissuer = \"https://other.example.test\"\naudience = \"a\"\n\
          [[domains]]\nname = \"example.test\"\nsso = \"sometimes\"\nissuers = [\"Corp!\", \"nobody\"]\nregistrar = \"http://x\"\n";
     let errors = problems_of(text);
@@ -687,9 +688,15 @@ fn token_api_keys_are_checked_by_name() {
         ("issuers[0].algorithms[1]", "never accepted"),
         ("issuers[0].algorithms[2]", "is not one of"),
         ("issuers[0].token_types", "at least one"),
-        ("issuers[0].scope_claim", "is not one of"),
+        ("issuers[0].scope_claim", "dotted path"),
+        ("issuers[0].username_claim", "without whitespace"),
+        ("issuers[0].user_domains[0]", "DNS domain"),
+        (
+            "issuers[1].user_domain_claim",
+            "only used with user_domains",
+        ),
         ("issuers[0]", "tenant_claim and tenants together"),
-        ("issuers[1]", "not listed in any domains"),
+        ("issuers[2]", "not listed in any domains"),
         ("domains[0].sso", "is not one of"),
         (
             "domains[0].issuers[1]",

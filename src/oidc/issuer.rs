@@ -362,7 +362,6 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::config::ScopeClaim;
     use crate::metrics::Metrics;
 
     const RSA: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
@@ -571,11 +570,14 @@ mod tests {
             audience: "sipward".into(),
             algorithms: vec!["RS256".into()],
             token_types: vec!["at+jwt".into()],
-            scope_claim: ScopeClaim::Scope,
+            scope_claim: "scope".into(),
             required_scope: None,
             client_ids: Vec::new(),
             tenant: None,
             username_claim: "sub".into(),
+            require_email_verified: false,
+            user_domains: Vec::new(),
+            user_domain_claim: String::new(),
             admin: None,
             login_client_id: "sipward".into(),
             login_scopes: Vec::new(),

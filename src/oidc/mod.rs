@@ -83,6 +83,13 @@ pub enum Rejection {
     UserRevoked,
     /// No keys cached and the IdP unreachable (503).
     KeysUnavailable,
+    /// A claim the mapping reads has a shape it does not know (an object for a scope, a list
+    /// holding numbers): fail closed (401).
+    ClaimShape,
+    /// `require_email_verified` and the token's `email_verified` is not true (403).
+    EmailUnverified,
+    /// `user_domains` set and the user's domain (`hd` or the email's) is not one (403).
+    UserDomain,
 }
 
 /// The four things a client may learn.
@@ -95,7 +102,7 @@ pub enum Answer {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 22] = [
+    pub const ALL: [Rejection; 25] = [
         Rejection::Malformed,
         Rejection::Algorithm,
         Rejection::Header,
@@ -118,6 +125,9 @@ impl Rejection {
         Rejection::UsernameTaken,
         Rejection::UserRevoked,
         Rejection::KeysUnavailable,
+        Rejection::ClaimShape,
+        Rejection::EmailUnverified,
+        Rejection::UserDomain,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +154,9 @@ impl Rejection {
             Rejection::UsernameTaken => "username_taken",
             Rejection::UserRevoked => "user_revoked",
             Rejection::KeysUnavailable => "keys_unavailable",
+            Rejection::ClaimShape => "claim_shape",
+            Rejection::EmailUnverified => "email_unverified",
+            Rejection::UserDomain => "user_domain",
         }
     }
 
@@ -153,7 +166,9 @@ impl Rejection {
             Rejection::Tenant
             | Rejection::Username
             | Rejection::UsernameTaken
-            | Rejection::UserRevoked => Answer::AccessDenied,
+            | Rejection::UserRevoked
+            | Rejection::EmailUnverified
+            | Rejection::UserDomain => Answer::AccessDenied,
             Rejection::KeysUnavailable => Answer::Unavailable,
             _ => Answer::InvalidToken,
         }
