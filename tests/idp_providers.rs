@@ -1,0 +1,260 @@
+//! Real identity providers (issue 19): the worked configurations in `config/idp/` pass
+//! `sipward check-config`, and each runs the in-process server against the test IdP
+//! (`tests/idp`, provider shapes in `tests/idp/shapes.mjs`) with only the issuer URL and the
+//! ports changed. Per provider: a token shaped like that provider's (issuer form, claim names,
+//! array or string scopes, `typ` as the provider sends it) is exchanged for a credential that
+//! REGISTERs, and one is refused for the provider-specific reason.
+//!
+//! Without Node or `tests/idp/node_modules` the IdP tests are skipped loudly, or fail when
+//! `CI=true`.
+
+mod common;
+mod token;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use common::*;
+use token::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sipward");
+
+fn worked(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/idp")
+        .join(format!("{name}.toml"))
+}
+
+/// A provider-shaped token from the test IdP: `(token, issuer)`. `extra` may hold `set`,
+/// `remove`, `header`, `tid`, `origin`, `opaque`.
+fn mint(idp: &Idp, shape: &str, user: &str, extra: Value) -> (String, String) {
+    let mut body = json!({"shape": shape, "user": user});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            body[k] = v;
+        }
+    }
+    let r = http(
+        idp.addr,
+        "POST",
+        "/shapes/mint",
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "mint {shape}: {}", r.body);
+    let v = r.json();
+    (
+        v["token"].as_str().unwrap().to_owned(),
+        v["issuer"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The worked configuration `name` with its issuer replaced by `issuer`, listening on
+/// kernel-chosen loopback ports, and `replace` applied (`(from, to)` text pairs).
+fn worked_config(name: &str, issuer: &str, replace: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(worked(name)).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("issuer = "))
+        .expect("an issuer line")
+        .to_owned();
+    text = text.replace(&line, &format!("issuer = \"{issuer}\""));
+    text = text
+        .replace("\"127.0.0.1:5060\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"");
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name}.toml has no {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// The in-process server for `config`; files it names relative to the config live in its
+/// folder (`files`: name and content, written 0600).
+fn server_for(config: &str, files: &[(&str, &str)]) -> TokenServer {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let path = dir.path().join("sipward.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::in_process(path, dir);
+    TokenServer {
+        server,
+        config: config.to_owned(),
+    }
+}
+
+/// Exchange, then REGISTER `alice` with SHA-256.
+fn exchange_and_register(s: &TokenServer, token: &str) {
+    let cred = s.credential(token, "laptop-1");
+    assert_eq!(cred.aor, "sip:alice@example.test");
+    let mut c = Client::new(Proto::Udp, s.server.udp);
+    let r = register_device(&mut c, "alice", &cred, "SHA-256", Some("60"));
+    assert_eq!(r.status(), 200, "{}", r.text);
+}
+
+/// A refused exchange: the status, the error code, and the reason counted.
+fn refused(s: &TokenServer, token: &str, status: u16, error: &str, reason: &str) {
+    let r = s.exchange(token, "laptop-1");
+    assert_eq!(r.status, status, "{}\n{}", r.body, s.server.stderr());
+    assert_eq!(r.json()["error"], error, "{}", r.body);
+    assert_eq!(
+        s.metric(&format!(
+            "sipward_token_rejections_total{{reason=\"{reason}\"}}"
+        )),
+        1.0,
+        "{}",
+        s.server.stderr()
+    );
+}
+
+#[test]
+fn every_worked_configuration_passes_check_config() {
+    let mut names: Vec<String> = std::fs::read_dir(worked("x").parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    for expected in ["auth0", "entra", "keycloak", "okta"] {
+        assert!(
+            names.contains(&format!("{expected}.toml")),
+            "config/idp/{expected}.toml missing: {names:?}"
+        );
+    }
+    for name in &names {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(worked(name.trim_end_matches(".toml")))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.trim().is_empty(), "{name} warns: {stderr}");
+    }
+}
+
+#[test]
+fn entra_v2_token_registers_and_another_tenant_is_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let (token, issuer) = mint(&idp, "entra", "alice", json!({}));
+    let s = server_for(&worked_config("entra", &issuer, &[]), &[]);
+    exchange_and_register(&s, &token);
+    // The same tenant's issuer, but a token naming another tenant: 403 access_denied.
+    let (other, _) = mint(
+        &idp,
+        "entra",
+        "alice",
+        json!({"set": {"tid": "00000000-0000-0000-0000-000000000000"}}),
+    );
+    refused(&s, &other, 403, "access_denied", "tenant");
+    // A v1.0 token of the same tenant (sts.windows.net form, appid): another issuer, 401.
+    let (v1, _) = mint(&idp, "entra-v1", "alice", json!({}));
+    let r = s.exchange(&v1, "laptop-2");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        s.metric("sipward_token_rejections_total{reason=\"unknown_issuer\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn okta_custom_server_token_registers_and_one_without_the_scope_is_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let (token, issuer) = mint(&idp, "okta", "alice", json!({}));
+    let s = server_for(&worked_config("okta", &issuer, &[]), &[]);
+    exchange_and_register(&s, &token);
+    let (no_scope, _) = mint(
+        &idp,
+        "okta",
+        "alice",
+        json!({"set": {"scp": ["openid", "profile"]}}),
+    );
+    refused(&s, &no_scope, 403, "insufficient_scope", "scope");
+    // Another Okta app (cid) is refused as another client.
+    let (other, _) = mint(&idp, "okta", "alice", json!({"set": {"cid": "0oa9other"}}));
+    let r = s.exchange(&other, "laptop-2");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        s.metric("sipward_token_rejections_total{reason=\"client\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn keycloak_token_registers_and_another_client_or_unverified_email_is_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let (token, issuer) = mint(&idp, "keycloak", "alice", json!({}));
+    let s = server_for(&worked_config("keycloak", &issuer, &[]), &[]);
+    exchange_and_register(&s, &token);
+    let (other, _) = mint(
+        &idp,
+        "keycloak",
+        "alice",
+        json!({"set": {"azp": "other-app"}}),
+    );
+    refused(&s, &other, 401, "invalid_token", "client");
+    let (unverified, _) = mint(
+        &idp,
+        "keycloak",
+        "alice",
+        json!({"set": {"email_verified": false}}),
+    );
+    refused(&s, &unverified, 403, "access_denied", "email_unverified");
+    // The client role under resource_access replaced by an object of the wrong shape.
+    let (odd, _) = mint(
+        &idp,
+        "keycloak",
+        "alice",
+        json!({"set": {"resource_access": {"sipward-api": {"roles": {"sip-register": true}}}}}),
+    );
+    refused(&s, &odd, 401, "invalid_token", "claim_shape");
+    assert!(s
+        .server
+        .stderr()
+        .contains("resource_access.sipward-api.roles"));
+}
+
+#[test]
+fn auth0_token_registers_and_another_organization_is_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let (token, issuer) = mint(&idp, "auth0", "alice", json!({}));
+    assert!(issuer.ends_with("/auth0/"), "{issuer}");
+    let s = server_for(&worked_config("auth0", &issuer, &[]), &[]);
+    exchange_and_register(&s, &token);
+    let (other_org, _) = mint(
+        &idp,
+        "auth0",
+        "alice",
+        json!({"set": {"org_id": "org_someoneelse"}}),
+    );
+    refused(&s, &other_org, 403, "access_denied", "tenant");
+    // Permission missing from the `permissions` array.
+    let (no_perm, _) = mint(
+        &idp,
+        "auth0",
+        "alice",
+        json!({"set": {"permissions": ["sip:read"]}}),
+    );
+    let r = s.exchange(&no_perm, "laptop-2");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"], "insufficient_scope");
+}
