@@ -258,3 +258,222 @@ fn auth0_token_registers_and_another_organization_is_refused() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"], "insufficient_scope");
 }
+
+// ---- Connectivity: a company CA and an egress proxy ----
+
+/// A test CA and a server certificate for `host` signed by it: `(ca_pem, cert_pem, key_pem)`.
+fn test_ca_and_server_cert(host: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "sipward test company CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, host);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A small HTTP CONNECT proxy on loopback: it counts CONNECT requests, records their
+/// targets, and connects every target host to 127.0.0.1 (so a name only the proxy knows, as
+/// behind a company egress proxy, reaches the test IdP). Anything but CONNECT gets 405.
+struct ConnectProxy {
+    addr: std::net::SocketAddr,
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = targets.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { break };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut client = client;
+                    let mut parts = line.split_whitespace();
+                    let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+                        let _ = client.write_all(
+                            b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n",
+                        );
+                        return;
+                    };
+                    seen.lock().unwrap().push(target.to_owned());
+                    let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+                    let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                        return;
+                    };
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                        .unwrap();
+                    // Bytes the reader buffered past the head belong to the tunnel.
+                    let buffered = reader.buffer().to_vec();
+                    let mut up_w = upstream.try_clone().unwrap();
+                    up_w.write_all(&buffered).unwrap();
+                    let mut up_r = upstream;
+                    let mut client_w = client.try_clone().unwrap();
+                    let mut client_r = client;
+                    let t = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut up_r, &mut client_w);
+                        let _ = client_w.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut client_r, &mut up_w);
+                    let _ = up_w.shutdown(std::net::Shutdown::Write);
+                    let _ = t.join();
+                });
+            }
+        });
+        ConnectProxy { addr, targets }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+}
+
+/// The test IdP also serving HTTPS with `cert`/`key` (files in `dir`): `(idp, tls_port)`.
+fn idp_over_https(dir: &Path, cert: &str, key: &str) -> (Idp, u16) {
+    use std::io::BufRead as _;
+    let cert_path = dir.join("idp.pem");
+    let key_path = dir.join("idp.key");
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let mut child = Command::new("node")
+        .arg(idp_dir().join("server.mjs"))
+        .env("IDP_PORT", "0")
+        .env("IDP_TLS_PORT", "0")
+        .env("IDP_TLS_CERT", &cert_path)
+        .env("IDP_TLS_KEY", &key_path)
+        .env("IDP_AUDIENCE", AUDIENCE)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("IdP start ({e}): {line:?}"));
+    let port = v["port"].as_u64().unwrap() as u16;
+    let idp = Idp::from_child(
+        child,
+        v["issuer"].as_str().unwrap(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    );
+    (idp, v["tls_port"].as_u64().unwrap() as u16)
+}
+
+/// Issue 19: an on-premises Keycloak with a company CA, reachable only through an egress
+/// proxy. The IdP serves HTTPS under a name only the proxy resolves, with a certificate from
+/// a CA generated here; sipward gets that CA in `ca_file` and the proxy in `proxy`. With
+/// both, the token registers (and every fetch went through CONNECT); without the CA, or
+/// without the proxy, the IdP is unreachable and the exchange gets 503, never 401.
+#[test]
+fn keycloak_behind_a_company_ca_and_a_connect_proxy() {
+    if !idp_available() {
+        return;
+    }
+    const HOST: &str = "keycloak.corp.test";
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca_and_server_cert(HOST);
+    let (idp, tls_port) = idp_over_https(dir.path(), &cert, &key);
+    let proxy = ConnectProxy::start();
+    let origin = format!("https://{HOST}:{tls_port}");
+    let (token, issuer) = mint(&idp, "keycloak", "alice", json!({"origin": origin}));
+    assert!(
+        issuer.starts_with("https://keycloak.corp.test:"),
+        "{issuer}"
+    );
+    let proxy_line = format!("proxy = \"http://{}\"", proxy.addr);
+    let with = |extra: &str| {
+        worked_config(
+            "keycloak",
+            &issuer,
+            &[(
+                "label = \"Keycloak\"",
+                &format!("label = \"Keycloak\"\n{extra}"),
+            )],
+        )
+    };
+    let files = [("corp-ca.pem", ca.as_str())];
+
+    let s = server_for(
+        &with(&format!("ca_file = \"corp-ca.pem\"\n{proxy_line}")),
+        &files,
+    );
+    exchange_and_register(&s, &token);
+    let targets = proxy.targets();
+    assert!(!targets.is_empty(), "no CONNECT went through the proxy");
+    assert!(
+        targets.iter().all(|t| *t == format!("{HOST}:{tls_port}")),
+        "{targets:?}"
+    );
+    println!("CONNECT requests through the test proxy: {}", targets.len());
+    drop(s);
+
+    // The proxy without the company CA: the IdP's certificate is not trusted.
+    let s = server_for(&with(&proxy_line), &files);
+    let r = s.exchange(&token, "laptop-1");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    drop(s);
+
+    // The CA without the proxy: the name resolves nowhere.
+    let s = server_for(&with("ca_file = \"corp-ca.pem\""), &files);
+    let r = s.exchange(&token, "laptop-1");
+    assert_eq!(r.status, 503, "{}", r.body);
+}
+
+#[test]
+fn a_bad_ca_file_or_proxy_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+    let text = std::fs::read_to_string(worked("keycloak"))
+        .unwrap()
+        .replace(
+            "label = \"Keycloak\"",
+            "label = \"Keycloak\"\nca_file = \"junk.pem\"\nproxy = \"http://user:pw@proxy.example.test:3128\"",
+        );
+    let path = dir.path().join("sipward.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("issuers[0].ca_file"), "{stderr}");
+    assert!(stderr.contains("no PEM CERTIFICATE"), "{stderr}");
+    assert!(stderr.contains("issuers[0].proxy"), "{stderr}");
+    assert!(
+        !stderr.contains("pw@"),
+        "the proxy password is echoed: {stderr}"
+    );
+}

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -53,6 +54,12 @@ pub struct Issuer {
     pub label: String,
     /// The domains that trust this issuer (filled from `domains[].issuers`), lowercase.
     pub domains: Vec<String>,
+    /// Extra trust anchors for this issuer's HTTPS endpoints (a company CA), besides the
+    /// public web roots: the file (resolved) and its PEM certificates, read at load.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Vec<u8>,
+    /// An HTTP proxy that https requests to this issuer go through with CONNECT.
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -93,6 +100,10 @@ pub(super) struct RawIssuer {
     pub(super) login_scopes: Vec<String>,
     #[serde(default)]
     pub(super) label: String,
+    #[serde(default)]
+    pub(super) ca_file: String,
+    #[serde(default)]
+    pub(super) proxy: String,
 }
 
 fn default_issuer_algorithms() -> Vec<OneOf<JwsAlgorithm>> {
@@ -143,6 +154,7 @@ pub(super) fn issuers(
     problems: &mut Problems,
     raw: Vec<RawIssuer>,
     trusted_by: &HashMap<String, Vec<String>>,
+    base_dir: &Path,
 ) -> Vec<Issuer> {
     let mut out: Vec<Issuer> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
@@ -278,6 +290,23 @@ pub(super) fn issuers(
             "{}/.well-known/openid-configuration",
             raw.issuer.trim_end_matches('/')
         );
+        let (ca_file, ca_pem) = if raw.ca_file.is_empty() {
+            (None, Vec::new())
+        } else {
+            let path = base_dir.join(&raw.ca_file);
+            match read_ca_bundle(&path) {
+                Ok(pem) => (Some(path), pem),
+                Err(message) => {
+                    problems.push(format!("{key}.ca_file"), message);
+                    (None, Vec::new())
+                }
+            }
+        };
+        if !raw.proxy.is_empty() {
+            if let Err(message) = check_proxy_url(&raw.proxy) {
+                problems.push(format!("{key}.proxy"), message);
+            }
+        }
         let label = if raw.label.is_empty() {
             raw.name.clone()
         } else {
@@ -303,9 +332,65 @@ pub(super) fn issuers(
             login_scopes: raw.login_scopes,
             label,
             domains,
+            ca_file,
+            ca_pem,
+            proxy: (!raw.proxy.is_empty()).then_some(raw.proxy),
         });
     }
     out
+}
+
+/// Largest CA bundle read.
+const MAX_CA_BUNDLE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM bundle of CA certificates: at least one `CERTIFICATE` block, each a parsable
+/// X.509 certificate.
+fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    if size > MAX_CA_BUNDLE_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_CA_BUNDLE_BYTES} bytes"
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut count = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(&pem) {
+        let block = block.map_err(|e| format!("{shown} is not PEM: {e}"))?;
+        if block.label != "CERTIFICATE" {
+            continue;
+        }
+        block
+            .parse_x509()
+            .map_err(|e| format!("{shown}: certificate {} does not parse: {e}", count + 1))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!("{shown} holds no PEM CERTIFICATE block"));
+    }
+    Ok(pem)
+}
+
+/// A proxy URL: `http://host:port` (or `https://`), no credentials, path or query. Messages
+/// never repeat the value (it might hold a password).
+pub(super) fn check_proxy_url(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('@') {
+        return Err(
+            "must not hold credentials (user:password@); proxy authentication is not supported"
+                .to_owned(),
+        );
+    }
+    if authority.is_empty() || authority.contains(['/', '?', '#']) {
+        return Err("must be a proxy's scheme, host and port only (no path or query)".to_owned());
+    }
+    Ok(())
 }
 
 /// Longest claim path accepted, and most segments in it.

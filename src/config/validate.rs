@@ -52,7 +52,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     }
     let accounts = domains::accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
-    let issuers = issuers(&mut problems, raw.issuers, &domains);
+    let issuers = issuers(&mut problems, raw.issuers, &domains, base_dir);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -106,6 +106,7 @@ fn issuers(
     problems: &mut Problems,
     raw: Vec<issuers::RawIssuer>,
     domains: &[Domain],
+    base_dir: &Path,
 ) -> Vec<issuers::Issuer> {
     let names: Vec<&str> = raw.iter().map(|i| i.name.as_str()).collect();
     let mut trusted_by: HashMap<String, Vec<String>> = HashMap::new();
@@ -134,7 +135,7 @@ fn issuers(
             _ => {}
         }
     }
-    issuers::issuers(problems, raw, &trusted_by)
+    issuers::issuers(problems, raw, &trusted_by, base_dir)
 }
 
 fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {

@@ -4,7 +4,11 @@
 //! from the configured issuer's discovery document, never from a token (docs/testing.md J6).
 //!
 //! TLS is rustls with the aws-lc-rs provider (the binary's one crypto backend) and the
-//! Mozilla root set (`webpki-roots`). Environment proxies are not used.
+//! Mozilla root set (`webpki-roots`), plus, per issuer, the CA certificates of its `ca_file`
+//! (a company CA in front of an on-premises IdP). Environment proxies are not used; an
+//! issuer's `proxy` carries its https requests through HTTP CONNECT (reqwest's own proxy
+//! support: the proxy sees the host name, never the TLS content). Each issuer has its own
+//! client, so one issuer's CA or proxy never applies to another.
 
 use std::time::Duration;
 
@@ -37,15 +41,40 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(timeout: Duration, max_bytes: usize) -> Result<Fetcher, FetchError> {
+        Fetcher::with_connectivity(timeout, max_bytes, &[], None)
+    }
+
+    /// A client that also trusts the PEM certificates in `extra_roots` and sends https
+    /// requests through the CONNECT proxy `proxy`.
+    pub fn with_connectivity(
+        timeout: Duration,
+        max_bytes: usize,
+        extra_roots: &[u8],
+        proxy: Option<&str>,
+    ) -> Result<Fetcher, FetchError> {
         // reqwest's rustls has no built-in provider here: install aws-lc-rs process-wide (a
         // no-op if the TLS listener already did).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()
-            .user_agent(concat!("sipward/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("sipward/", env!("CARGO_PKG_VERSION")));
+        if !extra_roots.is_empty() {
+            for cert in reqwest::Certificate::from_pem_bundle(extra_roots)
+                .map_err(|e| FetchError::Request(format!("ca_file: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(
+                reqwest::Proxy::https(proxy)
+                    .map_err(|e| FetchError::Request(format!("proxy: {e}")))?,
+            );
+        }
+        let client = builder
             .build()
             .map_err(|e| FetchError::Request(e.to_string()))?;
         Ok(Fetcher { client, max_bytes })

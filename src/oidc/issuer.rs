@@ -583,6 +583,9 @@ mod tests {
             login_scopes: Vec::new(),
             label: "stall".into(),
             domains: vec!["example.test".into()],
+            ca_file: None,
+            ca_pem: Vec::new(),
+            proxy: None,
         };
         let bounds = CacheBounds {
             min: Duration::from_secs(60),

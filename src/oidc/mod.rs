@@ -312,7 +312,6 @@ struct RegistryInner {
 impl IssuerRegistry {
     pub fn new(config: &Config, metrics: OidcMetrics) -> Result<IssuerRegistry, FetchError> {
         let t = &config.token_api;
-        let fetcher = Fetcher::new(t.fetch_timeout, t.max_jwks_bytes)?;
         let bounds = CacheBounds {
             min: t.jwks_min_cache,
             max: t.jwks_max_cache,
@@ -320,21 +319,25 @@ impl IssuerRegistry {
             discovery_refresh: t.discovery_refresh,
             max_keys: t.max_jwks_keys,
         };
-        let by_iss = config
-            .issuers
-            .iter()
-            .map(|i| {
-                (
-                    i.issuer.clone(),
-                    Arc::new(IssuerState::new(
-                        i.clone(),
-                        bounds,
-                        fetcher.clone(),
-                        metrics.clone(),
-                    )),
-                )
-            })
-            .collect();
+        let mut by_iss = HashMap::new();
+        for i in &config.issuers {
+            let fetcher = Fetcher::with_connectivity(
+                t.fetch_timeout,
+                t.max_jwks_bytes,
+                &i.ca_pem,
+                i.proxy.as_deref(),
+            )
+            .map_err(|e| FetchError::Request(format!("issuer {:?}: {e}", i.name)))?;
+            by_iss.insert(
+                i.issuer.clone(),
+                Arc::new(IssuerState::new(
+                    i.clone(),
+                    bounds,
+                    fetcher,
+                    metrics.clone(),
+                )),
+            );
+        }
         Ok(IssuerRegistry {
             inner: Arc::new(RegistryInner {
                 by_iss,

@@ -565,6 +565,9 @@ mod tests {
             login_scopes: Vec::new(),
             label: String::new(),
             domains: vec!["example.test".into()],
+            ca_file: None,
+            ca_pem: Vec::new(),
+            proxy: None,
         }
     }
 
