@@ -114,6 +114,19 @@ fn refused(s: &TokenServer, token: &str, status: u16, error: &str, reason: &str)
     );
 }
 
+/// The secret files a worked configuration names (`*_file = "name"`), as they would be
+/// deployed: created next to the copy with mode 0600.
+fn secret_files_of(config: &str) -> Vec<(String, String)> {
+    config
+        .lines()
+        .filter(|l| l.starts_with("introspection_secret_file = "))
+        .map(|l| {
+            let name = l.split('"').nth(1).unwrap().to_owned();
+            (name, "introspection-secret-for-tests\n".to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn every_worked_configuration_passes_check_config() {
     let mut names: Vec<String> = std::fs::read_dir(worked("x").parent().unwrap())
@@ -122,16 +135,26 @@ fn every_worked_configuration_passes_check_config() {
         .filter(|n| n.ends_with(".toml"))
         .collect();
     names.sort();
-    for expected in ["auth0", "entra", "keycloak", "okta"] {
+    for expected in ["auth0", "entra", "google", "keycloak", "okta", "okta-org"] {
         assert!(
             names.contains(&format!("{expected}.toml")),
             "config/idp/{expected}.toml missing: {names:?}"
         );
     }
     for name in &names {
+        let text = std::fs::read_to_string(worked(name.trim_end_matches(".toml"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (file, content) in secret_files_of(&text) {
+            let path = dir.path().join(file);
+            std::fs::write(&path, content).unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
         let out = Command::new(BIN)
             .arg("check-config")
-            .arg(worked(name.trim_end_matches(".toml")))
+            .arg(&path)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
@@ -476,4 +499,213 @@ fn a_bad_ca_file_or_proxy_is_refused_naming_the_key() {
         !stderr.contains("pw@"),
         "the proxy password is echoed: {stderr}"
     );
+}
+
+// ---- Opaque tokens ----
+
+fn shapes_post(idp: &Idp, path: &str, body: Value) -> Value {
+    let r = http(
+        idp.addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+/// How often the test IdP was asked about `token` (introspection, userinfo, token-info).
+fn idp_calls_for(idp: &Idp, token: &str) -> u64 {
+    use sha2::Digest as _;
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let stats = http(idp.addr, "GET", "/shapes/stats", &[], "").json();
+    stats["per_token"][&hash[..16]].as_u64().unwrap_or(0)
+}
+
+/// The Okta org worked configuration against the test IdP, with `opaque_cache_secs`.
+fn okta_org_server(idp: &Idp, cache_secs: u64) -> TokenServer {
+    let (_, issuer) = mint(idp, "okta-org", "alice", json!({}));
+    let origin = issuer.trim_end_matches("/okta");
+    let text = worked_config(
+        "okta-org",
+        &issuer,
+        &[
+            (
+                "audience = \"https://dev-123456.okta.com\"",
+                &format!("audience = \"{issuer}\""),
+            ),
+            (
+                "https://dev-123456.okta.com/oauth2/v1/introspect",
+                &format!("{origin}/okta/oauth2/v1/introspect"),
+            ),
+            (
+                "opaque_cache_secs = 60",
+                &format!("opaque_cache_secs = {cache_secs}"),
+            ),
+        ],
+    );
+    let secrets = secret_files_of(&text);
+    let files: Vec<(&str, &str)> = secrets
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    server_for(&text, &files)
+}
+
+/// Issue 19, opaque tokens: active → credential → REGISTER; the IdP is asked once per token
+/// within the cache window (counted at the IdP); another client and an unknown token are 401.
+#[test]
+fn okta_org_opaque_token_is_introspected_once_and_registers() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = okta_org_server(&idp, 60);
+    let (token, _) = mint(&idp, "okta-org", "alice", json!({}));
+    exchange_and_register(&s, &token);
+    for n in 0..4 {
+        let r = s.exchange(&token, &format!("phone-{n}"));
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    }
+    assert_eq!(
+        idp_calls_for(&idp, &token),
+        1,
+        "one introspection per token"
+    );
+    assert_eq!(
+        s.metric("sipward_oidc_introspections_total{result=\"ok\"}"),
+        1.0
+    );
+    // Another Okta app's token: refused as another client.
+    let (other, _) = mint(
+        &idp,
+        "okta-org",
+        "alice",
+        json!({"set": {"cid": "0oa9other"}}),
+    );
+    refused(&s, &other, 401, "invalid_token", "client");
+    // A token the IdP never issued: inactive.
+    let unknown = format!("{}x", &token[..token.len() - 1]);
+    refused(&s, &unknown, 401, "invalid_token", "inactive");
+    assert_eq!(r_body_of_invalid(&s, &unknown), INVALID_TOKEN_BODY);
+}
+
+fn r_body_of_invalid(s: &TokenServer, token: &str) -> String {
+    s.exchange(token, "laptop-9").body
+}
+
+/// A revoked opaque token keeps working only while its cached result lasts
+/// (`opaque_cache_secs`), and a cached result never outlives the token.
+#[test]
+fn opaque_results_are_cached_up_to_the_ceiling_and_the_token_life() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = okta_org_server(&idp, 2);
+    let (token, _) = mint(&idp, "okta-org", "alice", json!({}));
+    s.credential(&token, "phone-1");
+    shapes_post(&idp, "/shapes/revoke", json!({"token": token}));
+    // Within the window: the cached answer (the revoke is not seen yet, by design).
+    s.credential(&token, "phone-1");
+    assert_eq!(idp_calls_for(&idp, &token), 1);
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    // After the ceiling: asked again, now inactive.
+    let r = s.exchange(&token, "phone-1");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(idp_calls_for(&idp, &token), 2);
+
+    // A token with 2 s to live under a 60 s ceiling: cached only until it expires.
+    let s = okta_org_server(&idp, 60);
+    let (short, _) = mint(&idp, "okta-org", "alice", json!({"ttl": 2}));
+    s.credential(&short, "phone-2");
+    assert_eq!(idp_calls_for(&idp, &short), 1);
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let r = s.exchange(&short, "phone-2");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        idp_calls_for(&idp, &short),
+        2,
+        "the cached result outlived the token"
+    );
+}
+
+/// Introspection down or failing: 503 with Retry-After, never 401; not cached, so the same
+/// token works once the IdP is back.
+#[test]
+fn introspection_endpoint_down_gives_503_never_401() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = okta_org_server(&idp, 60);
+    let (token, _) = mint(&idp, "okta-org", "alice", json!({}));
+    for mode in ["down", "error"] {
+        shapes_post(&idp, "/shapes/mode", json!({"introspection": mode}));
+        let r = s.exchange(&token, "phone-1");
+        assert_eq!(r.status, 503, "{mode}: {}", r.body);
+        assert!(r.header("retry-after").is_some(), "{mode}");
+    }
+    assert_eq!(
+        s.metric("sipward_token_rejections_total{reason=\"introspection_unavailable\"}"),
+        2.0
+    );
+    shapes_post(&idp, "/shapes/mode", json!({"introspection": "ok"}));
+    exchange_and_register(&s, &token);
+}
+
+fn google_server(idp: &Idp) -> TokenServer {
+    let (_, issuer) = mint(idp, "google", "alice", json!({}));
+    let text = worked_config(
+        "google",
+        &issuer,
+        &[
+            (
+                "https://openidconnect.googleapis.com/v1/userinfo",
+                &format!("{issuer}/userinfo"),
+            ),
+            (
+                "https://oauth2.googleapis.com/tokeninfo",
+                &format!("{issuer}/tokeninfo"),
+            ),
+        ],
+    );
+    server_for(&text, &[])
+}
+
+#[test]
+fn google_token_registers_and_unverified_consumer_or_other_app_tokens_are_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = google_server(&idp);
+    let (token, _) = mint(&idp, "google", "alice", json!({}));
+    assert!(token.starts_with("ya29."));
+    exchange_and_register(&s, &token);
+    // One token-info and one userinfo call for the token, then the cache.
+    s.credential(&token, "phone-2");
+    assert_eq!(idp_calls_for(&idp, &token), 2);
+    let (unverified, _) = mint(
+        &idp,
+        "google",
+        "alice",
+        json!({"set": {"email_verified": false}}),
+    );
+    refused(&s, &unverified, 403, "access_denied", "email_unverified");
+    let (consumer, _) = mint(
+        &idp,
+        "google",
+        "alice",
+        json!({"remove": ["hd"], "set": {"email": "alice@gmail.com"}}),
+    );
+    refused(&s, &consumer, 403, "access_denied", "user_domain");
+    let (other_app, _) = mint(
+        &idp,
+        "google",
+        "alice",
+        json!({"set": {"aud": "999-other.apps.googleusercontent.com", "azp": "999-other.apps.googleusercontent.com"}}),
+    );
+    refused(&s, &other_app, 401, "invalid_token", "audience");
 }

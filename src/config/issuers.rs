@@ -60,7 +60,81 @@ pub struct Issuer {
     pub ca_pem: Vec<u8>,
     /// An HTTP proxy that https requests to this issuer go through with CONNECT.
     pub proxy: Option<String>,
+    /// `token_format = "opaque"`: how its tokens are validated; `None` = JWT access tokens.
+    pub opaque: Option<Opaque>,
 }
+
+/// How an issuer's opaque access tokens are validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opaque {
+    /// RFC 7662 introspection with client_secret_basic.
+    Introspection {
+        endpoint: String,
+        client_id: String,
+        secret: IntrospectionSecret,
+        cache: std::time::Duration,
+    },
+    /// OIDC userinfo with the token as Bearer, plus the provider's token-info endpoint for the
+    /// audience, client, scope and expiry (Google).
+    Userinfo {
+        endpoint: String,
+        tokeninfo_endpoint: String,
+        cache: std::time::Duration,
+    },
+}
+
+/// The introspection client secret. `Debug` never shows it; compared only by the IdP.
+#[derive(Clone)]
+pub struct IntrospectionSecret(pub super::Secret);
+
+impl PartialEq for IntrospectionSecret {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self.0.expose(), other.0.expose()).into()
+    }
+}
+impl Eq for IntrospectionSecret {}
+
+impl std::fmt::Debug for IntrospectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenFormat {
+    Jwt,
+    Opaque,
+}
+
+impl Named for TokenFormat {
+    const ALL: &'static [Self] = &[Self::Jwt, Self::Opaque];
+    fn name(self) -> &'static str {
+        match self {
+            TokenFormat::Jwt => "jwt",
+            TokenFormat::Opaque => "opaque",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpaqueValidation {
+    Introspection,
+    Userinfo,
+}
+
+impl Named for OpaqueValidation {
+    const ALL: &'static [Self] = &[Self::Introspection, Self::Userinfo];
+    fn name(self) -> &'static str {
+        match self {
+            OpaqueValidation::Introspection => "introspection",
+            OpaqueValidation::Userinfo => "userinfo",
+        }
+    }
+}
+
+/// Longest time an opaque token's validation result is cached (and the default).
+const MAX_OPAQUE_CACHE_SECS: u64 = 3600;
+const DEFAULT_OPAQUE_CACHE_SECS: u64 = 60;
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +178,32 @@ pub(super) struct RawIssuer {
     pub(super) ca_file: String,
     #[serde(default)]
     pub(super) proxy: String,
+    #[serde(default = "default_token_format")]
+    pub(super) token_format: OneOf<TokenFormat>,
+    #[serde(default = "default_opaque_validation")]
+    pub(super) opaque_validation: OneOf<OpaqueValidation>,
+    #[serde(default)]
+    pub(super) introspection_endpoint: String,
+    #[serde(default)]
+    pub(super) introspection_client_id: String,
+    #[serde(default)]
+    pub(super) introspection_secret_file: String,
+    #[serde(default)]
+    pub(super) userinfo_endpoint: String,
+    #[serde(default)]
+    pub(super) tokeninfo_endpoint: String,
+    #[serde(default = "default_opaque_cache_secs")]
+    pub(super) opaque_cache_secs: u64,
+}
+
+fn default_token_format() -> OneOf<TokenFormat> {
+    OneOf::known(TokenFormat::Jwt)
+}
+fn default_opaque_validation() -> OneOf<OpaqueValidation> {
+    OneOf::known(OpaqueValidation::Introspection)
+}
+fn default_opaque_cache_secs() -> u64 {
+    DEFAULT_OPAQUE_CACHE_SECS
 }
 
 fn default_issuer_algorithms() -> Vec<OneOf<JwsAlgorithm>> {
@@ -307,6 +407,7 @@ pub(super) fn issuers(
                 problems.push(format!("{key}.proxy"), message);
             }
         }
+        let opaque = opaque(problems, &key, &raw, base_dir);
         let label = if raw.label.is_empty() {
             raw.name.clone()
         } else {
@@ -335,9 +436,143 @@ pub(super) fn issuers(
             ca_file,
             ca_pem,
             proxy: (!raw.proxy.is_empty()).then_some(raw.proxy),
+            opaque,
         });
     }
     out
+}
+
+/// The opaque-token keys of one issuer; `None` for JWT issuers (the opaque keys must then be
+/// left out).
+fn opaque(problems: &mut Problems, key: &str, raw: &RawIssuer, base_dir: &Path) -> Option<Opaque> {
+    let format = problems.one_of(
+        format!("{key}.token_format"),
+        &raw.token_format,
+        TokenFormat::Jwt,
+    );
+    let method = problems.one_of(
+        format!("{key}.opaque_validation"),
+        &raw.opaque_validation,
+        OpaqueValidation::Introspection,
+    );
+    let set: Vec<&str> = [
+        ("introspection_endpoint", &raw.introspection_endpoint),
+        ("introspection_client_id", &raw.introspection_client_id),
+        ("introspection_secret_file", &raw.introspection_secret_file),
+        ("userinfo_endpoint", &raw.userinfo_endpoint),
+        ("tokeninfo_endpoint", &raw.tokeninfo_endpoint),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, _)| k)
+    .collect();
+    if format == TokenFormat::Jwt {
+        for k in set {
+            problems.push(
+                format!("{key}.{k}"),
+                "is only used with token_format = \"opaque\"",
+            );
+        }
+        return None;
+    }
+    if raw.opaque_cache_secs > MAX_OPAQUE_CACHE_SECS {
+        problems.push(
+            format!("{key}.opaque_cache_secs"),
+            format!("must be between 0 and {MAX_OPAQUE_CACHE_SECS}"),
+        );
+    }
+    let cache = std::time::Duration::from_secs(raw.opaque_cache_secs.min(MAX_OPAQUE_CACHE_SECS));
+    let url = |problems: &mut Problems, name: &str, value: &str| {
+        if value.is_empty() {
+            problems.push(
+                format!("{key}.{name}"),
+                format!(
+                    "is required with token_format = \"opaque\" and opaque_validation = {:?}",
+                    method.name()
+                ),
+            );
+        } else if let Err(message) = check_url(value) {
+            problems.push(format!("{key}.{name}"), message);
+        }
+        value.to_owned()
+    };
+    match method {
+        OpaqueValidation::Introspection => {
+            let endpoint = url(
+                problems,
+                "introspection_endpoint",
+                &raw.introspection_endpoint,
+            );
+            if raw.introspection_client_id.is_empty() {
+                problems.push(
+                    format!("{key}.introspection_client_id"),
+                    "is required for introspection (client_secret_basic)",
+                );
+            }
+            let secret = if raw.introspection_secret_file.is_empty() {
+                problems.push(
+                    format!("{key}.introspection_secret_file"),
+                    "is required for introspection (client_secret_basic)",
+                );
+                Vec::new()
+            } else {
+                let path = super::secret::resolve(base_dir, &raw.introspection_secret_file);
+                match super::secret::read_file(&path) {
+                    Ok(bytes) => {
+                        let bytes = super::secret::strip_line_endings(bytes);
+                        if bytes.is_empty() {
+                            problems.push(
+                                format!("{key}.introspection_secret_file"),
+                                "the file is empty",
+                            );
+                        }
+                        bytes
+                    }
+                    Err(message) => {
+                        problems.push(format!("{key}.introspection_secret_file"), message);
+                        Vec::new()
+                    }
+                }
+            };
+            for k in ["userinfo_endpoint", "tokeninfo_endpoint"] {
+                if set.contains(&k) {
+                    problems.push(
+                        format!("{key}.{k}"),
+                        "is only used with opaque_validation = \"userinfo\"",
+                    );
+                }
+            }
+            Some(Opaque::Introspection {
+                endpoint,
+                client_id: raw.introspection_client_id.clone(),
+                secret: IntrospectionSecret(super::Secret::new(secret)),
+                cache,
+            })
+        }
+        OpaqueValidation::Userinfo => {
+            let endpoint = url(problems, "userinfo_endpoint", &raw.userinfo_endpoint);
+            // Without the token-info check, a token any other app obtained for the user would
+            // be accepted (userinfo says who, not for whom).
+            let tokeninfo_endpoint = url(problems, "tokeninfo_endpoint", &raw.tokeninfo_endpoint);
+            for k in [
+                "introspection_endpoint",
+                "introspection_client_id",
+                "introspection_secret_file",
+            ] {
+                if set.contains(&k) {
+                    problems.push(
+                        format!("{key}.{k}"),
+                        "is only used with opaque_validation = \"introspection\"",
+                    );
+                }
+            }
+            Some(Opaque::Userinfo {
+                endpoint,
+                tokeninfo_endpoint,
+                cache,
+            })
+        }
+    }
 }
 
 /// Largest CA bundle read.

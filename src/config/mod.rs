@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
-pub use issuers::{check_claim_path, check_url, Issuer};
+pub use issuers::{check_claim_path, check_url, IntrospectionSecret, Issuer, Opaque};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};

@@ -96,6 +96,11 @@ fn secret_files(raw: &RawConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
         .into_iter()
         .chain(raw.tls.certificates.iter().map(|c| c.key_file.as_str()))
         .chain(raw.accounts.iter().map(|a| a.password_file.as_str()))
+        .chain(
+            raw.issuers
+                .iter()
+                .map(|i| i.introspection_secret_file.as_str()),
+        )
         .filter(|f| !f.is_empty())
         .map(|f| secret::resolve(base_dir, f))
         .collect()

@@ -60,6 +60,8 @@ pub struct IssuerState {
     reach: AtomicU8,
     bounds: CacheBounds,
     fetcher: Fetcher,
+    /// Opaque tokens' validation results (`opaque.rs`); empty for JWT issuers.
+    opaque_cache: super::opaque::OpaqueCache,
     metrics: OidcMetrics,
 }
 
@@ -96,11 +98,24 @@ impl IssuerState {
             reach: AtomicU8::new(Reach::Unknown.to_u8()),
             bounds,
             fetcher,
+            opaque_cache: Default::default(),
             metrics,
         }
     }
 
     /// Whether keys have been loaded at least once.
+    pub(super) fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    pub(super) fn opaque_cache(&self) -> &super::opaque::OpaqueCache {
+        &self.opaque_cache
+    }
+
+    pub(super) fn metrics(&self) -> &OidcMetrics {
+        &self.metrics
+    }
+
     pub fn has_keys(&self) -> bool {
         self.keys.load().is_some()
     }
@@ -586,6 +601,7 @@ mod tests {
             ca_file: None,
             ca_pem: Vec::new(),
             proxy: None,
+            opaque: None,
         };
         let bounds = CacheBounds {
             min: Duration::from_secs(60),

@@ -119,13 +119,21 @@ pub(crate) async fn validate(
     purpose: Purpose,
     now: u64,
 ) -> Result<Verified, Rejection> {
-    let parts = parse(token)?;
+    let parts = match parse(token) {
+        Ok(parts) => parts,
+        Err(r) => return not_a_jwt(registry, token, purpose, now, r).await,
+    };
     let iss = match parts.claims.get("iss") {
         Some(Value::String(iss)) => iss.as_str(),
         _ => return Err(Rejection::UnknownIssuer),
     };
     let issuer = registry.issuer(iss).ok_or(Rejection::UnknownIssuer)?;
     let config = &issuer.config;
+    if config.opaque.is_some() {
+        // A JWT-shaped token of an opaque issuer (Okta's org server): its keys are not for
+        // us; the issuer says whether it is active.
+        return super::opaque::validate(issuer, token, purpose, now, registry.leeway()).await;
+    }
     if !config
         .algorithms
         .iter()
@@ -202,6 +210,28 @@ pub(crate) async fn validate(
             Vec::new()
         },
     })
+}
+
+/// A token that does not parse as a JWT: refused with `jwt_rejection` unless opaque issuers
+/// are configured, which are then asked in config order until one says it is active.
+async fn not_a_jwt(
+    registry: &IssuerRegistry,
+    token: &str,
+    purpose: Purpose,
+    now: u64,
+    jwt_rejection: Rejection,
+) -> Result<Verified, Rejection> {
+    let issuers = registry.opaque_issuers();
+    if issuers.is_empty() || !super::opaque::plausible(token) {
+        return Err(jwt_rejection);
+    }
+    for issuer in issuers {
+        match super::opaque::validate(issuer, token, purpose, now, registry.leeway()).await {
+            Err(Rejection::Inactive) => continue,
+            other => return other,
+        }
+    }
+    Err(Rejection::Inactive)
 }
 
 /// The claims that name a client, in the shapes IdPs send: RFC 9068 `client_id`, OIDC `azp`
@@ -412,7 +442,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 }
 
 /// JSON with duplicate keys or nesting deeper than [`MAX_JSON_DEPTH`] refused.
-fn strict_json(bytes: &[u8]) -> Result<Value, Rejection> {
+pub(super) fn strict_json(bytes: &[u8]) -> Result<Value, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Strict { depth: 0 }
         .deserialize(&mut de)
@@ -568,6 +598,7 @@ mod tests {
             ca_file: None,
             ca_pem: Vec::new(),
             proxy: None,
+            opaque: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //   entra-v1  ORIGIN/sts/{tid}/              JWT typ "JWT", appid, ver "1.0" (sts.windows.net form)
 //   okta      ORIGIN/okta/oauth2/default     JWT without typ, scp array, cid, uid, ver 1
 //   okta-org  ORIGIN/okta                    opaque; introspection at /okta/oauth2/v1/introspect
+//                                            (aud is the org URL; OIDC scopes only)
 //   keycloak  ORIGIN/keycloak/realms/corp    JWT typ "JWT" (payload typ "Bearer"), azp,
 //                                            realm_access.roles, resource_access.<client>.roles
 //   auth0     ORIGIN/auth0/                  JWT typ "at+jwt", permissions array, azp, org_id,
@@ -105,8 +106,16 @@ function shapeToken(shape, user, issuer, ttl) {
           sub: randomId(16), tid: TENANT, upn: email, unique_name: email, ver: '1.0',
         },
       };
-    case 'okta':
     case 'okta-org':
+      return {
+        header: { alg: 'RS256' },
+        claims: {
+          ver: 1, jti: `AT.${randomId(12)}`, iss: issuer, aud: issuer, iat: now,
+          exp: now + ttl, cid: '0oa1softphone', uid: `00u${randomId(6)}`,
+          scp: ['openid', 'profile', 'email'], auth_time: now, sub: email,
+        },
+      };
+    case 'okta':
       return {
         header: { alg: 'RS256' },
         claims: {
@@ -148,8 +157,8 @@ function shapeToken(shape, user, issuer, ttl) {
       return {
         header: {},
         claims: {
-          iss: 'https://accounts.google.com', azp: 'softphone.apps.googleusercontent.com',
-          aud: 'softphone.apps.googleusercontent.com', sub: String(100000000000 + Math.floor(Math.random() * 1e9)),
+          iss: 'https://accounts.google.com', azp: '1234567890-softphone.apps.googleusercontent.com',
+          aud: '1234567890-softphone.apps.googleusercontent.com', sub: String(100000000000 + Math.floor(Math.random() * 1e9)),
           scope: 'openid https://www.googleapis.com/auth/userinfo.email', email,
           email_verified: true, hd: 'example.test', iat: now, exp: now + ttl,
         },
@@ -261,8 +270,9 @@ function userinfo(req, res) {
   return json(res, 200, info);
 }
 
-function tokeninfo(req, res, url) {
-  const token = url.searchParams.get('access_token') ?? '';
+async function tokeninfo(req, res, url) {
+  const form = req.method === 'POST' ? new URLSearchParams(await readBody(req)) : url.searchParams;
+  const token = form.get('access_token') ?? '';
   countCall('tokeninfo', token);
   if (failing(req, res)) return;
   const entry = activeEntry(token);
