@@ -573,9 +573,35 @@ fn okta_org_opaque_token_is_introspected_once_and_registers() {
         1,
         "one introspection per token"
     );
+    // A fresh token (another user) used by 5 requests at once: one introspection serves all.
+    let (fresh, _) = mint(&idp, "okta-org", "bob", json!({}));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..5)
+            .map(|n| {
+                let (s, fresh) = (&s, &fresh);
+                scope.spawn(move || s.exchange(fresh, &format!("tablet-{n}")))
+            })
+            .collect();
+        for h in handles {
+            let r = h.join().unwrap();
+            assert!(
+                r.status == 201 || r.status == 200,
+                "{} {}",
+                r.status,
+                r.body
+            );
+        }
+    });
+    assert_eq!(
+        idp_calls_for(&idp, &fresh),
+        1,
+        "concurrent requests each asked the IdP"
+    );
     assert_eq!(
         s.metric("sipward_oidc_introspections_total{result=\"ok\"}"),
-        1.0
+        2.0,
+        "{}",
+        s.server.metrics()
     );
     // Another Okta app's token: refused as another client.
     let (other, _) = mint(
