@@ -615,6 +615,14 @@ fn okta_org_opaque_token_is_introspected_once_and_registers() {
     let unknown = format!("{}x", &token[..token.len() - 1]);
     refused(&s, &unknown, 401, "invalid_token", "inactive");
     assert_eq!(r_body_of_invalid(&s, &unknown), INVALID_TOKEN_BODY);
+    // A JWT with a refused header keeps its reason and is never sent to introspection.
+    let forged = raw_token(
+        r#"{"alg":"none"}"#,
+        r#"{"iss":"x","sub":"alice","active":true}"#,
+        b"x",
+    );
+    refused(&s, &forged, 401, "invalid_token", "algorithm");
+    assert_eq!(idp_calls_for(&idp, &forged), 0);
 }
 
 fn r_body_of_invalid(s: &TokenServer, token: &str) -> String {

@@ -212,8 +212,9 @@ pub(crate) async fn validate(
     })
 }
 
-/// A token that does not parse as a JWT: refused with `jwt_rejection` unless opaque issuers
-/// are configured, which are then asked in config order until one says it is active.
+/// A token that does not parse as a JWT: refused with `jwt_rejection` unless it is not
+/// JWT-shaped at all (`Malformed`; a JWT with a refused header keeps its reason) and opaque
+/// issuers are configured, which are then asked in config order until one says it is active.
 async fn not_a_jwt(
     registry: &IssuerRegistry,
     token: &str,
@@ -222,7 +223,10 @@ async fn not_a_jwt(
     jwt_rejection: Rejection,
 ) -> Result<Verified, Rejection> {
     let issuers = registry.opaque_issuers();
-    if issuers.is_empty() || !super::opaque::plausible(token) {
+    if issuers.is_empty()
+        || jwt_rejection != Rejection::Malformed
+        || !super::opaque::plausible(token)
+    {
         return Err(jwt_rejection);
     }
     for issuer in issuers {
