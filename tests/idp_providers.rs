@@ -650,6 +650,14 @@ fn opaque_results_are_cached_up_to_the_ceiling_and_the_token_life() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(idp_calls_for(&idp, &token), 2);
 
+    // opaque_cache_secs = 0: nothing is kept, every request asks, and each answer is used.
+    let s0 = okta_org_server(&idp, 0);
+    let (uncached, _) = mint(&idp, "okta-org", "alice", json!({}));
+    s0.credential(&uncached, "phone-0");
+    s0.credential(&uncached, "phone-0");
+    assert_eq!(idp_calls_for(&idp, &uncached), 2);
+    drop(s0);
+
     // A token with 2 s to live under a 60 s ceiling: cached only until it expires.
     let s = okta_org_server(&idp, 60);
     let (short, _) = mint(&idp, "okta-org", "alice", json!({"ttl": 2}));

@@ -104,16 +104,14 @@ impl IssuerState {
     }
 
     /// Whether keys have been loaded at least once.
-    pub(super) fn fetcher(&self) -> &Fetcher {
-        &self.fetcher
-    }
-
-    pub(super) fn opaque_cache(&self) -> &super::opaque::OpaqueCache {
-        &self.opaque_cache
-    }
-
-    pub(super) fn metrics(&self) -> &OidcMetrics {
-        &self.metrics
+    /// What `opaque::validate` needs of this issuer.
+    pub(super) fn opaque_site(&self) -> super::opaque::Site<'_> {
+        super::opaque::Site {
+            config: &self.config,
+            fetcher: &self.fetcher,
+            metrics: &self.metrics,
+            cache: &self.opaque_cache,
+        }
     }
 
     pub fn has_keys(&self) -> bool {

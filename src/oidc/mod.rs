@@ -4,9 +4,11 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `fetch.rs` | the outbound HTTP client: no redirects, timeouts, body cap, https or loopback only |
+//! | `json.rs` | strict JSON (no duplicate keys, nesting ≤ 16) for tokens and IdP answers |
 //! | `jwks.rs` | JWKS → verification keys (drops `oct`, `use=enc`, unknown, over the cap) |
 //! | `issuer.rs` | one issuer: discovery, the lock-free key cache, refresh and unknown-kid refetch |
 //! | `retry.rs` | the refresher's backoff (1 s doubling to 5 min, jitter, reset on success) and the issuer's reachability (which outcomes log WARN, INFO or DEBUG), no I/O |
+//! | `claims.rs` | the claim mapping (steps 6–7) for every IdP shape: claim paths, string or array scopes, client claims, tenant, username, `email_verified`, user domain |
 //! | `token.rs` | validation steps 1–7 of docs/token-api.md, strict JSON, claim checks, AoR mapping |
 //! | `opaque.rs` | opaque tokens: RFC 7662 introspection or userinfo + token-info, the bounded per-issuer result cache |
 //!
@@ -17,8 +19,10 @@
 //! It must not know HTTP responses, the device store or SIP: it answers "who is this token"
 //! or a [`Rejection`] from a fixed set; the API maps that to RFC 6750.
 
+mod claims;
 mod fetch;
 mod issuer;
+mod json;
 mod jwks;
 mod opaque;
 mod retry;
@@ -34,7 +38,8 @@ use tokio_util::task::TaskTracker;
 
 pub use fetch::{FetchError, Fetcher};
 pub use issuer::{CacheBounds, IssuerState};
-pub use token::{MAX_JSON_DEPTH, MAX_KID_BYTES, MAX_TOKEN_BYTES};
+pub use json::MAX_JSON_DEPTH;
+pub use token::{MAX_KID_BYTES, MAX_TOKEN_BYTES};
 
 use crate::config::Config;
 use crate::metrics::Metrics;

@@ -22,9 +22,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
-use super::issuer::IssuerState;
-use super::token::{mapped_claims, strict_json, MAX_TOKEN_BYTES};
-use super::{Purpose, Rejection, Verified};
+use super::claims::mapped_claims;
+use super::fetch::Fetcher;
+use super::json::strict_json;
+use super::MAX_TOKEN_BYTES;
+use super::{OidcMetrics, Purpose, Rejection, Verified};
 use crate::config::{Issuer, Opaque};
 
 /// Tokens cached per issuer at most.
@@ -45,6 +47,15 @@ struct Outcome {
 }
 
 type Slot = Arc<OnceCell<Outcome>>;
+
+/// What validating at one issuer needs (its parts live in `issuer::IssuerState`).
+#[derive(Clone, Copy)]
+pub(super) struct Site<'a> {
+    pub config: &'a Issuer,
+    pub fetcher: &'a Fetcher,
+    pub metrics: &'a OidcMetrics,
+    pub cache: &'a OpaqueCache,
+}
 
 /// The per-issuer cache of opaque token results.
 #[derive(Default)]
@@ -95,13 +106,13 @@ pub(super) fn plausible(token: &str) -> bool {
 
 /// Validates an opaque `token` at `issuer` for `purpose`.
 pub(super) async fn validate(
-    issuer: &IssuerState,
+    issuer: Site<'_>,
     token: &str,
     purpose: Purpose,
     now: u64,
     leeway: Duration,
 ) -> Result<Verified, Rejection> {
-    let config = &issuer.config;
+    let config = issuer.config;
     let Some(opaque) = &config.opaque else {
         return Err(Rejection::UnknownIssuer);
     };
@@ -109,22 +120,25 @@ pub(super) async fn validate(
     let mut outcome = None;
     // Twice at most: a stale entry is dropped and asked again once.
     for _ in 0..2 {
-        let slot = issuer.opaque_cache().slot(key, now);
+        let slot = issuer.cache.slot(key, now);
+        // An answer asked for by this request (or one it waited for) is used even when it may
+        // not be kept (`opaque_cache_secs = 0`, or an expiry within the leeway).
+        let fresh = slot.get().is_none();
         let o = match slot
             .get_or_try_init(|| ask(issuer, opaque, token, now, leeway))
             .await
         {
             Ok(o) => o.clone(),
             Err(r) => {
-                issuer.opaque_cache().forget(&key, &slot);
+                issuer.cache.forget(&key, &slot);
                 return Err(r);
             }
         };
-        if o.until > now {
+        if o.until > now || fresh {
             outcome = Some(o);
             break;
         }
-        issuer.opaque_cache().forget(&key, &slot);
+        issuer.cache.forget(&key, &slot);
     }
     let Some(outcome) = outcome else {
         return Err(Rejection::IntrospectionUnavailable);
@@ -159,14 +173,14 @@ pub(super) async fn validate(
 
 /// One call (or two, for userinfo) to the IdP. `Err` is an IdP failure: not cached.
 async fn ask(
-    issuer: &IssuerState,
+    issuer: Site<'_>,
     opaque: &Opaque,
     token: &str,
     now: u64,
     leeway: Duration,
 ) -> Result<Outcome, Rejection> {
-    let config = &issuer.config;
-    let fetcher = issuer.fetcher();
+    let config = issuer.config;
+    let fetcher = issuer.fetcher;
     let unavailable = |what: &str, detail: String| {
         tracing::warn!(
             issuer = %config.name,
@@ -174,7 +188,7 @@ async fn ask(
             error = %detail,
             "opaque token validation failed at the IdP (503, not cached)"
         );
-        issuer.metrics().introspection(false);
+        issuer.metrics.introspection(false);
         Rejection::IntrospectionUnavailable
     };
     match opaque {
@@ -203,7 +217,7 @@ async fn ask(
             }
             let answer = object(&body)
                 .ok_or_else(|| unavailable("introspection", "not a JSON object".to_owned()))?;
-            issuer.metrics().introspection(true);
+            issuer.metrics.introspection(true);
             if answer.get("active") != Some(&Value::Bool(true)) {
                 return Ok(refused(Rejection::Inactive, now, *cache));
             }
@@ -225,7 +239,7 @@ async fn ask(
             match status {
                 200 => {}
                 400 | 401 => {
-                    issuer.metrics().introspection(true);
+                    issuer.metrics.introspection(true);
                     return Ok(refused(Rejection::Inactive, now, *cache));
                 }
                 _ => return Err(unavailable("tokeninfo", format!("HTTP status {status}"))),
@@ -239,14 +253,14 @@ async fn ask(
             match status {
                 200 => {}
                 400 | 401 | 403 => {
-                    issuer.metrics().introspection(true);
+                    issuer.metrics.introspection(true);
                     return Ok(refused(Rejection::Inactive, now, *cache));
                 }
                 _ => return Err(unavailable("userinfo", format!("HTTP status {status}"))),
             }
             let mut claims = object(&body)
                 .ok_or_else(|| unavailable("userinfo", "not a JSON object".to_owned()))?;
-            issuer.metrics().introspection(true);
+            issuer.metrics.introspection(true);
             // The token-info answer says for whom and until when; userinfo says who.
             if let (Some(a), Some(b)) = (info.get("sub"), claims.get("sub")) {
                 if a != b {
