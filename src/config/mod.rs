@@ -13,7 +13,8 @@
 //! | `problems.rs` | the problem list, `Setting`, closed sets (`Named`, `OneOf`), TOML errors with their key; imports no other config file |
 //! | `validate.rs` | raw → validated sections: ranges, cross-checks, secret files |
 //! | `domains.rs` | `[[domains]]` and `[[accounts]]` |
-//! | `issuers.rs` | `[[issuers]]` and the URL rule |
+//! | `issuers.rs` | `[[issuers]]`: claims, connectivity and opaque-token keys |
+//! | `urls.rs` | the issuer/fetch URL rule (https, or http on loopback), proxy URLs, CA bundles, claim paths |
 //! | `token_api.rs` | `[token_api]` |
 //! | `secret.rs` | secret files, redaction |
 //! | `network.rs` | listener entries with `advertise`, `sip.aliases`, `registrar.path`, the warnings of a loadable config |
@@ -27,6 +28,7 @@ mod raw;
 mod secret;
 mod token_api;
 mod typed;
+mod urls;
 mod validate;
 
 use std::fmt;
@@ -38,10 +40,11 @@ use std::time::Duration;
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
-pub use issuers::{check_url, Issuer, ScopeClaim};
+pub use issuers::{IntrospectionSecret, Issuer, Opaque};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
+pub use urls::{check_claim_path, check_url};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.

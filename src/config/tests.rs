@@ -664,13 +664,66 @@ fn dev_profile_trusts_the_test_idp_in_memory() {
 }
 
 #[test]
+fn opaque_token_keys_are_checked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("empty.secret"), "\n").unwrap();
+    let issuer = |n: &str, extra: &str| {
+        format!("[[issuers]]\nname = \"{n}\"\nissuer = \"https://{n}.example.test\"\naudience = \"a\"\n{extra}\n")
+    };
+    let text = format!(
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n{}{}{}{}{}\
+         [[domains]]\nname = \"example.test\"\nsso = \"enable\"\nissuers = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n",
+        issuer("a", "token_format = \"opaque\"\nopaque_cache_secs = 7200"),
+        issuer("b", "token_format = \"opaque\"\nintrospection_endpoint = \"http://idp.example.test/i\"\nintrospection_client_id = \"c\"\nintrospection_secret_file = \"empty.secret\"\nuserinfo_endpoint = \"https://x.example.test/u\""),
+        issuer("c", "token_format = \"opaque\"\nopaque_validation = \"userinfo\"\nuserinfo_endpoint = \"https://x.example.test/u\""),
+        issuer("d", "introspection_endpoint = \"https://x.example.test/i\""),
+        issuer("e", "token_format = \"paseto\"\nopaque_validation = \"guess\""),
+    );
+    let errors = match Config::from_toml_str(&text, dir.path()) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(e) => e,
+    };
+    for (key, fragment) in [
+        ("issuers[0].opaque_cache_secs", "between 0 and 3600"),
+        ("issuers[0].introspection_endpoint", "is required"),
+        ("issuers[0].introspection_client_id", "is required"),
+        ("issuers[0].introspection_secret_file", "is required"),
+        ("issuers[1].introspection_endpoint", "only https"),
+        ("issuers[1].introspection_secret_file", "empty"),
+        (
+            "issuers[1].userinfo_endpoint",
+            "only used with opaque_validation",
+        ),
+        ("issuers[2].tokeninfo_endpoint", "is required"),
+        (
+            "issuers[3].introspection_endpoint",
+            "only used with token_format",
+        ),
+        ("issuers[4].token_format", "is not one of"),
+        ("issuers[4].opaque_validation", "is not one of"),
+    ] {
+        assert_problem(&errors, key, fragment);
+    }
+    // The secret never shows in Debug.
+    fs::write(dir.path().join("s.secret"), "hunter2-introspection\n").unwrap();
+    let ok = format!(
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n{}[[domains]]\nname = \"example.test\"\nsso = \"enable\"\nissuers = [\"a\"]\n",
+        issuer("a", "token_format = \"opaque\"\nintrospection_endpoint = \"https://a.example.test/i\"\nintrospection_client_id = \"c\"\nintrospection_secret_file = \"s.secret\"")
+    );
+    let config = Config::from_toml_str(&ok, dir.path()).unwrap();
+    assert!(config.issuers[0].opaque.is_some());
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
 fn token_api_keys_are_checked_by_name() {
     let text =
         "[token_api]\nstore_path = \"devices.db\"\ncredential_ttl_secs = 90000\nleeway_secs = 120\n\
          jwks_min_cache_secs = 600\njwks_max_cache_secs = 60\nmax_header_bytes = 100\n\
          [[issuers]]\nname = \"Corp!\"\nissuer = \"http://idp.example.test\"\naudience = \"\"\n\
-         algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"perms\"\n\
-         tenant_claim = \"tid\"\n\
+         algorithms = [\"HS256\", \"none\", \"XX1\"]\ntoken_types = []\nscope_claim = \"realm_access..roles\"\n\
+         tenant_claim = \"tid\"\nusername_claim = \"user name\"\nuser_domains = [\"a b\"]\n\
+         [[issuers]]\nname = \"hd\"\nissuer = \"https://hd.example.test\"\naudience = \"a\"\nuser_domain_claim = \"hd\"\n\
          [[issuers]]\nname = \"unused\"\nissuer = \"https://other.example.test\"\naudience = \"a\"\n\
          [[domains]]\nname = \"example.test\"\nsso = \"sometimes\"\nissuers = [\"Corp!\", \"nobody\"]\nregistrar = \"http://x\"\n";
     let errors = problems_of(text);
@@ -687,9 +740,15 @@ fn token_api_keys_are_checked_by_name() {
         ("issuers[0].algorithms[1]", "never accepted"),
         ("issuers[0].algorithms[2]", "is not one of"),
         ("issuers[0].token_types", "at least one"),
-        ("issuers[0].scope_claim", "is not one of"),
+        ("issuers[0].scope_claim", "dotted path"),
+        ("issuers[0].username_claim", "without whitespace"),
+        ("issuers[0].user_domains[0]", "DNS domain"),
+        (
+            "issuers[1].user_domain_claim",
+            "only used with user_domains",
+        ),
         ("issuers[0]", "tenant_claim and tenants together"),
-        ("issuers[1]", "not listed in any domains"),
+        ("issuers[2]", "not listed in any domains"),
         ("domains[0].sso", "is not one of"),
         (
             "domains[0].issuers[1]",

@@ -52,7 +52,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     }
     let accounts = domains::accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
-    let issuers = issuers(&mut problems, raw.issuers, &domains);
+    let issuers = issuers(&mut problems, raw.issuers, &domains, base_dir);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -96,6 +96,11 @@ fn secret_files(raw: &RawConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
         .into_iter()
         .chain(raw.tls.certificates.iter().map(|c| c.key_file.as_str()))
         .chain(raw.accounts.iter().map(|a| a.password_file.as_str()))
+        .chain(
+            raw.issuers
+                .iter()
+                .map(|i| i.introspection_secret_file.as_str()),
+        )
         .filter(|f| !f.is_empty())
         .map(|f| secret::resolve(base_dir, f))
         .collect()
@@ -106,6 +111,7 @@ fn issuers(
     problems: &mut Problems,
     raw: Vec<issuers::RawIssuer>,
     domains: &[Domain],
+    base_dir: &Path,
 ) -> Vec<issuers::Issuer> {
     let names: Vec<&str> = raw.iter().map(|i| i.name.as_str()).collect();
     let mut trusted_by: HashMap<String, Vec<String>> = HashMap::new();
@@ -134,7 +140,7 @@ fn issuers(
             _ => {}
         }
     }
-    issuers::issuers(problems, raw, &trusted_by)
+    issuers::issuers(problems, raw, &trusted_by, base_dir)
 }
 
 fn log(problems: &mut Problems, raw: raw::RawLog) -> LogConfig {

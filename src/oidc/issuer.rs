@@ -60,6 +60,8 @@ pub struct IssuerState {
     reach: AtomicU8,
     bounds: CacheBounds,
     fetcher: Fetcher,
+    /// Opaque tokens' validation results (`opaque.rs`); empty for JWT issuers.
+    opaque_cache: super::opaque::OpaqueCache,
     metrics: OidcMetrics,
 }
 
@@ -96,11 +98,22 @@ impl IssuerState {
             reach: AtomicU8::new(Reach::Unknown.to_u8()),
             bounds,
             fetcher,
+            opaque_cache: Default::default(),
             metrics,
         }
     }
 
     /// Whether keys have been loaded at least once.
+    /// What `opaque::validate` needs of this issuer.
+    pub(super) fn opaque_site(&self) -> super::opaque::Site<'_> {
+        super::opaque::Site {
+            config: &self.config,
+            fetcher: &self.fetcher,
+            metrics: &self.metrics,
+            cache: &self.opaque_cache,
+        }
+    }
+
     pub fn has_keys(&self) -> bool {
         self.keys.load().is_some()
     }
@@ -362,7 +375,6 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::config::ScopeClaim;
     use crate::metrics::Metrics;
 
     const RSA: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
@@ -571,16 +583,23 @@ mod tests {
             audience: "sipward".into(),
             algorithms: vec!["RS256".into()],
             token_types: vec!["at+jwt".into()],
-            scope_claim: ScopeClaim::Scope,
+            scope_claim: "scope".into(),
             required_scope: None,
             client_ids: Vec::new(),
             tenant: None,
             username_claim: "sub".into(),
+            require_email_verified: false,
+            user_domains: Vec::new(),
+            user_domain_claim: String::new(),
             admin: None,
             login_client_id: "sipward".into(),
             login_scopes: Vec::new(),
             label: "stall".into(),
             domains: vec!["example.test".into()],
+            ca_file: None,
+            ca_pem: Vec::new(),
+            proxy: None,
+            opaque: None,
         };
         let bounds = CacheBounds {
             min: Duration::from_secs(60),

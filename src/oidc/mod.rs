@@ -4,10 +4,13 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `fetch.rs` | the outbound HTTP client: no redirects, timeouts, body cap, https or loopback only |
+//! | `json.rs` | strict JSON (no duplicate keys, nesting ≤ 16) for tokens and IdP answers |
 //! | `jwks.rs` | JWKS → verification keys (drops `oct`, `use=enc`, unknown, over the cap) |
 //! | `issuer.rs` | one issuer: discovery, the lock-free key cache, refresh and unknown-kid refetch |
 //! | `retry.rs` | the refresher's backoff (1 s doubling to 5 min, jitter, reset on success) and the issuer's reachability (which outcomes log WARN, INFO or DEBUG), no I/O |
+//! | `claims.rs` | the claim mapping (steps 6–7) for every IdP shape: claim paths, string or array scopes, client claims, tenant, username, `email_verified`, user domain |
 //! | `token.rs` | validation steps 1–7 of docs/token-api.md, strict JSON, claim checks, AoR mapping |
+//! | `opaque.rs` | opaque tokens: RFC 7662 introspection or userinfo + token-info, the bounded per-issuer result cache |
 //!
 //! Discovery metadata is read with two fields of our own (`issuer`, `jwks_uri`) rather than
 //! `openidconnect`'s types: that crate validates ID tokens, not access tokens, and its
@@ -16,9 +19,12 @@
 //! It must not know HTTP responses, the device store or SIP: it answers "who is this token"
 //! or a [`Rejection`] from a fixed set; the API maps that to RFC 6750.
 
+mod claims;
 mod fetch;
 mod issuer;
+mod json;
 mod jwks;
+mod opaque;
 mod retry;
 mod token;
 
@@ -32,7 +38,8 @@ use tokio_util::task::TaskTracker;
 
 pub use fetch::{FetchError, Fetcher};
 pub use issuer::{CacheBounds, IssuerState};
-pub use token::{MAX_JSON_DEPTH, MAX_KID_BYTES, MAX_TOKEN_BYTES};
+pub use json::MAX_JSON_DEPTH;
+pub use token::{MAX_KID_BYTES, MAX_TOKEN_BYTES};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -44,6 +51,8 @@ pub const DISCOVERY_FETCHES: &str = "sipward_oidc_discovery_fetches_total";
 /// 1 when the issuer's last discovery or JWKS attempt succeeded, 0 otherwise (and before the
 /// first), by configured issuer name.
 pub const ISSUER_UP: &str = "sipward_oidc_issuer_up";
+/// Calls to introspection, userinfo or token-info endpoints for opaque tokens, by result.
+pub const INTROSPECTIONS: &str = "sipward_oidc_introspections_total";
 
 /// Why a token was refused. A fixed set: it labels a metric and goes to logs, never to the
 /// client, which sees one of four answers ([`Rejection::answer`]).
@@ -83,6 +92,17 @@ pub enum Rejection {
     UserRevoked,
     /// No keys cached and the IdP unreachable (503).
     KeysUnavailable,
+    /// A claim the mapping reads has a shape it does not know (an object for a scope, a list
+    /// holding numbers): fail closed (401).
+    ClaimShape,
+    /// `require_email_verified` and the token's `email_verified` is not true (403).
+    EmailUnverified,
+    /// `user_domains` set and the user's domain (`hd` or the email's) is not one (403).
+    UserDomain,
+    /// An opaque token the IdP says is not active (401).
+    Inactive,
+    /// The introspection (or userinfo/token-info) endpoint failed (503, never 401).
+    IntrospectionUnavailable,
 }
 
 /// The four things a client may learn.
@@ -95,7 +115,7 @@ pub enum Answer {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 22] = [
+    pub const ALL: [Rejection; 27] = [
         Rejection::Malformed,
         Rejection::Algorithm,
         Rejection::Header,
@@ -118,6 +138,11 @@ impl Rejection {
         Rejection::UsernameTaken,
         Rejection::UserRevoked,
         Rejection::KeysUnavailable,
+        Rejection::ClaimShape,
+        Rejection::EmailUnverified,
+        Rejection::UserDomain,
+        Rejection::Inactive,
+        Rejection::IntrospectionUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +169,11 @@ impl Rejection {
             Rejection::UsernameTaken => "username_taken",
             Rejection::UserRevoked => "user_revoked",
             Rejection::KeysUnavailable => "keys_unavailable",
+            Rejection::ClaimShape => "claim_shape",
+            Rejection::EmailUnverified => "email_unverified",
+            Rejection::UserDomain => "user_domain",
+            Rejection::Inactive => "inactive",
+            Rejection::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 
@@ -153,8 +183,10 @@ impl Rejection {
             Rejection::Tenant
             | Rejection::Username
             | Rejection::UsernameTaken
-            | Rejection::UserRevoked => Answer::AccessDenied,
-            Rejection::KeysUnavailable => Answer::Unavailable,
+            | Rejection::UserRevoked
+            | Rejection::EmailUnverified
+            | Rejection::UserDomain => Answer::AccessDenied,
+            Rejection::KeysUnavailable | Rejection::IntrospectionUnavailable => Answer::Unavailable,
             _ => Answer::InvalidToken,
         }
     }
@@ -195,6 +227,7 @@ pub struct OidcMetrics {
     discovery: IntCounterVec,
     refetches: IntCounter,
     issuer_up: IntGaugeVec,
+    introspections: IntCounterVec,
 }
 
 impl OidcMetrics {
@@ -217,12 +250,17 @@ impl OidcMetrics {
             rejections.with_label_values(&[r.as_str()]);
         }
         let jwks = vec(JWKS_FETCHES, "JWKS fetches, by result", "result");
+        let introspections = vec(
+            INTROSPECTIONS,
+            "Opaque token validation calls to the IdP (introspection, userinfo), by result",
+            "result",
+        );
         let discovery = vec(
             DISCOVERY_FETCHES,
             "OIDC discovery fetches, by result",
             "result",
         );
-        for c in [&jwks, &discovery] {
+        for c in [&jwks, &discovery, &introspections] {
             c.with_label_values(&["ok"]);
             c.with_label_values(&["error"]);
         }
@@ -251,7 +289,15 @@ impl OidcMetrics {
             discovery,
             refetches,
             issuer_up,
+            introspections,
         }
+    }
+
+    /// One opaque-token call to the IdP: answered (`ok`, active or not) or failed.
+    fn introspection(&self, ok: bool) {
+        self.introspections
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     pub fn rejection(&self, r: Rejection) {
@@ -290,6 +336,9 @@ pub struct IssuerRegistry {
 
 struct RegistryInner {
     by_iss: HashMap<String, Arc<IssuerState>>,
+    /// Issuers with `token_format = "opaque"`, in config order: a token that is not a JWT is
+    /// asked at each in turn until one says it is active.
+    opaque: Vec<Arc<IssuerState>>,
     leeway: Duration,
     metrics: OidcMetrics,
 }
@@ -297,7 +346,6 @@ struct RegistryInner {
 impl IssuerRegistry {
     pub fn new(config: &Config, metrics: OidcMetrics) -> Result<IssuerRegistry, FetchError> {
         let t = &config.token_api;
-        let fetcher = Fetcher::new(t.fetch_timeout, t.max_jwks_bytes)?;
         let bounds = CacheBounds {
             min: t.jwks_min_cache,
             max: t.jwks_max_cache,
@@ -305,34 +353,43 @@ impl IssuerRegistry {
             discovery_refresh: t.discovery_refresh,
             max_keys: t.max_jwks_keys,
         };
-        let by_iss = config
-            .issuers
-            .iter()
-            .map(|i| {
-                (
-                    i.issuer.clone(),
-                    Arc::new(IssuerState::new(
-                        i.clone(),
-                        bounds,
-                        fetcher.clone(),
-                        metrics.clone(),
-                    )),
-                )
-            })
-            .collect();
+        let mut by_iss = HashMap::new();
+        let mut opaque = Vec::new();
+        for i in &config.issuers {
+            let fetcher = Fetcher::with_connectivity(
+                t.fetch_timeout,
+                t.max_jwks_bytes,
+                &i.ca_pem,
+                i.proxy.as_deref(),
+            )
+            .map_err(|e| FetchError::Request(format!("issuer {:?}: {e}", i.name)))?;
+            let state = Arc::new(IssuerState::new(
+                i.clone(),
+                bounds,
+                fetcher,
+                metrics.clone(),
+            ));
+            if i.opaque.is_some() {
+                opaque.push(state.clone());
+            }
+            by_iss.insert(i.issuer.clone(), state);
+        }
         Ok(IssuerRegistry {
             inner: Arc::new(RegistryInner {
                 by_iss,
+                opaque,
                 leeway: t.leeway,
                 metrics,
             }),
         })
     }
 
-    /// Starts one refresher per issuer.
+    /// Starts one refresher per JWT issuer (opaque issuers have no keys to keep).
     pub fn spawn_refreshers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
         for state in self.inner.by_iss.values() {
-            tracker.spawn(state.clone().run(shutdown.clone()));
+            if state.config.opaque.is_none() {
+                tracker.spawn(state.clone().run(shutdown.clone()));
+            }
         }
     }
 
@@ -352,9 +409,16 @@ impl IssuerRegistry {
         &self.inner.metrics
     }
 
-    /// Every issuer has keys loaded.
+    /// Every JWT issuer has keys loaded (opaque issuers are asked per token).
     pub fn ready(&self) -> bool {
-        self.inner.by_iss.values().all(|s| s.has_keys())
+        self.inner
+            .by_iss
+            .values()
+            .all(|s| s.config.opaque.is_some() || s.has_keys())
+    }
+
+    pub(crate) fn opaque_issuers(&self) -> &[Arc<IssuerState>] {
+        &self.inner.opaque
     }
 
     /// Validates `token` for `purpose` at `now` (Unix seconds). Counts the rejection reason.

@@ -10,23 +10,26 @@
 //! 5. signature and registered claims with `jsonwebtoken`: `exp`, `iat`, `iss`, `aud`, `sub`
 //!    required, exact `iss`, our audience, `nbf` checked, the configured leeway (≤ 60 s);
 //! 6. ours: `typ`, no ID token (`nonce`, or `aud` naming a client), client id (each of
-//!    `client_id` and `azp` that is present must name an allowed client), scope/role, tenant;
-//! 7. the username claim present as a string (the API maps it to an AoR, `api::aor`).
+//!    `client_id`, `azp`, `cid` and `appid` that is present must name an allowed client),
+//!    scope/role (a string or an array, at a configurable claim path), tenant;
+//! 7. the username claim present as a string (the API maps it to an AoR, `api::aor`), with
+//!    `email_verified` and the user's domain checked when configured.
+//!
+//! Steps 6 and 7 are `claims::mapped_claims`, shared with opaque tokens (introspection
+//! answers).
 //!
 //! Every failure is a [`Rejection`]; the API turns all token faults into one generic 401.
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::claims::mapped_claims;
+use super::json::strict_json;
 use super::{IssuerRegistry, Purpose, Rejection, Verified};
-use crate::config::ScopeClaim;
 
 /// Largest token accepted (docs/token-api.md step 1).
 pub const MAX_TOKEN_BYTES: usize = 8192;
-/// Deepest JSON nesting accepted in a header or payload.
-pub const MAX_JSON_DEPTH: usize = 16;
 /// Longest `kid` looked up.
 pub const MAX_KID_BYTES: usize = 256;
 
@@ -115,13 +118,28 @@ pub(crate) async fn validate(
     purpose: Purpose,
     now: u64,
 ) -> Result<Verified, Rejection> {
-    let parts = parse(token)?;
+    let parts = match parse(token) {
+        Ok(parts) => parts,
+        Err(r) => return not_a_jwt(registry, token, purpose, now, r).await,
+    };
     let iss = match parts.claims.get("iss") {
         Some(Value::String(iss)) => iss.as_str(),
         _ => return Err(Rejection::UnknownIssuer),
     };
     let issuer = registry.issuer(iss).ok_or(Rejection::UnknownIssuer)?;
     let config = &issuer.config;
+    if config.opaque.is_some() {
+        // A JWT-shaped token of an opaque issuer (Okta's org server): its keys are not for
+        // us; the issuer says whether it is active.
+        return super::opaque::validate(
+            issuer.opaque_site(),
+            token,
+            purpose,
+            now,
+            registry.leeway(),
+        )
+        .await;
+    }
     if !config
         .algorithms
         .iter()
@@ -153,20 +171,21 @@ pub(crate) async fn validate(
         return Err(Rejection::IssuedInFuture);
     }
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-    let sub = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(Rejection::MissingClaim),
-    };
 
-    // Explicit typing (RFC 8725 §3.11, RFC 9068 §2.1).
-    let typ_ok = parts.typ.as_deref().is_some_and(|typ| {
-        let typ = typ.strip_prefix("application/").unwrap_or(typ);
-        config.token_types.iter().any(|t| {
-            t.strip_prefix("application/")
-                .unwrap_or(t)
-                .eq_ignore_ascii_case(typ)
-        })
-    });
+    // Explicit typing (RFC 8725 §3.11, RFC 9068 §2.1). An empty entry in `token_types`
+    // accepts a header without `typ` (Okta).
+    let typ_ok = match parts.typ.as_deref() {
+        None => config.token_types.iter().any(String::is_empty),
+        Some(typ) => {
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            config.token_types.iter().any(|t| {
+                !t.is_empty()
+                    && t.strip_prefix("application/")
+                        .unwrap_or(t)
+                        .eq_ignore_ascii_case(typ)
+            })
+        }
+    };
     if !typ_ok {
         return Err(Rejection::TokenType);
     }
@@ -180,59 +199,7 @@ pub(crate) async fn validate(
     {
         return Err(Rejection::IdToken);
     }
-    if !config.client_ids.is_empty() {
-        // Each client-naming claim that is present must name an allowed client, and one of
-        // them must be present: `client_id` naming ours does not cover an `azp` naming another.
-        let named: Vec<Option<&str>> = ["client_id", "azp"]
-            .iter()
-            .filter_map(|name| claims.get(*name))
-            .map(Value::as_str)
-            .collect();
-        let allowed = |c: &Option<&str>| {
-            c.is_some_and(|c| config.client_ids.iter().any(|allowed| allowed == c))
-        };
-        if named.is_empty() || !named.iter().all(allowed) {
-            return Err(Rejection::Client);
-        }
-    }
-    let is_admin = config.admin.as_ref().is_some_and(|(claim, values)| {
-        strings(claims.get(claim))
-            .iter()
-            .any(|v| values.iter().any(|a| a == v))
-    });
-    match purpose {
-        Purpose::Credentials => {
-            if let Some(required) = &config.required_scope {
-                if !scopes(config.scope_claim, &claims)
-                    .iter()
-                    .any(|s| s == required)
-                {
-                    return Err(Rejection::Scope);
-                }
-            }
-        }
-        Purpose::Admin => {
-            if !is_admin {
-                return Err(Rejection::Scope);
-            }
-        }
-    }
-    if let Some((claim, allowed)) = &config.tenant {
-        let tenant = claims.get(claim).and_then(Value::as_str);
-        if !tenant.is_some_and(|t| allowed.iter().any(|a| a == t)) {
-            return Err(Rejection::Tenant);
-        }
-    }
-    let username = match purpose {
-        Purpose::Credentials => Some(
-            claims
-                .get(&config.username_claim)
-                .and_then(Value::as_str)
-                .ok_or(Rejection::Username)?
-                .to_owned(),
-        ),
-        Purpose::Admin => None,
-    };
+    let (sub, username) = mapped_claims(config, &claims, purpose)?;
     Ok(Verified {
         issuer_name: config.name.clone(),
         iss: config.issuer.clone(),
@@ -241,14 +208,42 @@ pub(crate) async fn validate(
         kid: parts.kid,
         iat,
         exp,
-        username,
+        username: username.username,
         issuer_domains: config.domains.clone(),
-        admin_domains: if is_admin {
+        admin_domains: if username.is_admin {
             config.domains.clone()
         } else {
             Vec::new()
         },
     })
+}
+
+/// A token that does not parse as a JWT: refused with `jwt_rejection` unless it is not
+/// JWT-shaped at all (`Malformed`; a JWT with a refused header keeps its reason) and opaque
+/// issuers are configured, which are then asked in config order until one says it is active.
+async fn not_a_jwt(
+    registry: &IssuerRegistry,
+    token: &str,
+    purpose: Purpose,
+    now: u64,
+    jwt_rejection: Rejection,
+) -> Result<Verified, Rejection> {
+    let issuers = registry.opaque_issuers();
+    if issuers.is_empty()
+        || jwt_rejection != Rejection::Malformed
+        || !super::opaque::plausible(token)
+    {
+        return Err(jwt_rejection);
+    }
+    for issuer in issuers {
+        match super::opaque::validate(issuer.opaque_site(), token, purpose, now, registry.leeway())
+            .await
+        {
+            Err(Rejection::Inactive) => continue,
+            other => return other,
+        }
+    }
+    Err(Rejection::Inactive)
 }
 
 fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
@@ -278,94 +273,6 @@ fn strings(value: Option<&Value>) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-fn scopes(claim: ScopeClaim, claims: &Map<String, Value>) -> Vec<String> {
-    match claims.get(claim.as_str()) {
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        other => strings(other),
-    }
-}
-
-/// JSON with duplicate keys or nesting deeper than [`MAX_JSON_DEPTH`] refused.
-fn strict_json(bytes: &[u8]) -> Result<Value, Rejection> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Strict { depth: 0 }
-        .deserialize(&mut de)
-        .map_err(|_| Rejection::Malformed)?;
-    de.end().map_err(|_| Rejection::Malformed)?;
-    Ok(value)
-}
-
-struct Strict {
-    depth: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Strict {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Strict {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        if self.depth >= MAX_JSON_DEPTH {
-            return Err(A::Error::custom("nested too deep"));
-        }
-        let mut items = Vec::new();
-        while let Some(v) = seq.next_element_seed(Strict {
-            depth: self.depth + 1,
-        })? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        if self.depth >= MAX_JSON_DEPTH {
-            return Err(A::Error::custom("nested too deep"));
-        }
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(A::Error::custom("duplicate key"));
-            }
-            let v = map.next_value_seed(Strict {
-                depth: self.depth + 1,
-            })?;
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
     }
 }
 

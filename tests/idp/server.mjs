@@ -28,11 +28,19 @@
 //                        modulus, a P-256 key labelled ES384) ahead of the real keys;
 //                        "unusable" publishes only those N entries
 //     GET  /test/stats   {"jwks_requests": N, "discovery_requests": N}
+// - Provider-shaped tokens and their introspection/userinfo endpoints: tests/idp/shapes.mjs.
+// - With IDP_TLS_CERT and IDP_TLS_KEY (PEM files) it also serves everything over HTTPS on
+//   IDP_TLS_PORT (0 = any free port), given in the start line as "tls_port".
 import http from 'node:http';
 import crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
+
+// Provider shapes (Entra, Okta, Keycloak, Auth0, Google): tokens, introspection, userinfo.
+import { shapeRoute } from './shapes.mjs';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -222,8 +230,9 @@ async function main() {
   await addKeyPair();
   let provider;
   let callback;
-  const server = http.createServer((req, res) => {
+  const handler = (req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
+    if (shapeRoute(req, res, url, () => keys)) return;
     if (url.pathname.startsWith('/test/')) {
       testEndpoint(req, res, url, () => {
         provider = buildProvider(provider.issuer);
@@ -241,13 +250,20 @@ async function main() {
       if (published) { json(res, 200, { keys: published }); return; }
     }
     callback(req, res);
-  });
+  };
+  const server = http.createServer(handler);
+  const tls = process.env.IDP_TLS_CERT
+    ? https.createServer({ cert: readFileSync(process.env.IDP_TLS_CERT), key: readFileSync(process.env.IDP_TLS_KEY) }, handler)
+    : null;
   server.listen(PORT, '127.0.0.1', () => {
     const { port } = server.address();
     const issuer = `http://127.0.0.1:${port}`;
     provider = buildProvider(issuer);
     callback = provider.callback();
-    process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+    if (!tls) { process.stdout.write(`${JSON.stringify({ issuer, port })}\n`); return; }
+    tls.listen(Number(process.env.IDP_TLS_PORT ?? 0), '127.0.0.1', () => {
+      process.stdout.write(`${JSON.stringify({ issuer, port, tls_port: tls.address().port })}\n`);
+    });
   });
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGTERM', stop);

@@ -254,6 +254,15 @@ impl Idp {
         }
     }
 
+    /// An IdP process started by the caller (with other options), after its start line.
+    pub fn from_child(child: Child, issuer: &str, addr: SocketAddr) -> Idp {
+        Idp {
+            child,
+            issuer: issuer.to_string(),
+            addr,
+        }
+    }
+
     /// A real access token from the IdP's test-only grant.
     pub fn mint(&self, user: &str, m: &Mint<'_>) -> String {
         let mut pairs = vec![
