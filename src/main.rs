@@ -11,6 +11,13 @@ use sipward::transport::tls::TlsState;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: a REGISTER's binding record is built on a receive
+/// thread and freed on the location store's writer thread, and glibc pays for every such
+/// cross-thread free (arena locks, consolidation); benches/RESULTS.md, "Durable
+/// registrations".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What `--version` prints after the name: the crate version and the git commit (build.rs).
 const VERSION_LINE: &str = concat!(
     env!("CARGO_PKG_VERSION"),
