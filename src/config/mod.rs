@@ -17,6 +17,7 @@
 //! | `token_api.rs` | `[token_api]` |
 //! | `secret.rs` | secret files, redaction |
 //! | `network.rs` | listener entries with `advertise`, `sip.aliases`, `registrar.path`, the warnings of a loadable config |
+//! | `ws.rs` | `[ws]` and `[[ws.listeners]]` (SIP over WebSocket): limits, WSS, the Origin allowlist |
 //! | `typed.rs` | sections → `sip::Limits`, `TransactionConfig`, `RegistrarPolicy`, nonce, replay and limiter configs |
 
 mod domains;
@@ -28,6 +29,7 @@ mod secret;
 mod token_api;
 mod typed;
 mod validate;
+mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ pub use issuers::{check_url, Issuer, ScopeClaim};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
+pub use ws::{OriginPolicy, WsConfig, WsListener};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.
@@ -67,6 +70,8 @@ pub struct Config {
     pub token_api: TokenApiConfig,
     /// `[[issuers]]`; empty = the token API is off.
     pub issuers: Vec<Issuer>,
+    /// `[ws]`; `None` when no `[[ws.listeners]]` is configured.
+    pub ws: Option<WsConfig>,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,
