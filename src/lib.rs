@@ -12,7 +12,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `FlowId`, `Status`, `HostPort`) |
-//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
+//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, SIP over WebSocket (WS and WSS, RFC 7118), TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |

@@ -385,3 +385,105 @@ fn call_between_udp_and_websocket() {
     assert_eq!(bye_ok.status(), 200, "{}", bye_ok.text);
     assert!(bye_ok.text.contains("CSeq: 3 BYE"), "{}", bye_ok.text);
 }
+
+/// WSS: TLS with the `[tls]` material, then the same upgrade; a REGISTER with Digest binds
+/// over `wss`.
+#[test]
+fn wss_listener_serves_the_tls_certificate_and_registers() {
+    let port = free_port();
+    let tables = format!(
+        "[[ws.listeners]]\naddr = \"127.0.0.1:{port}\"\ntls = true\norigins = [\"{ORIGIN}\"]\n"
+    );
+    let server = Server::start_binary(&Options {
+        tls: Some("off"),
+        tables: &tables,
+        ..Options::default()
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = tls_client_config(&dev_certs().join("ca.pem"), None);
+    let stream = tls_connect(addr, config).expect("tls handshake");
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut req = format!("wss://127.0.0.1:{port}/")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
+    let (ws, _) = tungstenite::client::client(req, stream)
+        .map_err(|e| format!("{e:?}"))
+        .expect("upgrade over TLS");
+    let mut phone = WssPhone {
+        ws,
+        host: format!("{}.invalid", rand_token().to_lowercase()),
+    };
+    let first = phone.register("alice", 1);
+    phone.ws.send(Message::text(first)).unwrap();
+    let challenge = phone.sip();
+    assert_eq!(challenge.status(), 401, "{}", challenge.text);
+    let auth = authorization(
+        "MD5",
+        "alice",
+        ALICE_PW,
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        &challenge.nonce_for("MD5").expect("an MD5 challenge"),
+        1,
+        &rand_token(),
+    );
+    let next = phone.register("alice", 2).replace(
+        "Content-Length: 0",
+        &format!("Authorization: {auth}\r\nContent-Length: 0"),
+    );
+    phone.ws.send(Message::text(next)).unwrap();
+    let ok = phone.sip();
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    let b = bindings(&server, "alice");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["transport"], "wss", "{b:?}");
+}
+
+/// The WSS client of [`wss_listener_serves_the_tls_certificate_and_registers`].
+struct WssPhone {
+    ws: WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+    host: String,
+}
+
+impl WssPhone {
+    fn register(&self, user: &str, cseq: u32) -> String {
+        let host = &self.host;
+        format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/WSS {host};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=wss\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
+             Call-ID: reg-{host}\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:{user}@{host};transport=ws>\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n",
+            rand_token()
+        )
+    }
+
+    fn sip(&mut self) -> Resp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    return Resp {
+                        text: t.to_string(),
+                    }
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("wss read: {e}"),
+            }
+        }
+        panic!("wss: no response");
+    }
+}
