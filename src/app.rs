@@ -199,10 +199,24 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         tls_state.as_ref(),
         &tracker,
     );
+    // The web phone's WebSocket URLs: each WS listener's bound port and whether it is WSS.
+    let websockets: Vec<(u16, bool)> = addrs
+        .ws
+        .iter()
+        .zip(config.ws.iter().flat_map(|w| &w.listeners))
+        .map(|(a, l)| (a.port(), l.tls))
+        .collect();
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     if let Some((listener, _)) = http_listener {
         serve_http(
-            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
+            listener,
+            config,
+            &metrics,
+            &location,
+            &token_api,
+            &shutdown,
+            &tracker,
+            &websockets,
         );
     }
 
@@ -360,6 +374,7 @@ fn serve_http(
     token_api: &Option<Arc<crate::api::token::TokenApi>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    websockets: &[(u16, bool)],
 ) {
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
@@ -377,6 +392,9 @@ fn serve_http(
         token: token_api.clone(),
         max_body_bytes,
         request_timeout,
+        cors_origins: config.http.cors_origins.clone(),
+        web_phone: config.http.web_phone.clone(),
+        websockets: websockets.to_vec(),
     });
     tracker.spawn(crate::api::server::serve(
         listener,

@@ -214,6 +214,12 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// `None`: no admin token is configured, so the admin endpoints refuse every request.
     pub admin_token: Option<AdminToken>,
+    /// Origins (`scheme://host[:port]`, lower-case) whose pages may call `/v1/login-options`
+    /// and `/v1/sip/credentials` (CORS); empty = none.
+    pub cors_origins: Vec<String>,
+    /// `http.serve_web_phone`: the folder the reference web phone is served from under
+    /// `/phone/`; `None` = not served (the default).
+    pub web_phone: Option<PathBuf>,
 }
 
 /// `[tls]`: SIP over TLS. File paths are resolved against the config file's folder and read

@@ -461,9 +461,18 @@ fn http(problems: &mut Problems, raw: raw::RawHttp, base_dir: &Path) -> HttpConf
             }
         },
     };
+    let (cors_origins, web_phone) = super::ws::web(
+        problems,
+        &raw.cors_origins,
+        raw.serve_web_phone,
+        &raw.web_phone_dir,
+        base_dir,
+    );
     HttpConfig {
         listen,
         admin_token,
+        cors_origins,
+        web_phone,
     }
 }
 

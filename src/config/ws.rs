@@ -195,6 +195,40 @@ pub(super) fn ws(problems: &mut Problems, raw: RawWs, tls_configured: bool) -> O
     })
 }
 
+/// `http.cors_origins` (each an origin) and `http.serve_web_phone` with `http.web_phone_dir`
+/// (resolved against the config file's folder; it must hold `index.html`).
+pub(super) fn web(
+    problems: &mut Problems,
+    cors: &[String],
+    serve: bool,
+    dir: &str,
+    base_dir: &std::path::Path,
+) -> (Vec<String>, Option<std::path::PathBuf>) {
+    let mut origins = Vec::with_capacity(cors.len());
+    for (i, o) in cors.iter().enumerate() {
+        match origin(o) {
+            Some(o) => origins.push(o),
+            None => problems.push(
+                format!("http.cors_origins[{i}]"),
+                format!("{o:?} is not an origin such as \"https://phone.example.com\""),
+            ),
+        }
+    }
+    let web_phone = serve.then(|| super::secret::resolve(base_dir, dir));
+    if let Some(path) = &web_phone {
+        if !path.join("index.html").is_file() {
+            problems.push(
+                "http.web_phone_dir",
+                format!(
+                    "{} holds no index.html (the web phone is in the repository's web/ folder)",
+                    path.display()
+                ),
+            );
+        }
+    }
+    (origins, web_phone)
+}
+
 /// `origins`: `"*"` alone, or each an `http(s)://host[:port]` origin.
 fn origins(problems: &mut Problems, key: &str, raw: &[String]) -> OriginPolicy {
     if raw.iter().any(|o| o == "*") {

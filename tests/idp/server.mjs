@@ -28,11 +28,15 @@
 //                        modulus, a P-256 key labelled ES384) ahead of the real keys;
 //                        "unusable" publishes only those N entries
 //     GET  /test/stats   {"jwks_requests": N, "discovery_requests": N}
+// - An interactive sign-in page for the web phone (user name only), in tests/idp/webphone.mjs.
 import http from 'node:http';
 import crypto from 'node:crypto';
 
 import Provider, { errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
+
+// The web phone's sign-in page and redirect URIs (tests/idp/webphone.mjs).
+import { handleInteraction, interactionUrl, webPhoneRedirects } from './webphone.mjs';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -67,7 +71,7 @@ function buildProvider(issuer) {
         application_type: 'native',
         grant_types: [MINT, 'authorization_code', 'refresh_token'],
         response_types: ['code'],
-        redirect_uris: ['http://127.0.0.1/callback'],
+        redirect_uris: ['http://127.0.0.1/callback', ...webPhoneRedirects()],
       },
       {
         client_id: 'other-app',
@@ -81,6 +85,7 @@ function buildProvider(issuer) {
     jwks: { keys: keys.map((k) => k.privateJwk) },
     scopes: ['openid', 'offline_access', 'sip', 'admin'],
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
+    interactions: { url: interactionUrl },
     features: {
       devInteractions: { enabled: false },
       resourceIndicators: {
@@ -229,6 +234,10 @@ async function main() {
         provider = buildProvider(provider.issuer);
         callback = provider.callback();
       }).catch((err) => json(res, 500, { error: String(err) }));
+      return;
+    }
+    if (url.pathname.startsWith('/interaction/')) {
+      handleInteraction(provider, AUDIENCE, req, res);
       return;
     }
     if (url.pathname === '/.well-known/openid-configuration') stats.discovery_requests += 1;
