@@ -63,11 +63,12 @@ export async function handleInteraction(provider, audience, req, res) {
       page(res, 400, '<p>This sign-in has expired. Start again from the phone.</p>');
       return true;
     }
+    if (process.env.IDP_DEBUG) process.stderr.write(`interaction ${JSON.stringify(details.prompt)} ${JSON.stringify(details.params)}\n`);
     if (req.method === 'GET' && !m[2]) {
       const client = escapeHtml(details.params.client_id);
       page(res, 200, `<h1>Test IdP</h1><p>Sign in to <b>${client}</b> (development only: no password).</p>
 <form method="post" action="/interaction/${escapeHtml(details.uid)}/login">
-<label>User name <input id="username" name="username" autocomplete="username" autofocus required pattern="[A-Za-z0-9._-]{1,64}"></label><br>
+<label>User name <input id="username" name="username" autocomplete="username" autofocus required pattern="[A-Za-z0-9._\\-]{1,64}"></label><br>
 <button id="sign-in" type="submit">Sign in</button></form>`);
       return true;
     }
@@ -81,7 +82,9 @@ export async function handleInteraction(provider, audience, req, res) {
       const { Grant } = provider;
       const grant = new Grant({ accountId, clientId: details.params.client_id });
       const requested = String(details.params.scope ?? 'openid');
-      const oidcScopes = requested.split(' ').filter((s) => ['openid', 'offline_access'].includes(s));
+      // The provider lists sip and admin among its scopes too, so they are granted as such
+      // and on the API resource (the access token's audience).
+      const oidcScopes = requested.split(' ').filter((s) => ['openid', 'offline_access', 'sip', 'admin'].includes(s));
       grant.addOIDCScope(oidcScopes.join(' ') || 'openid');
       const apiScopes = requested.split(' ').filter((s) => ['sip', 'admin'].includes(s));
       grant.addResourceScope(String(details.params.resource ?? audience), apiScopes.join(' ') || 'sip');
