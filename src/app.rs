@@ -366,6 +366,7 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
 
 /// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
 /// until shutdown.
+#[allow(clippy::too_many_arguments)] // the wiring's parts, each named once
 fn serve_http(
     listener: tokio::net::TcpListener,
     config: &Config,

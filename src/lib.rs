@@ -22,7 +22,7 @@
 //! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL): the writer thread with its bounded queue and group commit, restart loading, backup and check |
 //! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
-//! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
+//! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API, CORS for browsers and the web phone's files |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |

@@ -269,6 +269,21 @@ pub(super) fn origin(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// README "Try it" runs this file: it loads, serves the web phone and a WS listener.
+    #[test]
+    fn the_web_phone_try_it_config_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/web-phone.toml");
+        let config = crate::config::Config::load(&path).expect("config/web-phone.toml loads");
+        let ws = config.ws.expect("a [[ws.listeners]] entry");
+        assert_eq!(ws.listeners[0].addr.to_string(), "127.0.0.1:8081");
+        assert!(config
+            .http
+            .web_phone
+            .expect("serve_web_phone")
+            .join("phone.js")
+            .is_file());
+    }
+
     #[test]
     fn origins_are_matched_exactly_and_absent_is_allowed() {
         let p = OriginPolicy::Listed(vec!["https://phone.example.com".into()]);
