@@ -53,8 +53,9 @@ fn connect(
         req.headers_mut().insert("Origin", o.parse().unwrap());
     }
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    // The upgrade may wait for a connection slot; reads after it poll in short steps.
     stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let (ws, resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(e) => e,
@@ -69,6 +70,9 @@ fn connect(
         Some("sip"),
         "the server selects the sip subprotocol"
     );
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     Ok(WsPhone {
         ws,
         host: format!("{}.invalid", rand_token().to_lowercase()),
@@ -486,4 +490,46 @@ impl WssPhone {
         }
         panic!("wss: no response");
     }
+}
+
+/// The handshake deadline: a TCP connection that never sends its upgrade is closed once
+/// `handshake_timeout_secs` has passed.
+#[test]
+fn a_connection_that_never_upgrades_is_closed_at_the_handshake_deadline() {
+    use std::io::Read;
+    let (_server, addr) = start("handshake_timeout_secs = 1");
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    // EOF or a reset is the close; a read timeout (10 s, ten times the deadline) is not.
+    let read = silent.read(&mut buf);
+    let closed = match &read {
+        Ok(0) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+        Ok(_) => false,
+    };
+    assert!(closed, "still open after the deadline: {read:?}");
+}
+
+/// The connection slot is taken before accept: with `max_connections = 1` a second client
+/// gets no upgrade while the first is open, and gets it once the first has closed.
+#[test]
+fn the_connection_slot_is_taken_before_the_upgrade() {
+    let (_server, addr) = start("max_connections = 1");
+    let mut first = connect(addr, Some("sip"), Some(ORIGIN)).unwrap();
+    let second = std::thread::spawn(move || connect(addr, Some("sip"), Some(ORIGIN)).is_ok());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !second.is_finished(),
+        "a second upgrade while the slot is held"
+    );
+    first.ws.close(None).unwrap();
+    let _ = first.next(Duration::from_secs(1));
+    drop(first);
+    assert!(second.join().unwrap(), "upgraded once the slot was free");
 }

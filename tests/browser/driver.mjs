@@ -67,7 +67,6 @@ const commands = {
     popup.on('framenavigated', (f) => { if (f === popup.mainFrame()) process.stderr.write(`[pop-up] ${f.url()}\n`); });
     popup.on('console', (m) => process.stderr.write(`[pop-up] ${m.text()}\n`));
     popup.on('requestfailed', (r) => process.stderr.write(`[pop-up] failed ${r.url()}: ${r.failure()?.errorText}\n`));
-    popup.on('response', (r) => process.stderr.write(`[pop-up] ${r.status()} ${r.url()}\n`));
     await popup.waitForSelector('#username', { timeout: WAIT });
     await popup.fill('#username', user);
     await popup.screenshot({ path: path.join(SHOTS, `${String(++shot).padStart(2, '0')}-idp-sign-in.png`) });

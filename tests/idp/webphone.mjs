@@ -9,7 +9,8 @@
 // - handleInteraction(): GET /interaction/:uid shows a form with one field (#username) and one
 //   button (#sign-in); POST /interaction/:uid/login signs that user in and grants the requested
 //   OpenID scopes plus `sip` on the API resource, so the code exchange returns an access token
-//   sipward accepts (and an ID token with the page's nonce).
+//   sipward accepts (and an ID token with the page's nonce). IDP_DEBUG=1 logs each step's
+//   prompt and parameters to stderr.
 
 const DEFAULT_REDIRECTS = [
   'http://127.0.0.1:8080/phone/callback.html',

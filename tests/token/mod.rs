@@ -212,6 +212,15 @@ pub fn idp_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
 }
 
+/// The IdP's stderr: discarded, or with `IDP_STDERR` set shown (debugging a test; with
+/// `IDP_DEBUG` too, tests/idp/webphone.mjs logs each sign-in step).
+fn idp_stderr() -> Stdio {
+    match std::env::var_os("IDP_STDERR") {
+        Some(_) => Stdio::inherit(),
+        None => Stdio::null(),
+    }
+}
+
 pub struct Idp {
     child: Child,
     pub issuer: String,
