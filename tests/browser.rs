@@ -5,7 +5,8 @@
 //! Authorization Code + PKCE, obtains a device credential and registers over WebSocket with
 //! JsSIP. Then SIPp as bob over UDP calls alice: the page shows the call and answers it, and
 //! INVITE/200/ACK/BYE go through sipward (its proxied counters); the browser calls bob (a SIPp
-//! callee registered over UDP) and hangs up; sign-out in the page removes the binding (admin
+//! callee registered over UDP) and hangs up; the page renews its credential at `refresh_after`
+//! (a 60 s TTL) and registers again with it; sign-out in the page removes the binding (admin
 //! bindings API, polled for at most a second). Screenshots of each step go to a folder under
 //! the system temp folder, printed by the test.
 //!
@@ -235,7 +236,10 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
     let dir = tempfile::tempdir().unwrap();
     // JsSIP 3.10 computes MD5 Digest only, and answers the last challenge of a 401: the web
     // phone's domain offers MD5 (web/README.md).
+    // The shortest credential TTL (60 s), so the page renews at refresh_after (45 s) within the
+    // test.
     let setup = Setup {
+        token_api: "credential_ttl_secs = 60",
         algorithms: &["MD5"],
         accounts: &[("bob", BOB_PW, "device")],
         ..Setup::default()
@@ -334,6 +338,33 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
         server.metrics()
     );
 
+    // Renewal before refresh_after: the same device, a new password, registered again (the
+    // binding's CSeq moves on: JsSIP sent a new REGISTER, answered with the new password).
+    let cseq = |b: &[serde_json::Value]| b.first().and_then(|b| b["cseq"].as_u64());
+    let before = cseq(&bindings(&server, "alice")).expect("alice's binding");
+    browser.run("renewed", &server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cseq(&bindings(&server, "alice")).unwrap_or(0) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no REGISTER after the renewal: {:?}",
+            bindings(&server, "alice")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.metric("sipward_token_exchanges_total{outcome=\"renewed\"}"),
+        1.0,
+        "{}",
+        server.metrics()
+    );
+    let alice = bindings(&server, "alice");
+    assert_eq!(
+        alice.len(),
+        1,
+        "still one binding after the renewal: {alice:?}"
+    );
+
     // Sign out: the device is deleted, and with it the binding.
     browser.run("signout", &server);
     let signed_out = Instant::now();
@@ -351,7 +382,7 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
     );
     let shots_taken = std::fs::read_dir(&shots).unwrap().count();
     assert!(
-        shots_taken >= 9,
+        shots_taken >= 11,
         "{shots_taken} screenshots in {}",
         shots.display()
     );

@@ -7,6 +7,8 @@
 //   answer                      wait for an incoming call, answer it, wait until it is up and
 //                               then until the caller ends it
 //   call <target>               call <target>, wait until it is up, hang up
+//   renewed                     wait (up to 90 s) until the page renewed its credential at
+//                               refresh_after (the test checks the REGISTER that follows)
 //   signout                     sign out; ok once the page says so
 //   quit
 import readline from 'node:readline';
@@ -95,6 +97,11 @@ const commands = {
     await textIs('#call-state', 'ended');
     await screenshot('outgoing-call-ended');
     return `called ${target}`;
+  },
+  async renewed() {
+    await page.locator('#log', { hasText: 'credential renewed' }).waitFor({ state: 'attached', timeout: 90_000 });
+    await screenshot('credential-renewed');
+    return 'renewed';
   },
   async signout() {
     await page.click('#signout');
