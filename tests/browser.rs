@@ -2,7 +2,8 @@
 //! `playwright-core` (tests/browser/driver.mjs, pinned by its package-lock.json), opens the web
 //! phone that the sipward binary serves under `/phone/`, enters `example.test`, signs in as
 //! alice at the test IdP (tests/idp, its interactive page) through the pop-up with
-//! Authorization Code + PKCE, obtains a device credential and registers over WebSocket with
+//! Authorization Code + PKCE, obtains a device credential and registers over WSS (TLS with the
+//! TEST-ONLY certificates, which the browser context is told to accept) with
 //! JsSIP. Then SIPp as bob over UDP calls alice: the page shows the call and answers it, and
 //! INVITE/200/ACK/BYE go through sipward (its proxied counters); the browser calls bob (a SIPp
 //! callee registered over UDP) and hangs up; the page renews its credential at `refresh_after`
@@ -255,7 +256,11 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
         )
         .replacen("[log]\nlevel = \"info\"", "[log]\nlevel = \"debug\"", 1)
         + &format!(
-            "\n[[ws.listeners]]\naddr = \"127.0.0.1:{ws_port}\"\norigins = [\"{origin}\"]\n"
+            "\n[tls]\ncert_file = \"{certs}/server.pem\"\nkey_file = \"{certs}/server.key\"\n\n\
+             [[tls.listeners]]\naddr = \"127.0.0.1:{tls_port}\"\nclient_auth = \"off\"\n\n\
+             [[ws.listeners]]\naddr = \"127.0.0.1:{ws_port}\"\ntls = true\norigins = [\"{origin}\"]\n",
+            certs = dev_certs().display(),
+            tls_port = free_port(),
         );
     let path = dir.path().join("sipward.toml");
     std::fs::write(&path, &config).unwrap();
@@ -277,14 +282,15 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
     eprintln!("browser screenshots: {}", shots.display());
     let mut browser = Browser::start(&shots);
 
-    // Sign in and register over WebSocket.
+    // Sign in and register over WSS (the TEST-ONLY certificate; the driver's browser context
+    // ignores certificate errors, as it has no way to trust the test CA).
     browser.run(
         &format!("open {origin}/phone/?debug=1 {DOMAIN} alice"),
         &server,
     );
     let alice = bindings(&server, "alice");
     assert_eq!(alice.len(), 1, "{alice:?}");
-    assert_eq!(alice[0]["transport"], "ws", "{alice:?}");
+    assert_eq!(alice[0]["transport"], "wss", "{alice:?}");
 
     // bob (SIPp, UDP) calls alice's browser; the page answers; bob hangs up.
     let uac = Sipp::spawn(
@@ -333,7 +339,7 @@ fn web_phone_signs_in_registers_over_websocket_and_calls_a_udp_phone() {
     );
     assert_eq!(proxied(&server, "BYE", "2xx"), 2.0, "{}", server.metrics());
     assert!(
-        received(&server, "ACK", "ws") >= 1.0,
+        received(&server, "ACK", "wss") >= 1.0,
         "{}",
         server.metrics()
     );
