@@ -52,6 +52,8 @@ pub struct Running {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// WS and WSS listeners, in the order of `ws.listeners`.
+    pub ws: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
     /// The TLS material, for reloads (SIGHUP); `None` without TLS listeners.
     pub tls_state: Option<TlsState>,
@@ -131,7 +133,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .transpose()?;
     // Every socket is bound before any receive thread or task starts: a failure returns
     // with nothing running, so the process can exit at once.
-    let bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
+    let mut bound = Bound::bind(&config.sip, config.tls.as_ref()).await?;
+    bound.bind_ws(config.ws.as_ref()).await?;
     let http_listener = match config.http.listen {
         Some(addr) => {
             // Unlike the SIP stream listeners, `[::]` here is dual-stack (one HTTP address).
@@ -190,10 +193,30 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     // Logged before anything is served: whoever sees a listener answer sees the warnings too.
     let http = http_listener.as_ref().map(|(_, local)| *local);
     log_listening(config, &addrs, http);
+    bound.serve_ws(
+        config.ws.as_ref(),
+        &stream_ctx,
+        tls_state.as_ref(),
+        &tracker,
+    );
+    // The web phone's WebSocket URLs: each WS listener's bound port and whether it is WSS.
+    let websockets: Vec<(u16, bool)> = addrs
+        .ws
+        .iter()
+        .zip(config.ws.iter().flat_map(|w| &w.listeners))
+        .map(|(a, l)| (a.port(), l.tls))
+        .collect();
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     if let Some((listener, _)) = http_listener {
         serve_http(
-            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
+            listener,
+            config,
+            &metrics,
+            &location,
+            &token_api,
+            &shutdown,
+            &tracker,
+            &websockets,
         );
     }
 
@@ -205,6 +228,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         udp: addrs.udp,
         tcp: addrs.tcp,
         tls: addrs.tls,
+        ws: addrs.ws,
         http,
         tls_state,
         dispatcher,
@@ -343,6 +367,7 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
 
 /// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
 /// until shutdown.
+#[allow(clippy::too_many_arguments)] // the wiring's parts, each named once
 fn serve_http(
     listener: tokio::net::TcpListener,
     config: &Config,
@@ -351,6 +376,7 @@ fn serve_http(
     token_api: &Option<Arc<crate::api::token::TokenApi>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    websockets: &[(u16, bool)],
 ) {
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
@@ -368,6 +394,9 @@ fn serve_http(
         token: token_api.clone(),
         max_body_bytes,
         request_timeout,
+        cors_origins: config.http.cors_origins.clone(),
+        web_phone: config.http.web_phone.clone(),
+        websockets: websockets.to_vec(),
     });
     tracker.spawn(crate::api::server::serve(
         listener,
@@ -410,6 +439,9 @@ fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
     }
     for a in &addrs.tls {
         tracing::info!(addr = %a, "listening on tls");
+    }
+    for a in &addrs.ws {
+        tracing::info!(addr = %a, "listening on websocket");
     }
     if let Some(a) = http {
         tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");

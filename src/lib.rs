@@ -12,7 +12,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `sip` | the message layer: zero-copy parse, typed views, URIs, Digest params, stream framing, building; the types every layer names (`Aor`, `Transport`, `FlowId`, `Status`, `HostPort`) |
-//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
+//! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, SIP over WebSocket (WS and WSS, RFC 7118), TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
@@ -22,7 +22,7 @@
 //! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL): the writer thread with its bounded queue and group commit, restart loading, backup and check |
 //! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
-//! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API |
+//! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API, CORS for browsers and the web phone's files |
 //! | `config` | TOML → validated sections and the domain types they build (limits, transaction, registrar, nonce and limiter configs); the embedded development profile |
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |

@@ -22,6 +22,8 @@ pub const TRANSACTIONS_EVICTED: &str = "sipward_transactions_evicted";
 pub const DROPPED: &str = "sipward_sip_dropped_total";
 pub const TLS_HANDSHAKES: &str = "sipward_tls_handshakes_total";
 pub const TLS_CONNECTIONS: &str = "sipward_tls_connections";
+/// Open SIP-over-WebSocket connections (WS and WSS, upgrade done).
+pub const WS_CONNECTIONS: &str = "sipward_ws_connections";
 pub const TLS_RELOADS: &str = "sipward_tls_cert_reloads_total";
 pub const TLS_CERT_EXPIRY: &str = "sipward_tls_cert_expiry_timestamp_seconds";
 pub const PROXIED: &str = "sipward_proxy_requests_total";
@@ -277,6 +279,7 @@ pub struct Metrics {
     pub bindings: IntGauge,
     pub aors: IntGauge,
     pub tcp_connections: IntGauge,
+    pub ws_connections: IntGauge,
     pub transactions: IntGauge,
     /// Completed transactions dropped before Timer J to make room, since the start.
     pub transactions_evicted: IntGauge,
@@ -389,6 +392,7 @@ impl Metrics {
             aors: gauge(AORS, "Current AoRs with at least one binding"),
             tcp_connections: gauge(TCP_CONNECTIONS, "Open TCP connections"),
             tls_connections: gauge(TLS_CONNECTIONS, "Open TLS connections (handshake done)"),
+            ws_connections: gauge(WS_CONNECTIONS, "Open WebSocket connections (WS and WSS, upgrade done)"),
             proxy_contexts: gauge(PROXY_CONTEXTS, "Proxy response contexts held"),
             transactions: gauge(TRANSACTIONS, "Server transactions held"),
             transactions_evicted: gauge(
@@ -439,6 +443,7 @@ impl Metrics {
     pub fn stream_connections(&self, t: Transport) -> &IntGauge {
         match t {
             Transport::Tls => &self.tls_connections,
+            Transport::Ws | Transport::Wss => &self.ws_connections,
             Transport::Tcp | Transport::Udp => &self.tcp_connections,
         }
     }
@@ -514,7 +519,7 @@ struct Families<'a> {
 /// proxy never counts.
 fn init_label_values(f: &Families<'_>) {
     use crate::sip::Method;
-    for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+    for t in Transport::ALL {
         for m in METHODS {
             f.requests.with_label_values(&[method_label(m), t.as_str()]);
         }

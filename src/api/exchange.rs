@@ -28,6 +28,9 @@ use super::token::{bearer_user, sub_hash, unix_now, user_key, ExchangeOutcome, T
 /// `refresh_after` is this share of the TTL (docs/token-api.md: 75 %).
 const REFRESH_AFTER_PERCENT: u64 = 75;
 const MAX_DEVICE_ID: usize = 64;
+/// The redirect URI a browser client signs in with, `{origin}` being its page's origin; the
+/// web phone (web/) uses it, so the IdP registers it for the login client.
+const WEB_PHONE_REDIRECT: &str = "{origin}/phone/callback.html";
 const MAX_DEVICE_NAME: usize = 64;
 const MAX_PLATFORM: usize = 32;
 
@@ -69,6 +72,7 @@ pub(super) async fn login_options(
         .issuers()
         .filter(|i| info.issuers.contains(&i.config.name))
         .map(|i| {
+            let endpoints = i.login_endpoints();
             serde_json::json!({
                 "type": "oidc",
                 "issuer": i.config.issuer,
@@ -76,6 +80,13 @@ pub(super) async fn login_options(
                 "scopes": i.config.login_scopes,
                 "audience": i.config.audience,
                 "label": i.config.label,
+                // Authorization Code + PKCE for a browser (public) client; the endpoints
+                // come from the IdP's discovery document (null until it was read).
+                "flow": "authorization_code",
+                "pkce": "S256",
+                "authorization_endpoint": endpoints.as_ref().map(|e| e.authorization.as_str()),
+                "token_endpoint": endpoints.as_ref().map(|e| e.token.as_str()),
+                "redirect_uri_pattern": WEB_PHONE_REDIRECT,
             })
         })
         .collect();

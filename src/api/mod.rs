@@ -12,6 +12,7 @@
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
 //! | `server.rs` | the hyper accept loop: head size, head deadline, connection cap |
+//! | `web.rs` | CORS for the browser sign-in routes, the web phone's files under `/phone/` |
 //! | `head.rs` | the request-head gate before hyper: its refusals as JSON with `no-store` |
 //!
 //! Limits: request bodies of at most `token_api.max_body_bytes` (413 above), at most
@@ -27,6 +28,7 @@ pub mod limit;
 mod reply;
 pub mod server;
 pub mod token;
+mod web;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,12 +66,44 @@ pub struct ApiState {
     pub token: Option<Arc<token::TokenApi>>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// `http.cors_origins`: browser origins allowed on the sign-in routes.
+    pub cors_origins: Vec<String>,
+    /// `http.serve_web_phone`: the web phone's folder, served under `/phone/`.
+    pub web_phone: Option<std::path::PathBuf>,
+    /// The WebSocket listeners the web phone may use: (port, WSS).
+    pub websockets: Vec<(u16, bool)>,
 }
 
 pub fn router(state: ApiState) -> Router {
     let max_body = state.max_body_bytes;
     let timeout = state.request_timeout;
+    let cors_origins: Arc<[String]> = state.cors_origins.clone().into();
+    let (phone_index, phone_file) = (state.web_phone.clone(), state.web_phone.clone());
     Router::new()
+        .route(
+            "/phone",
+            get(|| async { axum::response::Redirect::permanent("/phone/") }),
+        )
+        .route(
+            "/phone/",
+            get(move || web::phone_file(phone_index.clone(), String::new())),
+        )
+        .route(
+            "/phone/config.json",
+            get(
+                |State(s): State<Arc<ApiState>>, headers: HeaderMap| async move {
+                    web::phone_config(s.web_phone.is_some(), &s.websockets, &headers)
+                },
+            ),
+        )
+        .route(
+            "/phone/{file}",
+            get(
+                move |axum::extract::Path(file): axum::extract::Path<String>| {
+                    web::phone_file(phone_file.clone(), file)
+                },
+            ),
+        )
         .route(
             "/healthz",
             get(|| async { no_store(StatusCode::OK, "ok\n") }),
@@ -97,6 +131,9 @@ pub fn router(state: ApiState) -> Router {
             move |req: Request, next: Next| deadline(timeout, req, next),
         ))
         .layer(axum::middleware::from_fn(no_store_and_json_errors))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| web::cors(cors_origins.clone(), req, next),
+        ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))

@@ -18,6 +18,7 @@
 //! | `token_api.rs` | `[token_api]` |
 //! | `secret.rs` | secret files, redaction |
 //! | `network.rs` | listener entries with `advertise`, `sip.aliases`, `registrar.path`, the warnings of a loadable config |
+//! | `ws.rs` | `[ws]` and `[[ws.listeners]]` (SIP over WebSocket): limits, WSS, the Origin allowlist |
 //! | `typed.rs` | sections → `sip::Limits`, `TransactionConfig`, `RegistrarPolicy`, nonce, replay and limiter configs |
 
 mod domains;
@@ -30,6 +31,7 @@ mod token_api;
 mod typed;
 mod urls;
 mod validate;
+mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
 pub use urls::{check_claim_path, check_url};
+pub use ws::{OriginPolicy, WsConfig, WsListener};
 
 /// The development profile compiled into the binary (`config/dev.toml`): loopback listeners,
 /// domain `example.test`, two demo accounts, a known admin token. Development only.
@@ -70,6 +73,8 @@ pub struct Config {
     pub token_api: TokenApiConfig,
     /// `[[issuers]]`; empty = the token API is off.
     pub issuers: Vec<Issuer>,
+    /// `[ws]`; `None` when no `[[ws.listeners]]` is configured.
+    pub ws: Option<WsConfig>,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,
@@ -216,6 +221,12 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// `None`: no admin token is configured, so the admin endpoints refuse every request.
     pub admin_token: Option<AdminToken>,
+    /// Origins (`scheme://host[:port]`, lower-case) whose pages may call `/v1/login-options`
+    /// and `/v1/sip/credentials` (CORS); empty = none.
+    pub cors_origins: Vec<String>,
+    /// `http.serve_web_phone`: the folder the reference web phone is served from under
+    /// `/phone/`; `None` = not served (the default).
+    pub web_phone: Option<PathBuf>,
 }
 
 /// `[tls]`: SIP over TLS. File paths are resolved against the config file's folder and read

@@ -39,6 +39,8 @@ pub(super) struct RawConfig {
     pub(super) token_api: RawTokenApi,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub(super) ws: super::ws::RawWs,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -160,6 +162,17 @@ pub(super) struct RawHttp {
     pub(super) admin_token_file: String,
     #[serde(default)]
     pub(super) admin_token_sha256: String,
+    /// Browser origins allowed to call the token API's sign-in routes (CORS).
+    #[serde(default)]
+    pub(super) cors_origins: Vec<String>,
+    #[serde(default)]
+    pub(super) serve_web_phone: bool,
+    #[serde(default = "default_web_phone_dir")]
+    pub(super) web_phone_dir: String,
+}
+
+fn default_web_phone_dir() -> String {
+    "web".to_owned()
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -323,6 +336,9 @@ impl Default for RawHttp {
             listen: default_http_listen(),
             admin_token_file: String::new(),
             admin_token_sha256: String::new(),
+            cors_origins: Vec::new(),
+            serve_web_phone: false,
+            web_phone_dir: default_web_phone_dir(),
         }
     }
 }

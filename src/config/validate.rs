@@ -44,10 +44,11 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         base_dir,
         &mut sip.advertise,
     );
-    if sip.udp.is_empty() && sip.tcp.is_empty() && tls.is_none() {
+    let ws = super::ws::ws(&mut problems, raw.ws, tls.is_some());
+    if sip.udp.is_empty() && sip.tcp.is_empty() && tls.is_none() && ws.is_none() {
         problems.push(
             "sip",
-            "at least one listener is required in sip.udp, sip.tcp or tls.listeners",
+            "at least one listener is required in sip.udp, sip.tcp, tls.listeners or ws.listeners",
         );
     }
     let accounts = domains::accounts(&mut problems, raw.accounts, &domains, base_dir);
@@ -78,6 +79,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         accounts,
         token_api,
         issuers,
+        ws,
         secret_files,
     })
 }
@@ -470,9 +472,18 @@ fn http(problems: &mut Problems, raw: raw::RawHttp, base_dir: &Path) -> HttpConf
             }
         },
     };
+    let (cors_origins, web_phone) = super::ws::web(
+        problems,
+        &raw.cors_origins,
+        raw.serve_web_phone,
+        &raw.web_phone_dir,
+        base_dir,
+    );
     HttpConfig {
         listen,
         admin_token,
+        cors_origins,
+        web_phone,
     }
 }
 

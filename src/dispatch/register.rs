@@ -192,6 +192,11 @@ impl Dispatcher {
         }
         extra.push(("Date", &date));
         extra.push(("Supported", "path, outbound"));
+        // RFC 5626 §6: we are the first hop of a connection-oriented flow (no Path) and the
+        // Contact asked for one: the flow is used for calls, and the 200 says so.
+        if src.flow.is_some() && bindings.path.is_empty() && bindings.asks_outbound() {
+            extra.push(("Require", "outbound"));
+        }
         let mut ok = self.respond(msg, src, 200, "OK", &extra);
         ok.durable = outcome.durable;
         (RegisterOutcome::Ok, Some(ok))

@@ -75,6 +75,15 @@ struct ParsedContact<'m> {
     reg_id: Option<u32>,
 }
 
+impl Bindings<'_> {
+    /// Whether a Contact asks for an RFC 5626 outbound flow (`+sip.instance` and `reg-id`).
+    pub(crate) fn asks_outbound(&self) -> bool {
+        self.contacts
+            .iter()
+            .any(|c| c.instance.is_some() && c.reg_id.is_some())
+    }
+}
+
 /// Where a REGISTER came from and what its credential allows, for [`Bindings::input`].
 pub(crate) struct Origin<'a> {
     pub source: std::net::SocketAddr,

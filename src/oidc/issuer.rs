@@ -49,6 +49,9 @@ pub struct IssuerState {
     pub config: Issuer,
     keys: ArcSwapOption<KeySet>,
     jwks_uri: ArcSwapOption<String>,
+    /// The authorization and token endpoints of the last discovery, when it named both as
+    /// https (or loopback http) URLs.
+    login_endpoints: ArcSwapOption<LoginEndpoints>,
     /// When the cached keys should be refreshed.
     keys_due: ArcSwap<Instant>,
     /// Set while an on-demand refetch runs (single flight).
@@ -91,6 +94,7 @@ impl IssuerState {
             config,
             keys: ArcSwapOption::empty(),
             jwks_uri: ArcSwapOption::empty(),
+            login_endpoints: ArcSwapOption::empty(),
             keys_due: ArcSwap::from_pointee(Instant::now()),
             refetching: AtomicBool::new(false),
             last_refetch: Mutex::new(None),
@@ -206,7 +210,23 @@ impl IssuerState {
         }
         check_url(&doc.jwks_uri).map_err(RefreshError::Discovery)?;
         self.jwks_uri.store(Some(Arc::new(doc.jwks_uri)));
+        let endpoints = match (doc.authorization_endpoint, doc.token_endpoint) {
+            (Some(a), Some(t)) if check_url(&a).is_ok() && check_url(&t).is_ok() => {
+                Some(Arc::new(LoginEndpoints {
+                    authorization: a,
+                    token: t,
+                }))
+            }
+            _ => None,
+        };
+        self.login_endpoints.store(endpoints);
         Ok(())
+    }
+
+    /// The endpoints of the last discovery for browser sign-in; `None` before one succeeded
+    /// or when the IdP publishes none.
+    pub fn login_endpoints(&self) -> Option<Arc<LoginEndpoints>> {
+        self.login_endpoints.load_full()
     }
 
     /// Fetches the JWKS (discovering first if needed) and swaps it in.
@@ -364,6 +384,18 @@ impl Drop for RefetchSlot<'_> {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    /// For browser sign-in (Authorization Code + PKCE), passed on by `/v1/login-options`.
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+}
+
+/// The discovered endpoints a browser client signs in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginEndpoints {
+    pub authorization: String,
+    pub token: String,
 }
 
 #[cfg(test)]

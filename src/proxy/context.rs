@@ -99,6 +99,8 @@ pub(super) fn rr_uri(token: &str, local: &HostPort, transport: Transport) -> Str
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
+        Transport::Ws => ";transport=ws",
+        Transport::Wss => ";transport=wss",
     };
     format!("<sip:{token}@{local}{transport};lr>")
 }

@@ -149,7 +149,7 @@ pub(crate) fn loose_route(
     match transport {
         Transport::Udp => hop(Target::Udp(addr)),
         // No outbound connections are opened: a stream next hop must be connected.
-        Transport::Tcp | Transport::Tls => NextHop::Refuse(FLOW_FAILED),
+        _ => NextHop::Refuse(FLOW_FAILED),
     }
 }
 
@@ -242,6 +242,8 @@ pub fn uri_address(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
     let transport = match uri.param("transport").flatten() {
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
         Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+        Some(t) if t.eq_ignore_ascii_case("ws") => Transport::Ws,
+        Some(t) if t.eq_ignore_ascii_case("wss") => Transport::Wss,
         _ if uri.scheme == crate::sip::Scheme::Sips => Transport::Tls,
         _ => Transport::Udp,
     };

@@ -35,6 +35,8 @@ impl Advertised {
                     Transport::Udp => (&sip.udp, &bound.udp),
                     Transport::Tcp => (&sip.tcp, &bound.tcp),
                     Transport::Tls => (&tls_addrs, &bound.tls),
+                    // WebSocket listeners have no `advertise` (yet): they write their address.
+                    Transport::Ws | Transport::Wss => return None,
                 };
                 let index = configured.iter().position(|c| *c == a.addr)?;
                 let addr = *bound.get(index)?;
@@ -92,6 +94,7 @@ mod tests {
             ],
             tcp: vec!["0.0.0.0:5060".parse().unwrap()],
             tls: vec![],
+            ws: vec![],
         };
         let names = Advertised::new(&config.sip, None, &bound);
         let sent_by = |t, a: &str| names.sent_by(t, a.parse().unwrap()).to_string();

@@ -9,6 +9,7 @@
 //! | `local.rs` | our address on a wildcard socket: where a datagram arrived (packet information), replies from it, the route's source address, the interface addresses |
 //! | `advertise.rs` | `Advertised`: the name each listener writes for itself (its `advertise`, else the real local address) |
 //! | `serve.rs` | binding every SIP socket, spawning the receive threads and accept loops, the two stop tokens of a drain |
+//! | `ws.rs` | SIP over WebSocket (RFC 7118): WS and WSS listeners, the upgrade (the `sip` subprotocol, the Origin allowlist, a deadline), message size and idle limits, pings; each connection a flow |
 //! | `keepalive.rs` | RFC 5626 keep-alives on a UDP port, as pure functions: CRLF datagrams, STUN Binding requests and their success response (RFC 5389) |
 //!
 //! It hands `(bytes, Source)` to a `Handler` (implemented by `dispatch`) and sends back what
@@ -22,6 +23,7 @@ pub mod serve;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,8 +14,8 @@ use tokio_util::task::TaskTracker;
 
 use super::tcp::{self, StreamContext};
 use super::tls::{self, HandshakeLimits, TlsState};
-use super::udp;
-use crate::config::{ClientAuth, SipConfig, TlsConfig};
+use super::{udp, ws};
+use crate::config::{ClientAuth, SipConfig, TlsConfig, WsConfig, WsListener};
 
 /// A socket that could not be bound: the config key that names it, the address and the OS
 /// error. The OS error is part of the message and deliberately not a `source()`, so that a
@@ -23,7 +23,7 @@ use crate::config::{ClientAuth, SipConfig, TlsConfig};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind {key} {addr}: {error}")]
 pub struct BindError {
-    /// The config key (`sip.udp`, `sip.tcp`, `tls.listeners`, `http.listen`).
+    /// The config key (`sip.udp`, `sip.tcp`, `tls.listeners`, `ws.listeners`, `http.listen`).
     pub key: &'static str,
     pub addr: SocketAddr,
     pub error: std::io::Error,
@@ -34,6 +34,8 @@ pub struct Bound {
     pub udp: Vec<Arc<udp::Listener>>,
     tcp: Vec<TcpListener>,
     tls: Vec<(TcpListener, ClientAuth)>,
+    /// `[[ws.listeners]]`, bound by [`Bound::bind_ws`] and served by [`Bound::serve_ws`].
+    ws: Vec<(TcpListener, WsListener)>,
 }
 
 /// The addresses a [`Bound`] set listens on (with the ports the kernel chose for port 0).
@@ -42,6 +44,8 @@ pub struct Addresses {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// WS and WSS listeners, in the order of `ws.listeners`.
+    pub ws: Vec<SocketAddr>,
 }
 
 impl Addresses {
@@ -51,6 +55,7 @@ impl Addresses {
             .iter()
             .chain(&self.tcp)
             .chain(&self.tls)
+            .chain(&self.ws)
             .copied()
             .collect()
     }
@@ -89,7 +94,46 @@ impl Bound {
             udp,
             tcp,
             tls: secure,
+            ws: Vec::new(),
         })
+    }
+
+    /// Binds the `[[ws.listeners]]` (SIP over WebSocket) too.
+    pub async fn bind_ws(&mut self, ws: Option<&WsConfig>) -> Result<(), BindError> {
+        for l in ws.iter().flat_map(|w| &w.listeners) {
+            self.ws
+                .push((listen("ws.listeners", l.addr).await?, l.clone()));
+        }
+        Ok(())
+    }
+
+    /// Spawns the accept loop of every WS and WSS listener (WSS with `tls`, the `[tls]`
+    /// material; a WSS listener without it is not served, which config validation rules out).
+    pub fn serve_ws(
+        &mut self,
+        config: Option<&WsConfig>,
+        ctx: &StreamContext,
+        tls: Option<&tls::TlsState>,
+        tracker: &TaskTracker,
+    ) {
+        let Some(config) = config else { return };
+        let mut ws_ctx = ctx.clone();
+        ws_ctx.limits.max_connections = config.max_connections;
+        ws_ctx.limits.idle_timeout = config.idle_timeout;
+        for (listener, l) in self.ws.drain(..) {
+            let state = match (l.tls, tls) {
+                (false, _) => None,
+                (true, Some(state)) => Some(state.clone()),
+                (true, None) => continue,
+            };
+            let serving = ws::WsServing::new(config, l.origins.clone(), state);
+            tracker.spawn(ws::accept_loop(
+                listener,
+                serving,
+                ws_ctx.clone(),
+                tracker.clone(),
+            ));
+        }
     }
 
     pub fn addresses(&self) -> Addresses {
@@ -100,6 +144,7 @@ impl Bound {
             udp: self.udp.iter().map(|s| s.local_addr()).collect(),
             tcp: bound(&mut self.tcp.iter()),
             tls: bound(&mut self.tls.iter().map(|(l, _)| l)),
+            ws: bound(&mut self.ws.iter().map(|(l, _)| l)),
         }
     }
 

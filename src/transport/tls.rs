@@ -181,7 +181,7 @@ impl TlsState {
     }
 
     /// The current server config for a listener with client-auth `mode`.
-    fn server_config(&self, mode: ClientAuth) -> Option<Arc<ServerConfig>> {
+    pub(crate) fn server_config(&self, mode: ClientAuth) -> Option<Arc<ServerConfig>> {
         let material = self
             .inner
             .current

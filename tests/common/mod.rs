@@ -84,6 +84,8 @@ pub struct Options<'a> {
     pub domain: &'a str,
     /// The `[log]` level (`RUST_LOG`, when set, wins, as for the binary).
     pub log_level: &'a str,
+    /// Extra TOML tables appended at the end of the file (`[ws]`, `[[ws.listeners]]`).
+    pub tables: &'a str,
 }
 
 impl Default for Options<'_> {
@@ -98,6 +100,7 @@ impl Default for Options<'_> {
             tls_extra: "",
             domain: "",
             log_level: "warn",
+            tables: "",
         }
     }
 }
@@ -214,6 +217,7 @@ fn write_config(
          [registrar]\n{}\n\n[auth]\n{}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token_sha256 = \"{token_hash}\"\n\n{tables}",
         opts.log_level, opts.sip, opts.registrar, opts.auth,
     );
+    let config = format!("{config}{}\n", opts.tables);
     // Bindings in memory unless the test asks for a store (the file default is sqlite).
     let config = if opts.registrar.contains("persistence") {
         config

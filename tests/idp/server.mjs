@@ -31,6 +31,7 @@
 // - Provider-shaped tokens and their introspection/userinfo endpoints: tests/idp/shapes.mjs.
 // - With IDP_TLS_CERT and IDP_TLS_KEY (PEM files) it also serves everything over HTTPS on
 //   IDP_TLS_PORT (0 = any free port), given in the start line as "tls_port".
+// - An interactive sign-in page for the web phone (user name only), in tests/idp/webphone.mjs.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -41,6 +42,8 @@ import { exportJWK, generateKeyPair } from 'jose';
 
 // Provider shapes (Entra, Okta, Keycloak, Auth0, Google): tokens, introspection, userinfo.
 import { shapeRoute } from './shapes.mjs';
+// The web phone's sign-in page and redirect URIs (tests/idp/webphone.mjs).
+import { handleInteraction, interactionUrl, webPhoneRedirects } from './webphone.mjs';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -75,7 +78,7 @@ function buildProvider(issuer) {
         application_type: 'native',
         grant_types: [MINT, 'authorization_code', 'refresh_token'],
         response_types: ['code'],
-        redirect_uris: ['http://127.0.0.1/callback'],
+        redirect_uris: ['http://127.0.0.1/callback', ...webPhoneRedirects()],
       },
       {
         client_id: 'other-app',
@@ -89,6 +92,7 @@ function buildProvider(issuer) {
     jwks: { keys: keys.map((k) => k.privateJwk) },
     scopes: ['openid', 'offline_access', 'sip', 'admin'],
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
+    interactions: { url: interactionUrl },
     features: {
       devInteractions: { enabled: false },
       resourceIndicators: {
@@ -238,6 +242,10 @@ async function main() {
         provider = buildProvider(provider.issuer);
         callback = provider.callback();
       }).catch((err) => json(res, 500, { error: String(err) }));
+      return;
+    }
+    if (url.pathname.startsWith('/interaction/')) {
+      handleInteraction(provider, AUDIENCE, req, res);
       return;
     }
     if (url.pathname === '/.well-known/openid-configuration') stats.discovery_requests += 1;

@@ -212,6 +212,15 @@ pub fn idp_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
 }
 
+/// The IdP's stderr: discarded, or with `IDP_STDERR` set shown (debugging a test; with
+/// `IDP_DEBUG` too, tests/idp/webphone.mjs logs each sign-in step).
+fn idp_stderr() -> Stdio {
+    match std::env::var_os("IDP_STDERR") {
+        Some(_) => Stdio::inherit(),
+        None => Stdio::null(),
+    }
+}
+
 pub struct Idp {
     child: Child,
     pub issuer: String,
@@ -231,19 +240,31 @@ pub struct Mint<'a> {
 impl Idp {
     /// Starts `node tests/idp/server.mjs` on a free port.
     pub fn start() -> Idp {
+        Idp::start_with(&[])
+    }
+
+    /// [`Idp::start`] with more environment (`IDP_WEB_PHONE_REDIRECTS`, ...).
+    pub fn start_with(env: &[(&str, &str)]) -> Idp {
         let mut child = Command::new("node")
             .arg(idp_dir().join("server.mjs"))
+            .envs(env.iter().copied())
             .env("IDP_PORT", "0")
             .env("IDP_AUDIENCE", AUDIENCE)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("IDP_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("IdP start line");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("IdP start line");
+        // Keep reading what the IdP prints later (oidc-provider's notices on the first
+        // interactive sign-in): a closed pipe would end it with EPIPE.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("IdP did not start ({e}): {line:?}"));
         let port = v["port"].as_u64().unwrap() as u16;
