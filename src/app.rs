@@ -192,9 +192,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     log_listening(config, &addrs, http);
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     if let Some((listener, _)) = http_listener {
-        serve_http(
-            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
-        );
+        let tls_reload = tls_state.clone().map(|tls| -> crate::api::TlsReload {
+            Arc::new(move || tls.reload().map_err(|e| e.to_string()))
+        });
+        let parts = HttpParts {
+            metrics: metrics.clone(),
+            location: location.clone(),
+            token_api: token_api.clone(),
+            tls_reload,
+        };
+        serve_http(listener, config, parts, &shutdown, &tracker);
     }
 
     // The proxy's timers: its driver sleeps until the next deadline, and runs through the drain.
@@ -340,17 +347,30 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
     })
 }
 
+/// What the HTTP side serves from: the shared handles, and the TLS reload hook for the admin
+/// API (`None` without TLS listeners).
+struct HttpParts {
+    metrics: Metrics,
+    location: Location,
+    token_api: Option<Arc<crate::api::token::TokenApi>>,
+    tls_reload: Option<crate::api::TlsReload>,
+}
+
 /// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
 /// until shutdown.
 fn serve_http(
     listener: tokio::net::TcpListener,
     config: &Config,
-    metrics: &Metrics,
-    location: &Location,
-    token_api: &Option<Arc<crate::api::token::TokenApi>>,
+    parts: HttpParts,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let HttpParts {
+        metrics,
+        location,
+        token_api,
+        tls_reload,
+    } = parts;
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
         Some(_) => (t.max_body_bytes, t.request_timeout, t.max_header_bytes),
@@ -361,12 +381,14 @@ fn serve_http(
         ),
     };
     let app = crate::api::router(crate::api::ApiState {
-        metrics: metrics.clone(),
-        location: location.clone(),
+        metrics,
+        location,
         admin_token: config.http.admin_token.clone(),
-        token: token_api.clone(),
+        token: token_api,
         max_body_bytes,
         request_timeout,
+        started: std::time::Instant::now(),
+        tls_reload,
     });
     tracker.spawn(crate::api::server::serve(
         listener,

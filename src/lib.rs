@@ -27,6 +27,7 @@
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
+//! | `ctl` | `sipward ctl`: the admin API's client (tables or JSON); names only `api`'s header constant |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
 /// The crate version (Cargo.toml) and the git commit the binary was built from (`git
@@ -38,6 +39,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod ctl;
 pub mod devcerts;
 pub mod dispatch;
 pub mod fsutil;
