@@ -109,10 +109,10 @@ fn ctl_lists_devices_with_their_bindings_and_revokes_one_then_the_user() {
     let mine = ctl(&s, &["devices", "--user", "alice@example.test"]);
     assert_eq!(usernames(&mine), alices);
     let first = ctl(&s, &["devices", "--limit", "1"]);
-    assert_eq!(usernames(&first), [expected[0].clone()]);
+    assert_eq!(usernames(&first), [expected[0].as_str()]);
     let cursor = first["next_cursor"].as_str().expect("a next page");
     let second = ctl(&s, &["devices", "--limit", "1", "--cursor", cursor]);
-    assert_eq!(usernames(&second), [expected[1].clone()]);
+    assert_eq!(usernames(&second), [expected[1].as_str()]);
 
     // Revoke the laptop: its credential is refused at once, its binding gone; the phone and
     // bob carry on.
@@ -127,12 +127,12 @@ fn ctl_lists_devices_with_their_bindings_and_revokes_one_then_the_user() {
     assert_eq!(register_with(c, reg, &phone, "MD5", None).status(), 200);
     assert_eq!(s.bindings_of("alice").len(), 1);
     let mine = ctl(&s, &["devices", "--user", "alice@example.test"]);
-    assert_eq!(usernames(&mine), [phone.username.clone()]);
+    assert_eq!(usernames(&mine), [phone.username.as_str()]);
 
     // The whole user: no device left to list; bob untouched.
     let gone = ctl(&s, &["users", "revoke", "alice@example.test"]);
     assert_eq!(gone["devices_revoked"], 1);
     let mine = ctl(&s, &["devices", "--user", "alice@example.test"]);
     assert!(usernames(&mine).is_empty());
-    assert_eq!(usernames(&ctl(&s, &["devices"])), [desk.username.clone()]);
+    assert_eq!(usernames(&ctl(&s, &["devices"])), [desk.username.as_str()]);
 }
