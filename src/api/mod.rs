@@ -80,6 +80,7 @@ pub type TlsReload = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub fn router(state: ApiState) -> Router {
     let max_body = state.max_body_bytes;
     let timeout = state.request_timeout;
+    let counted = state.metrics.clone();
     Router::new()
         .route(
             "/healthz",
@@ -118,6 +119,17 @@ pub fn router(state: ApiState) -> Router {
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| count_request(counted.clone(), req, next),
+        ))
+}
+
+/// Counts every answered request by route and status class (`sipward_http_requests_total`).
+async fn count_request(metrics: Metrics, req: Request, next: Next) -> Response {
+    let route = crate::metrics::HttpRoute::of(req.uri().path());
+    let r = next.run(req).await;
+    metrics.http_request(route, r.status().as_u16());
+    r
 }
 
 /// `Cache-Control: no-store` on every response, and on the API routes (everything but the

@@ -433,6 +433,7 @@ async fn handshake_then_serve(
         return;
     };
     let metrics = &ctx.metrics;
+    let accepted = std::time::Instant::now();
     // Three bounds of `limits.timeout` each: reading the ClientHello (cheap, no slot, so a
     // stalled or partial hello costs only its connection slot), the wait for a handshake
     // slot, and the CPU-heavy rest of the handshake.
@@ -464,6 +465,7 @@ async fn handshake_then_serve(
         },
     };
     metrics.tls_handshake(HandshakeOutcome::Ok);
+    metrics.tls_handshake_took(accepted.elapsed());
     let identity = tls
         .get_ref()
         .1
