@@ -108,6 +108,11 @@ impl Running {
 /// Binds and starts everything; returns once every socket is listening.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Running, AppError> {
     let metrics = Metrics::new();
+    let store_queue = match config.registrar.persistence {
+        Persistence::Sqlite => config.registrar.store_queue,
+        Persistence::None => 0,
+    };
+    metrics.set_caps(config.sip.max_transactions, store_queue);
     let halt = CancellationToken::new();
     let tracker = TaskTracker::new();
     let gauges = LocationGauges {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub use timing::{
-    HttpRoute, HTTP_REQUESTS, PROXY_TRANSACTION_SECONDS, REGISTER_SECONDS, TLS_HANDSHAKE_SECONDS,
-    TOKEN_EXCHANGE_SECONDS,
+    HttpRoute, HTTP_REQUESTS, PROXY_TRANSACTION_SECONDS, REGISTER_SECONDS, STORE_QUEUE_MAX,
+    TLS_HANDSHAKE_SECONDS, TOKEN_EXCHANGE_SECONDS, TRANSACTIONS_MAX,
 };
 
 use crate::auth::Failure;
@@ -461,6 +461,12 @@ impl Metrics {
     /// A TLS handshake completed.
     pub fn tls_handshake_took(&self, d: Duration) {
         self.timing.tls_handshake.observe(timing::seconds(d));
+    }
+
+    /// The configured caps the alert rules compare the gauges with (set once at start).
+    pub fn set_caps(&self, max_transactions: usize, store_queue: usize) {
+        self.timing.transactions_max.set(max_transactions as i64);
+        self.timing.store_queue_max.set(store_queue as i64);
     }
 
     /// An HTTP request answered with `status`.

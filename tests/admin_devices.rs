@@ -69,6 +69,12 @@ fn ctl_lists_devices_with_their_bindings_and_revokes_one_then_the_user() {
         200
     );
 
+    // Three exchanges, each timed.
+    assert_eq!(
+        s.metric("sipward_token_exchange_duration_seconds_count"),
+        3.0
+    );
+
     // Every active device, in username order, each with the one binding it made.
     let all = ctl(&s, &["devices"]);
     let mut expected = vec![

@@ -269,6 +269,17 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
         "{text}"
     );
     assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    // The caps the alert rules compare with (contrib/prometheus): the default
+    // sip.max_transactions, and no store queue without a durable store.
+    assert_eq!(
+        metric_value(&text, "sipward_transactions_max"),
+        sipward::transaction::DEFAULT_MAX_TRANSACTIONS as f64
+    );
+    assert_eq!(metric_value(&text, "sipward_location_store_queue_max"), 0.0);
+    assert!(
+        text.contains("\nsipward_location_store_queue_max 0\n"),
+        "{text}"
+    );
 
     if !require_tool("promtool", "prometheus") {
         return;

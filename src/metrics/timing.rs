@@ -1,16 +1,18 @@
-//! The latency histograms, the HTTP API request counter and the process collector, added to
-//! the one registry by [`super::Metrics::new`]. Buckets are fixed here (bounded cardinality:
+//! The latency histograms, the HTTP API request counter, the configured caps alerts compare
+//! against, and the process collector, added to the one registry by [`super::Metrics::new`]. Buckets are fixed here (bounded cardinality:
 //! each histogram is one series set, no labels); route labels come from [`HttpRoute`].
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 pub const REGISTER_SECONDS: &str = "sipward_register_duration_seconds";
 pub const PROXY_TRANSACTION_SECONDS: &str = "sipward_proxy_transaction_duration_seconds";
 pub const TOKEN_EXCHANGE_SECONDS: &str = "sipward_token_exchange_duration_seconds";
 pub const TLS_HANDSHAKE_SECONDS: &str = "sipward_tls_handshake_duration_seconds";
 pub const HTTP_REQUESTS: &str = "sipward_http_requests_total";
+pub const TRANSACTIONS_MAX: &str = "sipward_transactions_max";
+pub const STORE_QUEUE_MAX: &str = "sipward_location_store_queue_max";
 
 /// A REGISTER is decided in memory: sub-millisecond normally; the top buckets catch a
 /// stalled lock or a slow durable-store reservation.
@@ -113,6 +115,10 @@ pub(super) struct Timing {
     pub(super) token_exchange: Histogram,
     pub(super) tls_handshake: Histogram,
     pub(super) http_requests: IntCounterVec,
+    /// `sip.max_transactions`: the cap of `sipward_transactions` and `sipward_proxy_contexts`.
+    pub(super) transactions_max: IntGauge,
+    /// `registrar.store_queue` (0 without a durable store): the cap of the writer's queue.
+    pub(super) store_queue_max: IntGauge,
 }
 
 impl Timing {
@@ -144,6 +150,13 @@ impl Timing {
                 http_requests.with_label_values(&[route.as_str(), class]);
             }
         }
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
+            g
+        };
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -172,6 +185,14 @@ impl Timing {
                 TLS_BUCKETS,
             ),
             http_requests,
+            transactions_max: gauge(
+                TRANSACTIONS_MAX,
+                "Configured cap on server transactions and on proxy contexts (sip.max_transactions)",
+            ),
+            store_queue_max: gauge(
+                STORE_QUEUE_MAX,
+                "Configured cap of the location store's write queue (registrar.store_queue; 0 without a store)",
+            ),
         }
     }
 
