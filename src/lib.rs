@@ -6,7 +6,7 @@
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
-//! `api` only. Lower layers never name upper ones; only `app` wires them together. Details:
+//! `api` only; `ctl` (the admin API's client) names only `api`. Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
