@@ -4,9 +4,10 @@
 //! listings wrapped as `{"aors"|"devices": [...], "next_cursor": …}`).
 //!
 //! Where it connects: `--url`, else `SIPWARD_ADMIN_URL`, else `http://127.0.0.1:8080` (the
-//! packaged `http.listen`). The token: `--token-file`, else `SIPWARD_ADMIN_TOKEN`, else the
-//! file named by `SIPWARD_ADMIN_TOKEN_FILE`, else `--token` (visible in `ps`: avoid). A
-//! token file's trailing newline is ignored, as the server does. The token is never printed.
+//! packaged `http.listen`). The token: `--token-file`, else `--token` (visible in `ps`:
+//! avoid), else `SIPWARD_ADMIN_TOKEN`, else the file named by `SIPWARD_ADMIN_TOKEN_FILE`
+//! (flags before the environment). A token file's trailing newline is ignored, as the server
+//! does. The token is never printed.
 //!
 //! It names only the API's header constant; it runs no server code. Exit status: 0 done, 1
 //! the server refused or failed (its error is printed), 2 a usage or connection problem.
@@ -378,18 +379,19 @@ fn token(args: &CtlArgs) -> Result<String, CtlError> {
     if let Some(path) = &args.token_file {
         return read(path);
     }
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
     if let Ok(t) = std::env::var("SIPWARD_ADMIN_TOKEN") {
         return Ok(t);
     }
     if let Ok(path) = std::env::var("SIPWARD_ADMIN_TOKEN_FILE") {
         return read(std::path::Path::new(&path));
     }
-    args.token.clone().ok_or_else(|| {
-        CtlError::Usage(
-            "no admin token: give --token-file, or set SIPWARD_ADMIN_TOKEN or SIPWARD_ADMIN_TOKEN_FILE"
-                .to_owned(),
-        )
-    })
+    Err(CtlError::Usage(
+        "no admin token: give --token-file, or set SIPWARD_ADMIN_TOKEN or SIPWARD_ADMIN_TOKEN_FILE"
+            .to_owned(),
+    ))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
