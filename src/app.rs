@@ -190,8 +190,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
 
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
-    let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
-    let tls_serving = tls_serving(config, tls_state.clone());
+    let fds = open_files(config, &addrs);
+    let mut stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
+    stream_ctx.limits.max_connections = fds.tcp_max_connections;
+    let mut tls_serving = tls_serving(config, tls_state.clone());
+    if let Some(t) = &mut tls_serving {
+        t.max_connections = fds.tls_max_connections;
+    }
     // Logged before anything is served: whoever sees a listener answer sees the warnings too.
     let http = http_listener.as_ref().map(|(_, local)| *local);
     log_listening(config, &addrs, http);
@@ -338,6 +343,48 @@ fn stream_context(
         shutdown: shutdown.clone(),
         halt: halt.clone(),
     }
+}
+
+/// Raises the open-files limit and fits the stream connection caps under it
+/// ([`crate::fdlimit`]): one INFO line with the limit, and a WARN naming the keys when the
+/// caps had to be lowered.
+fn open_files(config: &Config, addrs: &Addresses) -> crate::fdlimit::Plan {
+    let tls_max = config.tls.as_ref().map_or(0, |t| t.max_connections);
+    let limit = match crate::fdlimit::raise() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit (RLIMIT_NOFILE)");
+            let unknown = u64::MAX;
+            return crate::fdlimit::plan(unknown, 0, config.sip.tcp_max_connections, 0, tls_max, 0);
+        }
+    };
+    let plan = crate::fdlimit::plan(
+        limit.soft,
+        addrs.tcp.len(),
+        config.sip.tcp_max_connections,
+        addrs.tls.len(),
+        tls_max,
+        crate::api::server::MAX_CONNECTIONS,
+    );
+    tracing::info!(
+        soft = limit.soft,
+        hard = limit.hard,
+        raised_from = limit.was,
+        needed = plan.needed,
+        "open files limit"
+    );
+    if plan.capped {
+        tracing::warn!(
+            limit = limit.soft,
+            needed = plan.needed,
+            tcp_max_connections = plan.tcp_max_connections,
+            tls_max_connections = plan.tls_max_connections,
+            "the open-files limit is below what sip.tcp_max_connections and tls.max_connections need \
+             (per listener, plus the HTTP listener and a reserve); stream connections are capped \
+             lower so health and metrics keep answering; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    plan
 }
 
 fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {

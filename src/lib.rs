@@ -28,6 +28,7 @@
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 //! | `ctl` | `sipward ctl`: the admin API's client (tables or JSON); names only `api`'s header constant |
+//! | `fdlimit` | the open-files limit: raised to the hard limit at start, the stream connection caps fitted under it with a reserve; names no other module |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
 /// The crate version (Cargo.toml) and the git commit the binary was built from (`git
@@ -42,6 +43,7 @@ pub mod credentials;
 pub mod ctl;
 pub mod devcerts;
 pub mod dispatch;
+pub mod fdlimit;
 pub mod fsutil;
 pub mod location_store;
 pub mod metrics;

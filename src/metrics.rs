@@ -11,8 +11,8 @@ use std::time::Duration;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub use timing::{
-    HttpRoute, HTTP_REQUESTS, PROXY_TRANSACTION_SECONDS, REGISTER_SECONDS, STORE_QUEUE_MAX,
-    TLS_HANDSHAKE_SECONDS, TOKEN_EXCHANGE_SECONDS, TRANSACTIONS_MAX,
+    HttpRoute, HTTP_REQUESTS, PROXY_TRANSACTION_SECONDS, REGISTER_SECONDS, SIP_ACCEPT_FAILURES,
+    STORE_QUEUE_MAX, TLS_HANDSHAKE_SECONDS, TOKEN_EXCHANGE_SECONDS, TRANSACTIONS_MAX,
 };
 
 use crate::auth::Failure;
@@ -467,6 +467,11 @@ impl Metrics {
     pub fn set_caps(&self, max_transactions: usize, store_queue: usize) {
         self.timing.transactions_max.set(max_transactions as i64);
         self.timing.store_queue_max.set(store_queue as i64);
+    }
+
+    /// A failed `accept` on a SIP stream listener.
+    pub fn sip_accept_failure(&self) {
+        self.timing.sip_accept_failures.inc();
     }
 
     /// An HTTP request answered with `status`.

@@ -12,6 +12,7 @@ pub const TOKEN_EXCHANGE_SECONDS: &str = "sipward_token_exchange_duration_second
 pub const TLS_HANDSHAKE_SECONDS: &str = "sipward_tls_handshake_duration_seconds";
 pub const HTTP_REQUESTS: &str = "sipward_http_requests_total";
 pub const TRANSACTIONS_MAX: &str = "sipward_transactions_max";
+pub const SIP_ACCEPT_FAILURES: &str = "sipward_sip_accept_failures_total";
 pub const STORE_QUEUE_MAX: &str = "sipward_location_store_queue_max";
 
 /// A REGISTER is decided in memory: sub-millisecond normally; the top buckets catch a
@@ -119,6 +120,8 @@ pub(super) struct Timing {
     pub(super) transactions_max: IntGauge,
     /// `registrar.store_queue` (0 without a durable store): the cap of the writer's queue.
     pub(super) store_queue_max: IntGauge,
+    /// Failed `accept` calls on SIP stream listeners (EMFILE: out of descriptors).
+    pub(super) sip_accept_failures: prometheus::IntCounter,
 }
 
 impl Timing {
@@ -189,6 +192,17 @@ impl Timing {
                 TRANSACTIONS_MAX,
                 "Configured cap on server transactions and on proxy contexts (sip.max_transactions)",
             ),
+            sip_accept_failures: {
+                let c = prometheus::IntCounter::new(
+                    SIP_ACCEPT_FAILURES,
+                    "Failed accept calls on the SIP TCP and TLS listeners (EMFILE: out of file descriptors)",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric name");
+                c
+            },
             store_queue_max: gauge(
                 STORE_QUEUE_MAX,
                 "Configured cap of the location store's write queue (registrar.store_queue; 0 without a store)",
