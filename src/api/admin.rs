@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::aor::UserAor;
 use super::devices::drop_devices;
-use super::reply::{bearer, json, not_found, rfc3339, store_failed, DuplicateAuthorization};
+use super::reply::{
+    bad_request, bearer, json, not_found, rfc3339, store_failed, DuplicateAuthorization,
+};
 use super::token::{aor_error, unix_now, RevokedBy};
 use super::{no_store, readiness, ApiState, MAX_LISTED_AORS};
 use crate::registrar::{Aor, BindingSnapshot};
@@ -38,7 +40,7 @@ pub const NEXT_CURSOR_HEADER: &str = "sipward-next-cursor";
 fn refusal(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let presented = match bearer(headers) {
         Ok(p) => p,
-        Err(DuplicateAuthorization) => return Some(invalid_request("two Authorization headers")),
+        Err(DuplicateAuthorization) => return Some(bad_request()),
     };
     let authorized = match (&s.admin_token, presented) {
         (Some(token), Some(p)) => token.matches(p.as_bytes()),
