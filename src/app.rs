@@ -110,6 +110,11 @@ impl Running {
 /// Binds and starts everything; returns once every socket is listening.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Running, AppError> {
     let metrics = Metrics::new();
+    let store_queue = match config.registrar.persistence {
+        Persistence::Sqlite => config.registrar.store_queue,
+        Persistence::None => 0,
+    };
+    metrics.set_caps(config.sip.max_transactions, store_queue);
     let halt = CancellationToken::new();
     let tracker = TaskTracker::new();
     let gauges = LocationGauges {
@@ -188,8 +193,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
 
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
-    let stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
-    let tls_serving = tls_serving(config, tls_state.clone());
+    let fds = open_files(config, &addrs);
+    let mut stream_ctx = stream_context(config, handler, flows, &metrics, &shutdown, &halt);
+    stream_ctx.limits.max_connections = fds.tcp_max_connections;
+    let mut tls_serving = tls_serving(config, tls_state.clone());
+    if let Some(t) = &mut tls_serving {
+        t.max_connections = fds.tls_max_connections;
+    }
     // Logged before anything is served: whoever sees a listener answer sees the warnings too.
     let http = http_listener.as_ref().map(|(_, local)| *local);
     log_listening(config, &addrs, http);
@@ -208,16 +218,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         .collect();
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     if let Some((listener, _)) = http_listener {
-        serve_http(
-            listener,
-            config,
-            &metrics,
-            &location,
-            &token_api,
-            &shutdown,
-            &tracker,
-            &websockets,
-        );
+        let tls_reload = tls_state.clone().map(|tls| -> crate::api::TlsReload {
+            Arc::new(move || tls.reload().map_err(|e| e.to_string()))
+        });
+        let parts = HttpParts {
+            metrics: metrics.clone(),
+            location: location.clone(),
+            token_api: token_api.clone(),
+            tls_reload,
+            websockets,
+        };
+        serve_http(listener, config, parts, &shutdown, &tracker);
     }
 
     // The proxy's timers: its driver sleeps until the next deadline, and runs through the drain.
@@ -353,6 +364,48 @@ fn stream_context(
     }
 }
 
+/// Raises the open-files limit and fits the stream connection caps under it
+/// ([`crate::fdlimit`]): one INFO line with the limit, and a WARN naming the keys when the
+/// caps had to be lowered.
+fn open_files(config: &Config, addrs: &Addresses) -> crate::fdlimit::Plan {
+    let tls_max = config.tls.as_ref().map_or(0, |t| t.max_connections);
+    let limit = match crate::fdlimit::raise() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit (RLIMIT_NOFILE)");
+            let unknown = u64::MAX;
+            return crate::fdlimit::plan(unknown, 0, config.sip.tcp_max_connections, 0, tls_max, 0);
+        }
+    };
+    let plan = crate::fdlimit::plan(
+        limit.soft,
+        addrs.tcp.len(),
+        config.sip.tcp_max_connections,
+        addrs.tls.len(),
+        tls_max,
+        crate::api::server::MAX_CONNECTIONS,
+    );
+    tracing::info!(
+        soft = limit.soft,
+        hard = limit.hard,
+        raised_from = limit.was,
+        needed = plan.needed,
+        "open files limit"
+    );
+    if plan.capped {
+        tracing::warn!(
+            limit = limit.soft,
+            needed = plan.needed,
+            tcp_max_connections = plan.tcp_max_connections,
+            tls_max_connections = plan.tls_max_connections,
+            "the open-files limit is below what sip.tcp_max_connections and tls.max_connections need \
+             (per listener, plus the HTTP listener and a reserve); stream connections are capped \
+             lower so health and metrics keep answering; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    plan
+}
+
 fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
     let (state, tls) = (state?, config.tls.as_ref()?);
     Some(TlsServing {
@@ -365,19 +418,33 @@ fn tls_serving(config: &Config, state: Option<TlsState>) -> Option<TlsServing> {
     })
 }
 
+/// What the HTTP side serves from: the shared handles, and the TLS reload hook for the admin
+/// API (`None` without TLS listeners).
+struct HttpParts {
+    metrics: Metrics,
+    location: Location,
+    token_api: Option<Arc<crate::api::token::TokenApi>>,
+    tls_reload: Option<crate::api::TlsReload>,
+    /// The WebSocket listeners the web phone may use: (bound port, WSS).
+    websockets: Vec<(u16, bool)>,
+}
+
 /// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
 /// until shutdown.
-#[allow(clippy::too_many_arguments)] // the wiring's parts, each named once
 fn serve_http(
     listener: tokio::net::TcpListener,
     config: &Config,
-    metrics: &Metrics,
-    location: &Location,
-    token_api: &Option<Arc<crate::api::token::TokenApi>>,
+    parts: HttpParts,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-    websockets: &[(u16, bool)],
 ) {
+    let HttpParts {
+        metrics,
+        location,
+        token_api,
+        tls_reload,
+        websockets,
+    } = parts;
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
         Some(_) => (t.max_body_bytes, t.request_timeout, t.max_header_bytes),
@@ -388,15 +455,17 @@ fn serve_http(
         ),
     };
     let app = crate::api::router(crate::api::ApiState {
-        metrics: metrics.clone(),
-        location: location.clone(),
+        metrics,
+        location,
         admin_token: config.http.admin_token.clone(),
-        token: token_api.clone(),
+        token: token_api,
         max_body_bytes,
         request_timeout,
         cors_origins: config.http.cors_origins.clone(),
         web_phone: config.http.web_phone.clone(),
-        websockets: websockets.to_vec(),
+        websockets,
+        started: std::time::Instant::now(),
+        tls_reload,
     });
     tracker.spawn(crate::api::server::serve(
         listener,

@@ -6,7 +6,7 @@
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
-//! `api` only. Lower layers never name upper ones; only `app` wires them together. Details:
+//! `api` only; `ctl` (the admin API's client) names only `api`. Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
@@ -27,6 +27,8 @@
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
+//! | `ctl` | `sipward ctl`: the admin API's client (tables or JSON); names only `api`'s header constant |
+//! | `fdlimit` | the open-files limit: raised to the hard limit at start, the stream connection caps fitted under it with a reserve; names no other module |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
 /// The crate version (Cargo.toml) and the git commit the binary was built from (`git
@@ -38,8 +40,10 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod ctl;
 pub mod devcerts;
 pub mod dispatch;
+pub mod fdlimit;
 pub mod fsutil;
 pub mod location_store;
 pub mod metrics;

@@ -63,6 +63,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Operate a running sipward over its admin API: bindings, devices, users, TLS, status.
+    /// URL from --url or SIPWARD_ADMIN_URL; token from --token-file, SIPWARD_ADMIN_TOKEN or
+    /// SIPWARD_ADMIN_TOKEN_FILE.
+    Ctl(sipward::ctl::CtlArgs),
     /// The location store (registrar.persistence = "sqlite") named by a config file.
     Store {
         #[command(subcommand)]
@@ -153,6 +157,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Store { command } => store(command),
+        Command::Ctl(args) => match sipward::ctl::run(args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sipward ctl: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Serve { config } => {
             let (config, dev) = match config {
                 Some(path) => match Config::load(&path) {

@@ -4,7 +4,16 @@
 //!
 //! Metric names are `pub const` so tests scrape by the same names.
 
+mod timing;
+
+use std::time::Duration;
+
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+pub use timing::{
+    HttpRoute, HTTP_REQUESTS, PROXY_TRANSACTION_SECONDS, REGISTER_SECONDS, SIP_ACCEPT_FAILURES,
+    STORE_QUEUE_MAX, TLS_HANDSHAKE_SECONDS, TOKEN_EXCHANGE_SECONDS, TRANSACTIONS_MAX,
+};
 
 use crate::auth::Failure;
 use crate::sip::{StatusClass, Transport};
@@ -283,6 +292,8 @@ pub struct Metrics {
     pub transactions: IntGauge,
     /// Completed transactions dropped before Timer J to make room, since the start.
     pub transactions_evicted: IntGauge,
+    /// Latency histograms, HTTP requests, the process collector (`metrics/timing.rs`).
+    timing: timing::Timing,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -387,7 +398,9 @@ impl Metrics {
             tls_reloads: &tls_reloads,
             proxied: &proxied,
         });
+        let timing = timing::Timing::register(&registry);
         Metrics {
+            timing,
             bindings: gauge(BINDINGS, "Current bindings in the location service"),
             aors: gauge(AORS, "Current AoRs with at least one binding"),
             tcp_connections: gauge(TCP_CONNECTIONS, "Open TCP connections"),
@@ -432,6 +445,42 @@ impl Metrics {
 
     pub fn tls_handshake(&self, o: HandshakeOutcome) {
         self.tls_handshakes.with_label_values(&[o.as_str()]).inc();
+    }
+
+    /// A REGISTER decided and answered (see [`REGISTER_SECONDS`]).
+    pub fn register_took(&self, d: Duration) {
+        self.timing.register.observe(timing::seconds(d));
+    }
+
+    /// A proxied request's final sent back, `d` after it was forwarded.
+    pub fn proxy_transaction_took(&self, d: Duration) {
+        self.timing.proxy_transaction.observe(timing::seconds(d));
+    }
+
+    /// A token API credential exchange answered.
+    pub fn token_exchange_took(&self, d: Duration) {
+        self.timing.token_exchange.observe(timing::seconds(d));
+    }
+
+    /// A TLS handshake completed.
+    pub fn tls_handshake_took(&self, d: Duration) {
+        self.timing.tls_handshake.observe(timing::seconds(d));
+    }
+
+    /// The configured caps the alert rules compare the gauges with (set once at start).
+    pub fn set_caps(&self, max_transactions: usize, store_queue: usize) {
+        self.timing.transactions_max.set(max_transactions as i64);
+        self.timing.store_queue_max.set(store_queue as i64);
+    }
+
+    /// A failed `accept` on a SIP stream listener.
+    pub fn sip_accept_failure(&self) {
+        self.timing.sip_accept_failures.inc();
+    }
+
+    /// An HTTP request answered with `status`.
+    pub fn http_request(&self, route: HttpRoute, status: u16) {
+        self.timing.http_request(route, status);
     }
 
     pub fn tls_reload(&self, ok: bool) {

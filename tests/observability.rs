@@ -239,6 +239,13 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
         "sipward_tls_cert_reloads_total{outcome=\"failed\"}",
         "sipward_proxy_requests_total{method=\"INVITE\",outcome=\"2xx\"}",
         "sipward_keepalives_total{kind=\"stun_binding\"}",
+        "sipward_register_duration_seconds_count",
+        "sipward_proxy_transaction_duration_seconds_count",
+        "sipward_tls_handshake_duration_seconds_count",
+        "sipward_register_duration_seconds_bucket{le=\"0.001\"}",
+        "sipward_http_requests_total{class=\"2xx\",route=\"admin_bindings\"}",
+        "sipward_http_requests_total{class=\"5xx\",route=\"credentials\"}",
+        "sipward_http_requests_total{class=\"4xx\",route=\"other\"}",
     ] {
         let line = format!("{series} 0");
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
@@ -254,6 +261,25 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
         "{info}"
     );
     assert!(info.ends_with("} 1"), "{info}");
+    // The process collector: this process's descriptors and start time.
+    assert!(metric_value(&text, "process_open_fds") > 0.0, "{text}");
+    assert!(metric_value(&text, "process_max_fds") > 0.0, "{text}");
+    assert!(
+        metric_value(&text, "process_start_time_seconds") > 1.0e9,
+        "{text}"
+    );
+    assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    // The caps the alert rules compare with (contrib/prometheus): the default
+    // sip.max_transactions, and no store queue without a durable store.
+    assert_eq!(
+        metric_value(&text, "sipward_transactions_max"),
+        sipward::transaction::DEFAULT_MAX_TRANSACTIONS as f64
+    );
+    assert_eq!(metric_value(&text, "sipward_location_store_queue_max"), 0.0);
+    assert!(
+        text.contains("\nsipward_location_store_queue_max 0\n"),
+        "{text}"
+    );
 
     if !require_tool("promtool", "prometheus") {
         return;
@@ -275,4 +301,71 @@ fn o3_metrics_at_start_are_complete_and_promtool_clean() {
     );
     assert!(out.status.success(), "promtool check metrics:\n{said}");
     assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+}
+
+/// O5: the latency histograms and the HTTP request counter move with real traffic: a REGISTER
+/// (challenge and 200) is two observations, a TLS handshake one, and HTTP requests are
+/// counted by route and status class (an unknown path as `other`, never by its text).
+#[test]
+fn o5_histograms_and_http_requests_count_real_traffic() {
+    let server = Server::start_binary(&Options {
+        tls: Some("off"),
+        ..Options::default()
+    });
+    let mut c = Client::new(Proto::Udp, server.udp);
+    let reg = Register::new("alice");
+    assert_eq!(
+        register(&mut c, &reg, "alice-secret-1", "MD5").status(),
+        200
+    );
+    assert_eq!(
+        server.metric("sipward_register_duration_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("sipward_register_duration_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+
+    let config = tls_client_config(&dev_certs().join("ca.pem"), None);
+    let tls = server.tls.expect("a TLS listener");
+    let mut stream = tls_connect(tls, config).expect("TLS handshake");
+    use std::io::Write as _;
+    stream.flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("sipward_tls_handshake_duration_seconds_count") < 1.0 {
+        assert!(Instant::now() < deadline, "no TLS handshake observed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        server.metric("sipward_tls_handshake_duration_seconds_count"),
+        1.0
+    );
+
+    let (status, _) = server
+        .http_get("/admin/v1/bindings", Some(ADMIN_TOKEN))
+        .expect("admin");
+    assert_eq!(status, 200);
+    let (status, _) = server.http_get("/admin/v1/bindings", None).expect("admin");
+    assert_eq!(status, 401);
+    let (status, _) = server.http_get("/wp-login.php", None).expect("scan");
+    assert_eq!(status, 404);
+    let text = server.metrics();
+    for (series, n) in [
+        (
+            "sipward_http_requests_total{class=\"2xx\",route=\"admin_bindings\"}",
+            1.0,
+        ),
+        (
+            "sipward_http_requests_total{class=\"4xx\",route=\"admin_bindings\"}",
+            1.0,
+        ),
+        (
+            "sipward_http_requests_total{class=\"4xx\",route=\"other\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric_value(&text, series), n, "{series}");
+    }
+    assert!(!text.contains("wp-login"), "no series names a path");
 }

@@ -262,6 +262,11 @@ fn call_over(transport: &str) {
     uas.expect_success(Duration::from_secs(10));
     assert_eq!(proxied(&server, "INVITE", "2xx"), 1.0);
     assert_eq!(proxied(&server, "BYE", "2xx"), 1.0);
+    // Both transactions timed, forwarding to final (issue 18's proxy transaction histogram).
+    assert_eq!(
+        server.metric("sipward_proxy_transaction_duration_seconds_count"),
+        2.0
+    );
 }
 
 #[test]

@@ -712,6 +712,10 @@ fn two_authorization_headers_get_400_whatever_their_order() {
         ),
         ("GET", "/admin/v1/bindings", &admin, &forged),
         ("GET", "/admin/v1/bindings", &forged, &admin),
+        // The operator's routes of issue 18 share the admin check.
+        ("GET", "/admin/v1/devices", &admin, &forged),
+        ("DELETE", "/admin/v1/devices/d-nobody", &forged, &admin),
+        ("GET", "/admin/v1/status", &admin, &forged),
     ];
     for (method, path, first, second) in cases {
         let r = http(

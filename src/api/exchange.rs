@@ -162,8 +162,10 @@ pub(super) async fn credentials(
     let Some(api) = &s.token else {
         return not_found();
     };
+    let started = std::time::Instant::now();
     let (response, outcome) = exchange(api, peer.map(|Extension(p)| p), &headers, &body).await;
     api.metrics.exchange(outcome);
+    s.metrics.token_exchange_took(started.elapsed());
     response
 }
 

@@ -4,7 +4,8 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `mod.rs` | the router, health, readiness, metrics, admin bindings, the layers below |
+//! | `mod.rs` | the router, health, readiness, metrics, the layers below |
+//! | `admin.rs` | the operator's routes: bindings (paged, with their credential) and their removal, devices and their revoke, status, TLS reload |
 //! | `token.rs` | the token API's state and metrics; the common start of its Bearer routes |
 //! | `exchange.rs` | login options and the credential exchange |
 //! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
@@ -20,6 +21,7 @@
 //! (503 after), the admin listing at most `MAX_LISTED_AORS` AoRs; `Cache-Control: no-store`
 //! on every response. It must not touch SIP sockets.
 
+mod admin;
 pub mod aor;
 mod devices;
 mod exchange;
@@ -33,19 +35,20 @@ mod web;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+
+pub use admin::NEXT_CURSOR_HEADER;
 
 use crate::config::AdminToken;
 use crate::metrics::Metrics;
-use crate::registrar::{Aor, Location};
+use crate::registrar::Location;
 
-/// Most AoRs one admin listing returns.
+/// Most AoRs (or devices) one admin listing page returns, and its default size.
 pub const MAX_LISTED_AORS: usize = 1000;
 /// Requests served at once; more wait in the listener backlog.
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
@@ -72,13 +75,22 @@ pub struct ApiState {
     pub web_phone: Option<std::path::PathBuf>,
     /// The WebSocket listeners the web phone may use: (port, WSS).
     pub websockets: Vec<(u16, bool)>,
+    /// When the server started (`/admin/v1/status` uptime).
+    pub started: Instant,
+    /// Reloads the TLS material as SIGHUP does; `None` without TLS listeners.
+    pub tls_reload: Option<TlsReload>,
 }
+
+/// The TLS reload hook `app` passes in (the API names no transport module): `Err` says which
+/// file failed and why.
+pub type TlsReload = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 pub fn router(state: ApiState) -> Router {
     let max_body = state.max_body_bytes;
     let timeout = state.request_timeout;
     let cors_origins: Arc<[String]> = state.cors_origins.clone().into();
     let (phone_index, phone_file) = (state.web_phone.clone(), state.web_phone.clone());
+    let counted = state.metrics.clone();
     Router::new()
         .route(
             "/phone",
@@ -110,7 +122,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/admin/v1/bindings", get(bindings))
+        .route(
+            "/admin/v1/bindings",
+            get(admin::bindings).delete(admin::remove_bindings),
+        )
+        .route("/admin/v1/devices", get(admin::devices))
+        .route("/admin/v1/devices/{username}", delete(admin::revoke_device))
+        .route("/admin/v1/status", get(admin::status))
+        .route("/admin/v1/tls/reload", post(admin::tls_reload))
         .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
         .route("/v1/login-options", get(exchange::login_options))
         .route("/v1/sip/credentials", post(exchange::credentials))
@@ -137,6 +156,17 @@ pub fn router(state: ApiState) -> Router {
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| count_request(counted.clone(), req, next),
+        ))
+}
+
+/// Counts every answered request by route and status class (`sipward_http_requests_total`).
+async fn count_request(metrics: Metrics, req: Request, next: Next) -> Response {
+    let route = crate::metrics::HttpRoute::of(req.uri().path());
+    let r = next.run(req).await;
+    metrics.http_request(route, r.status().as_u16());
+    r
 }
 
 /// `Cache-Control: no-store` on every response, and on the API routes (everything but the
@@ -193,18 +223,23 @@ async fn deadline(timeout: Duration, req: Request, next: Next) -> Response {
 /// Ready when the device store answers and every issuer's keys are loaded (or when the
 /// token API is off).
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => no_store(StatusCode::OK, "ready\n"),
+        Err(why) => no_store(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// `/readyz`'s decision: `Err` is the reason given.
+async fn readiness(s: &ApiState) -> Result<(), &'static str> {
     let Some(api) = &s.token else {
-        return no_store(StatusCode::OK, "ready\n");
+        return Ok(());
     };
     let store_ok = api.store.run(|s| s.ping()).await.is_ok();
     let keys_ok = api.registry.ready();
     match (store_ok, keys_ok) {
-        (true, true) => no_store(StatusCode::OK, "ready\n"),
-        (false, _) => no_store(StatusCode::SERVICE_UNAVAILABLE, "not ready: device store\n"),
-        (true, false) => no_store(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: issuer keys not loaded\n",
-        ),
+        (true, true) => Ok(()),
+        (false, _) => Err("not ready: device store"),
+        (true, false) => Err("not ready: issuer keys not loaded"),
     }
 }
 
@@ -222,94 +257,4 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
-}
-
-#[derive(Debug, Deserialize)]
-struct BindingsQuery {
-    aor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct AorBindings {
-    aor: String,
-    bindings: Vec<BindingView>,
-}
-
-#[derive(Debug, Serialize)]
-struct BindingView {
-    contact: String,
-    params: String,
-    expires: u32,
-    q: Option<f32>,
-    source: String,
-    transport: &'static str,
-    instance: Option<String>,
-    reg_id: Option<u32>,
-    call_id: String,
-    cseq: u32,
-    user_agent: Option<String>,
-    path: Vec<String>,
-}
-
-async fn bindings(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Query(q): Query<BindingsQuery>,
-) -> Response {
-    let presented = match reply::bearer(&headers) {
-        Ok(p) => p,
-        Err(reply::DuplicateAuthorization) => return reply::bad_request(),
-    };
-    let authorized = match (&s.admin_token, presented) {
-        (Some(token), Some(p)) => token.matches(p.as_bytes()),
-        _ => false,
-    };
-    if !authorized {
-        let mut r = no_store(
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "invalid_token"})),
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"sipward\", error=\"invalid_token\""),
-        );
-        return r;
-    }
-    let filter = match q.aor.as_deref().map(Aor::parse) {
-        Some(Some(aor)) => Some(aor),
-        Some(None) => {
-            return no_store(
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"error": "invalid_request"})),
-            );
-        }
-        None => None,
-    };
-    let now = Instant::now();
-    let list: Vec<AorBindings> = s
-        .location
-        .dump(filter.as_ref(), MAX_LISTED_AORS, now)
-        .into_iter()
-        .map(|(aor, bs)| AorBindings {
-            aor: aor.to_string(),
-            bindings: bs
-                .iter()
-                .map(|b| BindingView {
-                    contact: b.uri().to_string(),
-                    params: b.params().to_string(),
-                    expires: b.expires,
-                    q: b.q.map(|q| f32::from(q) / 1000.0),
-                    source: b.source.to_string(),
-                    transport: b.transport.as_str(),
-                    instance: b.instance().map(str::to_string),
-                    reg_id: b.reg_id,
-                    call_id: b.call_id().to_string(),
-                    cseq: b.cseq,
-                    user_agent: b.user_agent().map(str::to_string),
-                    path: b.path().iter().map(|p| p.to_string()).collect(),
-                })
-                .collect(),
-        })
-        .collect();
-    no_store(StatusCode::OK, Json(list))
 }

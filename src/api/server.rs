@@ -44,13 +44,16 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failures = crate::fdlimit::AcceptFailures::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
+                    if let Some(failed) = failures.record(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, failed, "http accept failed; the next failures within the interval are not logged");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

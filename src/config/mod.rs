@@ -438,10 +438,12 @@ impl Config {
     /// Parses and validates TOML text. Relative secret file paths are resolved against
     /// `base_dir`.
     ///
-    /// Every bad key is named in one run: an unknown key (or table) is reported, commented out
-    /// and the text parsed again, so the remaining values are still validated. Parsing stops at
-    /// the first error that is not an unknown key (a wrong type, broken TOML).
+    /// Every bad key is named in one run: an unknown key (or table) or a value of the wrong
+    /// type is reported, commented out and the text parsed again, so the remaining values are
+    /// still validated. Parsing stops at broken TOML (a syntax error) or a missing table.
+    /// Every problem names its key and, where the file has it, its line.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let original = text.to_string();
         let mut text = text.to_string();
         let mut problems = Vec::new();
         for _ in 0..MAX_UNKNOWN_KEYS_REPORTED {
@@ -451,16 +453,31 @@ impl Config {
                         Ok(config) if problems.is_empty() => Ok(config),
                         Ok(_) => Err(ConfigErrors::from_problems(problems)),
                         Err(errors) => {
-                            problems.extend(errors.problems);
+                            let original = original.as_str();
+                            problems.extend(
+                                errors
+                                    .problems
+                                    .into_iter()
+                                    .map(|p| problems::with_line(p, original)),
+                            );
                             Err(ConfigErrors::from_problems(problems))
                         }
                     };
                 }
                 Err(err) => {
-                    problems.push(problems::toml_problem(&text, &err));
-                    let unknown = err.message().starts_with("unknown field");
+                    let problem = problems::toml_problem(&text, &err);
+                    // A required key left without a value by an earlier comment-out is not
+                    // a problem of its own.
+                    if !problems.iter().any(|p| problems::follows_from(p, &problem)) {
+                        problems.push(problem);
+                    }
                     match err.span() {
-                        Some(span) if unknown && comment_out(&mut text, span.start) => continue,
+                        Some(span)
+                            if problems::skippable(err.message())
+                                && comment_out(&mut text, span.start) =>
+                        {
+                            continue
+                        }
                         _ => break,
                     }
                 }

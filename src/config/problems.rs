@@ -226,7 +226,7 @@ fn lines(problems: &[ConfigProblem]) -> String {
 /// is recovered from the span's line (`key = value` under the nearest `[table]` header) when that
 /// line has the usual shape, and the line and column are always given.
 pub(super) fn toml_problem(text: &str, err: &toml::de::Error) -> ConfigProblem {
-    let message = err.message().trim().replace('\n', " ");
+    let message = plain_words(&err.message().trim().replace('\n', " "));
     let Some(start) = err
         .span()
         .map(|span| span.start)
@@ -244,6 +244,88 @@ pub(super) fn toml_problem(text: &str, err: &toml::de::Error) -> ConfigProblem {
         Some(key) => ConfigProblem::new(key, format!("{message} ({location})")),
         None => ConfigProblem::new(location, message),
     }
+}
+
+/// Whether parsing may go on past this error by commenting out its line: an unknown key or a
+/// value of the wrong type (its default then applies while the rest is checked).
+pub(super) fn skippable(message: &str) -> bool {
+    [
+        "unknown field",
+        "invalid type",
+        "invalid value",
+        "invalid length",
+    ]
+    .iter()
+    .any(|m| message.starts_with(m))
+}
+
+/// Whether `later` only restates `earlier`: a "missing field" for the key whose bad value was
+/// commented out.
+pub(super) fn follows_from(earlier: &ConfigProblem, later: &ConfigProblem) -> bool {
+    let Some(rest) = later.message.strip_prefix("missing field `") else {
+        return false;
+    };
+    let field = rest.split('`').next().unwrap_or_default();
+    earlier.key == field || earlier.key.ends_with(&format!(".{field}"))
+}
+
+/// A validation problem with the line of its key appended, when the file has that key on a
+/// line of its own (`key = value` under its table); unchanged otherwise.
+pub(super) fn with_line(problem: ConfigProblem, text: &str) -> ConfigProblem {
+    if problem.message.contains("(line ") {
+        return problem;
+    }
+    let mut end = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        end += line.len();
+        let here = line.trim_start();
+        if here.starts_with('#') || !here.contains('=') {
+            continue;
+        }
+        if key_at(text[..end].trim_end_matches(['\n', '\r'])).as_deref() == Some(&problem.key) {
+            let message = format!("{} (line {})", problem.message, n + 1);
+            return ConfigProblem::new(problem.key, message);
+        }
+    }
+    problem
+}
+
+/// serde's wording in an operator's: `invalid type: string "sixty", expected u32` becomes
+/// `must be a whole number, not the text "sixty"`.
+fn plain_words(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_owned();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let wanted = match expected.trim() {
+        e if ["u8", "u16", "u32", "u64", "usize", "i32", "i64"].contains(&e) => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" => "text in double quotes",
+        "a sequence" => "a list in square brackets, like [\"a\", \"b\"]",
+        e if e.starts_with("struct ") || e == "a map" => "a table",
+        other => other,
+    };
+    let found = found.trim();
+    let got = if let Some(s) = found.strip_prefix("string ") {
+        format!("the text {s}")
+    } else if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.trim_matches('`').to_owned()
+    } else {
+        match found {
+            "sequence" => "a list".to_owned(),
+            "map" => "a table".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    format!("must be {wanted}, not {got}")
 }
 
 /// The dotted key of the last line of `text`: a table header's own path, or `table.key` for a

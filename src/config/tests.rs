@@ -395,10 +395,12 @@ ha1_md5 = "8bd3979a4aebacbfe70c28bacbcadd50"
     // One problem per line, each as `key: message`.
     let display = errors.to_string();
     assert_eq!(display.lines().count(), expected.len());
-    assert!(display
-        .lines()
-        .any(|line| line
-            == "registrar.min_expires: must not exceed registrar.max_expires (120 > 60)"));
+    // Validation problems carry the line of their key (issue 18).
+    assert!(display.lines().any(|line| line
+        .strip_prefix(
+            "registrar.min_expires: must not exceed registrar.max_expires (120 > 60) (line "
+        )
+        .is_some_and(|rest| rest.ends_with(')'))));
 }
 
 #[test]

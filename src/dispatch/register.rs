@@ -52,8 +52,11 @@ impl Dispatcher {
         src: &Source,
         now: Instant,
     ) -> Option<Response> {
+        let started = Instant::now();
         let (outcome, response) = self.registration(msg, ruri, src, now);
-        self.inner.responder.metrics.register(outcome);
+        let metrics = &self.inner.responder.metrics;
+        metrics.register(outcome);
+        metrics.register_took(started.elapsed());
         response
     }
 

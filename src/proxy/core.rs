@@ -408,6 +408,8 @@ impl ProxyCore {
                 if !ctx.final_sent {
                     ctx.final_sent = true;
                     self.metrics.proxied(ctx.method_label(), "2xx");
+                    self.metrics
+                        .proxy_transaction_took(now.saturating_duration_since(ctx.created));
                     self.cancel_pending(ctx, now);
                 }
             }
@@ -435,6 +437,8 @@ impl ProxyCore {
         };
         self.metrics
             .proxied(ctx.method_label(), class_label(status));
+        self.metrics
+            .proxy_transaction_took(now.saturating_duration_since(ctx.created));
         self.send_upstream(ctx, bytes, status, now);
     }
 

@@ -261,6 +261,7 @@ impl Binding {
 
     pub(super) fn snapshot(&self, now: Instant) -> BindingSnapshot {
         BindingSnapshot {
+            id: self.id.0,
             text: self.text.clone(),
             path: self.path.clone(),
             expires: self.remaining_secs(now),
@@ -278,6 +279,9 @@ impl Binding {
 /// listing. Cloning it copies no string.
 #[derive(Clone, Debug)]
 pub struct BindingSnapshot {
+    /// The binding's id: unique in this location service and kept across a restart with a
+    /// durable store (the admin API removes one binding by it).
+    pub id: u64,
     text: BindingText,
     path: Option<Arc<[Box<str>]>>,
     /// Remaining lifetime in whole seconds, rounded up and never above what was granted.

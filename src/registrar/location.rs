@@ -376,6 +376,17 @@ impl Location {
         out
     }
 
+    /// Removes the one binding of `aor` with id `id` (an admin's per-binding removal); the
+    /// journal and the gauges follow as for any removal. Returns whether it was stored.
+    pub fn remove_binding(&self, aor: &Aor, id: u64) -> bool {
+        self.inner.remove_where(aor, |b| b.id.0 == id) > 0
+    }
+
+    /// Every AoR's bindings, for [`super::page`]'s walk.
+    pub(super) fn aors(&self) -> &DashMap<Aor, Vec<Binding>> {
+        &self.inner.aors
+    }
+
     /// Removes every binding whose deadline is at or before `now`; returns how many. Called by
     /// the one purge task every `registrar.purge_interval` (reads never show an expired
     /// binding meanwhile); [`Location::next_deadline`] says when the next one falls due.
@@ -664,7 +675,7 @@ fn journaled(
 }
 
 /// Snapshots of the live bindings, q descending then most recently updated first.
-fn snapshots(bindings: &[Binding], now: Instant) -> Vec<BindingSnapshot> {
+pub(super) fn snapshots(bindings: &[Binding], now: Instant) -> Vec<BindingSnapshot> {
     let mut live: Vec<&Binding> = bindings.iter().filter(|b| b.is_live(now)).collect();
     live.sort_by(|a, b| {
         b.q.unwrap_or(1000)

@@ -12,13 +12,15 @@
 //! Layout: `binding` holds the data kept per binding and the snapshots handed out,
 //! `rules` the pure §10.3 decision (validate everything, then a plan that cannot fail),
 //! `location` the shared map that applies plans atomically per AoR, and `expiry` the
-//! ordered `(deadline, id)` index used by purge. `journal` is what a durable store receives:
+//! ordered `(deadline, id)` index used by purge; `page` the admin listing a page at a time
+//! in AoR order. `journal` is what a durable store receives:
 //! every applied change, in order, and the [`Ack`] a REGISTER's answer waits for.
 
 mod binding;
 mod expiry;
 mod journal;
 mod location;
+mod page;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};

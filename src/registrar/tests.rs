@@ -1209,3 +1209,47 @@ fn no_register_overtakes_a_revoke() {
         );
     }
 }
+
+#[test]
+fn pages_walk_every_aor_once_in_order_and_one_binding_can_be_removed() {
+    let loc = location();
+    let t0 = Instant::now();
+    let aors: Vec<Aor> = (0..7).map(|i| aor(&format!("user{i}"))).collect();
+    for a in aors.iter().rev() {
+        let c = [contact("sip:u@h1"), contact("sip:u@h2")];
+        loc.register(&req(a, "c", 1, &c), t0).expect("add");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (page, more) = loc.page(after.as_deref(), 3, |_, _| true, t0);
+        pages += 1;
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|(a, _)| a.clone()));
+        after = page.last().map(|(a, _)| a.to_string());
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3, "7 AoRs in pages of 3");
+    assert_eq!(seen, aors, "every AoR once, in canonical order");
+    let (empty, more) = loc.page(None, 0, |_, _| true, t0);
+    assert!(empty.is_empty() && !more);
+
+    // A binding filter drops the AoRs left with none.
+    let (only, more) = loc.page(None, 10, |a, _| *a == aors[4], t0);
+    assert!(!more);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].1.len(), 2);
+
+    let id = only[0].1[0].id;
+    assert!(loc.remove_binding(&aors[4], id));
+    assert!(!loc.remove_binding(&aors[4], id), "already gone");
+    assert!(
+        !loc.remove_binding(&aors[3], only[0].1[1].id),
+        "another AoR's id"
+    );
+    assert_eq!(loc.lookup(&aors[4], t0).len(), 1);
+    assert_eq!(loc.binding_count(), 13);
+}

@@ -120,6 +120,7 @@ pub(super) async fn accept_each<F, Fut>(
             return;
         }
     };
+    let mut failures = crate::fdlimit::AcceptFailures::default();
     loop {
         let permit = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -132,8 +133,12 @@ pub(super) async fn accept_each<F, Fut>(
         let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning; UDP keeps serving.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning; UDP keeps serving. One
+                // line per interval, not one per attempt.
+                ctx.metrics.sip_accept_failure();
+                if let Some(failed) = failures.record(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, %local, failed, interval = ?crate::fdlimit::ACCEPT_LOG_INTERVAL, "accept failed; the next failures within the interval are counted, not logged");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }

@@ -298,6 +298,7 @@ fn certified_key(
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = read_certs(cert_key, cert_path)?;
+    server_usage(cert_key, cert_path, &chain[0])?;
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| TlsError::new(key_key, pem_problem(key_path, &e)))?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
@@ -307,6 +308,33 @@ fn certified_key(
         )
     })?;
     Ok(Arc::new(certified))
+}
+
+/// A served leaf must be usable for TLS server authentication: with an extended key usage
+/// extension, it must list serverAuth (or anyExtendedKeyUsage). A client-only certificate
+/// (clientAuth, a common mix-up with the mTLS files) is refused by name here rather than by
+/// every client's handshake. Without the extension, any use is allowed (RFC 5280 §4.2.1.12).
+fn server_usage(key: &str, path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Ok(()); // read_certs already refused what does not parse
+    };
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if !(eku.value.server_auth || eku.value.any) => {
+            let has = match eku.value.client_auth {
+                true => "clientAuth only: a client certificate",
+                false => "no serverAuth",
+            };
+            Err(TlsError::new(
+                key,
+                format!("{path:?}: the certificate's extended key usage has {has}; a server certificate needs serverAuth"),
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(TlsError::new(
+            key,
+            format!("{path:?}: the extended key usage extension does not parse: {e}"),
+        )),
+    }
 }
 
 fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -433,6 +461,7 @@ async fn handshake_then_serve(
         return;
     };
     let metrics = &ctx.metrics;
+    let accepted = std::time::Instant::now();
     // Three bounds of `limits.timeout` each: reading the ClientHello (cheap, no slot, so a
     // stalled or partial hello costs only its connection slot), the wait for a handshake
     // slot, and the CPU-heavy rest of the handshake.
@@ -464,6 +493,7 @@ async fn handshake_then_serve(
         },
     };
     metrics.tls_handshake(HandshakeOutcome::Ok);
+    metrics.tls_handshake_took(accepted.elapsed());
     let identity = tls
         .get_ref()
         .1
