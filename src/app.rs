@@ -40,7 +40,8 @@ pub enum AppError {
     Setting(String),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
-    #[error("registrar.store_path {path}: {source}")]
+    /// `path` names the store: the SQLite file, or `redis.urls` and the URLs.
+    #[error("{path}: {source}")]
     LocationStore {
         path: String,
         source: crate::location_store::LocationStoreError,
@@ -119,8 +120,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
+    let mut store_health = None;
     let loaded = match config.registrar.persistence {
         Persistence::Sqlite => Some(open_location_store(config).await?),
+        Persistence::Redis => {
+            let (loaded, health) = open_redis_store(config, &metrics).await?;
+            store_health = Some(health);
+            Some(loaded)
+        }
         Persistence::None => None,
     };
     let capacity = loaded.as_ref().map_or(0, |l| l.len());
@@ -193,7 +200,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     bound.serve(udp_workers(config), stream_ctx, tls_serving, &tracker);
     if let Some((listener, _)) = http_listener {
         serve_http(
-            listener, config, &metrics, &location, &token_api, &shutdown, &tracker,
+            listener,
+            config,
+            &metrics,
+            (&location, store_health),
+            &token_api,
+            &shutdown,
+            &tracker,
         );
     }
 
@@ -228,11 +241,44 @@ async fn open_location_store(config: &Config) -> Result<crate::location_store::L
     opened.map_err(|source| store_error(config, source))
 }
 
+/// Connects to Redis and reads this node's live bindings (blocking, on the blocking pool),
+/// before anything listens. Unreachable Redis fails the start: a node that cannot store a
+/// REGISTER would answer every one 503.
+async fn open_redis_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<
+    (
+        crate::location_store::Loaded,
+        Arc<crate::location_store::StoreHealth>,
+    ),
+    AppError,
+> {
+    let Some(redis) = config.redis.clone() else {
+        return Err(AppError::Setting(
+            "redis: [redis] is required with registrar.persistence = \"redis\"".into(),
+        ));
+    };
+    let redis_metrics = crate::location_store::RedisMetrics::new(metrics.registry());
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = crate::location_store::RedisLocationStore::connect(redis, redis_metrics)?;
+        let health = store.health();
+        crate::location_store::open_redis(store).map(|loaded| (loaded, health))
+    })
+    .await
+    .map_err(|e| AppError::Setting(format!("redis.urls: {e}")))?;
+    opened.map_err(|source| store_error(config, source))
+}
+
 fn store_error(config: &Config, source: crate::location_store::LocationStoreError) -> AppError {
-    AppError::LocationStore {
-        path: config.registrar.store_path.display().to_string(),
-        source,
-    }
+    let path = match (&config.registrar.persistence, &config.redis) {
+        (Persistence::Redis, Some(redis)) => format!("redis.urls {}", redis.urls.join(" ")),
+        _ => format!(
+            "registrar.store_path {}",
+            config.registrar.store_path.display()
+        ),
+    };
+    AppError::LocationStore { path, source }
 }
 
 /// Restores the loaded bindings into `location`, starts the store's writer and attaches it.
@@ -257,8 +303,12 @@ fn durable_location(
     let (writer, restored) = loaded
         .serve(location, is_live, writer_config, store_metrics)
         .map_err(|e| store_error(config, e))?;
+    let store = match &config.redis {
+        Some(redis) => redis.urls.join(" "),
+        None => config.registrar.store_path.display().to_string(),
+    };
     tracing::info!(
-        path = %config.registrar.store_path.display(),
+        path = %store,
         restored = restored.bindings,
         dropped_revoked = restored.dropped,
         read_ms = read.as_millis() as u64,
@@ -346,7 +396,8 @@ fn serve_http(
     listener: tokio::net::TcpListener,
     config: &Config,
     metrics: &Metrics,
-    location: &Location,
+    // The location service, and its store's health when the store is remote (Redis).
+    (location, store_health): (&Location, Option<Arc<crate::location_store::StoreHealth>>),
     token_api: &Option<Arc<crate::api::token::TokenApi>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -365,6 +416,7 @@ fn serve_http(
         location: location.clone(),
         admin_token: config.http.admin_token.clone(),
         token: token_api.clone(),
+        store_health,
         max_body_bytes,
         request_timeout,
     });

@@ -39,6 +39,45 @@ pub(super) struct RawConfig {
     pub(super) token_api: RawTokenApi,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub(super) redis: RawRedis,
+}
+
+/// `[redis]`: used with `registrar.persistence = "redis"`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    #[serde(default)]
+    pub(super) urls: Vec<String>,
+    #[serde(default)]
+    pub(super) cluster: bool,
+    #[serde(default)]
+    pub(super) username: String,
+    #[serde(default)]
+    pub(super) password_file: String,
+    #[serde(default)]
+    pub(super) node: String,
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub(super) connect_timeout_ms: u64,
+    #[serde(default = "default_redis_response_timeout_ms")]
+    pub(super) response_timeout_ms: u64,
+    #[serde(default = "default_redis_retries")]
+    pub(super) retries: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            cluster: false,
+            username: String::new(),
+            password_file: String::new(),
+            node: String::new(),
+            connect_timeout_ms: default_redis_connect_timeout_ms(),
+            response_timeout_ms: default_redis_response_timeout_ms(),
+            retries: default_redis_retries(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -474,6 +513,17 @@ setting!(
     default_store_queue,
     Setting::new(10_000, 1, 1_000_000)
 );
+setting!(
+    REDIS_CONNECT_TIMEOUT_MS,
+    default_redis_connect_timeout_ms,
+    Setting::new(1000, 10, 60_000)
+);
+setting!(
+    REDIS_RESPONSE_TIMEOUT_MS,
+    default_redis_response_timeout_ms,
+    Setting::new(1000, 10, 60_000)
+);
+setting!(REDIS_RETRIES, default_redis_retries, Setting::new(3, 0, 20));
 setting!(
     NONCE_LIFETIME_SECS,
     default_nonce_lifetime_secs,

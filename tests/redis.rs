@@ -1,0 +1,238 @@
+//! Registrations on Redis (issue 17) with the real binary and a real `redis-server` started
+//! by each test on its own free loopback port (killed with its process group at the end):
+//! one round trip per REGISTER, per-binding expiry in Redis, restore after `kill -9`, and
+//! Redis unreachable → 503 with Retry-After (never a false 200) and `/readyz` 503.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One `redis-server` in its own process group, on 127.0.0.1:`port`, no persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("redis-server (tests/run installs it)");
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.cli(&["PING"]) != "PONG" {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` on this server; its output, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (tests/run installs it)");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn registrar(redis_url: &str, node: &str, retries: u32) -> String {
+    format!(
+        "persistence = \"redis\"\n\n[redis]\nurls = [\"{redis_url}\"]\nnode = \"{node}\"\n\
+         retries = {retries}\nresponse_timeout_ms = 500\nconnect_timeout_ms = 500"
+    )
+}
+
+fn accounts(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("r{i:03}"), format!("r-secret-{i:03}")))
+        .collect()
+}
+
+fn start(accounts: &[(String, String)], registrar: &str) -> Server {
+    let refs: Vec<(&str, &str)> = accounts
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    Server::start_binary(&Options {
+        accounts: &refs,
+        algorithms: &["MD5"],
+        registrar,
+        log_level: "info",
+        ..Options::default()
+    })
+}
+
+/// A REGISTER of `user` from `c` with its own address as Contact; the final response.
+fn register_from(c: &mut Client, user: &str, password: &str, expires: u32) -> Resp {
+    let mut reg = Register::new(user);
+    reg.contact = Some(format!("<sip:{user}@{}>", c.local));
+    reg.expires = Some(expires.to_string());
+    register(c, &reg, password, "MD5")
+}
+
+/// AoR → contacts, from the admin API.
+fn contacts(server: &Server) -> HashMap<String, Vec<String>> {
+    let list: serde_json::Value = serde_json::from_str(&server.admin_bindings()).unwrap();
+    let mut out = HashMap::new();
+    for entry in list.as_array().expect("a JSON array") {
+        let aor = entry["aor"].as_str().unwrap().to_owned();
+        let cs = entry["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["contact"].as_str().unwrap().to_owned())
+            .collect();
+        out.insert(aor, cs);
+    }
+    out
+}
+
+fn kill_9(server: &mut Server) {
+    let status = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.is_alive() {
+        assert!(Instant::now() < deadline, "sipward survived kill -9");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Acceptance: 20 phones register against Redis; each REGISTER cost at most one round trip;
+/// each binding is a key with its own expiry (PTTL within the granted 60 s); `kill -9` and a
+/// restart with the same config bring all 20 back from Redis.
+#[test]
+fn bindings_live_in_redis_with_their_expiry_and_survive_kill_9() {
+    let redis = Redis::start();
+    let accounts = accounts(20);
+    let mut server = start(&accounts, &registrar(&redis.url(), "a", 3));
+    let mut phones = Vec::new();
+    for (user, password) in &accounts {
+        let mut c = server.client(Proto::Udp);
+        let r = register_from(&mut c, user, password, 60);
+        assert_eq!(r.status(), 200, "{}", r.text);
+        phones.push(c);
+    }
+    let round_trips = server.metric("sipward_redis_round_trips_total");
+    let registers = accounts.len() as f64;
+    assert!(
+        (1.0..=registers).contains(&round_trips),
+        "round trips {round_trips} for {registers} REGISTERs"
+    );
+    assert_eq!(server.metric("sipward_redis_errors_total"), 0.0);
+
+    let keys = redis.cli(&["--scan", "--pattern", "sipward:{*}:b:a:*"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), accounts.len(), "{keys:?}");
+    for key in &keys {
+        let pttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
+        assert!((1..=60_000).contains(&pttl), "{key}: PTTL {pttl}");
+    }
+    let index = format!("sipward:{{sip:r000@{DOMAIN}}}:i");
+    assert_eq!(redis.cli(&["ZCARD", &index]), "1");
+
+    let before = contacts(&server);
+    assert_eq!(before.len(), accounts.len());
+    kill_9(&mut server);
+    let restarted = Server::start_with_file(
+        server.config_path.clone(),
+        tempfile::tempdir().unwrap(),
+        server.udp.port(),
+        server.http.port(),
+        None,
+    );
+    assert_eq!(contacts(&restarted), before, "{}", restarted.stderr());
+
+    // A refresh after the restart updates the same key (no new binding, no duplicate).
+    let r = register_from(&mut phones[0], &accounts[0].0, &accounts[0].1, 60);
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert_eq!(redis.cli(&["ZCARD", &index]), "1");
+    // Unregistering removes the key at once.
+    let r = register_from(&mut phones[1], &accounts[1].0, &accounts[1].1, 0);
+    assert_eq!(r.status(), 200, "{}", r.text);
+    let left = redis.cli(&["--scan", "--pattern", "sipward:{*}:b:a:*"]);
+    assert_eq!(left.lines().count(), accounts.len() - 1);
+}
+
+/// Acceptance: Redis unreachable → a REGISTER is answered 503 with Retry-After (never 200),
+/// `/readyz` says 503 naming the store; once Redis is back, REGISTERs succeed again and
+/// `/readyz` is 200.
+#[test]
+fn redis_down_gives_503_with_retry_after_and_not_ready() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let accounts = accounts(2);
+    let server = start(&accounts, &registrar(&redis.url(), "a", 1));
+    let (user, password) = &accounts[0];
+    let mut c = server.client(Proto::Udp);
+    assert_eq!(register_from(&mut c, user, password, 60).status(), 200);
+    assert_eq!(server.http_get("/readyz", None).unwrap().0, 200);
+
+    redis.kill();
+    let r = register_from(&mut c, user, password, 60);
+    assert_eq!(r.status(), 503, "{}", r.text);
+    assert_eq!(r.header("Retry-After").as_deref(), Some("5"), "{}", r.text);
+    let (status, body) = server.http_get("/readyz", None).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("location store"), "{body}");
+    assert!(server.metric("sipward_redis_errors_total") >= 1.0);
+
+    let redis = Redis::start_on(port);
+    let r = register_from(&mut c, user, password, 60);
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert_eq!(server.http_get("/readyz", None).unwrap().0, 200);
+    let keys = redis.cli(&["--scan", "--pattern", "sipward:{*}:b:a:*"]);
+    assert_eq!(
+        keys.lines().count(),
+        1,
+        "the refresh after the outage is in Redis"
+    );
+}
