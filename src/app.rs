@@ -120,18 +120,22 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
-    let mut store_health = None;
+    let (mut store_health, mut shared) = (None, None);
     let loaded = match config.registrar.persistence {
         Persistence::Sqlite => Some(open_location_store(config).await?),
         Persistence::Redis => {
-            let (loaded, health) = open_redis_store(config, &metrics).await?;
+            let (loaded, health, view) = open_redis_store(config, &metrics).await?;
             store_health = Some(health);
+            shared = Some(view);
             Some(loaded)
         }
         Persistence::None => None,
     };
     let capacity = loaded.as_ref().map_or(0, |l| l.len());
     let location = Location::with_capacity(config.registrar.policy(), gauges, capacity);
+    if let Some(view) = shared {
+        location.attach_shared(view);
+    }
     let devices = token_parts.as_ref().map(|t| t.devices.clone());
     let store_writer = loaded
         .map(|loaded| durable_location(config, loaded, &location, &metrics, devices))
@@ -243,7 +247,8 @@ async fn open_location_store(config: &Config) -> Result<crate::location_store::L
 
 /// Connects to Redis and reads this node's live bindings (blocking, on the blocking pool),
 /// before anything listens. Unreachable Redis fails the start: a node that cannot store a
-/// REGISTER would answer every one 503.
+/// REGISTER would answer every one 503. Also returns the store's health (`/readyz`) and the
+/// view of other nodes' bindings that routing lookups read.
 async fn open_redis_store(
     config: &Config,
     metrics: &Metrics,
@@ -251,6 +256,7 @@ async fn open_redis_store(
     (
         crate::location_store::Loaded,
         Arc<crate::location_store::StoreHealth>,
+        Arc<crate::location_store::RedisShared>,
     ),
     AppError,
 > {
@@ -260,10 +266,15 @@ async fn open_redis_store(
         ));
     };
     let redis_metrics = crate::location_store::RedisMetrics::new(metrics.registry());
+    let view = Arc::new(crate::location_store::RedisShared::new(
+        &redis,
+        redis_metrics.clone(),
+        redis.pool_size,
+    ));
     let opened = tokio::task::spawn_blocking(move || {
         let store = crate::location_store::RedisLocationStore::connect(redis, redis_metrics)?;
         let health = store.health();
-        crate::location_store::open_redis(store).map(|loaded| (loaded, health))
+        crate::location_store::open_redis(store).map(|loaded| (loaded, health, view))
     })
     .await
     .map_err(|e| AppError::Setting(format!("redis.urls: {e}")))?;

@@ -236,3 +236,126 @@ fn redis_down_gives_503_with_retry_after_and_not_ready() {
         "the refresh after the outage is in Redis"
     );
 }
+
+/// A node on `ip` (SIP UDP and TCP; HTTP stays on 127.0.0.1) with Redis at `redis_url`,
+/// named `node` in the keys.
+fn node(ip: &str, redis_url: &str, name: &str, accounts: &[(String, String)]) -> Server {
+    let refs: Vec<(&str, &str)> = accounts
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .chain([("alice", "alice-secret-1")])
+        .collect();
+    let registrar = registrar(redis_url, name, 3);
+    let opts = Options {
+        accounts: &refs,
+        algorithms: &["MD5"],
+        registrar: &registrar,
+        log_level: "info",
+        ..Options::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, http) = (free_port(), free_port());
+    let path = config_on_ports(&opts, dir.path(), sip, http, free_port());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(&format!("\"127.0.0.1:{sip}\""), &format!("\"{ip}:{sip}\""));
+    std::fs::write(&path, text).unwrap();
+    let mut server = Server::start_with_file(path, dir, sip, http, None);
+    let addr: std::net::SocketAddr = format!("{ip}:{sip}").parse().unwrap();
+    (server.udp, server.tcp) = (addr, addr);
+    server
+}
+
+/// alice's INVITE to `to` through `server`'s 407 challenge, from a UDP client (returned).
+fn call(server: &Server, to: &str) -> Client {
+    let mut c = server.client(Proto::Udp);
+    let call_id = format!("call-{to}-{}", rand_token());
+    let invite = |c: &Client, cseq: u32, extra: &str| {
+        format!(
+            "INVITE sip:{to}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:{to}@{DOMAIN}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{}>\r\n{extra}\
+             Content-Length: 0\r\n\r\n",
+            c.local,
+            rand_token(),
+            c.local
+        )
+    };
+    let first = c.request(&invite(&c, 1, "")).expect("407");
+    assert_eq!(first.status(), 407, "{}", first.text);
+    let pa = authorization(
+        "MD5",
+        "alice",
+        "alice-secret-1",
+        "INVITE",
+        &format!("sip:{to}@{DOMAIN}"),
+        &first.nonce(),
+        1,
+        &rand_token(),
+    );
+    c.send_raw(invite(&c, 2, &format!("Proxy-Authorization: {pa}\r\n")).as_bytes());
+    c
+}
+
+fn expect_invite(phone: &mut Client, user: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = phone
+            .recv(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| panic!("{what}: no INVITE reached the phone"));
+        if got.text.starts_with("INVITE ") {
+            assert!(
+                got.text.starts_with(&format!("INVITE sip:{user}@")),
+                "{}",
+                got.text
+            );
+            return;
+        }
+    }
+}
+
+/// Acceptance (two nodes on 127.0.0.2 and 127.0.0.3, one Redis): a UDP phone registered at A
+/// is called from B; the same phone registering alternately at A and B gets 200 each time
+/// and is routed once; after `kill -9` of A, B still routes to A's UDP phone at once.
+#[test]
+fn two_nodes_share_udp_bindings_and_survive_kill_9_of_one() {
+    let redis = Redis::start();
+    let accounts = accounts(2);
+    let mut a = node("127.0.0.2", &redis.url(), "a", &accounts);
+    let b = node("127.0.0.3", &redis.url(), "b", &accounts);
+    let (user, password) = &accounts[0];
+
+    let mut phone = a.client(Proto::Udp);
+    let r = register_from(&mut phone, user, password, 300);
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert!(contacts(&b).is_empty(), "B holds no binding of its own");
+    let _caller = call(&b, user);
+    expect_invite(&mut phone, user, "a call at B to a phone registered at A");
+
+    // Alternating REGISTERs from the phone's address (a fresh challenge from each node):
+    // 200 at both.
+    let local = phone.local;
+    drop(phone);
+    for server in [&b, &a, &b] {
+        let mut c = Client::udp_on(local, server.udp);
+        let r = register_from(&mut c, user, password, 300);
+        assert_eq!(r.status(), 200, "{}", r.text);
+    }
+    let mut phone = Client::udp_on(local, b.udp);
+
+    let other = &accounts[1];
+    let mut only_at_a = Client::new(Proto::Udp, a.udp);
+    let r = register_from(&mut only_at_a, &other.0, &other.1, 300);
+    assert_eq!(r.status(), 200, "{}", r.text);
+
+    kill_9(&mut a);
+    // A phone only A knew is reached from B at once.
+    let _caller = call(&b, &other.0);
+    expect_invite(
+        &mut only_at_a,
+        &other.0,
+        "a call at B to A's phone after kill -9 of A",
+    );
+    // The alternating phone: A's binding and B's own have one contact; it is reached.
+    let _caller = call(&b, user);
+    expect_invite(&mut phone, user, "a call at B after kill -9 of A");
+}

@@ -198,6 +198,9 @@ pub struct RedisConfig {
     /// How often one write is retried (a cluster failover, a reconnect) before its REGISTERs
     /// are answered 503.
     pub retries: u32,
+    /// Connections for reading other nodes' bindings on routing lookups (the writer has its
+    /// own one).
+    pub pool_size: usize,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -211,6 +214,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("retries", &self.retries)
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }

@@ -63,6 +63,8 @@ pub(super) struct RawRedis {
     pub(super) response_timeout_ms: u64,
     #[serde(default = "default_redis_retries")]
     pub(super) retries: u64,
+    #[serde(default = "default_redis_pool_size")]
+    pub(super) pool_size: u64,
 }
 
 impl Default for RawRedis {
@@ -76,6 +78,7 @@ impl Default for RawRedis {
             connect_timeout_ms: default_redis_connect_timeout_ms(),
             response_timeout_ms: default_redis_response_timeout_ms(),
             retries: default_redis_retries(),
+            pool_size: default_redis_pool_size(),
         }
     }
 }
@@ -524,6 +527,11 @@ setting!(
     Setting::new(1000, 10, 60_000)
 );
 setting!(REDIS_RETRIES, default_redis_retries, Setting::new(3, 0, 20));
+setting!(
+    REDIS_POOL_SIZE,
+    default_redis_pool_size,
+    Setting::new(4, 1, 256)
+);
 setting!(
     NONCE_LIFETIME_SECS,
     default_nonce_lifetime_secs,

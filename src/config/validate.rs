@@ -161,6 +161,7 @@ fn redis(problems: &mut Problems, raw: raw::RawRedis, base_dir: &Path) -> super:
         ),
         retries: u32::try_from(problems.range("redis.retries", raw.retries, raw::REDIS_RETRIES))
             .unwrap_or(u32::MAX),
+        pool_size: problems.range_usize("redis.pool_size", raw.pool_size, raw::REDIS_POOL_SIZE),
     }
 }
 

@@ -32,8 +32,8 @@ use crate::registrar::{BindingChange, BindingRecord};
 
 pub use memory::MemoryLocationStore;
 pub use redis::{
-    RedisLocationStore, RedisMetrics, StoreHealth, APPLY, ERRORS as REDIS_ERRORS,
-    ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
+    RedisLocationStore, RedisMetrics, RedisShared, StoreHealth, APPLY, ERRORS as REDIS_ERRORS,
+    READ, ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
 };
 pub use sqlite::{SqliteLocationStore, StoreCheck, SCHEMA_VERSION};
 pub use start::{open, open_redis, Loaded, Restored};

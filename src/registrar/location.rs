@@ -84,6 +84,21 @@ struct Inner {
     /// The durable store's writer, when persistence is on: every applied change goes there,
     /// under the AoR's entry (so in the order applied).
     journal: JournalSlot,
+    /// The bindings other nodes made, when nodes share a store (Redis).
+    shared: std::sync::OnceLock<Arc<dyn SharedBindings>>,
+}
+
+/// The bindings other sipward nodes made for an AoR, read from the store they share. Called
+/// on a routing lookup, outside every lock of the location service; blocking, bounded by
+/// the store's response timeout. Errors read as "none" (the local bindings still route).
+pub trait SharedBindings: Send + Sync + 'static {
+    fn others(&self, aor: &Aor) -> Vec<BindingRecord>;
+}
+
+impl std::fmt::Debug for dyn SharedBindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedBindings")
+    }
 }
 
 /// The gauges the location service keeps equal to its counts (`sipward_bindings`,
@@ -240,6 +255,7 @@ impl Location {
                 aor_count: Count::new(aors),
                 binding_count: Count::new(bindings),
                 journal: JournalSlot::default(),
+                shared: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -304,11 +320,33 @@ impl Location {
 
     /// The live bindings of `aor` for routing: q descending (a missing q counts as 1.0), most
     /// recently updated first among equals.
+    ///
+    /// With a shared store attached ([`Location::attach_shared`]), the bindings other nodes
+    /// made follow the local ones: those over UDP or with a Path (a connection-bound binding
+    /// of another node cannot be reached from here), one per contact (a phone that
+    /// registered here and at another node is routed once, here).
     pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<BindingSnapshot> {
-        match self.inner.aors.get(aor) {
+        let mut out = match self.inner.aors.get(aor) {
             Some(bindings) => snapshots(&bindings, now),
             None => Vec::new(),
+        };
+        if let Some(shared) = self.inner.shared.get() {
+            let remote: Vec<Binding> = shared
+                .others(aor)
+                .iter()
+                .filter(|r| r.transport == Transport::Udp || !r.path.is_empty())
+                .filter_map(journal::binding_of)
+                .filter(|b| out.iter().all(|s| s.uri() != b.text.uri()))
+                .collect();
+            out.extend(snapshots(&remote, now));
         }
+        out
+    }
+
+    /// Reads the bindings other nodes made from `shared` on every lookup. Once only: false
+    /// when one was attached already.
+    pub fn attach_shared(&self, shared: Arc<dyn SharedBindings>) -> bool {
+        self.inner.shared.set(shared).is_ok()
     }
 
     /// Removes every binding that arrived on `flow` (its TCP/TLS connection closed). Uses the
