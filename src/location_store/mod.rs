@@ -15,6 +15,7 @@
 //! | `writer.rs` | [`Writer`]: the queue, the thread, group commit, batch purge, [`StoreMetrics`] |
 //! | `sqlite.rs` | [`SqliteLocationStore`]: one table, WAL, `synchronous = FULL`, schema version |
 //! | `redis.rs` | [`RedisLocationStore`]: per-binding hashes with their own expiry, one script per AoR, one pipeline per batch; [`StoreHealth`] for `/readyz` |
+//! | `redis_read.rs` | [`RedisShared`]: other nodes' bindings of an AoR for a lookup, one script, a bounded pool |
 //! | `memory.rs` | [`MemoryLocationStore`]: the same contract in a map (tests, no persistence) |
 //! | `start.rs` | [`open`] (purge, load) before listening, then [`Loaded::serve`] (restore, writer) |
 //!
@@ -22,6 +23,7 @@
 
 mod memory;
 mod redis;
+mod redis_read;
 mod sqlite;
 mod start;
 mod writer;
@@ -32,9 +34,10 @@ use crate::registrar::{BindingChange, BindingRecord};
 
 pub use memory::MemoryLocationStore;
 pub use redis::{
-    RedisLocationStore, RedisMetrics, RedisShared, StoreHealth, APPLY, ERRORS as REDIS_ERRORS,
-    READ, ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
+    RedisLocationStore, RedisMetrics, StoreHealth, APPLY, ERRORS as REDIS_ERRORS,
+    ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
 };
+pub use redis_read::{RedisShared, READ};
 pub use sqlite::{SqliteLocationStore, StoreCheck, SCHEMA_VERSION};
 pub use start::{open, open_redis, Loaded, Restored};
 pub use writer::{StoreMetrics, Writer, WriterConfig, PURGE_BATCH, PURGE_EVERY, PURGE_GRACE};

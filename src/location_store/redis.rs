@@ -124,7 +124,7 @@ impl RedisMetrics {
 /// Whether the last write or ping reached Redis (`/readyz`).
 #[derive(Debug)]
 pub struct StoreHealth {
-    ok: AtomicBool,
+    pub(super) ok: AtomicBool,
 }
 
 impl StoreHealth {
@@ -137,7 +137,7 @@ impl StoreHealth {
     }
 }
 
-enum Conn {
+pub(super) enum Conn {
     Single(redis::Connection),
     Cluster(Box<redis::cluster::ClusterConnection>),
 }
@@ -191,16 +191,16 @@ impl Batch {
 
 /// The location store on Redis.
 pub struct RedisLocationStore {
-    config: RedisConfig,
-    conn: Option<Conn>,
+    pub(super) config: RedisConfig,
+    pub(super) conn: Option<Conn>,
     /// The AoR and record (JSON) of each binding this node wrote: a change names only the
     /// id, and a refresh resends the record in case Redis lost it.
-    owners: HashMap<u64, (Aor, String)>,
-    metrics: RedisMetrics,
-    health: Arc<StoreHealth>,
+    pub(super) owners: HashMap<u64, (Aor, String)>,
+    pub(super) metrics: RedisMetrics,
+    pub(super) health: Arc<StoreHealth>,
 }
 
-fn backend(e: impl std::fmt::Display) -> LocationStoreError {
+pub(super) fn backend(e: impl std::fmt::Display) -> LocationStoreError {
     LocationStoreError::Backend(format!("redis: {e}"))
 }
 
@@ -288,7 +288,7 @@ impl RedisLocationStore {
         )))
     }
 
-    fn connection(&mut self) -> Result<&mut Conn, LocationStoreError> {
+    pub(super) fn connection(&mut self) -> Result<&mut Conn, LocationStoreError> {
         if self.conn.is_none() {
             self.conn = Some(self.open()?);
         }
@@ -442,7 +442,11 @@ fn encode(r: &BindingRecord) -> String {
 }
 
 /// A stored binding back (`None` when it does not parse).
-fn decode(id: u64, fields: &HashMap<String, String>, clock: &WallClock) -> Option<BindingRecord> {
+pub(super) fn decode(
+    id: u64,
+    fields: &HashMap<String, String>,
+    clock: &WallClock,
+) -> Option<BindingRecord> {
     let v: serde_json::Value = serde_json::from_str(fields.get("r")?).ok()?;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
@@ -620,122 +624,5 @@ impl LocationStore for RedisLocationStore {
 
     fn size_bytes(&self) -> u64 {
         0
-    }
-}
-
-/// Reads the live bindings of one AoR with their records: pairs of (index member, hash
-/// fields). KEYS[1]: the AoR's index; ARGV[1]: now (Unix ms); ARGV[2]: the binding key
-/// prefix (`sipward:{AOR}:b:`). The binding keys share the index's slot.
-pub const READ: &str = r"
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-local out = {}
-for _, m in ipairs(members) do
-  local h = redis.call('HGETALL', ARGV[2] .. m)
-  if #h > 0 then
-    table.insert(out, m)
-    table.insert(out, h)
-  end
-end
-return out
-";
-
-/// The bindings other nodes wrote, read from Redis on a routing lookup
-/// (`registrar::SharedBindings`): one `EVAL` of [`READ`], one round trip, over one of
-/// `redis.pool_size` connections (a lookup that finds every connection busy waits for one).
-pub struct RedisShared {
-    store: std::sync::Mutex<Vec<RedisLocationStore>>,
-    ready: std::sync::Condvar,
-    node_prefix: String,
-}
-
-impl RedisShared {
-    /// `pool` connections, opened lazily.
-    pub fn new(config: &RedisConfig, metrics: RedisMetrics, pool: usize) -> RedisShared {
-        let stores = (0..pool.max(1))
-            .map(|_| RedisLocationStore {
-                config: config.clone(),
-                conn: None,
-                owners: HashMap::new(),
-                metrics: metrics.clone(),
-                health: Arc::new(StoreHealth {
-                    ok: AtomicBool::new(true),
-                }),
-            })
-            .collect();
-        RedisShared {
-            store: std::sync::Mutex::new(stores),
-            ready: std::sync::Condvar::new(),
-            node_prefix: format!("{}:", config.node),
-        }
-    }
-
-    fn read(
-        &self,
-        store: &mut RedisLocationStore,
-        aor: &Aor,
-    ) -> Result<Vec<BindingRecord>, LocationStoreError> {
-        let clock = WallClock::now();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(READ)
-            .arg(1)
-            .arg(format!("sipward:{{{}}}:i", aor.as_str()))
-            .arg(clock.now_ms())
-            .arg(format!("sipward:{{{}}}:b:", aor.as_str()));
-        let started = Instant::now();
-        let result: redis::RedisResult<Vec<redis::Value>> = match store.connection()? {
-            Conn::Single(c) => cmd.query(c),
-            Conn::Cluster(c) => cmd.query(&mut **c),
-        };
-        store.metrics.round_trips.inc();
-        store
-            .metrics
-            .seconds
-            .observe(started.elapsed().as_secs_f64());
-        let values = result.map_err(|e| {
-            store.metrics.errors.inc();
-            store.conn = None;
-            backend(e)
-        })?;
-        let mut out = Vec::new();
-        for pair in values.chunks(2) {
-            let [member, fields] = pair else { break };
-            let Ok(member) = redis::from_redis_value_ref::<String>(member) else {
-                continue;
-            };
-            if member.starts_with(&self.node_prefix) {
-                continue; // this node's own: the local location service has them
-            }
-            let Ok(fields) = redis::from_redis_value_ref::<HashMap<String, String>>(fields) else {
-                continue;
-            };
-            if let Some(r) = decode(0, &fields, &clock) {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl crate::registrar::SharedBindings for RedisShared {
-    fn others(&self, aor: &Aor) -> Vec<BindingRecord> {
-        let mut store = {
-            let mut pool = self.store.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if let Some(s) = pool.pop() {
-                    break s;
-                }
-                pool = self.ready.wait(pool).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        let result = self.read(&mut store, aor);
-        self.store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(store);
-        self.ready.notify_one();
-        result.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "location store: reading other nodes' bindings failed");
-            Vec::new()
-        })
     }
 }

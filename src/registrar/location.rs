@@ -24,7 +24,9 @@ use prometheus::IntGauge;
 
 use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
 use super::expiry::{ExpiryEntry, ExpiryQueue};
-use super::journal::{self, Ack, BindingChange, BindingRecord, Journal, JournalSlot};
+use super::journal::{
+    self, Ack, BindingChange, BindingRecord, Journal, JournalSlot, SharedBindings,
+};
 use super::rules::{self, Change, Plan, RegisterError, RegisterInput, RegistrarPolicy};
 
 /// Most expiry entries handled per lock acquisition in [`Location::purge`].
@@ -86,19 +88,6 @@ struct Inner {
     journal: JournalSlot,
     /// The bindings other nodes made, when nodes share a store (Redis).
     shared: std::sync::OnceLock<Arc<dyn SharedBindings>>,
-}
-
-/// The bindings other sipward nodes made for an AoR, read from the store they share. Called
-/// on a routing lookup, outside every lock of the location service; blocking, bounded by
-/// the store's response timeout. Errors read as "none" (the local bindings still route).
-pub trait SharedBindings: Send + Sync + 'static {
-    fn others(&self, aor: &Aor) -> Vec<BindingRecord>;
-}
-
-impl std::fmt::Debug for dyn SharedBindings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedBindings")
-    }
 }
 
 /// The gauges the location service keeps equal to its counts (`sipward_bindings`,
@@ -321,10 +310,8 @@ impl Location {
     /// The live bindings of `aor` for routing: q descending (a missing q counts as 1.0), most
     /// recently updated first among equals.
     ///
-    /// With a shared store attached ([`Location::attach_shared`]), the bindings other nodes
-    /// made follow the local ones: those over UDP or with a Path (a connection-bound binding
-    /// of another node cannot be reached from here), one per contact (a phone that
-    /// registered here and at another node is routed once, here).
+    /// With [`Location::attach_shared`], other nodes' bindings over UDP or with a Path follow
+    /// (another node's connection is not usable here), one per contact.
     pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<BindingSnapshot> {
         let mut out = match self.inner.aors.get(aor) {
             Some(bindings) => snapshots(&bindings, now),
@@ -343,8 +330,7 @@ impl Location {
         out
     }
 
-    /// Reads the bindings other nodes made from `shared` on every lookup. Once only: false
-    /// when one was attached already.
+    /// Lookups read other nodes' bindings from `shared`. Once only (false after the first).
     pub fn attach_shared(&self, shared: Arc<dyn SharedBindings>) -> bool {
         self.inner.shared.set(shared).is_ok()
     }

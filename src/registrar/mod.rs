@@ -22,8 +22,8 @@ mod location;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
-pub use journal::{Ack, BindingChange, BindingRecord, Journal};
-pub use location::{Location, LocationGauges, Rebound, RegisterOutcome, SharedBindings};
+pub use journal::{Ack, BindingChange, BindingRecord, Journal, SharedBindings};
+pub use location::{Location, LocationGauges, Rebound, RegisterOutcome};
 pub use rules::{
     ContactInput, Credential, PolicyError, RegisterError, RegisterInput, RegistrarPolicy,
     MAX_BINDING_TEXT, MAX_PATH_TEXT, MAX_USER_AGENT,
