@@ -260,6 +260,17 @@ fn redis_down_gives_503_with_retry_after_and_not_ready() {
 /// A node on `ip` (SIP UDP and TCP; HTTP stays on 127.0.0.1) with Redis at `redis_url`,
 /// named `node` in the keys.
 fn node(ip: &str, redis_url: &str, name: &str, accounts: &[(String, String)]) -> Server {
+    node_with(ip, redis_url, name, accounts, "")
+}
+
+/// [`node`] with extra TOML for the [auth] table.
+fn node_with(
+    ip: &str,
+    redis_url: &str,
+    name: &str,
+    accounts: &[(String, String)],
+    auth: &str,
+) -> Server {
     let refs: Vec<(&str, &str)> = accounts
         .iter()
         .map(|(u, p)| (u.as_str(), p.as_str()))
@@ -270,6 +281,7 @@ fn node(ip: &str, redis_url: &str, name: &str, accounts: &[(String, String)]) ->
         accounts: &refs,
         algorithms: &["MD5"],
         registrar: &registrar,
+        auth,
         log_level: "info",
         ..Options::default()
     };
@@ -344,7 +356,10 @@ fn two_nodes_share_udp_bindings_and_survive_kill_9_of_one() {
     let b = node("127.0.0.3", &redis.url(), "b", &accounts);
     let (user, password) = &accounts[0];
 
-    let mut phone = a.client(Proto::Udp);
+    // The phone's port comes from free_port (below the ephemeral range), so rebinding it to
+    // talk to the other node cannot lose it to another test's socket.
+    let local: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut phone = Client::udp_on(local, a.udp);
     let r = register_from(&mut phone, user, password, 300);
     assert_eq!(r.status(), 200, "{}", r.text);
     assert!(contacts(&b).is_empty(), "B holds no binding of its own");
@@ -353,7 +368,6 @@ fn two_nodes_share_udp_bindings_and_survive_kill_9_of_one() {
 
     // Alternating REGISTERs from the phone's address (a fresh challenge from each node):
     // 200 at both.
-    let local = phone.local;
     drop(phone);
     for server in [&b, &a, &b] {
         let mut c = Client::udp_on(local, server.udp);
@@ -521,4 +535,48 @@ fn cluster_failover_keeps_every_acknowledged_binding() {
         "the refreshes updated the same keys"
     );
     eprintln!("cluster failover: {refused} REGISTERs answered 503 while the slots moved");
+}
+
+/// Acceptance: with one nonce secret on both nodes (so B verifies A's nonces), a REGISTER
+/// whose credentials answered A's nonce, replayed at B with the same `nc`, is refused (401
+/// with `stale=true`: B holds no count for a nonce another process minted, so it never
+/// accepts one — no replay state needs sharing); the phone's fresh challenge at B works.
+#[test]
+fn a_nonce_from_one_node_replayed_at_the_other_is_refused() {
+    let redis = Redis::start();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("nonce.secret");
+    write_secret(
+        &secret_file,
+        "a-shared-nonce-secret-of-at-least-thirty-two-bytes",
+    );
+    let auth = format!("nonce_secret_file = \"{}\"", secret_file.display());
+    let accounts = accounts(1);
+    let a = node_with("127.0.0.2", &redis.url(), "a", &accounts, &auth);
+    let b = node_with("127.0.0.3", &redis.url(), "b", &accounts, &auth);
+    let (user, password) = &accounts[0];
+
+    let mut phone = a.client(Proto::Udp);
+    let mut reg = Register::new(user);
+    reg.contact = Some(format!("<sip:{user}@{}>", phone.local));
+    reg.expires = Some("300".into());
+    let challenge = phone.request(&reg.build(&phone)).expect("401");
+    assert_eq!(challenge.status(), 401, "{}", challenge.text);
+    let answered = with_credentials(&reg, "MD5", user, password, &challenge.nonce());
+    let message = answered.build(&phone);
+    let r = phone.request(&message).expect("200");
+    assert_eq!(r.status(), 200, "{}", r.text);
+
+    // The same message (same nonce, same nc) at B.
+    let mut at_b = Client::new(Proto::Udp, b.udp);
+    let replayed = at_b.request(&message).expect("an answer from B");
+    assert_eq!(replayed.status(), 401, "{}", replayed.text);
+    assert!(
+        replayed.text.to_ascii_lowercase().contains("stale=true"),
+        "{}",
+        replayed.text
+    );
+    // A fresh challenge at B: 200.
+    let r = register_from(&mut at_b, user, password, 300);
+    assert_eq!(r.status(), 200, "{}", r.text);
 }
