@@ -469,11 +469,41 @@ fn cluster_failover_keeps_every_acknowledged_binding() {
     }
     let before = cluster_keys(&nodes, "c");
     assert_eq!(before.len(), acknowledged.len(), "{before:?}");
-    // Replication is asynchronous: let the replicas catch up before the kill (the window
-    // an acknowledged write can be lost in is documented in README "Running several nodes").
+    // Replication is asynchronous: wait until every replica has caught up with its master's
+    // offset as of now (the window an acknowledged write can be lost in is documented in
+    // README "Running several nodes"; a refresh writes the whole binding again).
+    let offsets: HashMap<u16, u64> = nodes
+        .iter()
+        .filter_map(|n| {
+            let role = n.cli(&["ROLE"]);
+            let mut lines = role.lines();
+            (lines.next() == Some("master")).then(|| {
+                (
+                    n.port,
+                    lines.next().and_then(|o| o.parse().ok()).unwrap_or(0),
+                )
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
     for n in &nodes {
-        if n.cli(&["ROLE"]).starts_with("master") {
-            n.cli(&["WAIT", "1", "2000"]);
+        loop {
+            let role = n.cli(&["ROLE"]);
+            let lines: Vec<&str> = role.lines().collect();
+            if lines.first() != Some(&"slave") {
+                break;
+            }
+            let master: u16 = lines.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let offset: u64 = lines.get(4).and_then(|o| o.parse().ok()).unwrap_or(0);
+            if offset >= offsets.get(&master).copied().unwrap_or(u64::MAX) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} did not catch up",
+                n.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
