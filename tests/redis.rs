@@ -28,8 +28,11 @@ impl Redis {
         Redis::start_with(port, &[])
     }
 
-    /// A cluster-enabled server (node timeout 1 s, so a failover takes a few seconds).
+    /// A cluster-enabled server (node timeout 1 s, so a failover takes a few seconds), its
+    /// cluster bus on another port from `free_port` (not the default port + 10000, which
+    /// another test's `free_port` could hand out meanwhile).
     fn start_cluster_node(port: u16) -> Redis {
+        let bus = free_port().to_string();
         Redis::start_with(
             port,
             &[
@@ -39,6 +42,8 @@ impl Redis {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "1000",
+                "--cluster-port",
+                &bus,
             ],
         )
     }
@@ -394,16 +399,6 @@ fn two_nodes_share_udp_bindings_and_survive_kill_9_of_one() {
     expect_invite(&mut phone, user, "a call at B after kill -9 of A");
 }
 
-/// A port free on 127.0.0.1 whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let p = free_port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
 fn cluster_ok(node: &Redis) -> bool {
     node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
 }
@@ -427,7 +422,7 @@ fn cluster_keys(nodes: &[Redis], name: &str) -> std::collections::BTreeSet<Strin
 /// every acknowledged binding is still in the cluster.
 #[test]
 fn cluster_failover_keeps_every_acknowledged_binding() {
-    let ports: Vec<u16> = (0..6).map(|_| cluster_port()).collect();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let mut nodes: Vec<Redis> = ports
         .iter()
         .map(|p| Redis::start_cluster_node(*p))

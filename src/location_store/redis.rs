@@ -420,7 +420,7 @@ impl RedisLocationStore {
 }
 
 /// The record's text, JSON (cseq and granted as of the put; a refresh overrides them).
-fn encode(r: &BindingRecord) -> String {
+pub(super) fn encode(r: &BindingRecord) -> String {
     serde_json::json!({
         "aor": r.aor.as_str(),
         "uri": r.uri,
