@@ -40,7 +40,8 @@ pub enum AppError {
     Setting(String),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
-    #[error("registrar.store_path {path}: {source}")]
+    /// `path` names the store: the SQLite file, or `redis.urls` and the URLs.
+    #[error("{path}: {source}")]
     LocationStore {
         path: String,
         source: crate::location_store::LocationStoreError,
@@ -111,7 +112,7 @@ impl Running {
 pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Running, AppError> {
     let metrics = Metrics::new();
     let store_queue = match config.registrar.persistence {
-        Persistence::Sqlite => config.registrar.store_queue,
+        Persistence::Sqlite | Persistence::Redis => config.registrar.store_queue,
         Persistence::None => 0,
     };
     metrics.set_caps(config.sip.max_transactions, store_queue);
@@ -126,12 +127,22 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         true => None,
         false => Some(token_api_parts(config, &metrics).await?),
     };
+    let (mut store_health, mut shared) = (None, None);
     let loaded = match config.registrar.persistence {
         Persistence::Sqlite => Some(open_location_store(config).await?),
+        Persistence::Redis => {
+            let (loaded, health, view) = open_redis_store(config, &metrics).await?;
+            store_health = Some(health);
+            shared = Some(view);
+            Some(loaded)
+        }
         Persistence::None => None,
     };
     let capacity = loaded.as_ref().map_or(0, |l| l.len());
     let location = Location::with_capacity(config.registrar.policy(), gauges, capacity);
+    if let Some(view) = shared {
+        location.attach_shared(view);
+    }
     let devices = token_parts.as_ref().map(|t| t.devices.clone());
     let store_writer = loaded
         .map(|loaded| durable_location(config, loaded, &location, &metrics, devices))
@@ -227,6 +238,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
             token_api: token_api.clone(),
             tls_reload,
             websockets,
+            store_health,
         };
         serve_http(listener, config, parts, &shutdown, &tracker);
     }
@@ -263,11 +275,51 @@ async fn open_location_store(config: &Config) -> Result<crate::location_store::L
     opened.map_err(|source| store_error(config, source))
 }
 
+/// Connects to Redis and reads this node's live bindings (blocking, on the blocking pool),
+/// before anything listens. Unreachable Redis fails the start: a node that cannot store a
+/// REGISTER would answer every one 503. Also returns the store's health (`/readyz`) and the
+/// view of other nodes' bindings that routing lookups read.
+async fn open_redis_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<
+    (
+        crate::location_store::Loaded,
+        Arc<crate::location_store::StoreHealth>,
+        Arc<crate::location_store::RedisShared>,
+    ),
+    AppError,
+> {
+    let Some(redis) = config.redis.clone() else {
+        return Err(AppError::Setting(
+            "redis: [redis] is required with registrar.persistence = \"redis\"".into(),
+        ));
+    };
+    let redis_metrics = crate::location_store::RedisMetrics::new(metrics.registry());
+    let view = Arc::new(crate::location_store::RedisShared::new(
+        &redis,
+        redis_metrics.clone(),
+        redis.pool_size,
+    ));
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = crate::location_store::RedisLocationStore::connect(redis, redis_metrics)?;
+        let health = store.health();
+        crate::location_store::open_redis(store).map(|loaded| (loaded, health, view))
+    })
+    .await
+    .map_err(|e| AppError::Setting(format!("redis.urls: {e}")))?;
+    opened.map_err(|source| store_error(config, source))
+}
+
 fn store_error(config: &Config, source: crate::location_store::LocationStoreError) -> AppError {
-    AppError::LocationStore {
-        path: config.registrar.store_path.display().to_string(),
-        source,
-    }
+    let path = match (&config.registrar.persistence, &config.redis) {
+        (Persistence::Redis, Some(redis)) => format!("redis.urls {}", redis.urls.join(" ")),
+        _ => format!(
+            "registrar.store_path {}",
+            config.registrar.store_path.display()
+        ),
+    };
+    AppError::LocationStore { path, source }
 }
 
 /// Restores the loaded bindings into `location`, starts the store's writer and attaches it.
@@ -293,8 +345,12 @@ fn durable_location(
     let (writer, restored) = loaded
         .serve(location, is_live, writer_config, store_metrics)
         .map_err(|e| store_error(config, e))?;
+    let store = match &config.redis {
+        Some(redis) => redis.urls.join(" "),
+        None => config.registrar.store_path.display().to_string(),
+    };
     tracing::info!(
-        path = %config.registrar.store_path.display(),
+        path = %store,
         restored = restored.bindings,
         dropped_revoked = restored.dropped,
         read_ms = read.as_millis() as u64,
@@ -427,6 +483,8 @@ struct HttpParts {
     tls_reload: Option<crate::api::TlsReload>,
     /// The WebSocket listeners the web phone may use: (bound port, WSS).
     websockets: Vec<(u16, bool)>,
+    /// The location store's health when the store is remote (Redis).
+    store_health: Option<Arc<crate::location_store::StoreHealth>>,
 }
 
 /// Serves health, metrics, admin and (when on) the token API on the bound HTTP listener
@@ -444,6 +502,7 @@ fn serve_http(
         token_api,
         tls_reload,
         websockets,
+        store_health,
     } = parts;
     let t = &config.token_api;
     let (max_body_bytes, request_timeout, max_header_bytes) = match token_api {
@@ -459,6 +518,7 @@ fn serve_http(
         location,
         admin_token: config.http.admin_token.clone(),
         token: token_api,
+        store_health,
         max_body_bytes,
         request_timeout,
         cors_origins: config.http.cors_origins.clone(),

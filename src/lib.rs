@@ -2,7 +2,7 @@
 //!
 //! The module map, lowest layer first. Dependency rule ("A → B": A names B): `sip`,
 //! `transaction` and `store` name no other module; `auth` and `registrar` name only `sip`, and
-//! `metrics` names `sip` and `auth` (label enums); `location_store` names `registrar` and `fsutil`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
+//! `metrics` names `sip` and `auth` (label enums); `location_store` names `registrar`, `fsutil` and `config` (`RedisConfig`); `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
@@ -19,7 +19,7 @@
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation and claim mapping, opaque tokens (introspection, userinfo) |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry, the journal of applied changes a durable store receives |
-//! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL): the writer thread with its bounded queue and group commit, restart loading, backup and check |
+//! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL; or Redis / Redis Cluster, shared by several nodes): the writer thread with its bounded queue and group commit, restart loading, backup and check, other nodes' bindings for lookups |
 //! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
 //! | `dispatch` | the `Handler`: parse → transaction → REGISTER / OPTIONS / authenticated requests |
 //! | `api` | HTTP: the accept loop with its limits, health, readiness, metrics, admin, the token API, CORS for browsers and the web phone's files |

@@ -230,6 +230,12 @@ fn store(command: StoreCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.registrar.persistence == sipward::config::Persistence::Redis {
+        eprintln!(
+            "registrar.persistence = \"redis\": the bindings are in Redis (redis.urls); check and back it up with Redis's own tools (redis-cli, BGSAVE)"
+        );
+        return ExitCode::from(2);
+    }
     let path = &config.registrar.store_path;
     match command {
         StoreCommand::Check { .. } => {

@@ -67,6 +67,8 @@ pub struct ApiState {
     pub admin_token: Option<AdminToken>,
     /// `None` when no issuer is configured: the token routes answer 404.
     pub token: Option<Arc<token::TokenApi>>,
+    /// The location store's health when it is remote (Redis); `None` otherwise.
+    pub store_health: Option<Arc<crate::location_store::StoreHealth>>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// `http.cors_origins`: browser origins allowed on the sign-in routes.
@@ -220,8 +222,8 @@ async fn deadline(timeout: Duration, req: Request, next: Next) -> Response {
     }
 }
 
-/// Ready when the device store answers and every issuer's keys are loaded (or when the
-/// token API is off).
+/// Ready when the location store (Redis) answered its last write or ping, the device store
+/// answers and every issuer's keys are loaded (or when the token API is off).
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     match readiness(&s).await {
         Ok(()) => no_store(StatusCode::OK, "ready\n"),
@@ -231,6 +233,9 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
 
 /// `/readyz`'s decision: `Err` is the reason given.
 async fn readiness(s: &ApiState) -> Result<(), &'static str> {
+    if s.store_health.as_ref().is_some_and(|h| !h.is_ok()) {
+        return Err("not ready: location store (redis)");
+    }
     let Some(api) = &s.token else {
         return Ok(());
     };

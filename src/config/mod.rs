@@ -75,6 +75,8 @@ pub struct Config {
     pub issuers: Vec<Issuer>,
     /// `[ws]`; `None` when no `[[ws.listeners]]` is configured.
     pub ws: Option<WsConfig>,
+    /// `[redis]`; `Some` exactly when `registrar.persistence = "redis"`.
+    pub redis: Option<RedisConfig>,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,
@@ -183,14 +185,59 @@ pub enum Persistence {
     None,
     /// Bindings written to a SQLite file; a REGISTER is answered once its change is on disk.
     Sqlite,
+    /// Bindings written to Redis (standalone or Redis Cluster, `[redis]`); a REGISTER is
+    /// answered once Redis acknowledged its change.
+    Redis,
+}
+
+/// `[redis]`: where the location store lives with `registrar.persistence = "redis"`.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port` or `rediss://host:port` (TLS); a standalone server, or seed nodes of
+    /// a cluster. At least one.
+    pub urls: Vec<String>,
+    /// Use the Redis Cluster client (MOVED/ASK, failover) instead of one standalone server.
+    pub cluster: bool,
+    /// ACL user (`AUTH username password`); `None`: the default user.
+    pub username: Option<String>,
+    /// From `password_file`; never logged.
+    pub password: Option<Secret>,
+    /// This node's name in the keys it owns (`sipward:{aor}:b:NODE:ID`): unique per node, the
+    /// same across restarts of a node.
+    pub node: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// How often one write is retried (a cluster failover, a reconnect) before its REGISTERs
+    /// are answered 503.
+    pub retries: u32,
+    /// Connections for reading other nodes' bindings on routing lookups (the writer has its
+    /// own one).
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("urls", &self.urls)
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("node", &self.node)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("retries", &self.retries)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 impl Named for Persistence {
-    const ALL: &'static [Self] = &[Self::None, Self::Sqlite];
+    const ALL: &'static [Self] = &[Self::None, Self::Sqlite, Self::Redis];
     fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Sqlite => "sqlite",
+            Self::Redis => "redis",
         }
     }
 }

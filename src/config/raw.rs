@@ -41,6 +41,48 @@ pub(super) struct RawConfig {
     pub(super) issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub(super) ws: super::ws::RawWs,
+    #[serde(default)]
+    pub(super) redis: RawRedis,
+}
+
+/// `[redis]`: used with `registrar.persistence = "redis"`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    #[serde(default)]
+    pub(super) urls: Vec<String>,
+    #[serde(default)]
+    pub(super) cluster: bool,
+    #[serde(default)]
+    pub(super) username: String,
+    #[serde(default)]
+    pub(super) password_file: String,
+    #[serde(default)]
+    pub(super) node: String,
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub(super) connect_timeout_ms: u64,
+    #[serde(default = "default_redis_response_timeout_ms")]
+    pub(super) response_timeout_ms: u64,
+    #[serde(default = "default_redis_retries")]
+    pub(super) retries: u64,
+    #[serde(default = "default_redis_pool_size")]
+    pub(super) pool_size: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            cluster: false,
+            username: String::new(),
+            password_file: String::new(),
+            node: String::new(),
+            connect_timeout_ms: default_redis_connect_timeout_ms(),
+            response_timeout_ms: default_redis_response_timeout_ms(),
+            retries: default_redis_retries(),
+            pool_size: default_redis_pool_size(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -497,6 +539,22 @@ setting!(
     STORE_COMMIT_INTERVAL_MS,
     default_store_commit_interval_ms,
     Setting::new(10, 0, 200)
+);
+setting!(
+    REDIS_CONNECT_TIMEOUT_MS,
+    default_redis_connect_timeout_ms,
+    Setting::new(1000, 10, 60_000)
+);
+setting!(
+    REDIS_RESPONSE_TIMEOUT_MS,
+    default_redis_response_timeout_ms,
+    Setting::new(1000, 10, 60_000)
+);
+setting!(REDIS_RETRIES, default_redis_retries, Setting::new(3, 0, 20));
+setting!(
+    REDIS_POOL_SIZE,
+    default_redis_pool_size,
+    Setting::new(4, 1, 256)
 );
 setting!(
     NONCE_LIFETIME_SECS,

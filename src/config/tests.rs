@@ -887,3 +887,43 @@ fn tls_alone_is_enough_of_a_listener() {
     let errors = problems_of(&format!("[sip]\nudp = []\ntcp = []\n{ONE_DOMAIN}"));
     assert_problem(&errors, "sip", "at least one listener");
 }
+
+#[test]
+fn redis_persistence_is_validated_with_the_keys_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis.pw");
+    fs::write(&pw, "s3cret\n").unwrap();
+    let text = format!(
+        "[registrar]\npersistence = \"redis\"\n[redis]\nurls = [\"redis://127.0.0.1:6379\"]\n\
+         username = \"sipward\"\npassword_file = {:?}\nnode = \"a\"\ncluster = true\n{ONE_DOMAIN}",
+        pw.display().to_string()
+    );
+    let config = parse(&text).unwrap();
+    let redis = config
+        .redis
+        .as_ref()
+        .expect("[redis] read with persistence = redis");
+    assert_eq!(redis.urls, ["redis://127.0.0.1:6379"]);
+    assert_eq!(redis.password.as_ref().unwrap().expose(), b"s3cret");
+    assert_eq!(redis.node, "a");
+    assert!(redis.cluster);
+    assert_eq!(redis.retries, 3);
+    assert_eq!(redis.pool_size, 4);
+    assert_eq!(redis.response_timeout, Duration::from_secs(1));
+    assert!(!format!("{config:?}").contains("s3cret"));
+    assert!(config.secret_files.contains(&pw));
+
+    let errors = problems_of(&format!(
+        "[registrar]\npersistence = \"redis\"\n[redis]\nnode = \"a b\"\nretries = 99\n{ONE_DOMAIN}"
+    ));
+    assert_problem(&errors, "redis.urls", "at least one URL");
+    assert_problem(&errors, "redis.node", "letters, digits");
+    assert_problem(&errors, "redis.retries", "");
+    let errors = problems_of(&format!(
+        "[registrar]\npersistence = \"redis\"\n[redis]\nurls = [\"http://x\", \"redis://u:p@h:1\"]\n{ONE_DOMAIN}"
+    ));
+    assert_problem(&errors, "redis.urls[0]", "redis://host:port");
+    assert_problem(&errors, "redis.urls[1]", "credentials");
+    // Without persistence = "redis" the table is not read.
+    assert!(parse(ONE_DOMAIN).unwrap().redis.is_none());
+}

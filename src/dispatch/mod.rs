@@ -62,6 +62,8 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, MESSAGE, S
 pub const DRAIN_RETRY_AFTER_SECS: &str = "5";
 /// `Retry-After` seconds on the 503 that sheds a request when the transaction table is full.
 pub const OVERLOAD_RETRY_AFTER_SECS: &str = "5";
+/// Retry-After of a REGISTER whose change the location store could not write.
+pub const STORE_RETRY_AFTER_SECS: &str = "5";
 
 /// Everything dispatch needs, grouped by owner; built once by [`dispatch_parts`].
 pub struct DispatchParts {
@@ -232,9 +234,17 @@ impl Dispatcher {
             let (bytes, status, reply) = if durable {
                 (response.bytes, response.status, ok)
             } else {
-                let failed = dispatcher.respond(&msg, &src, 500, "Server Internal Error", &[]);
+                // The store could not take the change (SQLite error, Redis unreachable after
+                // its retries): never a 200 for it; the phone retries later.
+                let failed = dispatcher.respond(
+                    &msg,
+                    &src,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", STORE_RETRY_AFTER_SECS)],
+                );
                 let reply = dispatcher.reply_to(&msg, &src, failed.bytes.clone());
-                (failed.bytes, 500, reply)
+                (failed.bytes, 503, reply)
             };
             let _ = dispatcher
                 .inner

@@ -1,7 +1,7 @@
 //! The durable location store: the bindings of the location service (`registrar::Location`)
 //! on disk, so that a restart or a crash loses no acknowledged registration.
 //!
-//! It owns the [`LocationStore`] seam (one blocking backend: SQLite today, Redis next) and
+//! It owns the [`LocationStore`] seam (one blocking backend: SQLite or Redis) and
 //! the [`Writer`]: one thread fed by a bounded queue that writes every change the location
 //! service applied, with group commit (everything queued while one transaction was being
 //! written goes into the next one), and completes each REGISTER's [`Ack`] once its change is
@@ -14,12 +14,16 @@
 //! | `mod.rs` | the [`LocationStore`] trait, [`WallClock`] (deadlines ↔ Unix milliseconds), errors |
 //! | `writer.rs` | [`Writer`]: the queue, the thread, group commit, batch purge, [`StoreMetrics`] |
 //! | `sqlite.rs` | [`SqliteLocationStore`]: one table, WAL, `synchronous = FULL`, schema version |
+//! | `redis.rs` | [`RedisLocationStore`]: per-binding hashes with their own expiry, one script per AoR, one pipeline per batch; [`StoreHealth`] for `/readyz` |
+//! | `redis_read.rs` | [`RedisShared`]: other nodes' bindings of an AoR for a lookup, one script, a bounded pool |
 //! | `memory.rs` | [`MemoryLocationStore`]: the same contract in a map (tests, no persistence) |
 //! | `start.rs` | [`open`] (purge, load) before listening, then [`Loaded::serve`] (restore, writer) |
 //!
 //! [`Ack`]: crate::registrar::Ack
 
 mod memory;
+mod redis;
+mod redis_read;
 mod sqlite;
 mod start;
 mod writer;
@@ -29,8 +33,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::registrar::{BindingChange, BindingRecord};
 
 pub use memory::MemoryLocationStore;
+pub use redis::{
+    RedisLocationStore, RedisMetrics, StoreHealth, APPLY, ERRORS as REDIS_ERRORS,
+    ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
+};
+pub use redis_read::{RedisShared, READ};
 pub use sqlite::{SqliteLocationStore, StoreCheck, SCHEMA_VERSION};
-pub use start::{open, Loaded, Restored};
+pub use start::{open, open_redis, Loaded, Restored};
 pub use writer::{StoreMetrics, Writer, WriterConfig, PURGE_BATCH, PURGE_EVERY, PURGE_GRACE};
 
 pub const STORE_BYTES: &str = "sipward_location_store_bytes";

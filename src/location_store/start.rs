@@ -17,7 +17,7 @@ const START_PURGE_BATCH: usize = 10_000;
 
 /// A store opened and read, not serving yet.
 pub struct Loaded {
-    store: SqliteLocationStore,
+    store: Box<dyn LocationStore>,
     records: Vec<BindingRecord>,
     clock: WallClock,
     /// Time spent opening, purging and reading.
@@ -41,7 +41,22 @@ pub fn open(path: &Path) -> Result<Loaded, LocationStoreError> {
     while store.purge_expired(clock.now_ms(), START_PURGE_BATCH)? == START_PURGE_BATCH {}
     let records = store.load(&clock)?;
     Ok(Loaded {
-        store,
+        store: Box::new(store),
+        records,
+        clock,
+        took: started.elapsed(),
+    })
+}
+
+/// Connects to Redis and reads this node's live bindings (Redis expired the others itself).
+/// Blocking.
+pub fn open_redis(store: super::RedisLocationStore) -> Result<Loaded, LocationStoreError> {
+    let started = Instant::now();
+    let mut store = store;
+    let clock = WallClock::now();
+    let records = store.load(&clock)?;
+    Ok(Loaded {
+        store: Box::new(store),
         records,
         clock,
         took: started.elapsed(),
@@ -82,7 +97,7 @@ impl Loaded {
         let _ = std::thread::Builder::new()
             .name("location-free".into())
             .spawn(move || drop(records));
-        let writer = Writer::start(Box::new(self.store), config, metrics)?;
+        let writer = Writer::start(self.store, config, metrics)?;
         let dropped = stale.len();
         writer.append(stale);
         location.attach_journal(writer.clone());

@@ -565,3 +565,28 @@ fn a_binding_of_a_credential_no_longer_active_is_not_restored_and_is_removed() {
         "the revoked device's binding is gone from the store too"
     );
 }
+
+#[test]
+fn a_record_survives_the_redis_encoding_and_a_refresh_overrides_cseq_and_granted() {
+    use super::redis::{decode, encode};
+    use std::collections::HashMap;
+    let clock = WallClock::at(Instant::now(), 1_000_000);
+    let r = record(5, "alice", &clock, 600);
+    let expires = clock.unix_ms(r.deadline);
+    let mut fields = HashMap::from([
+        ("r".to_owned(), encode(&r)),
+        ("x".to_owned(), expires.to_string()),
+    ]);
+    assert_eq!(decode(5, &fields, &clock), Some(r.clone()));
+    fields.insert("c".into(), "9:300".into());
+    let refreshed = decode(5, &fields, &clock).unwrap();
+    assert_eq!((refreshed.cseq, refreshed.granted), (9, 300));
+    // What does not parse is skipped, never a panic.
+    fields.insert("r".into(), "{\"aor\": 1}".into());
+    assert_eq!(decode(5, &fields, &clock), None);
+    fields.insert("r".into(), encode(&r));
+    fields.insert("c".into(), "nine:300".into());
+    assert_eq!(decode(5, &fields, &clock), None);
+    fields.remove("x");
+    assert_eq!(decode(5, &fields, &clock), None);
+}

@@ -108,7 +108,7 @@ impl StoreMetrics {
             ),
             commit_failures: counter(
                 super::COMMIT_FAILURES,
-                "Location store transactions that failed (their REGISTERs got 500)",
+                "Location store transactions that failed (their REGISTERs got 503 with Retry-After)",
             ),
             refused: counter(
                 super::REFUSED,

@@ -134,6 +134,19 @@ pub trait Journal: Send + Sync + 'static {
     fn append(&self, changes: Vec<BindingChange>);
 }
 
+/// The bindings other sipward nodes made for an AoR, read from the store they share. Called
+/// on a routing lookup, outside every lock of the location service; blocking, bounded by
+/// the store's response timeout. Errors read as "none" (the local bindings still route).
+pub trait SharedBindings: Send + Sync + 'static {
+    fn others(&self, aor: &Aor) -> Vec<BindingRecord>;
+}
+
+impl std::fmt::Debug for dyn SharedBindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedBindings")
+    }
+}
+
 type Callback = Box<dyn FnOnce(bool) + Send>;
 
 enum AckState {

@@ -24,7 +24,9 @@ use prometheus::IntGauge;
 
 use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
 use super::expiry::{ExpiryEntry, ExpiryQueue};
-use super::journal::{self, Ack, BindingChange, BindingRecord, Journal, JournalSlot};
+use super::journal::{
+    self, Ack, BindingChange, BindingRecord, Journal, JournalSlot, SharedBindings,
+};
 use super::rules::{self, Change, Plan, RegisterError, RegisterInput, RegistrarPolicy};
 
 /// Most expiry entries handled per lock acquisition in [`Location::purge`].
@@ -84,6 +86,8 @@ struct Inner {
     /// The durable store's writer, when persistence is on: every applied change goes there,
     /// under the AoR's entry (so in the order applied).
     journal: JournalSlot,
+    /// The bindings other nodes made, when nodes share a store (Redis).
+    shared: std::sync::OnceLock<Arc<dyn SharedBindings>>,
 }
 
 /// The gauges the location service keeps equal to its counts (`sipward_bindings`,
@@ -240,6 +244,7 @@ impl Location {
                 aor_count: Count::new(aors),
                 binding_count: Count::new(bindings),
                 journal: JournalSlot::default(),
+                shared: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -304,11 +309,30 @@ impl Location {
 
     /// The live bindings of `aor` for routing: q descending (a missing q counts as 1.0), most
     /// recently updated first among equals.
+    ///
+    /// With [`Location::attach_shared`], other nodes' bindings over UDP or with a Path follow
+    /// (another node's connection is not usable here), one per contact.
     pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<BindingSnapshot> {
-        match self.inner.aors.get(aor) {
+        let mut out = match self.inner.aors.get(aor) {
             Some(bindings) => snapshots(&bindings, now),
             None => Vec::new(),
+        };
+        if let Some(shared) = self.inner.shared.get() {
+            let remote: Vec<Binding> = shared
+                .others(aor)
+                .iter()
+                .filter(|r| r.transport == Transport::Udp || !r.path.is_empty())
+                .filter_map(journal::binding_of)
+                .filter(|b| out.iter().all(|s| s.uri() != b.text.uri()))
+                .collect();
+            out.extend(snapshots(&remote, now));
         }
+        out
+    }
+
+    /// Lookups read other nodes' bindings from `shared`. Once only (false after the first).
+    pub fn attach_shared(&self, shared: Arc<dyn SharedBindings>) -> bool {
+        self.inner.shared.set(shared).is_ok()
     }
 
     /// Removes every binding that arrived on `flow` (its TCP/TLS connection closed). Uses the

@@ -24,7 +24,7 @@ mod page;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
-pub use journal::{Ack, BindingChange, BindingRecord, Journal};
+pub use journal::{Ack, BindingChange, BindingRecord, Journal, SharedBindings};
 pub use location::{Location, LocationGauges, Rebound, RegisterOutcome};
 pub use rules::{
     ContactInput, Credential, PolicyError, RegisterError, RegisterInput, RegistrarPolicy,

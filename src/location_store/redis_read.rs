@@ -1,0 +1,129 @@
+//! [`RedisShared`]: the bindings other nodes wrote to Redis, read on a routing lookup
+//! (`registrar::SharedBindings`). See `redis.rs` for the keys.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::redis::{backend, decode, Conn, RedisLocationStore, RedisMetrics, StoreHealth};
+use super::{LocationStoreError, WallClock};
+use crate::config::RedisConfig;
+use crate::registrar::{Aor, BindingRecord};
+
+/// Reads the live bindings of one AoR with their records: pairs of (index member, hash
+/// fields). KEYS[1]: the AoR's index; ARGV[1]: now (Unix ms); ARGV[2]: the binding key
+/// prefix (`sipward:{AOR}:b:`). The binding keys share the index's slot.
+pub const READ: &str = r"
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local out = {}
+for _, m in ipairs(members) do
+  local h = redis.call('HGETALL', ARGV[2] .. m)
+  if #h > 0 then
+    table.insert(out, m)
+    table.insert(out, h)
+  end
+end
+return out
+";
+
+/// The bindings other nodes wrote, read from Redis on a routing lookup
+/// (`registrar::SharedBindings`): one `EVAL` of [`READ`], one round trip, over one of
+/// `redis.pool_size` connections (a lookup that finds every connection busy waits for one).
+pub struct RedisShared {
+    store: std::sync::Mutex<Vec<RedisLocationStore>>,
+    ready: std::sync::Condvar,
+    node_prefix: String,
+}
+
+impl RedisShared {
+    /// `pool` connections, opened lazily.
+    pub fn new(config: &RedisConfig, metrics: RedisMetrics, pool: usize) -> RedisShared {
+        let stores = (0..pool.max(1))
+            .map(|_| RedisLocationStore {
+                config: config.clone(),
+                conn: None,
+                owners: HashMap::new(),
+                metrics: metrics.clone(),
+                health: Arc::new(StoreHealth {
+                    ok: AtomicBool::new(true),
+                }),
+            })
+            .collect();
+        RedisShared {
+            store: std::sync::Mutex::new(stores),
+            ready: std::sync::Condvar::new(),
+            node_prefix: format!("{}:", config.node),
+        }
+    }
+
+    fn read(
+        &self,
+        store: &mut RedisLocationStore,
+        aor: &Aor,
+    ) -> Result<Vec<BindingRecord>, LocationStoreError> {
+        let clock = WallClock::now();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(READ)
+            .arg(1)
+            .arg(format!("sipward:{{{}}}:i", aor.as_str()))
+            .arg(clock.now_ms())
+            .arg(format!("sipward:{{{}}}:b:", aor.as_str()));
+        let started = Instant::now();
+        let result: redis::RedisResult<Vec<redis::Value>> = match store.connection()? {
+            Conn::Single(c) => cmd.query(c),
+            Conn::Cluster(c) => cmd.query(&mut **c),
+        };
+        store.metrics.round_trips.inc();
+        store
+            .metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+        let values = result.map_err(|e| {
+            store.metrics.errors.inc();
+            store.conn = None;
+            backend(e)
+        })?;
+        let mut out = Vec::new();
+        for pair in values.chunks(2) {
+            let [member, fields] = pair else { break };
+            let Ok(member) = redis::from_redis_value_ref::<String>(member) else {
+                continue;
+            };
+            if member.starts_with(&self.node_prefix) {
+                continue; // this node's own: the local location service has them
+            }
+            let Ok(fields) = redis::from_redis_value_ref::<HashMap<String, String>>(fields) else {
+                continue;
+            };
+            if let Some(r) = decode(0, &fields, &clock) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl crate::registrar::SharedBindings for RedisShared {
+    fn others(&self, aor: &Aor) -> Vec<BindingRecord> {
+        let mut store = {
+            let mut pool = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(s) = pool.pop() {
+                    break s;
+                }
+                pool = self.ready.wait(pool).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let result = self.read(&mut store, aor);
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
+        self.ready.notify_one();
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "location store: reading other nodes' bindings failed");
+            Vec::new()
+        })
+    }
+}
