@@ -5,7 +5,7 @@
 //! `metrics` names `sip` and `auth` (label enums); `location_store` names `registrar` and `fsutil`; `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
-//! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
+//! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`, `scim`); `oidc` is used by
 //! `api` only. Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
@@ -18,6 +18,7 @@
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation |
+//! | `scim` | the SCIM 2.0 directory of one IdP (Users, Groups, filters, PATCH) and the deprovision/reactivate transitions it decides; names no other module |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry, the journal of applied changes a durable store receives |
 //! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL): the writer thread with its bounded queue and group commit, restart loading, backup and check |
 //! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod registrar;
+pub mod scim;
 pub mod sip;
 pub mod store;
 pub mod transaction;

@@ -8,6 +8,8 @@
 //! | `token.rs` | the token API's state and metrics; the common start of its Bearer routes |
 //! | `exchange.rs` | login options and the credential exchange |
 //! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
+//! | `scim.rs` | `/scim/v2/…`: SCIM 2.0 provisioning over `crate::scim`, deprovisioning's revocations |
+//! | `lifecycle.rs` | the SCIM providers and the deprovisioned users the Bearer routes refuse |
 //! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
@@ -23,8 +25,10 @@ pub mod aor;
 mod devices;
 mod exchange;
 pub mod head;
+pub mod lifecycle;
 pub mod limit;
 mod reply;
+pub mod scim;
 pub mod server;
 pub mod token;
 
@@ -78,6 +82,36 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/v1/bindings", get(bindings))
         .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
+        .route(
+            "/scim/v2/Users",
+            get(scim::list_users).post(scim::create_user),
+        )
+        .route(
+            "/scim/v2/Users/{id}",
+            get(scim::get_user)
+                .put(scim::replace_user)
+                .patch(scim::patch_user)
+                .delete(scim::delete_user),
+        )
+        .route(
+            "/scim/v2/Groups",
+            get(scim::list_groups).post(scim::create_group),
+        )
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(scim::get_group)
+                .put(scim::replace_group)
+                .patch(scim::patch_group)
+                .delete(scim::delete_group),
+        )
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(scim::service_provider_config),
+        )
+        .route("/scim/v2/ResourceTypes", get(scim::resource_types))
+        .route("/scim/v2/ResourceTypes/{id}", get(scim::resource_type))
+        .route("/scim/v2/Schemas", get(scim::schemas))
+        .route("/scim/v2/Schemas/{id}", get(scim::schema))
         .route("/v1/login-options", get(exchange::login_options))
         .route("/v1/sip/credentials", post(exchange::credentials))
         .route("/v1/sip/devices", get(devices::devices))
@@ -113,7 +147,9 @@ async fn no_store_and_json_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
+        .is_some_and(|t| {
+            t.starts_with("application/json") || t.starts_with("application/scim+json")
+        });
     if api_route && !is_json && (r.status().is_client_error() || r.status().is_server_error()) {
         let status = r.status();
         let error = match status {

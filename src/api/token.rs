@@ -103,6 +103,8 @@ impl ExchangeOutcome {
 pub enum RevokedBy {
     User,
     Admin,
+    /// The IdP deprovisioned the user through SCIM.
+    Scim,
 }
 
 #[derive(Clone)]
@@ -133,6 +135,7 @@ impl TokenMetrics {
         .expect("static metric definition");
         revoked.with_label_values(&["user"]);
         revoked.with_label_values(&["admin"]);
+        revoked.with_label_values(&["scim"]);
         let active = IntGauge::new(
             DEVICES_ACTIVE,
             "Device credentials the registrar accepts now",
@@ -162,6 +165,7 @@ impl TokenMetrics {
         let label = match by {
             RevokedBy::User => "user",
             RevokedBy::Admin => "admin",
+            RevokedBy::Scim => "scim",
         };
         self.revoked.with_label_values(&[label]).inc_by(n as u64);
     }
@@ -190,6 +194,10 @@ pub struct TokenApi {
     pub per_user: RateLimiter<[u8; 32]>,
     pub per_device: RateLimiter<[u8; 32]>,
     pub metrics: TokenMetrics,
+    /// `[[scim]]` providers (issue 20); empty = the SCIM routes answer 401.
+    pub scim: Vec<super::lifecycle::Provider>,
+    /// Users a SCIM provider deprovisioned: refused by every Bearer route.
+    pub deprovisioned: super::lifecycle::Deprovisioned,
 }
 
 impl TokenApi {
@@ -227,6 +235,8 @@ impl TokenApi {
             per_user: RateLimiter::per_minute(t.rate_per_user_per_minute),
             per_device: RateLimiter::per_minute(t.rate_per_device_per_minute),
             metrics,
+            scim: super::lifecycle::providers(config),
+            deprovisioned: super::lifecycle::Deprovisioned::default(),
         }
     }
 
@@ -384,6 +394,9 @@ async fn user_of<'a>(
     let Some(info) = api.domains.get(aor.domain()).filter(|d| d.sso != Sso::Off) else {
         return Err(refuse(Rejection::Username, "domain without the token API"));
     };
+    if api.deprovisioned.refuses(&user_key(v), aor.as_str()) {
+        return Err(refuse(Rejection::UserRevoked, "deprovisioned by SCIM"));
+    }
     let key = aor.as_str().to_owned();
     match api.store.run(move |s| s.aor_revoked_before(&key)).await {
         Ok(Some(t)) if v.iat <= t.saturating_add(api.registry.leeway().as_secs()) => {

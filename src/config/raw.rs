@@ -39,6 +39,8 @@ pub(super) struct RawConfig {
     pub(super) token_api: RawTokenApi,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub(super) scim: Vec<super::lifecycle::RawScim>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]

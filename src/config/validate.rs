@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::problems::Problems;
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
-use super::{domains, issuers, network, token_api};
+use super::{domains, issuers, lifecycle, network, token_api};
 use super::{
     AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
     PathPolicy, Persistence, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig,
@@ -52,7 +52,10 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     }
     let accounts = domains::accounts(&mut problems, raw.accounts, &domains, base_dir);
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
+    let issuer_names: Vec<String> = raw.issuers.iter().map(|i| i.name.clone()).collect();
     let issuers = issuers(&mut problems, raw.issuers, &domains);
+    let names: Vec<&str> = issuer_names.iter().map(String::as_str).collect();
+    let scim = lifecycle::scim(&mut problems, raw.scim, &names, base_dir);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -78,6 +81,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         accounts,
         token_api,
         issuers,
+        scim,
         secret_files,
     })
 }
@@ -96,6 +100,7 @@ fn secret_files(raw: &RawConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
         .into_iter()
         .chain(raw.tls.certificates.iter().map(|c| c.key_file.as_str()))
         .chain(raw.accounts.iter().map(|a| a.password_file.as_str()))
+        .chain(raw.scim.iter().map(|s| s.token_file.as_str()))
         .filter(|f| !f.is_empty())
         .map(|f| secret::resolve(base_dir, f))
         .collect()

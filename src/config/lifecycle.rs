@@ -1,0 +1,121 @@
+//! `[[scim]]`: the SCIM 2.0 service providers (issue 20), one per IdP that provisions users:
+//! which `[[issuers]]` entry the provisioned users belong to, the bearer token the IdP's SCIM
+//! client presents (read from a secret file, kept only as its SHA-256), how a SCIM user is
+//! matched to token API users, and the directory's bounds.
+
+use serde::Deserialize;
+
+use super::problems::{Named, OneOf, Problems, Setting};
+use super::secret::{self, AdminToken};
+
+/// A SCIM bearer token read from a file must be at least this long.
+const MIN_SCIM_TOKEN_BYTES: usize = 16;
+const MAX_USERS: Setting = Setting::new(100_000, 1, 10_000_000);
+const MAX_GROUPS: Setting = Setting::new(10_000, 1, 1_000_000);
+
+/// One `[[scim]]` entry, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimProvider {
+    /// The `[[issuers]]` name whose users this provider provisions.
+    pub issuer: String,
+    /// The SCIM client's bearer token (compared in constant time over SHA-256).
+    pub token: AdminToken,
+    pub user_match: UserMatch,
+    /// Users held at most (a create above it gets 400 with `scimType` `tooMany`... see docs).
+    pub max_users: usize,
+    pub max_groups: usize,
+}
+
+/// How a SCIM user names a token API user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserMatch {
+    /// `userName` ↔ the issuer's username claim (the AoR the exchange makes of it).
+    UserName,
+    /// `externalId` ↔ the token's `sub`.
+    ExternalId,
+}
+
+impl Named for UserMatch {
+    const ALL: &'static [Self] = &[Self::UserName, Self::ExternalId];
+    fn name(self) -> &'static str {
+        match self {
+            UserMatch::UserName => "user_name",
+            UserMatch::ExternalId => "external_id",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScim {
+    pub(super) issuer: String,
+    pub(super) token_file: String,
+    #[serde(default = "default_user_match")]
+    pub(super) user_match: OneOf<UserMatch>,
+    #[serde(default = "default_max_users")]
+    pub(super) max_users: u64,
+    #[serde(default = "default_max_groups")]
+    pub(super) max_groups: u64,
+}
+
+fn default_user_match() -> OneOf<UserMatch> {
+    OneOf::known(UserMatch::UserName)
+}
+fn default_max_users() -> u64 {
+    MAX_USERS.default
+}
+fn default_max_groups() -> u64 {
+    MAX_GROUPS.default
+}
+
+/// Validates `[[scim]]` against the issuer names.
+pub(super) fn scim(
+    problems: &mut Problems,
+    raw: Vec<RawScim>,
+    issuer_names: &[&str],
+    base_dir: &std::path::Path,
+) -> Vec<ScimProvider> {
+    let mut out = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (index, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("scim[{index}].{k}");
+        if !issuer_names.contains(&r.issuer.as_str()) {
+            problems.push(
+                key("issuer"),
+                format!("{:?} is not the name of an [[issuers]] entry", r.issuer),
+            );
+        }
+        if seen.contains(&r.issuer) {
+            problems.push(key("issuer"), "one [[scim]] entry per issuer");
+        }
+        seen.push(r.issuer.clone());
+        let path = secret::resolve(base_dir, &r.token_file);
+        let token = match secret::read_file(&path).map(secret::strip_line_endings) {
+            Ok(t) if t.len() < MIN_SCIM_TOKEN_BYTES => {
+                problems.push(
+                    key("token_file"),
+                    format!("{path:?} holds a token shorter than {MIN_SCIM_TOKEN_BYTES} bytes"),
+                );
+                None
+            }
+            Ok(t) => Some(AdminToken::from_token(&t)),
+            Err(message) => {
+                problems.push(key("token_file"), message);
+                None
+            }
+        };
+        let user_match = problems.one_of(key("user_match"), &r.user_match, UserMatch::UserName);
+        let max_users = problems.range_usize(&key("max_users"), r.max_users, MAX_USERS);
+        let max_groups = problems.range_usize(&key("max_groups"), r.max_groups, MAX_GROUPS);
+        if let Some(token) = token {
+            out.push(ScimProvider {
+                issuer: r.issuer,
+                token,
+                user_match,
+                max_users,
+                max_groups,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,647 @@
+//! Issue 20: the SCIM 2.0 service provider. The Entra ID and Okta provisioning sequences
+//! (as their SCIM documentation shows the requests) against the real binary, checked against
+//! RFC 7644 (status codes, `meta`, `ListResponse`, error `schemas`/`status`/`scimType`); and
+//! deprovisioning a user with three registered devices (real token exchanges with the test
+//! IdP in `tests/idp`, real REGISTERs): every binding gone and every credential refused when
+//! the SCIM response arrives, measured and reported.
+//!
+//! Without Node or `tests/idp/node_modules` the tests are skipped loudly, or fail when
+//! `CI=true`.
+
+mod common;
+mod token;
+
+use std::time::Instant;
+
+use common::*;
+use serde_json::{json, Value};
+use token::*;
+
+const SCIM_TOKEN: &str = "scim-token-for-the-test-idp-0123456789";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A token server for `setup` with a `[[scim]]` entry for the test IdP; `binary`: the real
+/// `sipward` binary, else in-process.
+fn scim_server(idp: &Idp, setup: &Setup<'_>, binary: bool) -> TokenServer {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("scim.token");
+    std::fs::write(&token_file, format!("{SCIM_TOKEN}\n")).unwrap();
+    let ports = match binary {
+        true => {
+            let port = free_port();
+            Ports {
+                udp: port,
+                tcp: port,
+                http: free_port(),
+            }
+        }
+        false => Ports::default(),
+    };
+    let mut config = config_text(&idp.issuer, setup, dir.path(), ports);
+    config.push_str(&format!(
+        "\n[[scim]]\nissuer = \"test-idp\"\ntoken_file = \"{}\"\nuser_match = \"user_name\"\n",
+        token_file.display()
+    ));
+    let path = dir.path().join("sipward.toml");
+    std::fs::write(&path, &config).unwrap();
+    let server = match binary {
+        true => Server::start_with_file(path, dir, ports.udp, ports.http, None),
+        false => Server::in_process(path, dir),
+    };
+    TokenServer { server, config }
+}
+
+fn scim(s: &TokenServer, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+    scim_as(s, Some(SCIM_TOKEN), method, path, body)
+}
+
+fn scim_as(
+    s: &TokenServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> HttpResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/scim+json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let body = body.map(Value::to_string).unwrap_or_default();
+    http(s.server.http, method, path, &headers, &body)
+}
+
+/// An RFC 7644 §3.12 error: the status, the Error schema, `status` as a string, `scimType`.
+fn assert_error(r: &HttpResponse, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/scim+json"));
+    let v = r.json();
+    assert_eq!(v["schemas"], json!([ERROR]), "{v}");
+    assert_eq!(v["status"], status.to_string());
+    assert_eq!(v["scimType"].as_str(), scim_type, "{v}");
+}
+
+/// A resource answer: status, content type, schemas, id, `meta` of RFC 7643 §3.1.
+fn assert_resource(r: &HttpResponse, status: u16, kind: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/scim+json"));
+    let v = r.json();
+    let schema = if kind == "User" { USER } else { GROUP };
+    assert!(
+        v["schemas"].as_array().unwrap().contains(&json!(schema)),
+        "{v}"
+    );
+    let id = v["id"].as_str().expect("id");
+    let meta = &v["meta"];
+    assert_eq!(meta["resourceType"], kind);
+    assert!(
+        meta["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{id}")),
+        "{meta}"
+    );
+    for t in ["created", "lastModified"] {
+        let text = meta[t].as_str().unwrap();
+        assert!(text.len() >= 20 && text.contains('T'), "{t}: {text}");
+    }
+    assert!(meta["version"].as_str().unwrap().starts_with("W/\""));
+    v
+}
+
+fn assert_list(r: &HttpResponse, total: usize) -> Value {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["schemas"], json!([LIST]));
+    assert_eq!(v["totalResults"], total, "{v}");
+    assert_eq!(v["startIndex"], 1);
+    assert_eq!(v["itemsPerPage"], v["Resources"].as_array().unwrap().len());
+    v
+}
+
+fn filter(attr: &str, value: &str) -> String {
+    // `userName eq "…"` with the spaces and quotes percent-encoded, as the IdPs send it.
+    format!("{attr}%20eq%20%22{}%22", value.replace('@', "%40"))
+}
+
+#[test]
+fn entra_and_okta_provisioning_sequences_conform_to_rfc7644() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server(&idp, &Setup::default(), true);
+
+    // Authentication: none, or a wrong token, is 401 with a SCIM error.
+    let r = scim_as(&s, None, "GET", "/scim/v2/Users", None);
+    assert_error(&r, 401, None);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    assert_error(
+        &scim_as(
+            &s,
+            Some("wrong-token-0123456789abcdef"),
+            "GET",
+            "/scim/v2/Users",
+            None,
+        ),
+        401,
+        None,
+    );
+    assert_error(
+        &scim_as(&s, Some(ADMIN_TOKEN), "GET", "/scim/v2/Users", None),
+        401,
+        None,
+    );
+
+    // Discovery.
+    let r = scim(&s, "GET", "/scim/v2/ServiceProviderConfig", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let spc = r.json();
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["filter"]["supported"], true);
+    assert_eq!(spc["authenticationSchemes"][0]["type"], "oauthbearertoken");
+    let rt = assert_list(&scim(&s, "GET", "/scim/v2/ResourceTypes", None), 2);
+    assert_eq!(rt["Resources"][0]["endpoint"], "/Users");
+    assert_eq!(
+        scim(&s, "GET", "/scim/v2/ResourceTypes/Group", None).json()["schema"],
+        GROUP
+    );
+    assert_list(&scim(&s, "GET", "/scim/v2/Schemas", None), 3);
+    let r = scim(&s, "GET", &format!("/scim/v2/Schemas/{USER}"), None);
+    assert_eq!(r.json()["attributes"][0]["name"], "userName");
+    assert_error(
+        &scim(&s, "GET", "/scim/v2/Schemas/urn:nope", None),
+        404,
+        None,
+    );
+
+    // ---- Entra ID (learn.microsoft.com: "Tutorial: Develop a sample SCIM endpoint", the
+    // request/response examples of the provisioning service) ----
+    let name = "Test_User_ab6490ee@example.test";
+    assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!("/scim/v2/Users?filter={}", filter("userName", name)),
+            None,
+        ),
+        0,
+    );
+    let create = json!({
+        "schemas": [USER, ENTERPRISE],
+        "externalId": "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef",
+        "userName": name,
+        "active": true,
+        "emails": [{"primary": true, "type": "work", "value": "Test_User_fd0ea19b@example.test"}],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
+        "roles": [],
+        ENTERPRISE: {"department": "Sales"},
+    });
+    let user = assert_resource(
+        &scim(&s, "POST", "/scim/v2/Users", Some(&create)),
+        201,
+        "User",
+    );
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["userName"], name);
+    assert_eq!(user["active"], true);
+    assert_eq!(user[ENTERPRISE]["department"], "Sales");
+    assert_error(
+        &scim(&s, "POST", "/scim/v2/Users", Some(&create)),
+        409,
+        Some("uniqueness"),
+    );
+    let l = assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!("/scim/v2/Users?filter={}", filter("userName", name)),
+            None,
+        ),
+        1,
+    );
+    assert_eq!(l["Resources"][0]["id"], id.as_str());
+    assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!(
+                "/scim/v2/Users?filter={}",
+                filter("externalId", "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef")
+            ),
+            None,
+        ),
+        1,
+    );
+    assert_resource(
+        &scim(&s, "GET", &format!("/scim/v2/Users/{id}"), None),
+        200,
+        "User",
+    );
+    assert_error(
+        &scim(&s, "GET", "/scim/v2/Users/5171a35d82074e068ce2", None),
+        404,
+        None,
+    );
+    assert_error(
+        &scim(
+            &s,
+            "GET",
+            "/scim/v2/Users?filter=userName%20sw%20%22T%22",
+            None,
+        ),
+        400,
+        Some("invalidFilter"),
+    );
+    // Update: filtered path, path-less replace with dotted keys.
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/scim/v2/Users/{id}"),
+        Some(&json!({
+            "schemas": [PATCH],
+            "Operations": [
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "updatedEmail@example.test"},
+                {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
+                {"op": "Replace", "value": {"displayName": "Updated Name", "name.givenName": "updatedGiven"}},
+            ]
+        })),
+    );
+    let v = assert_resource(&r, 200, "User");
+    assert_eq!(v["emails"][0]["value"], "updatedEmail@example.test");
+    assert_eq!(v["name"]["familyName"], "updatedFamilyName");
+    assert_eq!(v["name"]["givenName"], "updatedGiven");
+    assert_eq!(v["displayName"], "Updated Name");
+    assert_ne!(v["meta"]["version"], user["meta"]["version"]);
+    // Deactivate and reactivate with Entra's string booleans.
+    let set_active = |value: &str| json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": value}]});
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(&set_active("False")),
+        ),
+        200,
+        "User",
+    );
+    assert_eq!(v["active"], false);
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(&set_active("True")),
+        ),
+        200,
+        "User",
+    );
+    assert_eq!(v["active"], true);
+    // Groups: query by displayName without members, create, add and remove a member.
+    assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!(
+                "/scim/v2/Groups?excludedAttributes=members&filter={}",
+                filter("displayName", "Group1DisplayName")
+            ),
+            None,
+        ),
+        0,
+    );
+    let g = assert_resource(
+        &scim(
+            &s,
+            "POST",
+            "/scim/v2/Groups",
+            Some(&json!({
+                "schemas": [GROUP], "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+                "displayName": "Group1DisplayName", "meta": {"resourceType": "Group"}, "members": []
+            })),
+        ),
+        201,
+        "Group",
+    );
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/scim/v2/Groups/{gid}"),
+        Some(&json!({
+            "schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"$ref": null, "value": id}]}]
+        })),
+    );
+    let v = assert_resource(&r, 200, "Group");
+    assert_eq!(v["members"][0]["value"], id.as_str());
+    let v = scim(&s, "GET", &format!("/scim/v2/Users/{id}"), None).json();
+    assert_eq!(v["groups"][0]["value"], gid.as_str(), "{v}");
+    let l = assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!(
+                "/scim/v2/Groups?excludedAttributes=members&filter={}",
+                filter("displayName", "Group1DisplayName")
+            ),
+            None,
+        ),
+        1,
+    );
+    assert!(l["Resources"][0].get("members").is_none(), "{l}");
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/scim/v2/Groups/{gid}"),
+        Some(&json!({
+            "schemas": [PATCH], "Operations": [{"op": "Remove", "path": "members", "value": [{"value": id}]}]
+        })),
+    );
+    assert_eq!(assert_resource(&r, 200, "Group")["members"], json!([]));
+    assert_error(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Groups/{gid}"),
+            Some(&json!({
+                "schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"value": "no-such-user"}]}]
+            })),
+        ),
+        400,
+        Some("invalidValue"),
+    );
+    assert_error(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(&json!({
+                "schemas": [PATCH], "Operations": [{"op": "Remove"}]
+            })),
+        ),
+        400,
+        Some("noTarget"),
+    );
+    let r = scim_as(&s, Some(SCIM_TOKEN), "POST", "/scim/v2/Users", None);
+    assert_error(&r, 400, Some("invalidSyntax"));
+    // Delete.
+    let r = scim(&s, "DELETE", &format!("/scim/v2/Users/{id}"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(r.body.is_empty());
+    assert_error(
+        &scim(&s, "GET", &format!("/scim/v2/Users/{id}"), None),
+        404,
+        None,
+    );
+    assert_error(
+        &scim(&s, "DELETE", &format!("/scim/v2/Users/{id}"), None),
+        404,
+        None,
+    );
+    assert_eq!(
+        scim(&s, "DELETE", &format!("/scim/v2/Groups/{gid}"), None).status,
+        204
+    );
+
+    // ---- Okta (developer.okta.com: "SCIM 2.0 protocol reference", the request shapes) ----
+    let okta_name = "isaac.brock@example.test";
+    assert_list(
+        &scim(
+            &s,
+            "GET",
+            &format!(
+                "/scim/v2/Users?filter={}&startIndex=1&count=100",
+                filter("userName", okta_name)
+            ),
+            None,
+        ),
+        0,
+    );
+    let create = json!({
+        "schemas": [USER], "userName": okta_name,
+        "name": {"givenName": "Isaac", "familyName": "Brock"},
+        "emails": [{"primary": true, "value": okta_name, "type": "work"}],
+        "displayName": "Isaac Brock", "locale": "en-US", "externalId": "00ujl29u0le5T6Aj10h7",
+        "groups": [], "password": "1mz050nq", "active": true
+    });
+    let user = assert_resource(
+        &scim(&s, "POST", "/scim/v2/Users", Some(&create)),
+        201,
+        "User",
+    );
+    assert!(
+        user.get("password").is_none(),
+        "a password is never kept or echoed"
+    );
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_resource(
+        &scim(&s, "GET", &format!("/scim/v2/Users/{id}"), None),
+        200,
+        "User",
+    );
+    let mut put = create.clone();
+    put["id"] = json!(id);
+    put["name"]["familyName"] = json!("Brock2");
+    let v = assert_resource(
+        &scim(&s, "PUT", &format!("/scim/v2/Users/{id}"), Some(&put)),
+        200,
+        "User",
+    );
+    assert_eq!(v["name"]["familyName"], "Brock2");
+    assert!(v.get("password").is_none());
+    let okta_active = |active: bool| json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": active}}]});
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(&okta_active(false)),
+        ),
+        200,
+        "User",
+    );
+    assert_eq!(v["active"], false);
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(&okta_active(true)),
+        ),
+        200,
+        "User",
+    );
+    assert_eq!(v["active"], true);
+    // Group push: create with members, rename, remove a member by filter, delete.
+    let g = assert_resource(
+        &scim(
+            &s,
+            "POST",
+            "/scim/v2/Groups",
+            Some(&json!({
+                "schemas": [GROUP], "displayName": "Test SCIMv2",
+                "members": [{"value": id, "display": okta_name}]
+            })),
+        ),
+        201,
+        "Group",
+    );
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Groups/{gid}"),
+            Some(&json!({
+                "schemas": [PATCH], "Operations": [{"op": "replace", "value": {"id": gid, "displayName": "Test SCIMv2 renamed"}}]
+            })),
+        ),
+        200,
+        "Group",
+    );
+    assert_eq!(v["displayName"], "Test SCIMv2 renamed");
+    assert_eq!(v["id"], gid.as_str());
+    let v = assert_resource(
+        &scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Groups/{gid}"),
+            Some(&json!({
+                "schemas": [PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]
+            })),
+        ),
+        200,
+        "Group",
+    );
+    assert_eq!(v["members"], json!([]));
+    assert_list(&scim(&s, "GET", "/scim/v2/Groups", None), 1);
+    assert_eq!(
+        scim(&s, "DELETE", &format!("/scim/v2/Groups/{gid}"), None).status,
+        204
+    );
+    assert_eq!(
+        scim(&s, "DELETE", &format!("/scim/v2/Users/{id}"), None).status,
+        204
+    );
+    assert_list(&scim(&s, "GET", "/scim/v2/Users", None), 0);
+    assert!(
+        !s.server.stderr().contains(SCIM_TOKEN),
+        "the token is never logged"
+    );
+}
+
+#[test]
+fn scim_deactivation_removes_every_binding_and_refuses_every_credential_at_once() {
+    let setup = Setup {
+        // No leeway: a token minted a second after the reactivation is newer than the revoke.
+        token_api: "leeway_secs = 0",
+        ..Setup::default()
+    };
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server(&idp, &setup, false);
+    let user = scim(
+        &s,
+        "POST",
+        "/scim/v2/Users",
+        Some(&json!({
+            "schemas": [USER], "userName": "alice@example.test", "externalId": "alice", "active": true
+        })),
+    );
+    assert_eq!(user.status, 201, "{}", user.body);
+    let id = user.json()["id"].as_str().unwrap().to_owned();
+
+    let token = idp.token_for("alice");
+    let creds: Vec<Credential> = ["laptop", "phone", "desk"]
+        .iter()
+        .map(|d| s.credential(&token, d))
+        .collect();
+    let mut clients = Vec::new();
+    for (n, cred) in creds.iter().enumerate() {
+        let mut c = Client::new(Proto::Udp, s.server.udp);
+        let mut reg = Register::new("alice");
+        reg.contact = Some(format!("<sip:alice@127.0.0.1:{}>", 5100 + n));
+        assert_eq!(
+            register_with(&mut c, &reg, cred, "SHA-256", None).status(),
+            200
+        );
+        clients.push((c, reg));
+    }
+    assert_eq!(s.bindings_of("alice").len(), 3);
+    // bob is not touched.
+    let bob = s.credential(&idp.token_for("bob"), "bob-phone");
+
+    let off = json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]});
+    let r = scim(&s, "PATCH", &format!("/scim/v2/Users/{id}"), Some(&off));
+    let answered = Instant::now();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Checked once each, no retry: the state must already hold when the response arrives.
+    let bindings = s.bindings_of("alice");
+    let bindings_checked = answered.elapsed();
+    assert!(bindings.is_empty(), "{bindings:?}");
+    for ((c, reg), cred) in clients.iter_mut().zip(&creds) {
+        reg.cseq += 2;
+        let r = register_with(c, reg, cred, "SHA-256", None);
+        assert_eq!(r.status(), 401, "a deprovisioned device: {}", r.text);
+    }
+    let registers_checked = answered.elapsed();
+    eprintln!(
+        "FIGURE scim deactivation: bindings checked empty {:.1} ms and 3 REGISTERs refused {:.1} ms after the SCIM response",
+        bindings_checked.as_secs_f64() * 1e3,
+        registers_checked.as_secs_f64() * 1e3
+    );
+    // The bound of the issue is 100 ms; asserted generously (a loaded CI machine), the
+    // figure above is the measurement.
+    assert!(registers_checked.as_secs() < 5, "{registers_checked:?}");
+    assert_eq!(s.metric("sipward_devices_revoked_total{by=\"scim\"}"), 3.0);
+    assert_eq!(
+        s.metric("sipward_devices_active"),
+        1.0,
+        "bob's device stays"
+    );
+    // New credentials are refused, even with a token minted after the revoke time (which
+    // the store's revoke cutoff alone would let through).
+    let deprovisioned_at = now();
+    while now() <= deprovisioned_at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = s.exchange(&idp.token_for("alice"), "laptop");
+    assert_eq!(r.status, 403, "{}", r.body);
+    // bob still registers.
+    let mut c = Client::new(Proto::Udp, s.server.udp);
+    assert_eq!(
+        register_with(&mut c, &Register::new("bob"), &bob, "MD5", None).status(),
+        200
+    );
+
+    // Reactivated: a token minted after the revoke gets a credential again.
+    let on =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": true}}]});
+    assert_eq!(
+        scim(&s, "PATCH", &format!("/scim/v2/Users/{id}"), Some(&on)).status,
+        200
+    );
+    let revoked_at = now();
+    while now() <= revoked_at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fresh = s.credential(&idp.token_for("alice"), "laptop");
+    let (c, reg) = &mut clients[0];
+    reg.cseq += 2;
+    assert_eq!(register_with(c, reg, &fresh, "SHA-256", None).status(), 200);
+
+    // DELETE deprovisions too.
+    let r = scim(&s, "DELETE", &format!("/scim/v2/Users/{id}"), None);
+    assert_eq!(r.status, 204);
+    assert!(s.bindings_of("alice").is_empty());
+    assert_eq!(s.exchange(&idp.token_for("alice"), "phone").status, 403);
+    assert_eq!(s.metric("sipward_devices_revoked_total{by=\"scim\"}"), 4.0);
+}
