@@ -28,6 +28,7 @@
 //! | `metrics` | one Prometheus registry, label values from fixed enums |
 //! | `app` | wiring: config → parts, bind, serve; spawns the proxy's driver and the purge task; the drain's two tokens |
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
+//! | `audit` | the audit trail: one JSON line per identity event in a 0600 file reopened on SIGHUP, and its bounded, filtered, cursor-paged reader; names `fsutil` only |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
 /// The crate version (Cargo.toml) and the git commit the binary was built from (`git
@@ -36,6 +37,7 @@ pub use metrics::{GIT_COMMIT, VERSION};
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod credentials;

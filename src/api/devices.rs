@@ -128,6 +128,13 @@ pub(super) async fn delete_device(
         decision = "revoked",
         "device revoked by its user"
     );
+    api.audit.record(
+        crate::audit::Event::new(super::token::user_actor(&v), "credential.revoke", "success")
+            .target(record.aor.as_str())
+            .device(record.device_id.as_str())
+            .source(peer.map(|Extension(p)| p.0.ip()))
+            .request(&super::lifecycle::request_id(&headers)),
+    );
     json(
         StatusCode::OK,
         serde_json::json!({"device_id": record.device_id, "revoked": true, "bindings_removed": removed}),
@@ -143,6 +150,7 @@ pub(super) async fn delete_device(
 /// its earlier tokens are refused.
 pub(super) async fn revoke_user(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -158,7 +166,9 @@ pub(super) async fn revoke_user(
         .admin_token
         .as_ref()
         .is_some_and(|token| token.matches(presented.as_bytes()));
+    let peer = peer.map(|Extension(p)| p);
     let sso_admin = if by_admin_token {
+        super::audit::break_glass(api, "revoke_user", peer, &headers);
         None
     } else {
         match api
@@ -201,6 +211,16 @@ pub(super) async fn revoke_user(
     removed += s.location.remove_aor(aor.aor());
     api.metrics.revoked(RevokedBy::Admin, records.len());
     tracing::info!(aor = %aor, actor, devices = records.len(), bindings_removed = removed, decision = "revoked", "user revoked");
+    let actor = match actor.as_str() {
+        "admin-token" => actor,
+        _ => format!("admin:{actor}"),
+    };
+    api.audit.record(
+        crate::audit::Event::new(actor, "user.revoke", "success")
+            .target(aor.as_str())
+            .source(peer.map(|Peer(a)| a.ip()))
+            .request(&super::lifecycle::request_id(&headers)),
+    );
     json(
         StatusCode::OK,
         serde_json::json!({"aor": aor.as_str(), "devices_revoked": records.len(), "bindings_removed": removed}),

@@ -56,22 +56,20 @@ impl Deprovisioned {
         by_aor || self.subjects.lock().is_ok_and(|s| s.contains(user_key))
     }
 
-    pub(super) fn set_aor(&self, aor: &str, blocked: bool) {
-        if let Ok(mut s) = self.aors.lock() {
-            match blocked {
-                true => s.insert(aor.to_owned()),
-                false => s.remove(aor),
-            };
-        }
+    /// Whether the set changed.
+    pub(super) fn set_aor(&self, aor: &str, blocked: bool) -> bool {
+        self.aors.lock().is_ok_and(|mut s| match blocked {
+            true => s.insert(aor.to_owned()),
+            false => s.remove(aor),
+        })
     }
 
-    pub(super) fn set_subject(&self, key: [u8; 32], blocked: bool) {
-        if let Ok(mut s) = self.subjects.lock() {
-            match blocked {
-                true => s.insert(key),
-                false => s.remove(&key),
-            };
-        }
+    /// Whether the set changed.
+    pub(super) fn set_subject(&self, key: [u8; 32], blocked: bool) -> bool {
+        self.subjects.lock().is_ok_and(|mut s| match blocked {
+            true => s.insert(key),
+            false => s.remove(&key),
+        })
     }
 }
 
@@ -80,4 +78,19 @@ impl Provider {
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.token.matches(presented)
     }
+}
+
+/// The request id of an audit line: the client's `X-Request-Id` when it is short and plain
+/// (at most 64 of `[A-Za-z0-9._-]`), else a fresh random one.
+pub fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(|| hex::encode(rand::random::<[u8; 8]>()), str::to_owned)
 }

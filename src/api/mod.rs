@@ -9,6 +9,7 @@
 //! | `exchange.rs` | login options and the credential exchange |
 //! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
 //! | `scim.rs` | `/scim/v2/…`: SCIM 2.0 provisioning over `crate::scim`, deprovisioning's revocations |
+//! | `audit.rs` | `GET /admin/v1/audit`, and the break-glass record of the static admin token |
 //! | `lifecycle.rs` | the SCIM providers and the deprovisioned users the Bearer routes refuse |
 //! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
@@ -22,6 +23,7 @@
 //! on every response. It must not touch SIP sockets.
 
 pub mod aor;
+mod audit;
 mod devices;
 mod exchange;
 pub mod head;
@@ -82,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/v1/bindings", get(bindings))
         .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
+        .route("/admin/v1/audit", get(audit::audit))
         .route(
             "/scim/v2/Users",
             get(scim::list_users).post(scim::create_user),
@@ -252,6 +255,7 @@ struct BindingView {
 
 async fn bindings(
     State(s): State<Arc<ApiState>>,
+    peer: Option<axum::Extension<server::Peer>>,
     headers: HeaderMap,
     Query(q): Query<BindingsQuery>,
 ) -> Response {
@@ -273,6 +277,9 @@ async fn bindings(
             HeaderValue::from_static("Bearer realm=\"sipward\", error=\"invalid_token\""),
         );
         return r;
+    }
+    if let Some(api) = &s.token {
+        audit::break_glass(api, "bindings", peer.map(|axum::Extension(p)| p), &headers);
     }
     let filter = match q.aor.as_deref().map(Aor::parse) {
         Some(Some(aor)) => Some(aor),

@@ -129,7 +129,9 @@ async fn serve(
     let Some(api) = &s.token else {
         return error(&ScimError::not_found("SCIM"));
     };
-    let p = match provider(api, peer.map(|Extension(p)| p), &headers) {
+    let peer = peer.map(|Extension(p)| p);
+    let peer_ip = peer.map(|Peer(a)| a.ip());
+    let p = match provider(api, peer, &headers) {
         Ok(p) => p,
         Err(e) => return error(&e),
     };
@@ -169,6 +171,36 @@ async fn serve(
                 .map(|c| (StatusCode::NO_CONTENT, None, c.transitions)),
         }
     };
+    let action = match (&op, kind) {
+        (Op::Create(_), Kind::User) => Some("scim.user.create"),
+        (Op::Replace(..), Kind::User) => Some("scim.user.replace"),
+        (Op::Patch(..), Kind::User) => Some("scim.user.patch"),
+        (Op::Delete(_), Kind::User) => Some("scim.user.delete"),
+        (Op::Create(_), Kind::Group) => Some("scim.group.create"),
+        (Op::Replace(..), Kind::Group) => Some("scim.group.replace"),
+        (Op::Patch(..), Kind::Group) => Some("scim.group.patch"),
+        (Op::Delete(_), Kind::Group) => Some("scim.group.delete"),
+        (Op::List(_) | Op::Get(..), _) => None,
+    };
+    let request = super::lifecycle::request_id(&headers);
+    if let Some(action) = action {
+        let target = match (&op, &result) {
+            (Op::Replace(id, _) | Op::Patch(id, _) | Op::Delete(id), _) => Some(id.clone()),
+            (_, Ok((_, Some(v), _))) => v["id"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        let mut e = crate::audit::Event::new(
+            format!("scim:{}", p.issuer_name),
+            action,
+            if result.is_ok() { "success" } else { "refused" },
+        )
+        .source(peer_ip)
+        .request(&request);
+        if let Some(t) = target {
+            e = e.target(t);
+        }
+        api.audit.record(e);
+    }
     let (status, body, transitions) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -177,7 +209,7 @@ async fn serve(
         }
     };
     for t in &transitions {
-        if let Err(r) = carry_out(api, &s.location, p, t, now).await {
+        if let Err(r) = carry_out(api, &s.location, p, t, now, &request).await {
             return r;
         }
     }
@@ -195,25 +227,28 @@ async fn carry_out(
     p: &Provider,
     t: &Transition,
     now: u64,
+    request: &str,
 ) -> Result<(), Response> {
     let (subject, deprovision) = match t {
         Transition::Deprovision(s) => (s, true),
         Transition::Reactivate(s) => (s, false),
     };
+    let changed: bool;
     let aors: BTreeSet<String> = match p.user_match {
         UserMatch::UserName => {
             let Ok(aor) = UserAor::from_claim(&subject.user_name, &p.domains) else {
                 tracing::info!(issuer = %p.issuer_name, "scim user names no AoR of the issuer's domains");
                 return Ok(());
             };
-            api.deprovisioned.set_aor(aor.as_str(), deprovision);
+            changed = api.deprovisioned.set_aor(aor.as_str(), deprovision);
             BTreeSet::from([aor.as_str().to_owned()])
         }
         UserMatch::ExternalId => {
             let Some(sub) = subject.external_id.clone() else {
                 return Ok(());
             };
-            api.deprovisioned
+            changed = api
+                .deprovisioned
                 .set_subject(user_key(&p.iss, &sub), deprovision);
             if !deprovision {
                 BTreeSet::new()
@@ -226,8 +261,16 @@ async fn carry_out(
             }
         }
     };
+    let event = |action| {
+        crate::audit::Event::new(format!("scim:{}", p.issuer_name), action, "success")
+            .target(format!("user:{}:{}", p.issuer_name, hashed(p, subject)))
+            .request(request)
+    };
     if !deprovision {
-        tracing::info!(issuer = %p.issuer_name, user = %hashed(p, subject), decision = "reactivated", "scim user active");
+        if changed {
+            tracing::info!(issuer = %p.issuer_name, user = %hashed(p, subject), decision = "reactivated", "scim user active again");
+            api.audit.record(event("user.reactivate"));
+        }
         return Ok(());
     }
     let (mut devices, mut bindings) = (0, 0);
@@ -244,6 +287,7 @@ async fn carry_out(
         devices += records.len();
     }
     api.metrics.revoked(RevokedBy::Scim, devices);
+    api.audit.record(event("user.deprovision"));
     tracing::info!(issuer = %p.issuer_name, user = %hashed(p, subject), devices, bindings_removed = bindings, decision = "revoked", "scim user deprovisioned");
     Ok(())
 }

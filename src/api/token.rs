@@ -49,6 +49,7 @@ pub const EXCHANGES: &str = "sipward_token_exchanges_total";
 pub const DEVICES_ISSUED: &str = "sipward_devices_issued_total";
 pub const DEVICES_REVOKED: &str = "sipward_devices_revoked_total";
 pub const DEVICES_ACTIVE: &str = "sipward_devices_active";
+pub const BREAK_GLASS: &str = "sipward_admin_break_glass_total";
 
 /// What one exchange (`POST /v1/sip/credentials`) ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,8 @@ pub struct TokenMetrics {
     pub(super) issued: prometheus::IntCounter,
     revoked: IntCounterVec,
     pub active: IntGauge,
+    /// Uses of the static admin token (break-glass).
+    pub(super) break_glass: prometheus::IntCounter,
 }
 
 impl TokenMetrics {
@@ -141,8 +144,14 @@ impl TokenMetrics {
             "Device credentials the registrar accepts now",
         )
         .expect("static metric definition");
+        let break_glass = prometheus::IntCounter::new(
+            BREAK_GLASS,
+            "Uses of the static admin token (break-glass)",
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(exchanges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(break_glass.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(exchanges.clone()),
             Box::new(issued.clone()),
             Box::new(revoked.clone()),
             Box::new(active.clone()),
@@ -154,6 +163,7 @@ impl TokenMetrics {
             issued,
             revoked,
             active,
+            break_glass,
         }
     }
 
@@ -198,6 +208,8 @@ pub struct TokenApi {
     pub scim: Vec<super::lifecycle::Provider>,
     /// Users a SCIM provider deprovisioned: refused by every Bearer route.
     pub deprovisioned: super::lifecycle::Deprovisioned,
+    /// The audit trail (`[audit]`); disabled when no file is configured.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl TokenApi {
@@ -237,6 +249,7 @@ impl TokenApi {
             metrics,
             scim: super::lifecycle::providers(config),
             deprovisioned: super::lifecycle::Deprovisioned::default(),
+            audit: crate::audit::AuditLog::disabled(),
         }
     }
 
@@ -272,6 +285,11 @@ pub(super) fn sub_hash(iss: &str, sub: &str) -> String {
         .chain_update(sub)
         .finalize();
     hex::encode(&d[..8])
+}
+
+/// The audit actor of a token's user: `user:<issuer>:<hash of sub>`.
+pub(super) fn user_actor(v: &Verified) -> String {
+    format!("user:{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
 }
 
 pub(super) fn user_key(v: &Verified) -> [u8; 32] {
@@ -395,6 +413,12 @@ async fn user_of<'a>(
         return Err(refuse(Rejection::Username, "domain without the token API"));
     };
     if api.deprovisioned.refuses(&user_key(v), aor.as_str()) {
+        if route == "credentials" {
+            api.audit.record(
+                crate::audit::Event::new(user_actor(v), "credential.issue", "refused")
+                    .target(aor.as_str()),
+            );
+        }
         return Err(refuse(Rejection::UserRevoked, "deprovisioned by SCIM"));
     }
     let key = aor.as_str().to_owned();

@@ -119,3 +119,35 @@ pub(super) fn scim(
     }
     out
 }
+
+/// `[audit]`: where the audit trail goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The JSON-lines file (created 0600, reopened on SIGHUP); `None` = no audit trail.
+    pub file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    #[serde(default)]
+    pub(super) file: String,
+}
+
+pub(super) fn audit(
+    problems: &mut Problems,
+    raw: RawAudit,
+    base_dir: &std::path::Path,
+) -> AuditConfig {
+    if raw.file.trim().is_empty() {
+        return AuditConfig::default();
+    }
+    let path = secret::resolve(base_dir, &raw.file);
+    let folder_ok = path
+        .parent()
+        .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir());
+    if !folder_ok {
+        problems.push("audit.file", format!("{path:?}: its folder does not exist"));
+    }
+    AuditConfig { file: Some(path) }
+}

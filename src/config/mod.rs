@@ -40,7 +40,7 @@ pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
 pub use issuers::{check_url, Issuer, ScopeClaim};
-pub use lifecycle::{ScimProvider, UserMatch};
+pub use lifecycle::{AuditConfig, ScimProvider, UserMatch};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
@@ -71,6 +71,8 @@ pub struct Config {
     pub issuers: Vec<Issuer>,
     /// `[[scim]]`: SCIM 2.0 provisioning, one entry per issuer (docs/lifecycle.md).
     pub scim: Vec<ScimProvider>,
+    /// `[audit]`: the audit trail's file (docs/lifecycle.md).
+    pub audit: AuditConfig,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,

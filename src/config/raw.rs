@@ -41,6 +41,8 @@ pub(super) struct RawConfig {
     pub(super) issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub(super) scim: Vec<super::lifecycle::RawScim>,
+    #[serde(default)]
+    pub(super) audit: super::lifecycle::RawAudit,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]

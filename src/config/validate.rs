@@ -56,6 +56,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let issuers = issuers(&mut problems, raw.issuers, &domains);
     let names: Vec<&str> = issuer_names.iter().map(String::as_str).collect();
     let scim = lifecycle::scim(&mut problems, raw.scim, &names, base_dir);
+    let audit = lifecycle::audit(&mut problems, raw.audit, base_dir);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -82,6 +83,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         token_api,
         issuers,
         scim,
+        audit,
         secret_files,
     })
 }

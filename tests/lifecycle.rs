@@ -1,9 +1,11 @@
-//! Issue 20: the SCIM 2.0 service provider. The Entra ID and Okta provisioning sequences
+//! Issue 20, the identity lifecycle. The SCIM 2.0 service provider: The Entra ID and Okta provisioning sequences
 //! (as their SCIM documentation shows the requests) against the real binary, checked against
 //! RFC 7644 (status codes, `meta`, `ListResponse`, error `schemas`/`status`/`scimType`); and
 //! deprovisioning a user with three registered devices (real token exchanges with the test
 //! IdP in `tests/idp`, real REGISTERs): every binding gone and every credential refused when
-//! the SCIM response arrives, measured and reported.
+//! the SCIM response arrives, measured and reported. The audit trail: exactly one line per
+//! action with the right actor and outcome, no token, password or raw `sub`, read back through
+//! `GET /admin/v1/audit` with filters and cursor pages; break-glass use logged and counted.
 //!
 //! Without Node or `tests/idp/node_modules` the tests are skipped loudly, or fail when
 //! `CI=true`.
@@ -28,6 +30,11 @@ const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:
 /// A token server for `setup` with a `[[scim]]` entry for the test IdP; `binary`: the real
 /// `sipward` binary, else in-process.
 fn scim_server(idp: &Idp, setup: &Setup<'_>, binary: bool) -> TokenServer {
+    scim_server_with(idp, setup, binary, "")
+}
+
+/// [`scim_server`] with `extra` config text appended (e.g. an `[audit]` section).
+fn scim_server_with(idp: &Idp, setup: &Setup<'_>, binary: bool, extra: &str) -> TokenServer {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("scim.token");
     std::fs::write(&token_file, format!("{SCIM_TOKEN}\n")).unwrap();
@@ -47,6 +54,7 @@ fn scim_server(idp: &Idp, setup: &Setup<'_>, binary: bool) -> TokenServer {
         "\n[[scim]]\nissuer = \"test-idp\"\ntoken_file = \"{}\"\nuser_match = \"user_name\"\n",
         token_file.display()
     ));
+    config.push_str(&extra.replace("{dir}", &dir.path().display().to_string()));
     let path = dir.path().join("sipward.toml");
     std::fs::write(&path, &config).unwrap();
     let server = match binary {
@@ -644,4 +652,240 @@ fn scim_deactivation_removes_every_binding_and_refuses_every_credential_at_once(
     assert!(s.bindings_of("alice").is_empty());
     assert_eq!(s.exchange(&idp.token_for("alice"), "phone").status, 403);
     assert_eq!(s.metric("sipward_devices_revoked_total{by=\"scim\"}"), 4.0);
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn every_action_writes_exactly_one_audit_line_with_its_actor_and_outcome() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_with(
+        &idp,
+        &Setup::default(),
+        false,
+        "\n[audit]\nfile = \"{dir}/audit.log\"\n",
+    );
+    let path = std::path::PathBuf::from(
+        s.config
+            .lines()
+            .find_map(|l| l.strip_prefix("file = \""))
+            .unwrap()
+            .trim_end_matches('"'),
+    );
+    let alice = idp.token_for("alice");
+    let first = s.credential(&alice, "laptop");
+    let renewed = s.credential(&alice, "laptop");
+    assert_eq!(
+        s.http("DELETE", "/v1/sip/devices/laptop", Some(&alice), "")
+            .status,
+        200
+    );
+    let bob = s.credential(&idp.token_for("bob"), "desk");
+    let r = s.http(
+        "POST",
+        "/admin/v1/users/bob@example.test/revoke",
+        Some(ADMIN_TOKEN),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let admin = idp.mint(
+        "root",
+        &Mint {
+            groups: Some("sipward-admins"),
+            ..Mint::default()
+        },
+    );
+    let r = s.http(
+        "POST",
+        "/admin/v1/users/dave@example.test/revoke",
+        Some(&admin),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let carol = scim(
+        &s,
+        "POST",
+        "/scim/v2/Users",
+        Some(&json!({"schemas": [USER], "userName": "carol"})),
+    );
+    assert_eq!(carol.status, 201);
+    let carol_id = carol.json()["id"].as_str().unwrap().to_owned();
+    let off =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    assert_eq!(
+        scim(
+            &s,
+            "PATCH",
+            &format!("/scim/v2/Users/{carol_id}"),
+            Some(&off)
+        )
+        .status,
+        200
+    );
+    assert_eq!(s.exchange(&idp.token_for("carol"), "phone").status, 403);
+    let r = scim(
+        &s,
+        "POST",
+        "/scim/v2/Users",
+        Some(&json!({"schemas": [USER], "userName": "CAROL"})),
+    );
+    assert_eq!(r.status, 409);
+
+    let lines = audit_lines(&path);
+    let of =
+        |action: &str| -> Vec<&Value> { lines.iter().filter(|l| l["action"] == action).collect() };
+    let user_actor = |l: &Value| {
+        let a = l["actor"].as_str().unwrap();
+        assert!(a.starts_with("user:test-idp:"), "{a}");
+        a.to_owned()
+    };
+    let issue = of("credential.issue");
+    assert_eq!(issue.len(), 3, "alice, bob, carol refused: {issue:?}");
+    assert_eq!(
+        (issue[0]["outcome"].as_str(), issue[0]["device"].as_str()),
+        (Some("success"), Some("laptop"))
+    );
+    assert_eq!(issue[0]["target"], "sip:alice@example.test");
+    assert_eq!(issue[1]["target"], "sip:bob@example.test");
+    assert_eq!(issue[2]["outcome"], "refused", "carol after deprovisioning");
+    assert_eq!(issue[2]["target"], "sip:carol@example.test");
+    let renew = of("credential.renew");
+    assert_eq!(renew.len(), 1);
+    assert_eq!(
+        user_actor(renew[0]),
+        user_actor(issue[0]),
+        "the same hashed subject"
+    );
+    let revoke = of("credential.revoke");
+    assert_eq!(revoke.len(), 1);
+    assert_eq!(
+        (revoke[0]["outcome"].as_str(), revoke[0]["device"].as_str()),
+        (Some("success"), Some("laptop"))
+    );
+    assert_eq!(user_actor(revoke[0]), user_actor(issue[0]));
+    let user_revoke = of("user.revoke");
+    assert_eq!(user_revoke.len(), 2);
+    assert_eq!(user_revoke[0]["actor"], "admin-token");
+    assert_eq!(user_revoke[0]["target"], "sip:bob@example.test");
+    assert!(
+        user_revoke[1]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin:test-idp:"),
+        "{}",
+        user_revoke[1]
+    );
+    let glass = of("admin.break_glass");
+    assert_eq!(glass.len(), 1, "only the admin-token request: {glass:?}");
+    assert_eq!(glass[0]["target"], "revoke_user");
+    assert_eq!(of("scim.user.create").len(), 2);
+    assert_eq!(of("scim.user.create")[1]["outcome"], "refused");
+    let patch = of("scim.user.patch");
+    assert_eq!(patch.len(), 1);
+    assert_eq!(
+        (patch[0]["actor"].as_str(), patch[0]["target"].as_str()),
+        (Some("scim:test-idp"), Some(carol_id.as_str()))
+    );
+    let deprovision = of("user.deprovision");
+    assert_eq!(deprovision.len(), 1);
+    assert_eq!(deprovision[0]["actor"], "scim:test-idp");
+    assert!(
+        of("user.reactivate").is_empty(),
+        "creating a user lifts nothing"
+    );
+    for l in &lines {
+        assert!(l["time"].as_str().unwrap().contains('T'));
+        assert!(!l["request_id"].as_str().unwrap().is_empty());
+        for raw_sub in [
+            "user:test-idp:alice",
+            "user:test-idp:bob",
+            "user:test-idp:root",
+        ] {
+            assert_ne!(l["actor"], raw_sub);
+        }
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    for secret in [
+        alice.as_str(),
+        &admin,
+        ADMIN_TOKEN,
+        SCIM_TOKEN,
+        &first.password,
+        &renewed.password,
+        &bob.password,
+    ] {
+        assert!(
+            !text.contains(secret),
+            "a token or password in the audit trail"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The reader: filters, cursor pages, who may read.
+    let r = s.http(
+        "GET",
+        "/admin/v1/audit?action=credential.issue&outcome=refused",
+        Some(&admin),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+    let total = audit_lines(&path).len();
+    let mut cursor = 0u64;
+    let mut paged = 0;
+    loop {
+        let r = s.http(
+            "GET",
+            &format!("/admin/v1/audit?limit=3&cursor={cursor}"),
+            Some(&admin),
+            "",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        paged += v["items"].as_array().unwrap().len();
+        match v["next_cursor"].as_u64() {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    assert_eq!(paged, total);
+    assert_eq!(
+        s.http("GET", "/admin/v1/audit", Some(&idp.token_for("alice")), "")
+            .status,
+        403
+    );
+    assert_eq!(s.http("GET", "/admin/v1/audit", None, "").status, 401);
+    let before = s.metric("sipward_admin_break_glass_total");
+    assert_eq!(
+        s.http(
+            "GET",
+            "/admin/v1/audit?action=admin.break_glass",
+            Some(ADMIN_TOKEN),
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(s.metric("sipward_admin_break_glass_total"), before + 1.0);
+    assert_eq!(
+        of("admin.break_glass").len() + 1,
+        audit_lines(&path)
+            .iter()
+            .filter(|l| l["action"] == "admin.break_glass")
+            .count()
+    );
+    assert!(s.server.stderr().contains("break-glass"), "logged at WARN");
 }
