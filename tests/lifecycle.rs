@@ -889,3 +889,153 @@ fn every_action_writes_exactly_one_audit_line_with_its_actor_and_outcome() {
     );
     assert!(s.server.stderr().contains("break-glass"), "logged at WARN");
 }
+
+/// The test IdP sends a logout token (`o` overrides its claims) to the server; returns the
+/// server's status.
+fn idp_logout(idp: &Idp, s: &TokenServer, o: Value) -> (u16, String) {
+    let mut body = o;
+    body["target"] = json!(format!("http://{}/oidc/backchannel-logout", s.server.http));
+    let r = http(
+        idp.addr,
+        "POST",
+        "/test/lifecycle/backchannel-logout",
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    (
+        v["status"].as_u64().unwrap() as u16,
+        v["jti"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn backchannel_logout_from_the_test_idp_revokes_and_bad_logout_tokens_are_refused() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_with(
+        &idp,
+        &Setup::default(),
+        false,
+        "\n[audit]\nfile = \"{dir}/audit.log\"\n\n[[backchannel_logout]]\nissuer = \"test-idp\"\nrevoke_devices_on_logout = true\n",
+    );
+    let alice = idp.token_for("alice");
+    let laptop = s.credential(&alice, "laptop");
+    let _phone = s.credential(&alice, "phone");
+    let bob = s.credential(&idp.token_for("bob"), "desk");
+    let mut ca = Client::new(Proto::Udp, s.server.udp);
+    let mut reg_a = Register::new("alice");
+    assert_eq!(
+        register_with(&mut ca, &reg_a, &laptop, "SHA-256", None).status(),
+        200
+    );
+    let mut cb = Client::new(Proto::Udp, s.server.udp);
+    let mut reg_b = Register::new("bob");
+    assert_eq!(
+        register_with(&mut cb, &reg_b, &bob, "SHA-256", None).status(),
+        200
+    );
+
+    // Every bad logout token for bob is refused with 400 and revokes nothing.
+    let bad = [
+        (
+            "wrong aud",
+            json!({"sub": "bob", "aud": "some-other-client"}),
+        ),
+        (
+            "nonce present",
+            json!({"sub": "bob", "aud": "softphone", "nonce": "n-0S6_WzA2Mj"}),
+        ),
+        (
+            "unsigned",
+            json!({"sub": "bob", "aud": "softphone", "alg": "none"}),
+        ),
+        (
+            "no events claim",
+            json!({"sub": "bob", "aud": "softphone", "events": false}),
+        ),
+        ("neither sub nor sid", json!({"aud": "softphone"})),
+        (
+            "expired",
+            json!({"sub": "bob", "aud": "softphone", "exp_in": -600}),
+        ),
+    ];
+    for (what, o) in bad {
+        let (status, _) = idp_logout(&idp, &s, o);
+        assert_eq!(status, 400, "{what}");
+    }
+    reg_b.cseq += 2;
+    assert_eq!(
+        register_with(&mut cb, &reg_b, &bob, "SHA-256", None).status(),
+        200,
+        "bob untouched"
+    );
+    assert_eq!(s.bindings_of("bob").len(), 1);
+
+    // A real logout for alice (RS256 this time): every device revoked, bindings gone.
+    let (status, jti) = idp_logout(
+        &idp,
+        &s,
+        json!({"sub": "alice", "sid": "s-1", "aud": "softphone", "alg": "RS256"}),
+    );
+    assert_eq!(status, 200);
+    assert!(s.bindings_of("alice").is_empty());
+    assert_eq!(
+        s.metric("sipward_devices_revoked_total{by=\"logout\"}"),
+        2.0
+    );
+    reg_a.cseq += 2;
+    assert_eq!(
+        register_with(&mut ca, &reg_a, &laptop, "SHA-256", None).status(),
+        401
+    );
+    // The same jti again (a replay, even freshly signed): refused.
+    let (status, _) = idp_logout(
+        &idp,
+        &s,
+        json!({"sub": "bob", "aud": "softphone", "jti": jti}),
+    );
+    assert_eq!(status, 400, "replayed jti");
+    reg_b.cseq += 2;
+    assert_eq!(
+        register_with(&mut cb, &reg_b, &bob, "SHA-256", None).status(),
+        200,
+        "bob untouched"
+    );
+    // sid only: accepted, nothing to revoke (no sessions are kept).
+    let (status, _) = idp_logout(&idp, &s, json!({"sid": "s-2", "aud": "softphone"}));
+    assert_eq!(status, 200);
+    assert_eq!(s.bindings_of("bob").len(), 1);
+
+    // Audit: one line per logout, refusals included, the right actor.
+    let path = std::path::PathBuf::from(
+        s.config
+            .lines()
+            .find_map(|l| l.strip_prefix("file = \""))
+            .unwrap()
+            .trim_end_matches('"'),
+    );
+    let lines = audit_lines(&path);
+    let logouts: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["action"] == "user.logout")
+        .collect();
+    assert_eq!(logouts.len(), 9, "{logouts:?}");
+    assert_eq!(
+        logouts.iter().filter(|l| l["outcome"] == "refused").count(),
+        7
+    );
+    let ok: Vec<&&Value> = logouts
+        .iter()
+        .filter(|l| l["outcome"] == "success")
+        .collect();
+    assert_eq!(ok[0]["actor"], "backchannel:test-idp");
+    assert!(ok[0]["target"]
+        .as_str()
+        .unwrap()
+        .starts_with("user:test-idp:"));
+    assert!(!ok[0]["target"].as_str().unwrap().contains("alice"));
+}

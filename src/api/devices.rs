@@ -226,3 +226,39 @@ pub(super) async fn revoke_user(
         serde_json::json!({"aor": aor.as_str(), "devices_revoked": records.len(), "bindings_removed": removed}),
     )
 }
+
+/// Revokes every AoR the subject `(iss, sub)` holds devices for, as the admin revoke does
+/// (records revoked with the revoke cutoff, index entries dropped, every binding of the AoR
+/// removed). Returns (devices revoked, bindings removed).
+pub(super) async fn revoke_subject(
+    api: &TokenApi,
+    location: &Location,
+    iss: &str,
+    sub: &str,
+    now: u64,
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let (iss, sub) = (iss.to_owned(), sub.to_owned());
+    let records = api.store.run(move |s| s.user_devices(&iss, &sub)).await?;
+    let aors: std::collections::BTreeSet<String> = records.into_iter().map(|r| r.aor).collect();
+    revoke_aors(api, location, aors, now).await
+}
+
+/// [`revoke_subject`] for known AoRs.
+pub(super) async fn revoke_aors(
+    api: &TokenApi,
+    location: &Location,
+    aors: impl IntoIterator<Item = String>,
+    now: u64,
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let (mut devices, mut bindings) = (0, 0);
+    for aor in aors {
+        let target = aor.clone();
+        let records = api.store.run(move |s| s.revoke_aor(&target, now)).await?;
+        bindings += drop_devices(api, location, &records);
+        if let Some(aor) = crate::sip::Aor::parse(&aor) {
+            bindings += location.remove_aor(&aor);
+        }
+        devices += records.len();
+    }
+    Ok((devices, bindings))
+}

@@ -11,6 +11,7 @@
 //! | `scim.rs` | `/scim/v2/…`: SCIM 2.0 provisioning over `crate::scim`, deprovisioning's revocations |
 //! | `audit.rs` | `GET /admin/v1/audit`, and the break-glass record of the static admin token |
 //! | `lifecycle.rs` | the SCIM providers and the deprovisioned users the Bearer routes refuse |
+//! | `logout.rs` | `POST /oidc/backchannel-logout`: OIDC Back-Channel Logout, revoking the user's devices |
 //! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
@@ -29,6 +30,7 @@ mod exchange;
 pub mod head;
 pub mod lifecycle;
 pub mod limit;
+mod logout;
 mod reply;
 pub mod scim;
 pub mod server;
@@ -85,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/bindings", get(bindings))
         .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
         .route("/admin/v1/audit", get(audit::audit))
+        .route("/oidc/backchannel-logout", post(logout::backchannel_logout))
         .route(
             "/scim/v2/Users",
             get(scim::list_users).post(scim::create_user),

@@ -11,7 +11,6 @@
 //! `userName` is read as the issuer's username claim would be, giving the AoR) or
 //! `external_id` (the SCIM `externalId` is the token's `sub`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,7 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::aor::UserAor;
-use super::devices::drop_devices;
+use super::devices::{revoke_aors, revoke_subject};
 use super::lifecycle::Provider;
 use super::reply::bearer;
 use super::server::Peer;
@@ -234,31 +233,23 @@ async fn carry_out(
         Transition::Reactivate(s) => (s, false),
     };
     let changed: bool;
-    let aors: BTreeSet<String> = match p.user_match {
+    let aors: Vec<String> = match p.user_match {
         UserMatch::UserName => {
             let Ok(aor) = UserAor::from_claim(&subject.user_name, &p.domains) else {
                 tracing::info!(issuer = %p.issuer_name, "scim user names no AoR of the issuer's domains");
                 return Ok(());
             };
             changed = api.deprovisioned.set_aor(aor.as_str(), deprovision);
-            BTreeSet::from([aor.as_str().to_owned()])
+            vec![aor.as_str().to_owned()]
         }
         UserMatch::ExternalId => {
-            let Some(sub) = subject.external_id.clone() else {
+            let Some(sub) = subject.external_id.as_deref() else {
                 return Ok(());
             };
             changed = api
                 .deprovisioned
-                .set_subject(user_key(&p.iss, &sub), deprovision);
-            if !deprovision {
-                BTreeSet::new()
-            } else {
-                let iss = p.iss.clone();
-                match api.store.run(move |s| s.user_devices(&iss, &sub)).await {
-                    Ok(records) => records.into_iter().map(|r| r.aor).collect(),
-                    Err(e) => return Err(store_error(&e)),
-                }
-            }
+                .set_subject(user_key(&p.iss, sub), deprovision);
+            Vec::new()
         }
     };
     let event = |action| {
@@ -273,19 +264,11 @@ async fn carry_out(
         }
         return Ok(());
     }
-    let (mut devices, mut bindings) = (0, 0);
-    for aor in aors {
-        let target = aor.clone();
-        let records = match api.store.run(move |s| s.revoke_aor(&target, now)).await {
-            Ok(r) => r,
-            Err(e) => return Err(store_error(&e)),
-        };
-        bindings += drop_devices(api, location, &records);
-        if let Some(aor) = crate::sip::Aor::parse(&aor) {
-            bindings += location.remove_aor(&aor);
-        }
-        devices += records.len();
-    }
+    let revoked = match (p.user_match, subject.external_id.as_deref()) {
+        (UserMatch::ExternalId, Some(sub)) => revoke_subject(api, location, &p.iss, sub, now).await,
+        _ => revoke_aors(api, location, aors, now).await,
+    };
+    let (devices, bindings) = revoked.map_err(|e| store_error(&e))?;
     api.metrics.revoked(RevokedBy::Scim, devices);
     api.audit.record(event("user.deprovision"));
     tracing::info!(issuer = %p.issuer_name, user = %hashed(p, subject), devices, bindings_removed = bindings, decision = "revoked", "scim user deprovisioned");

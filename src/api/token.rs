@@ -106,6 +106,8 @@ pub enum RevokedBy {
     Admin,
     /// The IdP deprovisioned the user through SCIM.
     Scim,
+    /// An OIDC back-channel logout.
+    Logout,
 }
 
 #[derive(Clone)]
@@ -139,6 +141,7 @@ impl TokenMetrics {
         revoked.with_label_values(&["user"]);
         revoked.with_label_values(&["admin"]);
         revoked.with_label_values(&["scim"]);
+        revoked.with_label_values(&["logout"]);
         let active = IntGauge::new(
             DEVICES_ACTIVE,
             "Device credentials the registrar accepts now",
@@ -176,6 +179,7 @@ impl TokenMetrics {
             RevokedBy::User => "user",
             RevokedBy::Admin => "admin",
             RevokedBy::Scim => "scim",
+            RevokedBy::Logout => "logout",
         };
         self.revoked.with_label_values(&[label]).inc_by(n as u64);
     }
@@ -210,6 +214,10 @@ pub struct TokenApi {
     pub deprovisioned: super::lifecycle::Deprovisioned,
     /// The audit trail (`[audit]`); disabled when no file is configured.
     pub audit: crate::audit::AuditLog,
+    /// `[[backchannel_logout]]` per issuer.
+    pub logout: Vec<crate::config::BackchannelLogout>,
+    /// Logout token `jti`s seen (replay).
+    pub seen_logout_jtis: crate::oidc::logout::SeenJtis,
 }
 
 impl TokenApi {
@@ -250,6 +258,8 @@ impl TokenApi {
             scim: super::lifecycle::providers(config),
             deprovisioned: super::lifecycle::Deprovisioned::default(),
             audit: crate::audit::AuditLog::disabled(),
+            logout: config.backchannel_logout.clone(),
+            seen_logout_jtis: crate::oidc::logout::SeenJtis::default(),
         }
     }
 

@@ -151,3 +151,65 @@ pub(super) fn audit(
     }
     AuditConfig { file: Some(path) }
 }
+
+/// `[[backchannel_logout]]`: OpenID Connect Back-Channel Logout 1.0 for one issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackchannelLogout {
+    pub issuer: String,
+    /// Our client id at the IdP: a logout token's `aud` must name it.
+    pub client_id: String,
+    /// Whether a logout revokes every device of the user (else it is only recorded).
+    pub revoke_devices_on_logout: bool,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackchannelLogout {
+    pub(super) issuer: String,
+    #[serde(default)]
+    pub(super) client_id: String,
+    #[serde(default = "default_revoke_on_logout")]
+    pub(super) revoke_devices_on_logout: bool,
+}
+
+fn default_revoke_on_logout() -> bool {
+    true
+}
+
+/// Validates `[[backchannel_logout]]`; `client_id` defaults to the issuer's `login_client_id`.
+pub(super) fn backchannel_logout(
+    problems: &mut Problems,
+    raw: Vec<RawBackchannelLogout>,
+    issuers: &[super::Issuer],
+) -> Vec<BackchannelLogout> {
+    let mut out: Vec<BackchannelLogout> = Vec::new();
+    for (index, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("backchannel_logout[{index}].{k}");
+        let Some(issuer) = issuers.iter().find(|i| i.name == r.issuer) else {
+            problems.push(
+                key("issuer"),
+                format!("{:?} is not the name of an [[issuers]] entry", r.issuer),
+            );
+            continue;
+        };
+        if out.iter().any(|b| b.issuer == r.issuer) {
+            problems.push(key("issuer"), "one [[backchannel_logout]] entry per issuer");
+        }
+        let client_id = match r.client_id.trim() {
+            "" => issuer.login_client_id.clone(),
+            c => c.to_owned(),
+        };
+        if client_id.is_empty() {
+            problems.push(
+                key("client_id"),
+                "is required when the issuer has no login_client_id",
+            );
+        }
+        out.push(BackchannelLogout {
+            issuer: r.issuer,
+            client_id,
+            revoke_devices_on_logout: r.revoke_devices_on_logout,
+        });
+    }
+    out
+}

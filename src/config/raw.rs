@@ -43,6 +43,8 @@ pub(super) struct RawConfig {
     pub(super) scim: Vec<super::lifecycle::RawScim>,
     #[serde(default)]
     pub(super) audit: super::lifecycle::RawAudit,
+    #[serde(default)]
+    pub(super) backchannel_logout: Vec<super::lifecycle::RawBackchannelLogout>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]

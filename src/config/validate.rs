@@ -57,6 +57,8 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let names: Vec<&str> = issuer_names.iter().map(String::as_str).collect();
     let scim = lifecycle::scim(&mut problems, raw.scim, &names, base_dir);
     let audit = lifecycle::audit(&mut problems, raw.audit, base_dir);
+    let backchannel_logout =
+        lifecycle::backchannel_logout(&mut problems, raw.backchannel_logout, &issuers);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -84,6 +86,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         issuers,
         scim,
         audit,
+        backchannel_logout,
         secret_files,
     })
 }

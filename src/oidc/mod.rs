@@ -19,6 +19,7 @@
 mod fetch;
 mod issuer;
 mod jwks;
+pub mod logout;
 mod retry;
 mod token;
 

@@ -251,7 +251,7 @@ pub(crate) async fn validate(
     })
 }
 
-fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
+pub(super) fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
         K::ExpiredSignature => Rejection::Expired,

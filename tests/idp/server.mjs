@@ -28,11 +28,14 @@
 //                        modulus, a P-256 key labelled ES384) ahead of the real keys;
 //                        "unusable" publishes only those N entries
 //     GET  /test/stats   {"jwks_requests": N, "discovery_requests": N}
+//     POST /test/lifecycle/…  issue 20: back-channel logout tokens sent to sipward (lifecycle.mjs)
 import http from 'node:http';
 import crypto from 'node:crypto';
 
 import Provider, { errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
+
+import { lifecycleEndpoint } from './lifecycle.mjs';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -214,6 +217,10 @@ async function testEndpoint(req, res, url, rebuild) {
   }
   if (url.pathname === '/test/stats' && req.method === 'GET') {
     return json(res, 200, stats);
+  }
+  if (url.pathname.startsWith('/test/lifecycle/')) {
+    const issuer = `http://127.0.0.1:${req.socket.localPort}`;
+    return lifecycleEndpoint(req, res, url, { keys, issuer, json, readJson });
   }
   return json(res, 404, { error: 'not found' });
 }
