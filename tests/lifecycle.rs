@@ -843,7 +843,6 @@ fn every_action_writes_exactly_one_audit_line_with_its_actor_and_outcome() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
-    let total = audit_lines(&path).len();
     let mut cursor = 0u64;
     let mut paged = 0;
     loop {
@@ -861,7 +860,9 @@ fn every_action_writes_exactly_one_audit_line_with_its_actor_and_outcome() {
             None => break,
         }
     }
-    assert_eq!(paged, total);
+    // Each page's own role decision is written before it reads: the last page ends at the
+    // file's end.
+    assert_eq!(paged, audit_lines(&path).len());
     assert_eq!(
         s.http("GET", "/admin/v1/audit", Some(&idp.token_for("alice")), "")
             .status,
@@ -1038,4 +1039,123 @@ fn backchannel_logout_from_the_test_idp_revokes_and_bad_logout_tokens_are_refuse
         .unwrap()
         .starts_with("user:test-idp:"));
     assert!(!ok[0]["target"].as_str().unwrap().contains("alice"));
+}
+
+#[test]
+fn roles_from_groups_and_scim_groups_and_the_break_glass_token() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_with(
+        &idp,
+        &Setup::default(),
+        false,
+        "\n[audit]\nfile = \"{dir}/audit.log\"\n\n[[roles]]\nissuer = \"test-idp\"\nclaim = \"groups\"\nadmin = [\"sipward-ops\"]\nauditor = [\"sipward-auditors\"]\n",
+    );
+    let with_groups = |user: &str, groups: &str| {
+        idp.mint(
+            user,
+            &Mint {
+                groups: Some(groups),
+                ..Mint::default()
+            },
+        )
+    };
+    let _alice = s.credential(&idp.token_for("alice"), "laptop");
+    let read = |token: &str| {
+        let b = s.http("GET", "/admin/v1/bindings", Some(token), "").status;
+        let a = s.http("GET", "/admin/v1/audit", Some(token), "").status;
+        (b, a)
+    };
+    let revoke = |token: &str, user: &str| {
+        s.http(
+            "POST",
+            &format!("/admin/v1/users/{user}@example.test/revoke"),
+            Some(token),
+            "",
+        )
+        .status
+    };
+
+    // A plain user: 403 on every admin endpoint.
+    let user = idp.token_for("paul");
+    assert_eq!(read(&user), (403, 403));
+    assert_eq!(revoke(&user, "alice"), 403);
+    // An auditor (groups claim) reads but cannot revoke.
+    let auditor = with_groups("audrey", "staff,sipward-auditors");
+    assert_eq!(read(&auditor), (200, 200));
+    assert_eq!(revoke(&auditor, "alice"), 403);
+    // An auditor by SCIM group membership only (no groups claim in the token).
+    let erin = scim(
+        &s,
+        "POST",
+        "/scim/v2/Users",
+        Some(&json!({"schemas": [USER], "userName": "erin"})),
+    );
+    let erin_id = erin.json()["id"].as_str().unwrap().to_owned();
+    let g = scim(
+        &s,
+        "POST",
+        "/scim/v2/Groups",
+        Some(
+            &json!({"schemas": [GROUP], "displayName": "sipward-auditors", "members": [{"value": erin_id}]}),
+        ),
+    );
+    assert_eq!(g.status, 201, "{}", g.body);
+    let erin_token = idp.token_for("erin");
+    assert_eq!(read(&erin_token), (200, 200));
+    assert_eq!(revoke(&erin_token, "alice"), 403);
+    // Removed from the SCIM group: back to user.
+    let gid = g.json()["id"].as_str().unwrap().to_owned();
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/scim/v2/Groups/{gid}"),
+        Some(&json!({
+            "schemas": [PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{erin_id}\"]")}]
+        })),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(read(&erin_token), (403, 403));
+    // An admin by group ([[roles]] admin) reads and revokes.
+    let ops = with_groups("olga", "sipward-ops");
+    assert_eq!(read(&ops), (200, 200));
+    assert_eq!(revoke(&ops, "alice"), 200);
+    // The break-glass token works everywhere, and each use is logged and counted.
+    let before = s.metric("sipward_admin_break_glass_total");
+    assert_eq!(read(ADMIN_TOKEN), (200, 200));
+    assert_eq!(revoke(ADMIN_TOKEN, "bob"), 200);
+    assert_eq!(s.metric("sipward_admin_break_glass_total"), before + 3.0);
+    assert!(s.server.stderr().contains("break-glass"));
+
+    let path = std::path::PathBuf::from(
+        s.config
+            .lines()
+            .find_map(|l| l.strip_prefix("file = \""))
+            .unwrap()
+            .trim_end_matches('"'),
+    );
+    let lines = audit_lines(&path);
+    let decisions: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["action"] == "role.decision")
+        .collect();
+    // paul 3, audrey 3, erin 3 + 2, olga 3.
+    assert_eq!(decisions.len(), 14, "{decisions:?}");
+    let outcomes = |o: &str| decisions.iter().filter(|l| l["outcome"] == o).count();
+    assert_eq!(
+        (outcomes("user"), outcomes("auditor"), outcomes("admin")),
+        (5, 6, 3)
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["action"] == "admin.break_glass")
+            .count(),
+        3
+    );
+    for l in &decisions {
+        assert!(l["actor"].as_str().unwrap().starts_with("user:test-idp:"));
+    }
 }

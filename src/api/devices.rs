@@ -11,17 +11,15 @@ use axum::Extension;
 use serde::Serialize;
 
 use super::aor::UserAor;
+use super::roles::{Caller, Role};
 use super::server::Peer;
 use super::ApiState;
 use crate::config::Sso;
-use crate::oidc::{Purpose, Rejection};
+use crate::oidc::Rejection;
 use crate::registrar::Location;
 use crate::store::DeviceRecord;
 
-use super::reply::{
-    bad_request, bearer, json, missing_token, not_found, rejection_response, rfc3339, store_failed,
-    DuplicateAuthorization,
-};
+use super::reply::{bad_request, json, not_found, rejection_response, rfc3339, store_failed};
 use super::token::{aor_error, bearer_user, sub_hash, unix_now, RevokedBy, TokenApi};
 
 #[derive(Debug, Serialize)]
@@ -157,28 +155,10 @@ pub(super) async fn revoke_user(
     let Some(api) = &s.token else {
         return not_found();
     };
-    let presented = match bearer(&headers) {
-        Ok(Some(p)) => p,
-        Ok(None) => return missing_token(),
-        Err(DuplicateAuthorization) => return bad_request(),
-    };
-    let by_admin_token = s
-        .admin_token
-        .as_ref()
-        .is_some_and(|token| token.matches(presented.as_bytes()));
     let peer = peer.map(|Extension(p)| p);
-    let sso_admin = if by_admin_token {
-        super::audit::break_glass(api, "revoke_user", peer, &headers);
-        None
-    } else {
-        match api
-            .registry
-            .validate(presented, Purpose::Admin, unix_now())
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(r) => return rejection_response(r),
-        }
+    let caller = match super::roles::caller(&s, api, &headers, peer, "revoke_user").await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let aor = match UserAor::from_admin(&user) {
         Ok(aor) => aor,
@@ -194,12 +174,18 @@ pub(super) async fn revoke_user(
     {
         return not_found();
     }
-    let actor = match &sso_admin {
-        None => "admin-token".to_owned(),
-        Some(v) if v.admin_domains.iter().any(|d| d == aor.domain()) => {
+    // An admin of the issuer's domains: by `admin_claim` (its admin domains) or `[[roles]]`.
+    let actor = match &caller {
+        Caller::BreakGlass => "admin-token".to_owned(),
+        Caller::Idp(Role::Admin, v)
+            if v.admin_domains
+                .iter()
+                .chain(&v.issuer_domains)
+                .any(|d| d == aor.domain()) =>
+        {
             format!("{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
         }
-        Some(_) => return rejection_response(Rejection::Scope),
+        Caller::Idp(..) => return rejection_response(Rejection::Scope),
     };
     let now = unix_now();
     let target = aor.as_str().to_owned();

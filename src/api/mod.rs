@@ -9,9 +9,10 @@
 //! | `exchange.rs` | login options and the credential exchange |
 //! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
 //! | `scim.rs` | `/scim/v2/…`: SCIM 2.0 provisioning over `crate::scim`, deprovisioning's revocations |
-//! | `audit.rs` | `GET /admin/v1/audit`, and the break-glass record of the static admin token |
+//! | `audit.rs` | `GET /admin/v1/audit` |
 //! | `lifecycle.rs` | the SCIM providers and the deprovisioned users the Bearer routes refuse |
 //! | `logout.rs` | `POST /oidc/backchannel-logout`: OIDC Back-Channel Logout, revoking the user's devices |
+//! | `roles.rs` | the admin endpoints' caller: the break-glass token (logged, counted, audited), or an IdP token with its role (admin, auditor, user) |
 //! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod limit;
 mod logout;
 mod reply;
+pub mod roles;
 pub mod scim;
 pub mod server;
 pub mod token;
@@ -262,27 +264,32 @@ async fn bindings(
     headers: HeaderMap,
     Query(q): Query<BindingsQuery>,
 ) -> Response {
-    let presented = match reply::bearer(&headers) {
-        Ok(p) => p,
-        Err(reply::DuplicateAuthorization) => return reply::bad_request(),
-    };
-    let authorized = match (&s.admin_token, presented) {
-        (Some(token), Some(p)) => token.matches(p.as_bytes()),
-        _ => false,
-    };
-    if !authorized {
-        let mut r = no_store(
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "invalid_token"})),
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"sipward\", error=\"invalid_token\""),
-        );
-        return r;
-    }
     if let Some(api) = &s.token {
-        audit::break_glass(api, "bindings", peer.map(|axum::Extension(p)| p), &headers);
+        // With the token API on, IdP tokens with the admin or auditor role are accepted too.
+        let peer = peer.map(|axum::Extension(p)| p);
+        if let Err(r) = roles::reader(&s, api, &headers, peer, "bindings").await {
+            return r;
+        }
+    } else {
+        let presented = match reply::bearer(&headers) {
+            Ok(p) => p,
+            Err(reply::DuplicateAuthorization) => return reply::bad_request(),
+        };
+        let authorized = match (&s.admin_token, presented) {
+            (Some(token), Some(p)) => token.matches(p.as_bytes()),
+            _ => false,
+        };
+        if !authorized {
+            let mut r = no_store(
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({"error": "invalid_token"})),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sipward\", error=\"invalid_token\""),
+            );
+            return r;
+        }
     }
     let filter = match q.aor.as_deref().map(Aor::parse) {
         Some(Some(aor)) => Some(aor),

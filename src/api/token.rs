@@ -218,6 +218,8 @@ pub struct TokenApi {
     pub logout: Vec<crate::config::BackchannelLogout>,
     /// Logout token `jti`s seen (replay).
     pub seen_logout_jtis: crate::oidc::logout::SeenJtis,
+    /// `[[roles]]` per issuer.
+    pub roles: Vec<crate::config::RoleMapping>,
 }
 
 impl TokenApi {
@@ -260,6 +262,7 @@ impl TokenApi {
             audit: crate::audit::AuditLog::disabled(),
             logout: config.backchannel_logout.clone(),
             seen_logout_jtis: crate::oidc::logout::SeenJtis::default(),
+            roles: config.roles.clone(),
         }
     }
 

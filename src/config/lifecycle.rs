@@ -213,3 +213,62 @@ pub(super) fn backchannel_logout(
     }
     out
 }
+
+/// `[[roles]]`: which values of an issuer's group/role claim (and which SCIM group names of
+/// its `[[scim]]` provider) make a caller `admin` or `auditor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMapping {
+    pub issuer: String,
+    pub claim: String,
+    pub admin: Vec<String>,
+    pub auditor: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoles {
+    pub(super) issuer: String,
+    #[serde(default = "default_role_claim")]
+    pub(super) claim: String,
+    #[serde(default)]
+    pub(super) admin: Vec<String>,
+    #[serde(default)]
+    pub(super) auditor: Vec<String>,
+}
+
+fn default_role_claim() -> String {
+    "groups".to_owned()
+}
+
+pub(super) fn roles(
+    problems: &mut Problems,
+    raw: Vec<RawRoles>,
+    issuer_names: &[&str],
+) -> Vec<RoleMapping> {
+    let mut out: Vec<RoleMapping> = Vec::new();
+    for (index, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("roles[{index}].{k}");
+        if !issuer_names.contains(&r.issuer.as_str()) {
+            problems.push(
+                key("issuer"),
+                format!("{:?} is not the name of an [[issuers]] entry", r.issuer),
+            );
+        }
+        if out.iter().any(|m| m.issuer == r.issuer) {
+            problems.push(key("issuer"), "one [[roles]] entry per issuer");
+        }
+        if r.claim.trim().is_empty() {
+            problems.push(
+                key("claim"),
+                "must name a claim (e.g. \"groups\" or \"roles\")",
+            );
+        }
+        out.push(RoleMapping {
+            issuer: r.issuer,
+            claim: r.claim,
+            admin: r.admin,
+            auditor: r.auditor,
+        });
+    }
+    out
+}

@@ -40,7 +40,7 @@ pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
 pub use issuers::{check_url, Issuer, ScopeClaim};
-pub use lifecycle::{AuditConfig, BackchannelLogout, ScimProvider, UserMatch};
+pub use lifecycle::{AuditConfig, BackchannelLogout, RoleMapping, ScimProvider, UserMatch};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
@@ -75,6 +75,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[[backchannel_logout]]`: OIDC Back-Channel Logout per issuer (docs/lifecycle.md).
     pub backchannel_logout: Vec<BackchannelLogout>,
+    /// `[[roles]]`: group/role claim values → `admin` / `auditor` per issuer.
+    pub roles: Vec<RoleMapping>,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,

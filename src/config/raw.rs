@@ -45,6 +45,8 @@ pub(super) struct RawConfig {
     pub(super) audit: super::lifecycle::RawAudit,
     #[serde(default)]
     pub(super) backchannel_logout: Vec<super::lifecycle::RawBackchannelLogout>,
+    #[serde(default)]
+    pub(super) roles: Vec<super::lifecycle::RawRoles>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]

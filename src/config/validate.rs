@@ -57,6 +57,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let names: Vec<&str> = issuer_names.iter().map(String::as_str).collect();
     let scim = lifecycle::scim(&mut problems, raw.scim, &names, base_dir);
     let audit = lifecycle::audit(&mut problems, raw.audit, base_dir);
+    let roles = lifecycle::roles(&mut problems, raw.roles, &names);
     let backchannel_logout =
         lifecycle::backchannel_logout(&mut problems, raw.backchannel_logout, &issuers);
     if !issuers.is_empty() {
@@ -87,6 +88,7 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         scim,
         audit,
         backchannel_logout,
+        roles,
         secret_files,
     })
 }
