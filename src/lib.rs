@@ -6,7 +6,7 @@
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`, `scim`); `oidc` is used by
-//! `api` only. Lower layers never name upper ones; only `app` wires them together. Details:
+//! `api` only; `scim` names no other module and `audit` names only `fsutil` (both used by `api`). Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
