@@ -142,10 +142,11 @@ pub(super) async fn delete_device(
 /// `POST /admin/v1/users/{user}/revoke`: every device of the AoR `user` (`alice@example.com`
 /// or `sip:alice@example.com`, canonicalised as the exchange does: [`UserAor`]) is revoked,
 /// every binding of the AoR removed, and tokens issued until now (plus the leeway, see
-/// [`super::token::user_of`]) may not get new credentials for it. Admin token, or an SSO admin of the
-/// domain. Order: credentials (401/403) → the AoR (400 unusable, 404 a domain without the
-/// token API) → the SSO admin's domain (403). A user of ours without devices is revoked too:
-/// its earlier tokens are refused.
+/// [`super::token::user_of`]) may not get new credentials for it. The break-glass admin
+/// token, or an admin by role (`roles.rs`) of the domain. Order: credentials and role (401;
+/// 403 for an auditor or a user) → the AoR (400 unusable, 404 a domain without the token
+/// API) → the admin's domain (403). A user of ours without devices is revoked too: its
+/// earlier tokens are refused.
 pub(super) async fn revoke_user(
     State(s): State<Arc<ApiState>>,
     peer: Option<Extension<Peer>>,
@@ -157,6 +158,10 @@ pub(super) async fn revoke_user(
     };
     let peer = peer.map(|Extension(p)| p);
     let caller = match super::roles::caller(&s, api, &headers, peer, "revoke_user").await {
+        // Only admins go on: an auditor or a user learns nothing about the AoR.
+        Ok(Caller::Idp(Role::User | Role::Auditor, _)) => {
+            return rejection_response(Rejection::Scope)
+        }
         Ok(c) => c,
         Err(r) => return r,
     };
