@@ -1159,3 +1159,68 @@ fn roles_from_groups_and_scim_groups_and_the_break_glass_token() {
         assert!(l["actor"].as_str().unwrap().starts_with("user:test-idp:"));
     }
 }
+
+#[test]
+fn the_audit_file_is_reopened_on_sighup_for_logrotate() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_with(
+        &idp,
+        &Setup::default(),
+        true,
+        "\n[audit]\nfile = \"{dir}/audit.log\"\n",
+    );
+    let path = std::path::PathBuf::from(
+        s.config
+            .lines()
+            .find_map(|l| l.strip_prefix("file = \""))
+            .unwrap()
+            .trim_end_matches('"'),
+    );
+    let read_bindings = || {
+        let (status, _) = s
+            .server
+            .http_get("/admin/v1/bindings", Some(ADMIN_TOKEN))
+            .unwrap();
+        assert_eq!(status, 200);
+    };
+    read_bindings();
+    assert_eq!(audit_lines(&path).len(), 1);
+    // logrotate: move the file away, then SIGHUP.
+    let rotated = path.with_extension("log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &s.server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !s.server.stderr().contains("SIGHUP: audit file reopened") {
+        assert!(
+            Instant::now() < deadline,
+            "no reopen logged:\n{}",
+            s.server.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    read_bindings();
+    let new_lines = audit_lines(&path);
+    assert_eq!(
+        new_lines.len(),
+        1,
+        "the line after the reopen goes to the new file"
+    );
+    assert_eq!(new_lines[0]["action"], "admin.break_glass");
+    assert_eq!(
+        audit_lines(&rotated).len(),
+        1,
+        "the rotated file keeps its line"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
