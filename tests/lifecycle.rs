@@ -33,7 +33,13 @@ fn scim_server(idp: &Idp, setup: &Setup<'_>, binary: bool) -> TokenServer {
     scim_server_with(idp, setup, binary, "")
 }
 
-/// [`scim_server`] with `extra` config text appended (e.g. an `[audit]` section).
+/// [`scim_server_with`] with `user_match` chosen.
+fn scim_server_matching(idp: &Idp, setup: &Setup<'_>, user_match: &str) -> TokenServer {
+    scim_server_with(idp, setup, false, &format!("#user_match={user_match}"))
+}
+
+/// [`scim_server`] with `extra` config text appended (e.g. an `[audit]` section; `{dir}` is
+/// the server's folder), or, when `extra` is `#user_match=…`, that `user_match` instead.
 fn scim_server_with(idp: &Idp, setup: &Setup<'_>, binary: bool, extra: &str) -> TokenServer {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("scim.token");
@@ -54,7 +60,14 @@ fn scim_server_with(idp: &Idp, setup: &Setup<'_>, binary: bool, extra: &str) -> 
         "\n[[scim]]\nissuer = \"test-idp\"\ntoken_file = \"{}\"\nuser_match = \"user_name\"\n",
         token_file.display()
     ));
-    config.push_str(&extra.replace("{dir}", &dir.path().display().to_string()));
+    if let Some(m) = extra.strip_prefix("#user_match=") {
+        config = config.replace(
+            "user_match = \"user_name\"",
+            &format!("user_match = \"{m}\""),
+        );
+    } else {
+        config.push_str(&extra.replace("{dir}", &dir.path().display().to_string()));
+    }
     let path = dir.path().join("sipward.toml");
     std::fs::write(&path, &config).unwrap();
     let server = match binary {
@@ -1223,4 +1236,63 @@ fn the_audit_file_is_reopened_on_sighup_for_logrotate() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+#[test]
+fn external_id_matching_deprovisions_the_subject_of_the_token() {
+    let setup = Setup {
+        token_api: "leeway_secs = 0",
+        ..Setup::default()
+    };
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_matching(&idp, &setup, "external_id");
+    assert!(s.config.contains("user_match = \"external_id\""));
+    // The SCIM userName says nothing here: externalId is the token's sub ("alice").
+    let r = scim(
+        &s,
+        "POST",
+        "/scim/v2/Users",
+        Some(&json!({
+            "schemas": [USER], "userName": "Alice Example", "externalId": "alice", "active": true
+        })),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let token = idp.token_for("alice");
+    let creds = [
+        s.credential(&token, "laptop"),
+        s.credential(&token, "phone"),
+    ];
+    let mut c = Client::new(Proto::Udp, s.server.udp);
+    let mut reg = Register::new("alice");
+    assert_eq!(
+        register_with(&mut c, &reg, &creds[0], "SHA-256", None).status(),
+        200
+    );
+    let off = json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]});
+    assert_eq!(
+        scim(&s, "PATCH", &format!("/scim/v2/Users/{id}"), Some(&off)).status,
+        200
+    );
+    assert!(s.bindings_of("alice").is_empty());
+    assert_eq!(s.metric("sipward_devices_revoked_total{by=\"scim\"}"), 2.0);
+    reg.cseq += 2;
+    assert_eq!(
+        register_with(&mut c, &reg, &creds[1], "SHA-256", None).status(),
+        401
+    );
+    let at = now();
+    while now() <= at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.exchange(&idp.token_for("alice"), "laptop").status,
+        403,
+        "refused by subject"
+    );
+    // bob is another subject.
+    assert_eq!(s.exchange(&idp.token_for("bob"), "desk").status, 201);
 }
