@@ -1296,3 +1296,35 @@ fn external_id_matching_deprovisions_the_subject_of_the_token() {
     // bob is another subject.
     assert_eq!(s.exchange(&idp.token_for("bob"), "desk").status, 201);
 }
+
+#[test]
+fn backchannel_logout_with_revoke_off_is_checked_and_recorded_only() {
+    if !idp_available() {
+        return;
+    }
+    let idp = Idp::start();
+    let s = scim_server_with(
+        &idp,
+        &Setup::default(),
+        false,
+        "\n[[backchannel_logout]]\nissuer = \"test-idp\"\nclient_id = \"softphone\"\nrevoke_devices_on_logout = false\n",
+    );
+    let cred = s.credential(&idp.token_for("alice"), "laptop");
+    let mut c = Client::new(Proto::Udp, s.server.udp);
+    let mut reg = Register::new("alice");
+    assert_eq!(
+        register_with(&mut c, &reg, &cred, "SHA-256", None).status(),
+        200
+    );
+    let (status, _) = idp_logout(&idp, &s, json!({"sub": "alice", "aud": "softphone"}));
+    assert_eq!(status, 200);
+    assert_eq!(s.bindings_of("alice").len(), 1, "nothing revoked");
+    reg.cseq += 2;
+    assert_eq!(
+        register_with(&mut c, &reg, &cred, "SHA-256", None).status(),
+        200
+    );
+    // Still validated: a wrong audience is refused.
+    let (status, _) = idp_logout(&idp, &s, json!({"sub": "alice", "aud": "other"}));
+    assert_eq!(status, 400);
+}
