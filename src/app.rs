@@ -201,7 +201,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     };
     let parts = dispatch_parts(config, shared).map_err(|e| AppError::Setting(e.to_string()))?;
     let dispatcher = Dispatcher::new(parts, names);
-    let token_api = token_parts.map(|parts| token_api(config, parts, &tracker, &shutdown, &halt));
+    let audit = audit_log(config, &tracker, &shutdown)?;
+    let token_api = token_parts.map(|parts| {
+        let mut api = token_api(config, parts, &tracker, &shutdown, &halt);
+        if let Some(api) = Arc::get_mut(&mut api) {
+            api.audit = audit;
+        }
+        api
+    });
 
     let handler: Arc<dyn Handler> = Arc::new(dispatcher.clone());
     let fds = open_files(config, &addrs);
@@ -575,6 +582,44 @@ fn log_listening(config: &Config, addrs: &Addresses, http: Option<SocketAddr>) {
     if let Some(a) = http {
         tracing::info!(addr = %a, token_api = !config.issuers.is_empty(), "http listening (health, metrics, admin, token API)");
     }
+}
+
+/// The audit trail (`[audit] file`), reopened on every SIGHUP until shutdown (logrotate).
+fn audit_log(
+    config: &Config,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<crate::audit::AuditLog, AppError> {
+    let Some(path) = &config.audit.file else {
+        return Ok(crate::audit::AuditLog::disabled());
+    };
+    let log = crate::audit::AuditLog::open(path)
+        .map_err(|e| AppError::Setting(format!("audit.file {path:?}: {e}")))?;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let (log, stop) = (log.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        got = hup.recv() => {
+                            if got.is_none() {
+                                return;
+                            }
+                            match log.reopen() {
+                                Ok(()) => tracing::info!("SIGHUP: audit file reopened"),
+                                Err(e) => tracing::error!(error = %e, "SIGHUP: audit file not reopened"),
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the audit file is not reopened by signal")
+        }
+    }
+    Ok(log)
 }
 
 /// The token API over its parts, with its tasks: the issuers' refreshers (until shutdown)

@@ -5,8 +5,8 @@
 //! `metrics` names `sip` and `auth` (label enums); `location_store` names `registrar`, `fsutil` and `config` (`RedisConfig`); `config` builds the config types of `sip`, `transaction`, `auth` and `registrar`;
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
-//! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`); `oidc` is used by
-//! `api` only; `ctl` (the admin API's client) names only `api`. Lower layers never name upper ones; only `app` wires them together. Details:
+//! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`, `scim`); `oidc` is used by
+//! `api` only; `ctl` (the admin API's client) names only `api`; `scim` names no other module and `audit` names only `fsutil` (both used by `api`). Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
@@ -18,6 +18,7 @@
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait; SQLite (WAL) today |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation and claim mapping, opaque tokens (introspection, userinfo) |
+//! | `scim` | the SCIM 2.0 directory of one IdP (Users, Groups, filters, PATCH) and the deprovision/reactivate transitions it decides; names no other module |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry, the journal of applied changes a durable store receives |
 //! | `location_store` | the durable location store behind the `LocationStore` trait (SQLite, WAL; or Redis / Redis Cluster, shared by several nodes): the writer thread with its bounded queue and group commit, restart loading, backup and check, other nodes' bindings for lookups |
 //! | `proxy` | RFC 3261 §16 response contexts as a core with no I/O and its driver (forking, best response, CANCEL, ACK, Record-Route flow tokens), and the routing decisions as a typed `NextHop`; the names that mean us |
@@ -29,6 +30,7 @@
 //! | `devcerts` | `sipward certs dev`: the TEST-ONLY certificate set (rcgen) |
 //! | `ctl` | `sipward ctl`: the admin API's client (tables or JSON); names only `api`'s header constant |
 //! | `fdlimit` | the open-files limit: raised to the hard limit at start, the stream connection caps fitted under it with a reserve; names no other module |
+//! | `audit` | the audit trail: one JSON line per identity event in a 0600 file reopened on SIGHUP, and its bounded, filtered, cursor-paged reader; names `fsutil` only |
 //! | `fsutil` | owner-only (0600) file creation for keys and stores, and the start-up warning for group/world-readable secret files; names no other module |
 
 /// The crate version (Cargo.toml) and the git commit the binary was built from (`git
@@ -37,6 +39,7 @@ pub use metrics::{GIT_COMMIT, VERSION};
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod credentials;
@@ -50,6 +53,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod registrar;
+pub mod scim;
 pub mod sip;
 pub mod store;
 pub mod transaction;

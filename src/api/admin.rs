@@ -20,24 +20,55 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::aor::UserAor;
 use super::devices::drop_devices;
 use super::reply::{
-    bad_request, bearer, json, not_found, rfc3339, store_failed, DuplicateAuthorization,
+    bad_request, bearer, json, not_found, rejection_response, rfc3339, store_failed,
+    DuplicateAuthorization,
 };
+use super::roles::{self, Caller, Role};
+use super::server::Peer;
 use super::token::{aor_error, unix_now, RevokedBy};
 use super::{no_store, readiness, ApiState, MAX_LISTED_AORS};
+use crate::oidc::Rejection;
 use crate::registrar::{Aor, BindingSnapshot};
 
 /// The response header naming the next page's cursor.
 pub const NEXT_CURSOR_HEADER: &str = "sipward-next-cursor";
 
-/// `None` when the request carries the admin token; else the 401 (or 400 for two
-/// Authorization headers) to send.
-fn refusal(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
+/// What an admin route does: reads (bindings, devices, status: `admin` and `auditor`) or
+/// changes (removals, revocations, TLS reload: `admin` only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Change,
+}
+
+/// `None` when the caller may use admin route `route`; else the answer to send. With the token
+/// API on, an IdP access token with the `admin` (or, to read, `auditor`) role is accepted
+/// besides the static admin token, which is then break-glass (logged, counted, audited:
+/// `roles.rs`); a plain user gets 403. Without it, only the static admin token (constant-time
+/// comparison): 401 otherwise, 400 for two Authorization headers.
+async fn refusal(
+    s: &ApiState,
+    headers: &HeaderMap,
+    peer: Option<Extension<Peer>>,
+    route: &'static str,
+    access: Access,
+) -> Option<Response> {
+    if let Some(api) = &s.token {
+        let peer = peer.map(|Extension(p)| p);
+        return match roles::caller(s, api, headers, peer, route).await {
+            Err(r) => Some(r),
+            Ok(Caller::BreakGlass | Caller::Idp(Role::Admin, _)) => None,
+            Ok(Caller::Idp(Role::Auditor, _)) if access == Access::Read => None,
+            Ok(Caller::Idp(_, _)) => Some(rejection_response(Rejection::Scope)),
+        };
+    }
     let presented = match bearer(headers) {
         Ok(p) => p,
         Err(DuplicateAuthorization) => return Some(bad_request()),
@@ -203,10 +234,11 @@ fn aor_user(aor: &Aor) -> Option<&str> {
 /// (the `credential` field) is that name.
 pub(super) async fn bindings(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Query(q): Query<BindingsQuery>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers, peer, "bindings", Access::Read).await {
         return r;
     }
     let (limit, after) = match (page_size(q.limit), decode_cursor(q.cursor.as_deref())) {
@@ -278,10 +310,11 @@ pub(super) struct RemoveQuery {
 /// re-registers at its next refresh unless its credential is revoked too.
 pub(super) async fn remove_bindings(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Query(q): Query<RemoveQuery>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers, peer, "bindings.remove", Access::Change).await {
         return r;
     }
     let Some(aor) = q.aor.as_deref().and_then(Aor::parse) else {
@@ -333,10 +366,11 @@ struct AdminDeviceView {
 /// (spelled as for the user revoke). 404 when the token API is off. A revoked user has none.
 pub(super) async fn devices(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Query(q): Query<DevicesQuery>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers, peer, "devices", Access::Read).await {
         return r;
     }
     let Some(api) = &s.token else {
@@ -414,10 +448,11 @@ pub(super) async fn devices(
 /// user's other devices and later exchanges are untouched (`users revoke` for those).
 pub(super) async fn revoke_device(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Path(username): Path<String>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers, peer, "devices.revoke", Access::Change).await {
         return r;
     }
     let Some(api) = &s.token else {
@@ -469,8 +504,12 @@ pub(super) async fn revoke_device(
 
 /// `GET /admin/v1/status`: version, commit, uptime, counts and readiness, for `sipward ctl
 /// status` and scripts.
-pub(super) async fn status(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+pub(super) async fn status(
+    State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&s, &headers, peer, "status", Access::Read).await {
         return r;
     }
     let readiness = readiness(&s).await;
@@ -496,8 +535,12 @@ pub(super) async fn status(State(s): State<Arc<ApiState>>, headers: HeaderMap) -
 
 /// `POST /admin/v1/tls/reload`: what SIGHUP does (the old material stays on failure, and the
 /// reload metrics count it), with the outcome in the answer. 404 without TLS listeners.
-pub(super) async fn tls_reload(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
+pub(super) async fn tls_reload(
+    State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&s, &headers, peer, "tls.reload", Access::Change).await {
         return r;
     }
     let Some(reload) = s.tls_reload.clone() else {

@@ -11,17 +11,15 @@ use axum::Extension;
 use serde::Serialize;
 
 use super::aor::UserAor;
+use super::roles::{Caller, Role};
 use super::server::Peer;
 use super::ApiState;
 use crate::config::Sso;
-use crate::oidc::{Purpose, Rejection};
+use crate::oidc::Rejection;
 use crate::registrar::Location;
 use crate::store::DeviceRecord;
 
-use super::reply::{
-    bad_request, bearer, json, missing_token, not_found, rejection_response, rfc3339, store_failed,
-    DuplicateAuthorization,
-};
+use super::reply::{bad_request, json, not_found, rejection_response, rfc3339, store_failed};
 use super::token::{aor_error, bearer_user, sub_hash, unix_now, RevokedBy, TokenApi};
 
 #[derive(Debug, Serialize)]
@@ -128,6 +126,13 @@ pub(super) async fn delete_device(
         decision = "revoked",
         "device revoked by its user"
     );
+    api.audit.record(
+        crate::audit::Event::new(super::token::user_actor(&v), "credential.revoke", "success")
+            .target(record.aor.as_str())
+            .device(record.device_id.as_str())
+            .source(peer.map(|Extension(p)| p.0.ip()))
+            .request(&super::lifecycle::request_id(&headers)),
+    );
     json(
         StatusCode::OK,
         serde_json::json!({"device_id": record.device_id, "revoked": true, "bindings_removed": removed}),
@@ -137,38 +142,28 @@ pub(super) async fn delete_device(
 /// `POST /admin/v1/users/{user}/revoke`: every device of the AoR `user` (`alice@example.com`
 /// or `sip:alice@example.com`, canonicalised as the exchange does: [`UserAor`]) is revoked,
 /// every binding of the AoR removed, and tokens issued until now (plus the leeway, see
-/// [`super::token::user_of`]) may not get new credentials for it. Admin token, or an SSO admin of the
-/// domain. Order: credentials (401/403) → the AoR (400 unusable, 404 a domain without the
-/// token API) → the SSO admin's domain (403). A user of ours without devices is revoked too:
-/// its earlier tokens are refused.
+/// [`super::token::user_of`]) may not get new credentials for it. The break-glass admin
+/// token, or an admin by role (`roles.rs`) of the domain. Order: credentials and role (401;
+/// 403 for an auditor or a user) → the AoR (400 unusable, 404 a domain without the token
+/// API) → the admin's domain (403). A user of ours without devices is revoked too: its
+/// earlier tokens are refused.
 pub(super) async fn revoke_user(
     State(s): State<Arc<ApiState>>,
+    peer: Option<Extension<Peer>>,
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let Some(api) = &s.token else {
         return not_found();
     };
-    let presented = match bearer(&headers) {
-        Ok(Some(p)) => p,
-        Ok(None) => return missing_token(),
-        Err(DuplicateAuthorization) => return bad_request(),
-    };
-    let by_admin_token = s
-        .admin_token
-        .as_ref()
-        .is_some_and(|token| token.matches(presented.as_bytes()));
-    let sso_admin = if by_admin_token {
-        None
-    } else {
-        match api
-            .registry
-            .validate(presented, Purpose::Admin, unix_now())
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(r) => return rejection_response(r),
+    let peer = peer.map(|Extension(p)| p);
+    let caller = match super::roles::caller(&s, api, &headers, peer, "revoke_user").await {
+        // Only admins go on: an auditor or a user learns nothing about the AoR.
+        Ok(Caller::Idp(Role::User | Role::Auditor, _)) => {
+            return rejection_response(Rejection::Scope)
         }
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let aor = match UserAor::from_admin(&user) {
         Ok(aor) => aor,
@@ -184,12 +179,18 @@ pub(super) async fn revoke_user(
     {
         return not_found();
     }
-    let actor = match &sso_admin {
-        None => "admin-token".to_owned(),
-        Some(v) if v.admin_domains.iter().any(|d| d == aor.domain()) => {
+    // An admin of the issuer's domains: by `admin_claim` (its admin domains) or `[[roles]]`.
+    let actor = match &caller {
+        Caller::BreakGlass => "admin-token".to_owned(),
+        Caller::Idp(Role::Admin, v)
+            if v.admin_domains
+                .iter()
+                .chain(&v.issuer_domains)
+                .any(|d| d == aor.domain()) =>
+        {
             format!("{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
         }
-        Some(_) => return rejection_response(Rejection::Scope),
+        Caller::Idp(..) => return rejection_response(Rejection::Scope),
     };
     let now = unix_now();
     let target = aor.as_str().to_owned();
@@ -201,8 +202,54 @@ pub(super) async fn revoke_user(
     removed += s.location.remove_aor(aor.aor());
     api.metrics.revoked(RevokedBy::Admin, records.len());
     tracing::info!(aor = %aor, actor, devices = records.len(), bindings_removed = removed, decision = "revoked", "user revoked");
+    let actor = match actor.as_str() {
+        "admin-token" => actor,
+        _ => format!("admin:{actor}"),
+    };
+    api.audit.record(
+        crate::audit::Event::new(actor, "user.revoke", "success")
+            .target(aor.as_str())
+            .source(peer.map(|Peer(a)| a.ip()))
+            .request(&super::lifecycle::request_id(&headers)),
+    );
     json(
         StatusCode::OK,
         serde_json::json!({"aor": aor.as_str(), "devices_revoked": records.len(), "bindings_removed": removed}),
     )
+}
+
+/// Revokes every AoR the subject `(iss, sub)` holds devices for, as the admin revoke does
+/// (records revoked with the revoke cutoff, index entries dropped, every binding of the AoR
+/// removed). Returns (devices revoked, bindings removed).
+pub(super) async fn revoke_subject(
+    api: &TokenApi,
+    location: &Location,
+    iss: &str,
+    sub: &str,
+    now: u64,
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let (iss, sub) = (iss.to_owned(), sub.to_owned());
+    let records = api.store.run(move |s| s.user_devices(&iss, &sub)).await?;
+    let aors: std::collections::BTreeSet<String> = records.into_iter().map(|r| r.aor).collect();
+    revoke_aors(api, location, aors, now).await
+}
+
+/// [`revoke_subject`] for known AoRs.
+pub(super) async fn revoke_aors(
+    api: &TokenApi,
+    location: &Location,
+    aors: impl IntoIterator<Item = String>,
+    now: u64,
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let (mut devices, mut bindings) = (0, 0);
+    for aor in aors {
+        let target = aor.clone();
+        let records = api.store.run(move |s| s.revoke_aor(&target, now)).await?;
+        bindings += drop_devices(api, location, &records);
+        if let Some(aor) = crate::sip::Aor::parse(&aor) {
+            bindings += location.remove_aor(&aor);
+        }
+        devices += records.len();
+    }
+    Ok((devices, bindings))
 }

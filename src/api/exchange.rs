@@ -283,6 +283,17 @@ async fn exchange(
         decision = outcome.as_str(),
         "credential exchange"
     );
+    let action = match outcome {
+        ExchangeOutcome::Issued => "credential.issue",
+        _ => "credential.renew",
+    };
+    api.audit.record(
+        crate::audit::Event::new(super::token::user_actor(&v), action, "success")
+            .target(record.aor.as_str())
+            .device(record.device_id.as_str())
+            .source(peer.map(|Peer(a)| a.ip()))
+            .request(&super::lifecycle::request_id(headers)),
+    );
     let expires_in = record.current.expires_at.saturating_sub(now);
     let body = CredentialsResponse {
         device_id: record.device_id.clone(),

@@ -9,6 +9,11 @@
 //! | `token.rs` | the token API's state and metrics; the common start of its Bearer routes |
 //! | `exchange.rs` | login options and the credential exchange |
 //! | `devices.rs` | the caller's devices, device deletion, the admin revoke of a user |
+//! | `scim.rs` | `/scim/v2/…`: SCIM 2.0 provisioning over `crate::scim`, deprovisioning's revocations |
+//! | `audit.rs` | `GET /admin/v1/audit` |
+//! | `lifecycle.rs` | the SCIM providers and the deprovisioned users the Bearer routes refuse |
+//! | `logout.rs` | `POST /oidc/backchannel-logout`: OIDC Back-Channel Logout, revoking the user's devices |
+//! | `roles.rs` | the admin endpoints' caller: the break-glass token (logged, counted, audited), or an IdP token with its role (admin, auditor, user) |
 //! | `reply.rs` | RFC 6750 errors and the other HTTP answers; the Bearer header |
 //! | `aor.rs` | the token API user's AoR (a `sip::Aor` under the token API's user rules) |
 //! | `limit.rs` | fixed-window rate limits per source, user and device (429 + Retry-After) |
@@ -23,11 +28,16 @@
 
 mod admin;
 pub mod aor;
+mod audit;
 mod devices;
 mod exchange;
 pub mod head;
+pub mod lifecycle;
 pub mod limit;
+mod logout;
 mod reply;
+pub mod roles;
+pub mod scim;
 pub mod server;
 pub mod token;
 mod web;
@@ -133,6 +143,38 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/status", get(admin::status))
         .route("/admin/v1/tls/reload", post(admin::tls_reload))
         .route("/admin/v1/users/{user}/revoke", post(devices::revoke_user))
+        .route("/admin/v1/audit", get(audit::audit))
+        .route("/oidc/backchannel-logout", post(logout::backchannel_logout))
+        .route(
+            "/scim/v2/Users",
+            get(scim::list_users).post(scim::create_user),
+        )
+        .route(
+            "/scim/v2/Users/{id}",
+            get(scim::get_user)
+                .put(scim::replace_user)
+                .patch(scim::patch_user)
+                .delete(scim::delete_user),
+        )
+        .route(
+            "/scim/v2/Groups",
+            get(scim::list_groups).post(scim::create_group),
+        )
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(scim::get_group)
+                .put(scim::replace_group)
+                .patch(scim::patch_group)
+                .delete(scim::delete_group),
+        )
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(scim::service_provider_config),
+        )
+        .route("/scim/v2/ResourceTypes", get(scim::resource_types))
+        .route("/scim/v2/ResourceTypes/{id}", get(scim::resource_type))
+        .route("/scim/v2/Schemas", get(scim::schemas))
+        .route("/scim/v2/Schemas/{id}", get(scim::schema))
         .route("/v1/login-options", get(exchange::login_options))
         .route("/v1/sip/credentials", post(exchange::credentials))
         .route("/v1/sip/devices", get(devices::devices))
@@ -182,7 +224,9 @@ async fn no_store_and_json_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
+        .is_some_and(|t| {
+            t.starts_with("application/json") || t.starts_with("application/scim+json")
+        });
     if api_route && !is_json && (r.status().is_client_error() || r.status().is_server_error()) {
         let status = r.status();
         let error = match status {

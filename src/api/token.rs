@@ -49,6 +49,7 @@ pub const EXCHANGES: &str = "sipward_token_exchanges_total";
 pub const DEVICES_ISSUED: &str = "sipward_devices_issued_total";
 pub const DEVICES_REVOKED: &str = "sipward_devices_revoked_total";
 pub const DEVICES_ACTIVE: &str = "sipward_devices_active";
+pub const BREAK_GLASS: &str = "sipward_admin_break_glass_total";
 
 /// What one exchange (`POST /v1/sip/credentials`) ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,10 @@ impl ExchangeOutcome {
 pub enum RevokedBy {
     User,
     Admin,
+    /// The IdP deprovisioned the user through SCIM.
+    Scim,
+    /// An OIDC back-channel logout.
+    Logout,
 }
 
 #[derive(Clone)]
@@ -111,6 +116,8 @@ pub struct TokenMetrics {
     pub(super) issued: prometheus::IntCounter,
     revoked: IntCounterVec,
     pub active: IntGauge,
+    /// Uses of the static admin token (break-glass).
+    pub(super) break_glass: prometheus::IntCounter,
 }
 
 impl TokenMetrics {
@@ -133,13 +140,21 @@ impl TokenMetrics {
         .expect("static metric definition");
         revoked.with_label_values(&["user"]);
         revoked.with_label_values(&["admin"]);
+        revoked.with_label_values(&["scim"]);
+        revoked.with_label_values(&["logout"]);
         let active = IntGauge::new(
             DEVICES_ACTIVE,
             "Device credentials the registrar accepts now",
         )
         .expect("static metric definition");
+        let break_glass = prometheus::IntCounter::new(
+            BREAK_GLASS,
+            "Uses of the static admin token (break-glass)",
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(exchanges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(break_glass.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(exchanges.clone()),
             Box::new(issued.clone()),
             Box::new(revoked.clone()),
             Box::new(active.clone()),
@@ -151,6 +166,7 @@ impl TokenMetrics {
             issued,
             revoked,
             active,
+            break_glass,
         }
     }
 
@@ -162,6 +178,8 @@ impl TokenMetrics {
         let label = match by {
             RevokedBy::User => "user",
             RevokedBy::Admin => "admin",
+            RevokedBy::Scim => "scim",
+            RevokedBy::Logout => "logout",
         };
         self.revoked.with_label_values(&[label]).inc_by(n as u64);
     }
@@ -190,6 +208,18 @@ pub struct TokenApi {
     pub per_user: RateLimiter<[u8; 32]>,
     pub per_device: RateLimiter<[u8; 32]>,
     pub metrics: TokenMetrics,
+    /// `[[scim]]` providers (issue 20); empty = the SCIM routes answer 401.
+    pub scim: Vec<super::lifecycle::Provider>,
+    /// Users a SCIM provider deprovisioned: refused by every Bearer route.
+    pub deprovisioned: super::lifecycle::Deprovisioned,
+    /// The audit trail (`[audit]`); disabled when no file is configured.
+    pub audit: crate::audit::AuditLog,
+    /// `[[backchannel_logout]]` per issuer.
+    pub logout: Vec<crate::config::BackchannelLogout>,
+    /// Logout token `jti`s seen (replay).
+    pub seen_logout_jtis: crate::oidc::logout::SeenJtis,
+    /// `[[roles]]` per issuer.
+    pub roles: Vec<crate::config::RoleMapping>,
 }
 
 impl TokenApi {
@@ -227,6 +257,12 @@ impl TokenApi {
             per_user: RateLimiter::per_minute(t.rate_per_user_per_minute),
             per_device: RateLimiter::per_minute(t.rate_per_device_per_minute),
             metrics,
+            scim: super::lifecycle::providers(config),
+            deprovisioned: super::lifecycle::Deprovisioned::default(),
+            audit: crate::audit::AuditLog::disabled(),
+            logout: config.backchannel_logout.clone(),
+            seen_logout_jtis: crate::oidc::logout::SeenJtis::default(),
+            roles: config.roles.clone(),
         }
     }
 
@@ -262,6 +298,11 @@ pub(super) fn sub_hash(iss: &str, sub: &str) -> String {
         .chain_update(sub)
         .finalize();
     hex::encode(&d[..8])
+}
+
+/// The audit actor of a token's user: `user:<issuer>:<hash of sub>`.
+pub(super) fn user_actor(v: &Verified) -> String {
+    format!("user:{}:{}", v.issuer_name, sub_hash(&v.iss, &v.sub))
 }
 
 pub(super) fn user_key(v: &Verified) -> [u8; 32] {
@@ -384,6 +425,15 @@ async fn user_of<'a>(
     let Some(info) = api.domains.get(aor.domain()).filter(|d| d.sso != Sso::Off) else {
         return Err(refuse(Rejection::Username, "domain without the token API"));
     };
+    if api.deprovisioned.refuses(&user_key(v), aor.as_str()) {
+        if route == "credentials" {
+            api.audit.record(
+                crate::audit::Event::new(user_actor(v), "credential.issue", "refused")
+                    .target(aor.as_str()),
+            );
+        }
+        return Err(refuse(Rejection::UserRevoked, "deprovisioned by SCIM"));
+    }
     let key = aor.as_str().to_owned();
     match api.store.run(move |s| s.aor_revoked_before(&key)).await {
         Ok(Some(t)) if v.iat <= t.saturating_add(api.registry.leeway().as_secs()) => {

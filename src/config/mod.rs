@@ -23,6 +23,7 @@
 
 mod domains;
 mod issuers;
+mod lifecycle;
 mod network;
 mod problems;
 mod raw;
@@ -43,6 +44,7 @@ pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{AdminToken, Secret};
 
 pub use issuers::{IntrospectionSecret, Issuer, Opaque};
+pub use lifecycle::{AuditConfig, BackchannelLogout, RoleMapping, ScimProvider, UserMatch};
 pub use network::{Advertise, PathPolicy};
 use problems::Named;
 pub use token_api::{Sso, TokenApiConfig, MEMORY_STORE};
@@ -77,6 +79,14 @@ pub struct Config {
     pub ws: Option<WsConfig>,
     /// `[redis]`; `Some` exactly when `registrar.persistence = "redis"`.
     pub redis: Option<RedisConfig>,
+    /// `[[scim]]`: SCIM 2.0 provisioning, one entry per issuer (docs/lifecycle.md).
+    pub scim: Vec<ScimProvider>,
+    /// `[audit]`: the audit trail's file (docs/lifecycle.md).
+    pub audit: AuditConfig,
+    /// `[[backchannel_logout]]`: OIDC Back-Channel Logout per issuer (docs/lifecycle.md).
+    pub backchannel_logout: Vec<BackchannelLogout>,
+    /// `[[roles]]`: group/role claim values → `admin` / `auditor` per issuer.
+    pub roles: Vec<RoleMapping>,
     /// Every secret file the TOML names (key, password, token and key-list files), resolved;
     /// checked for group/world read access at start (`fsutil::exposed`).
     pub secret_files: Vec<PathBuf>,

@@ -43,6 +43,14 @@ pub(super) struct RawConfig {
     pub(super) ws: super::ws::RawWs,
     #[serde(default)]
     pub(super) redis: RawRedis,
+    #[serde(default)]
+    pub(super) scim: Vec<super::lifecycle::RawScim>,
+    #[serde(default)]
+    pub(super) audit: super::lifecycle::RawAudit,
+    #[serde(default)]
+    pub(super) backchannel_logout: Vec<super::lifecycle::RawBackchannelLogout>,
+    #[serde(default)]
+    pub(super) roles: Vec<super::lifecycle::RawRoles>,
 }
 
 /// `[redis]`: used with `registrar.persistence = "redis"`.

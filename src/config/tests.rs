@@ -102,7 +102,16 @@ fn example_parses_validates_and_shows_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("secrets")).unwrap();
     fs::write(dir.path().join("secrets/alice.pw"), "correct horse\n").unwrap();
+    fs::write(
+        dir.path().join("secrets/scim-corp.token"),
+        "a-scim-token-of-the-idp\n",
+    )
+    .unwrap();
     let config = Config::from_toml_str(EXAMPLE, dir.path()).unwrap();
+    assert_eq!(config.scim.len(), 1);
+    assert_eq!(config.backchannel_logout[0].client_id, "sipward-softphone");
+    assert_eq!(config.roles[0].auditor, ["sipward-auditors"]);
+    assert_eq!(config.audit.file, None);
     assert_eq!(config.accounts.len(), 2);
     assert_eq!(config.accounts[1].algorithms, [DigestAlgorithmName::Md5]);
 
@@ -115,6 +124,7 @@ fn example_parses_validates_and_shows_the_defaults() {
     assert_eq!(raw.auth, defaults.auth);
     assert_eq!(raw.http, defaults.http);
     assert_eq!(raw.token_api, defaults.token_api);
+    assert_eq!(raw.audit, defaults.audit);
     assert_eq!(config.issuers.len(), 1);
     assert_eq!(config.issuers[0].domains, ["example.test"]);
     assert_eq!(config.domains[0].sso, Sso::Enable);
@@ -926,4 +936,26 @@ fn redis_persistence_is_validated_with_the_keys_named() {
     assert_problem(&errors, "redis.urls[1]", "credentials");
     // Without persistence = "redis" the table is not read.
     assert!(parse(ONE_DOMAIN).unwrap().redis.is_none());
+}
+
+#[test]
+fn lifecycle_sections_name_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{ONE_DOMAIN}\n[[scim]]\nissuer = \"nope\"\ntoken_file = \"missing.token\"\nuser_match = \"email\"\n\n\
+         [[backchannel_logout]]\nissuer = \"nope\"\n\n[[roles]]\nissuer = \"nope\"\nclaim = \"\"\n\n\
+         [audit]\nfile = \"no/such/folder/audit.log\"\n"
+    );
+    let errors = Config::from_toml_str(&text, dir.path()).unwrap_err();
+    assert_problem(
+        &errors,
+        "scim[0].issuer",
+        "not the name of an [[issuers]] entry",
+    );
+    assert_problem(&errors, "scim[0].token_file", "cannot read");
+    assert_problem(&errors, "scim[0].user_match", "\"email\" is not one of");
+    assert_problem(&errors, "backchannel_logout[0].issuer", "not the name");
+    assert_problem(&errors, "roles[0].issuer", "not the name");
+    assert_problem(&errors, "roles[0].claim", "must name a claim");
+    assert_problem(&errors, "audit.file", "folder does not exist");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::problems::Problems;
 use super::raw::{self, RawConfig};
 use super::secret::{self, AdminToken, Secret};
-use super::{domains, issuers, network, token_api};
+use super::{domains, issuers, lifecycle, network, token_api};
 use super::{
     AuthConfig, ClientAuth, Config, ConfigErrors, Domain, HttpConfig, LogConfig, LogFormat,
     PathPolicy, Persistence, RegistrarConfig, ServerConfig, SipConfig, SniCertificate, TlsConfig,
@@ -55,7 +55,14 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
     let token_api = token_api::token_api(&mut problems, raw.token_api, base_dir);
     let redis = (registrar.persistence == super::Persistence::Redis)
         .then(|| redis(&mut problems, raw.redis, base_dir));
+    let issuer_names: Vec<String> = raw.issuers.iter().map(|i| i.name.clone()).collect();
     let issuers = issuers(&mut problems, raw.issuers, &domains, base_dir);
+    let names: Vec<&str> = issuer_names.iter().map(String::as_str).collect();
+    let scim = lifecycle::scim(&mut problems, raw.scim, &names, base_dir);
+    let audit = lifecycle::audit(&mut problems, raw.audit, base_dir);
+    let roles = lifecycle::roles(&mut problems, raw.roles, &names);
+    let backchannel_logout =
+        lifecycle::backchannel_logout(&mut problems, raw.backchannel_logout, &issuers);
     if !issuers.is_empty() {
         for (index, account) in accounts.iter().enumerate() {
             if account.username.starts_with("d-") {
@@ -82,6 +89,10 @@ pub(super) fn config(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigEr
         token_api,
         issuers,
         ws,
+        scim,
+        audit,
+        backchannel_logout,
+        roles,
         secret_files,
         redis,
     })
@@ -187,6 +198,7 @@ fn secret_files(raw: &RawConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
                 .iter()
                 .map(|i| i.introspection_secret_file.as_str()),
         )
+        .chain(raw.scim.iter().map(|s| s.token_file.as_str()))
         .filter(|f| !f.is_empty())
         .map(|f| secret::resolve(base_dir, f))
         .collect()

@@ -246,7 +246,7 @@ async fn not_a_jwt(
     Err(Rejection::Inactive)
 }
 
-fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
+pub(super) fn decode_rejection(e: &jsonwebtoken::errors::Error) -> Rejection {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
         K::ExpiredSignature => Rejection::Expired,

@@ -32,6 +32,7 @@
 // - With IDP_TLS_CERT and IDP_TLS_KEY (PEM files) it also serves everything over HTTPS on
 //   IDP_TLS_PORT (0 = any free port), given in the start line as "tls_port".
 // - An interactive sign-in page for the web phone (user name only), in tests/idp/webphone.mjs.
+//     POST /test/lifecycle/…  issue 20: back-channel logout tokens sent to sipward (lifecycle.mjs)
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -44,6 +45,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { shapeRoute } from './shapes.mjs';
 // The web phone's sign-in page and redirect URIs (tests/idp/webphone.mjs).
 import { handleInteraction, interactionUrl, webPhoneRedirects } from './webphone.mjs';
+import { lifecycleEndpoint } from './lifecycle.mjs';
 
 const PORT = Number(process.env.IDP_PORT ?? 4400);
 const AUDIENCE = process.env.IDP_AUDIENCE ?? 'urn:sipward:api';
@@ -226,6 +228,10 @@ async function testEndpoint(req, res, url, rebuild) {
   }
   if (url.pathname === '/test/stats' && req.method === 'GET') {
     return json(res, 200, stats);
+  }
+  if (url.pathname.startsWith('/test/lifecycle/')) {
+    const issuer = `http://127.0.0.1:${req.socket.localPort}`;
+    return lifecycleEndpoint(req, res, url, { keys, issuer, json, readJson });
   }
   return json(res, 404, { error: 'not found' });
 }
