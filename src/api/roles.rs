@@ -16,7 +16,7 @@ use super::server::Peer;
 use super::token::{sub_hash, unix_now, TokenApi};
 use super::ApiState;
 use crate::config::RoleMapping;
-use crate::oidc::{claims, Purpose, Rejection};
+use crate::oidc::{payload, Purpose, Rejection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -87,10 +87,10 @@ pub(super) async fn caller(
         other => other,
     }
     .map_err(rejection_response)?;
-    let token_claims = claims::of_validated(presented).unwrap_or_default();
+    let token_claims = payload::of_validated(presented).unwrap_or_default();
     let mapping = api.roles.iter().find(|m| m.issuer == v.issuer_name);
     let mut values = mapping
-        .map(|m| claims::strings(&token_claims, &m.claim))
+        .map(|m| payload::strings(&token_claims, &m.claim))
         .unwrap_or_default();
     let username_claim = api
         .registry

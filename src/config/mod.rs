@@ -27,6 +27,7 @@ mod lifecycle;
 mod network;
 mod problems;
 mod raw;
+mod redis;
 mod secret;
 mod token_api;
 mod typed;

@@ -19,13 +19,14 @@
 //! It must not know HTTP responses, the device store or SIP: it answers "who is this token"
 //! or a [`Rejection`] from a fixed set; the API maps that to RFC 6750.
 
-pub mod claims;
+mod claims;
 mod fetch;
 mod issuer;
 mod json;
 mod jwks;
 pub mod logout;
 mod opaque;
+pub mod payload;
 mod retry;
 mod token;
 

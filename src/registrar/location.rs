@@ -14,7 +14,7 @@
 //! not `crate::metrics`, so the registrar names no upper module.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ use dashmap::DashMap;
 use prometheus::IntGauge;
 
 use super::binding::{Aor, Binding, BindingId, BindingSnapshot, FlowId, Transport};
+use super::count::Count;
 use super::expiry::{ExpiryEntry, ExpiryQueue};
 use super::journal::{
     self, Ack, BindingChange, BindingRecord, Journal, JournalSlot, SharedBindings,
@@ -96,62 +97,6 @@ struct Inner {
 pub struct LocationGauges {
     pub bindings: IntGauge,
     pub aors: IntGauge,
-}
-
-/// A count, mirrored into a gauge when there is one.
-struct Count {
-    value: AtomicUsize,
-    gauge: Option<IntGauge>,
-}
-
-impl Count {
-    fn new(gauge: Option<IntGauge>) -> Count {
-        if let Some(g) = &gauge {
-            g.set(0);
-        }
-        Count {
-            value: AtomicUsize::new(0),
-            gauge,
-        }
-    }
-
-    fn load(&self) -> usize {
-        self.value.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, n: usize) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-        if let Some(g) = &self.gauge {
-            g.add(n as i64);
-        }
-    }
-
-    fn sub(&self, n: usize) {
-        self.value.fetch_sub(n, Ordering::Relaxed);
-        if let Some(g) = &self.gauge {
-            g.sub(n as i64);
-        }
-    }
-
-    /// Adds one unless the count has reached `max`.
-    fn increment_below(&self, max: usize) -> bool {
-        let taken = self
-            .value
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if let (true, Some(g)) = (taken, &self.gauge) {
-            g.inc();
-        }
-        taken
-    }
-}
-
-impl std::fmt::Debug for Count {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.load().fmt(f)
-    }
 }
 
 /// Index updates collected while an AoR entry is held, applied before it is released.

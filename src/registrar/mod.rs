@@ -12,11 +12,13 @@
 //! Layout: `binding` holds the data kept per binding and the snapshots handed out,
 //! `rules` the pure §10.3 decision (validate everything, then a plan that cannot fail),
 //! `location` the shared map that applies plans atomically per AoR, and `expiry` the
-//! ordered `(deadline, id)` index used by purge; `page` the admin listing a page at a time
+//! ordered `(deadline, id)` index used by purge, `count` the counts mirrored into gauges;
+//! `page` the admin listing a page at a time
 //! in AoR order. `journal` is what a durable store receives:
 //! every applied change, in order, and the [`Ack`] a REGISTER's answer waits for.
 
 mod binding;
+mod count;
 mod expiry;
 mod journal;
 mod location;
