@@ -188,3 +188,101 @@ fn a_device_revoked_at_one_node_is_refused_and_unbound_at_the_other() {
     let r = register_with(&mut at_a, &reg_a, &phone, "MD5", None);
     assert_eq!(r.status(), 200, "{}", r.text);
 }
+
+fn request(device: &str, username: &str, now: u64) -> sipward::store::IssueRequest {
+    sipward::store::IssueRequest {
+        iss: "https://idp.test".into(),
+        sub: "alice-sub".into(),
+        device_id: device.into(),
+        aor: "sip:alice@example.test".into(),
+        realm: "example.test".into(),
+        new_username: username.into(),
+        kid: "k1".into(),
+        expires_at: now + 100,
+        name: Some("Laptop".into()),
+        platform: None,
+        now,
+        max_devices: 2,
+    }
+}
+
+/// The `DeviceStore` contract on a real Redis, as `store/sqlite.rs`'s unit tests check it on
+/// SQLite: issue, renew (the old generation kept as previous), the device cap, an AoR held by
+/// one subject until its admin revoke, record_register ending the previous generation, and
+/// the revokes.
+#[test]
+fn the_redis_device_store_keeps_the_store_contract() {
+    use sipward::store::{DeviceStore, IssueOutcome, IssueRequest, RedisSettings, RedisStore};
+    let redis = Redis::start();
+    let store = RedisStore::connect(RedisSettings {
+        urls: vec![format!("redis://127.0.0.1:{}", redis.port)],
+        cluster: false,
+        username: None,
+        password: None,
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let IssueOutcome::Created(first) = store.issue(&request("a", "d-one", 1000)).unwrap() else {
+        panic!("created")
+    };
+    assert_eq!(first.current.gen, 1);
+    assert_eq!(first.name.as_deref(), Some("Laptop"));
+    assert_eq!(first.platform, None);
+    let IssueOutcome::Renewed(renewed) = store.issue(&request("a", "d-other", 1010)).unwrap()
+    else {
+        panic!("renewed")
+    };
+    assert_eq!(renewed.username, "d-one");
+    assert_eq!(renewed.current.gen, 2);
+    assert_eq!(renewed.previous.as_ref().map(|p| p.gen), Some(1));
+    assert_eq!(store.device("d-one").unwrap(), Some(renewed.clone()));
+    assert!(matches!(
+        store.issue(&request("b", "d-two", 1020)).unwrap(),
+        IssueOutcome::Created(_)
+    ));
+    assert_eq!(
+        store.issue(&request("c", "d-three", 1030)).unwrap(),
+        IssueOutcome::DeviceLimitReached
+    );
+    let other = IssueRequest {
+        sub: "another-sub".into(),
+        ..request("x", "d-four", 1030)
+    };
+    assert_eq!(store.issue(&other).unwrap(), IssueOutcome::AorTaken);
+    store.record_register("d-one", 2, 1040).unwrap();
+    let active = store.load_active(1040).unwrap();
+    assert_eq!(active.len(), 2);
+    let one = active.iter().find(|r| r.username == "d-one").unwrap();
+    assert_eq!(one.previous, None);
+    assert_eq!(one.last_register, Some(1040));
+    let revoked = store
+        .revoke_device("https://idp.test", "alice-sub", "a", 1050)
+        .unwrap();
+    assert_eq!(revoked.map(|r| r.username), Some("d-one".into()));
+    assert_eq!(store.device("d-one").unwrap().unwrap().revoked, Some(1050));
+    assert_eq!(
+        store
+            .revoke_device("https://idp.test", "alice-sub", "a", 1051)
+            .unwrap(),
+        None,
+        "revoked once"
+    );
+    let listed = store.user_devices("https://idp.test", "alice-sub").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].username, "d-two");
+    let all = store.revoke_aor("sip:alice@example.test", 1060).unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(store.load_active(1060).unwrap().is_empty());
+    assert_eq!(
+        store.aor_revoked_before("sip:alice@example.test").unwrap(),
+        Some(1060)
+    );
+    // The AoR moves to another subject only after its admin revoke.
+    assert!(matches!(
+        store.issue(&other).unwrap(),
+        IssueOutcome::Created(_)
+    ));
+    assert_eq!(store.device("d-nobody").unwrap(), None);
+    store.ping().unwrap();
+}
