@@ -70,6 +70,9 @@ pub(crate) enum Kind {
     KamailioSqlite,
     /// sipward with `registrar.persistence = "sqlite"` (issue 16).
     SipwardDurable,
+    /// Kamailio with usrloc `db_mode = 1` on db_redis (Debian's kamailio-redis-modules), on a
+    /// `redis-server` this run starts (issue 17).
+    KamailioRedis,
     /// sipward with `registrar.persistence = "redis"` on a `redis-server` this run starts on a
     /// free loopback port (issue 17); the server's CPU is sipward's alone (Redis's is
     /// reported by benches/redis.sh).
@@ -85,6 +88,7 @@ impl Kind {
             Kind::KamailioSqlite => "kamailio-sqlite",
             Kind::SipwardDurable => "sipward-durable",
             Kind::SipwardRedis => "sipward-redis",
+            Kind::KamailioRedis => "kamailio-redis",
         }
     }
 }
@@ -441,6 +445,12 @@ fn durable_ratios(rows: &[Row], best: &[(Kind, f64)]) {
     }
     if let Some(r) = rate(Kind::SipwardRedis) {
         println!("- highest clean rate: sipward-redis {r:.0}/s");
+    }
+    if let (Some(s), Some(k)) = (rate(Kind::SipwardRedis), rate(Kind::KamailioRedis)) {
+        println!(
+            "- highest clean rate: sipward-redis {s:.0}/s, kamailio-redis (usrloc db_mode=1 on db_redis) {k:.0}/s: {:.2}x",
+            s / k.max(1e-9)
+        );
     }
 }
 
@@ -1337,7 +1347,7 @@ impl Server {
                     redis: None,
                 }
             }
-            Kind::Kamailio | Kind::KamailioSqlite => {
+            Kind::Kamailio | Kind::KamailioSqlite | Kind::KamailioRedis => {
                 let ctl = work.join(format!("kamailio-{}.ctl", rand::random::<u32>()));
                 let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
                 let mut cmd = Command::new("kamailio");
@@ -1357,6 +1367,20 @@ impl Server {
                     let db = kamailio_sqlite_db(work)?;
                     cmd.args(["-A", "WITH_SQLITE", "-A"])
                         .arg(format!("DB_URL=\"sqlite://{}\"", db.display()));
+                }
+                let mut redis = None;
+                if kind == Kind::KamailioRedis {
+                    let (child, port) = start_redis(work)?;
+                    // usrloc checks the location table's version (9 in Kamailio 5.6).
+                    let status = Command::new("redis-cli")
+                        .args(["-p", &port.to_string(), "HSET", "version:entry::location"])
+                        .args(["table_name", "location", "table_version", "9"])
+                        .stdout(Stdio::null())
+                        .status()?;
+                    anyhow::ensure!(status.success(), "redis-cli HSET version failed");
+                    cmd.args(["-A", "WITH_REDIS", "-A"])
+                        .arg(format!("DB_URL=\"redis://127.0.0.1:{port}/0\""));
+                    redis = Some(child);
                 }
                 if let Some(t) = tls {
                     cmd.args(["-A", "WITH_TLS", "-A"])
@@ -1385,7 +1409,7 @@ impl Server {
                     tls,
                     http: None,
                     ctl: Some(ctl),
-                    redis: None,
+                    redis,
                 }
             }
             Kind::Sipward | Kind::SipwardDurable | Kind::SipwardRedis => {
