@@ -42,7 +42,7 @@ tcp_max_connections = "lots"
 
 [registrar]
 min_expires = 0
-persistence = "redis"
+persistence = "mongodb"
 
 [http]
 listen = "127.0.0.1:8080"
