@@ -8,6 +8,8 @@
 //! transactions in flight. Once the proxy holds no context, or `server.drain_grace_secs` has
 //! passed, `halt` stops the rest, and every task is awaited briefly before the process exits.
 
+mod devices;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ mod http;
 use http::{serve_http, HttpParts};
 
 use crate::config::{Config, Persistence};
-use crate::credentials::device::{CredentialKeys, DeviceIndex, RegisterEvent};
+use crate::credentials::device::DeviceIndex;
 use crate::dispatch::{dispatch_parts, Dispatcher, Intake, Shared};
 use crate::metrics::Metrics;
 use crate::proxy::{NameSources, OurNames, Proxy};
@@ -30,6 +32,7 @@ use crate::transport::serve::{Addresses, BindError, Bound, TlsServing};
 use crate::transport::tcp::{StreamContext, StreamLimits};
 use crate::transport::tls::{HandshakeLimits, TlsState};
 use crate::transport::{Flows, Handler, Outbound};
+use devices::{follow_device_changes, token_api, token_api_parts};
 
 /// After `halt`, how long the tasks get to end on top of what is left of the grace period: a
 /// UDP receive thread notices `halt` within its 200 ms read timeout.
@@ -145,6 +148,12 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let location = Location::with_capacity(config.registrar.policy(), gauges, capacity);
     if let Some(view) = shared {
         location.attach_shared(view);
+    }
+    if let Some((settings, backend, devices)) = token_parts
+        .as_ref()
+        .and_then(|t| t.shared.clone().map(|(s, b)| (s, b, t.devices.clone())))
+    {
+        follow_device_changes(settings, backend, devices, location.clone(), &halt);
     }
     let devices = token_parts.as_ref().map(|t| t.devices.clone());
     let store_writer = loaded
@@ -561,105 +570,4 @@ fn audit_log(
         }
     }
     Ok(log)
-}
-
-/// The token API over its parts, with its tasks: the issuers' refreshers (until shutdown)
-/// and the writer of device REGISTERs to the store (until halt).
-fn token_api(
-    config: &Config,
-    parts: TokenParts,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-    halt: &CancellationToken,
-) -> Arc<crate::api::token::TokenApi> {
-    parts.registry.spawn_refreshers(tracker, shutdown);
-    tracker.spawn(record_registers(
-        parts.events,
-        parts.store.clone(),
-        halt.clone(),
-    ));
-    Arc::new(crate::api::token::TokenApi::new(
-        config,
-        parts.registry,
-        parts.store,
-        parts.devices,
-        parts.metrics,
-    ))
-}
-
-/// The token API's parts that exist before the dispatcher: the store (with active records
-/// loaded into the device index), the issuer registry and the metrics.
-struct TokenParts {
-    store: crate::store::Store,
-    devices: DeviceIndex,
-    events: tokio::sync::mpsc::Receiver<RegisterEvent>,
-    registry: crate::oidc::IssuerRegistry,
-    metrics: crate::api::token::TokenMetrics,
-}
-
-/// Opens the store and loads its active records, both on the blocking pool (SQLite blocks).
-async fn token_api_parts(config: &Config, metrics: &Metrics) -> Result<TokenParts, AppError> {
-    let t = &config.token_api;
-    let path = t.store_path.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || crate::store::SqliteStore::open(path.as_deref()))
-            .await
-            .map_err(|e| AppError::Setting(format!("token_api.store_path: {e}")))?;
-    let backend = opened.map_err(|e| {
-        AppError::Setting(format!(
-            "token_api.store_path {:?}: {e}",
-            t.store_path
-                .as_deref()
-                .map_or(crate::config::MEMORY_STORE.into(), |p| p
-                    .display()
-                    .to_string())
-        ))
-    })?;
-    let store = crate::store::Store::new(Arc::new(backend));
-    let (devices, events) = DeviceIndex::new(CredentialKeys::new(t.credential_keys.clone()));
-    let now = crate::dispatch::unix_now();
-    let active = store
-        .run(move |s| s.load_active(now))
-        .await
-        .map_err(|e| AppError::Setting(format!("token_api.store_path: {e}")))?;
-    for record in &active {
-        devices.upsert(record, now);
-    }
-    tracing::info!(devices = active.len(), "device credentials loaded");
-    let oidc_metrics = crate::oidc::OidcMetrics::new(metrics);
-    let registry = crate::oidc::IssuerRegistry::new(config, oidc_metrics)
-        .map_err(|e| AppError::Setting(format!("token API HTTP client: {e}")))?;
-    let token_metrics = crate::api::token::TokenMetrics::new(metrics);
-    token_metrics.active.set(devices.len() as i64);
-    Ok(TokenParts {
-        store,
-        devices,
-        events,
-        registry,
-        metrics: token_metrics,
-    })
-}
-
-/// Writes REGISTER successes of device credentials to the store (last REGISTER time, the end
-/// of the previous generation), one at a time, until `halt`.
-async fn record_registers(
-    mut events: tokio::sync::mpsc::Receiver<RegisterEvent>,
-    store: crate::store::Store,
-    halt: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = halt.cancelled() => return,
-            e = events.recv() => match e {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        let result = store
-            .run(move |s| s.record_register(&event.username, event.gen, event.at))
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not record a device REGISTER");
-        }
-    }
 }

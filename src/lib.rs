@@ -16,7 +16,7 @@
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
-//! | `store` | the durable device store behind a trait; SQLite (WAL) today |
+//! | `store` | the durable device store behind a trait: SQLite (WAL) for one node, Redis shared by several (`persistence = "redis"`), and the subscription to other nodes' device changes |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation and claim mapping, opaque tokens (introspection, userinfo) |
 //! | `scim` | the SCIM 2.0 directory of one IdP (Users, Groups, filters, PATCH) and the deprovision/reactivate transitions it decides; names no other module |
 //! | `registrar` | RFC 3261 §10.3 binding rules, the location service and its expiry, the journal of applied changes a durable store receives |

@@ -276,12 +276,25 @@ fn node_with(
     accounts: &[(String, String)],
     auth: &str,
 ) -> Server {
+    node_on(ip, free_port(), redis_url, name, accounts, auth, "")
+}
+
+/// [`node_with`] on SIP port `sip`, with `redis_extra` appended to the [redis] table.
+fn node_on(
+    ip: &str,
+    sip: u16,
+    redis_url: &str,
+    name: &str,
+    accounts: &[(String, String)],
+    auth: &str,
+    redis_extra: &str,
+) -> Server {
     let refs: Vec<(&str, &str)> = accounts
         .iter()
         .map(|(u, p)| (u.as_str(), p.as_str()))
         .chain([("alice", "alice-secret-1")])
         .collect();
-    let registrar = registrar(redis_url, name, 3);
+    let registrar = format!("{}\n{redis_extra}", registrar(redis_url, name, 3));
     let opts = Options {
         accounts: &refs,
         algorithms: &["MD5"],
@@ -291,7 +304,7 @@ fn node_with(
         ..Options::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let (sip, http) = (free_port(), free_port());
+    let http = free_port();
     let path = config_on_ports(&opts, dir.path(), sip, http, free_port());
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace(&format!("\"127.0.0.1:{sip}\""), &format!("\"{ip}:{sip}\""));
@@ -604,4 +617,62 @@ fn a_nonce_from_one_node_replayed_at_the_other_is_refused() {
     // A fresh challenge at B: 200.
     let r = register_from(&mut at_b, user, password, 300);
     assert_eq!(r.status(), 200, "{}", r.text);
+}
+
+/// Acceptance: a TCP phone registered at node A is reached by a call placed at node B. B
+/// reads A's binding from Redis, sees it is bound to a connection at A and routes the INVITE
+/// to A's address from `redis.peers` with a Route naming the binding; A takes the hop from a
+/// configured peer without a challenge and sends it down the phone's connection. The same
+/// Route from an address that is not a peer is challenged like any request.
+#[test]
+fn a_tcp_phone_at_one_node_is_reached_from_the_other_through_its_node() {
+    let redis = Redis::start();
+    let accounts = accounts(1);
+    let (pa, pb) = (free_port(), free_port());
+    let peers = format!("peers = {{ a = \"127.0.0.2:{pa}\", b = \"127.0.0.3:{pb}\" }}");
+    let a = node_on("127.0.0.2", pa, &redis.url(), "a", &accounts, "", &peers);
+    let b = node_on("127.0.0.3", pb, &redis.url(), "b", &accounts, "", &peers);
+    let (user, password) = &accounts[0];
+
+    let mut phone = Client::new(Proto::Tcp, a.tcp);
+    let mut reg = Register::new(user);
+    reg.contact = Some(format!("<sip:{user}@{};transport=tcp>", phone.local));
+    reg.expires = Some("300".into());
+    let r = register(&mut phone, &reg, password, "MD5");
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert!(contacts(&b).is_empty(), "B holds no binding of its own");
+
+    let _caller = call(&b, user);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let invite = loop {
+        let got = phone
+            .recv(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| panic!("no INVITE reached the TCP phone at A\n{}", a.stderr()));
+        if got.text.starts_with("INVITE ") {
+            break got;
+        }
+    };
+    // Both nodes are on the path: B's and A's Record-Route, and two Vias of ours.
+    let text = &invite.text;
+    assert!(text.contains("127.0.0.2"), "A record-routes: {text}");
+    assert!(text.contains("127.0.0.3"), "B record-routes: {text}");
+    assert!(
+        !text.contains("sipward-binding"),
+        "A consumed its Route: {text}"
+    );
+
+    // From a non-peer address the binding Route buys nothing: a challenge.
+    let mut stranger = Client::new(Proto::Udp, a.udp);
+    let invite = format!(
+        "INVITE sip:{user}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{};rport\r\n\
+         Route: <sip:127.0.0.2:{pa};lr;sipward-binding=1>\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@{DOMAIN}>;tag=s1\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
+         Call-ID: stranger-{}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{}>\r\nContent-Length: 0\r\n\r\n",
+        stranger.local,
+        rand_token(),
+        rand_token(),
+        stranger.local
+    );
+    let r = stranger.request(&invite).expect("an answer");
+    assert_eq!(r.status(), 407, "{}", r.text);
 }

@@ -70,6 +70,13 @@ pub(crate) enum Kind {
     KamailioSqlite,
     /// sipward with `registrar.persistence = "sqlite"` (issue 16).
     SipwardDurable,
+    /// Kamailio with usrloc `db_mode = 1` on db_redis (Debian's kamailio-redis-modules), on a
+    /// `redis-server` this run starts (issue 17).
+    KamailioRedis,
+    /// sipward with `registrar.persistence = "redis"` on a `redis-server` this run starts on a
+    /// free loopback port (issue 17); the server's CPU is sipward's alone (Redis's is
+    /// reported by benches/redis.sh).
+    SipwardRedis,
 }
 
 impl Kind {
@@ -80,6 +87,8 @@ impl Kind {
             Kind::Sipward => "sipward",
             Kind::KamailioSqlite => "kamailio-sqlite",
             Kind::SipwardDurable => "sipward-durable",
+            Kind::SipwardRedis => "sipward-redis",
+            Kind::KamailioRedis => "kamailio-redis",
         }
     }
 }
@@ -420,6 +429,28 @@ fn durable_ratios(rows: &[Row], best: &[(Kind, f64)]) {
     }
     if let (Some(d), Some(m)) = (rate(Kind::SipwardDurable), rate(Kind::Sipward)) {
         println!("- highest clean rate: sipward-durable {d:.0}/s, sipward in memory {m:.0}/s");
+    }
+    for r in rows.iter().filter(|r| r.server == Kind::SipwardRedis) {
+        if let Some(m) = rows
+            .iter()
+            .find(|m| m.server == Kind::Sipward && m.phase == r.phase && m.offered == r.offered)
+        {
+            println!(
+                "- {} at {:.0}/s: sipward-redis/sipward CPU per registration {:.2}x",
+                r.phase,
+                r.offered,
+                r.cpu_us / m.cpu_us.max(1e-9)
+            );
+        }
+    }
+    if let Some(r) = rate(Kind::SipwardRedis) {
+        println!("- highest clean rate: sipward-redis {r:.0}/s");
+    }
+    if let (Some(s), Some(k)) = (rate(Kind::SipwardRedis), rate(Kind::KamailioRedis)) {
+        println!(
+            "- highest clean rate: sipward-redis {s:.0}/s, kamailio-redis (usrloc db_mode=1 on db_redis) {k:.0}/s: {:.2}x",
+            s / k.max(1e-9)
+        );
     }
 }
 
@@ -1225,6 +1256,8 @@ struct Server {
     tls: Option<SocketAddr>,
     http: Option<SocketAddr>,
     ctl: Option<PathBuf>,
+    /// The `redis-server` of a [`Kind::SipwardRedis`] server, stopped with it.
+    redis: Option<Child>,
 }
 
 /// Memory of a server at one moment.
@@ -1311,9 +1344,10 @@ impl Server {
                     tls: None,
                     http: None,
                     ctl: None,
+                    redis: None,
                 }
             }
-            Kind::Kamailio | Kind::KamailioSqlite => {
+            Kind::Kamailio | Kind::KamailioSqlite | Kind::KamailioRedis => {
                 let ctl = work.join(format!("kamailio-{}.ctl", rand::random::<u32>()));
                 let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
                 let mut cmd = Command::new("kamailio");
@@ -1333,6 +1367,20 @@ impl Server {
                     let db = kamailio_sqlite_db(work)?;
                     cmd.args(["-A", "WITH_SQLITE", "-A"])
                         .arg(format!("DB_URL=\"sqlite://{}\"", db.display()));
+                }
+                let mut redis = None;
+                if kind == Kind::KamailioRedis {
+                    let (child, port) = start_redis(work)?;
+                    // usrloc checks the location table's version (9 in Kamailio 5.6).
+                    let status = Command::new("redis-cli")
+                        .args(["-p", &port.to_string(), "HSET", "version:entry::location"])
+                        .args(["table_name", "location", "table_version", "9"])
+                        .stdout(Stdio::null())
+                        .status()?;
+                    anyhow::ensure!(status.success(), "redis-cli HSET version failed");
+                    cmd.args(["-A", "WITH_REDIS", "-A"])
+                        .arg(format!("DB_URL=\"redis://127.0.0.1:{port}/0\""));
+                    redis = Some(child);
                 }
                 if let Some(t) = tls {
                     cmd.args(["-A", "WITH_TLS", "-A"])
@@ -1361,18 +1409,28 @@ impl Server {
                     tls,
                     http: None,
                     ctl: Some(ctl),
+                    redis,
                 }
             }
-            Kind::Sipward | Kind::SipwardDurable => {
+            Kind::Sipward | Kind::SipwardDurable | Kind::SipwardRedis => {
                 let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
                 let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-                let registrar = match kind {
+                let redis = match kind {
+                    Kind::SipwardRedis => Some(start_redis(work)?),
+                    _ => None,
+                };
+                let registrar = match (&redis, kind) {
+                    (Some((_, port)), _) => format!(
+                        "persistence = \"redis\"\n[redis]\nurls = [\"redis://127.0.0.1:{port}\"]\nnode = \"bench\""
+                    ),
+                    (None, kind) => match kind {
                     Kind::SipwardDurable => format!(
                         "persistence = \"sqlite\"\nstore_path = \"{}\"",
                         work.join(format!("location-{}.db", rand::random::<u32>()))
                             .display()
                     ),
                     _ => args.sipward_registrar.clone(),
+                    },
                 };
                 let config = sipward_config(args, certs, udp, tls, http, algorithm, &registrar);
                 let path = work.join(format!("sipward-{}.toml", rand::random::<u32>()));
@@ -1391,6 +1449,7 @@ impl Server {
                     tls,
                     http: Some(http),
                     ctl: None,
+                    redis: redis.map(|(child, _)| child),
                 }
             }
         };
@@ -1499,6 +1558,10 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(redis) = &mut self.redis {
+            let _ = redis.kill();
+            let _ = redis.wait();
+        }
         // Any worker left behind (by id, only the ones this server started).
         for pid in pids.iter().skip(1) {
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -1506,6 +1569,29 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// A `redis-server` on a free loopback port, no persistence, answering; and its port.
+fn start_redis(work: &Path) -> anyhow::Result<(Child, u16)> {
+    let port = free_tcp_port();
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("redis-server (apt-get install redis-server): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("redis-server on port {port} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, port))
 }
 
 fn sipward_config(

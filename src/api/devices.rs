@@ -78,7 +78,7 @@ pub(super) fn drop_devices(api: &TokenApi, location: &Location, records: &[Devic
     for r in records {
         // Index first, bindings second: see `registrar::Credential` for why no REGISTER
         // verified with this device can store a binding after this returns.
-        api.devices.revoke(&r.username);
+        api.devices.revoke_record(r);
         // The store holds the canonical text a `UserAor` wrote; one that no longer parses
         // names no binding.
         if let Some(aor) = crate::sip::Aor::parse(&r.aor) {

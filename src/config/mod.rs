@@ -224,6 +224,10 @@ pub struct RedisConfig {
     /// Connections for reading other nodes' bindings on routing lookups (the writer has its
     /// own one).
     pub pool_size: usize,
+    /// `redis.peers`: every node's name → its SIP UDP address. A node routes a request for
+    /// another node's TCP/TLS/WS binding to that node's address (a Path-like hop), and takes
+    /// requests from these addresses' IPs as already authenticated (no Digest challenge).
+    pub peers: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -238,6 +242,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("retries", &self.retries)
             .field("pool_size", &self.pool_size)
+            .field("peers", &self.peers)
             .finish()
     }
 }

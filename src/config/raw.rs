@@ -75,6 +75,8 @@ pub(super) struct RawRedis {
     pub(super) retries: u64,
     #[serde(default = "default_redis_pool_size")]
     pub(super) pool_size: u64,
+    #[serde(default)]
+    pub(super) peers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RawRedis {
@@ -85,6 +87,7 @@ impl Default for RawRedis {
             username: String::new(),
             password_file: String::new(),
             node: String::new(),
+            peers: Default::default(),
             connect_timeout_ms: default_redis_connect_timeout_ms(),
             response_timeout_ms: default_redis_response_timeout_ms(),
             retries: default_redis_retries(),

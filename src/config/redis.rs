@@ -1,12 +1,20 @@
-//! `[redis]`: validated only with `registrar.persistence = "redis"` (the nodes' shared
-//! location store, docs/architecture.md "Several nodes on Redis").
+//! `[redis]` (read only with `registrar.persistence = "redis"`): the URLs, credentials,
+//! timeouts, this node's name and the other nodes' SIP addresses (`peers`).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::problems::Problems;
 use super::raw;
 use super::secret::{self, Secret};
+
+fn valid_node(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
 
 /// `[redis]`, read only with `registrar.persistence = "redis"`.
 pub(super) fn validate(
@@ -38,12 +46,7 @@ pub(super) fn validate(
             );
         }
     }
-    if raw.node.len() > 64
-        || raw
-            .node
-            .bytes()
-            .any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
-    {
+    if !valid_node(&raw.node) {
         problems.push(
             "redis.node",
             "must be at most 64 letters, digits, '-', '_' or '.'",
@@ -61,6 +64,25 @@ pub(super) fn validate(
             }
         }
     };
+    let mut peers = Vec::new();
+    for (name, addr) in &raw.peers {
+        if !valid_node(name) {
+            problems.push(
+                format!("redis.peers.{name}"),
+                "a node name: at most 64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => peers.push((name.clone(), a)),
+            _ => problems.push(
+                format!("redis.peers.{name}"),
+                format!(
+                    "must be the node's SIP UDP address as ip:port (not a wildcard), got {addr:?}"
+                ),
+            ),
+        }
+    }
+    peers.sort();
     let ms = |problems: &mut Problems, key: &str, value: u64, setting| {
         Duration::from_millis(problems.range(key, value, setting))
     };
@@ -89,5 +111,6 @@ pub(super) fn validate(
         retries: u32::try_from(problems.range("redis.retries", raw.retries, raw::REDIS_RETRIES))
             .unwrap_or(u32::MAX),
         pool_size: problems.range_usize("redis.pool_size", raw.pool_size, raw::REDIS_POOL_SIZE),
+        peers,
     }
 }

@@ -905,7 +905,8 @@ fn redis_persistence_is_validated_with_the_keys_named() {
     fs::write(&pw, "s3cret\n").unwrap();
     let text = format!(
         "[registrar]\npersistence = \"redis\"\n[redis]\nurls = [\"redis://127.0.0.1:6379\"]\n\
-         username = \"sipward\"\npassword_file = {:?}\nnode = \"a\"\ncluster = true\n{ONE_DOMAIN}",
+         username = \"sipward\"\npassword_file = {:?}\nnode = \"a\"\ncluster = true\n\
+         peers = {{ b = \"10.0.0.12:5060\", a = \"10.0.0.11:5060\" }}\n{ONE_DOMAIN}",
         pw.display().to_string()
     );
     let config = parse(&text).unwrap();
@@ -920,12 +921,23 @@ fn redis_persistence_is_validated_with_the_keys_named() {
     assert_eq!(redis.retries, 3);
     assert_eq!(redis.pool_size, 4);
     assert_eq!(redis.response_timeout, Duration::from_secs(1));
+    assert_eq!(
+        redis.peers,
+        [
+            ("a".to_owned(), "10.0.0.11:5060".parse().unwrap()),
+            ("b".to_owned(), "10.0.0.12:5060".parse().unwrap())
+        ]
+    );
     assert!(!format!("{config:?}").contains("s3cret"));
     assert!(config.secret_files.contains(&pw));
 
     let errors = problems_of(&format!(
-        "[registrar]\npersistence = \"redis\"\n[redis]\nnode = \"a b\"\nretries = 99\n{ONE_DOMAIN}"
+        "[registrar]\npersistence = \"redis\"\n[redis]\nnode = \"a b\"\nretries = 99\n\
+         peers = {{ \"x y\" = \"10.0.0.1:5060\", c = \"0.0.0.0:5060\", d = \"host\" }}\n{ONE_DOMAIN}"
     ));
+    assert_problem(&errors, "redis.peers.x y", "node name");
+    assert_problem(&errors, "redis.peers.c", "ip:port");
+    assert_problem(&errors, "redis.peers.d", "ip:port");
     assert_problem(&errors, "redis.urls", "at least one URL");
     assert_problem(&errors, "redis.node", "letters, digits");
     assert_problem(&errors, "redis.retries", "");

@@ -19,7 +19,7 @@ use sha2::Sha256;
 
 use crate::auth::{Algorithm, DummyHa1s, Ha1};
 use crate::config::Secret;
-use crate::store::{DeviceRecord, Generation};
+use crate::store::{DeviceRecord, DeviceStore, Generation};
 
 /// Every device username starts with this; static accounts may not (config).
 pub const DEVICE_PREFIX: &str = "d-";
@@ -149,6 +149,15 @@ struct IndexInner {
     aors: DashMap<Arc<str>, usize>,
     keys: CredentialKeys,
     events: tokio::sync::mpsc::Sender<RegisterEvent>,
+    /// A store shared with other nodes, read on every lookup (`set_authority`).
+    authority: OnceLock<Arc<dyn DeviceStore>>,
+    /// Usernames known revoked, with the expiry of their last generation: a username is never
+    /// issued again, so a record read before its revoke must not re-enter the index (a lookup
+    /// racing the revoke). Purged once expired (an expired record cannot enter anyway).
+    revoked: DashMap<Box<str>, u64>,
+    /// Serialises index writes, so that "not revoked? then insert" cannot interleave with
+    /// "mark revoked, then remove". Lookups do not take it.
+    writes: std::sync::Mutex<()>,
 }
 
 impl DeviceIndex {
@@ -161,6 +170,9 @@ impl DeviceIndex {
                     aors: DashMap::new(),
                     keys,
                     events: tx,
+                    authority: OnceLock::new(),
+                    revoked: DashMap::new(),
+                    writes: std::sync::Mutex::new(()),
                 }),
             },
             rx,
@@ -171,10 +183,48 @@ impl DeviceIndex {
         &self.inner.keys
     }
 
+    /// Makes `store` the authority: every lookup of a device credential (`candidates`) reads
+    /// its record from `store` first (one blocking round trip), so that a device created or
+    /// revoked at another node is seen at once. A read that fails leaves the index as it was.
+    /// Used with `registrar.persistence = "redis"`; set once.
+    pub fn set_authority(&self, store: Arc<dyn DeviceStore>) {
+        let _ = self.inner.authority.set(store);
+    }
+
+    /// Brings the index in line with the store's `record` of `username` (`None`: unknown):
+    /// a revoked record is marked revoked for good; an unchanged one keeps its entry (and its
+    /// cached HA1s). Returns whether the username was revoked by this call.
+    pub fn refresh(&self, username: &str, record: Option<&DeviceRecord>, now: u64) -> bool {
+        match record {
+            Some(r) if r.revoked.is_some() => self.revoke_record(r),
+            Some(r) => {
+                let same = self.inner.entries.get(username).is_some_and(|e| {
+                    e.current.gen == r.current.gen
+                        && e.current.expires_at == r.current.expires_at
+                        && *e.aor == *r.aor
+                        && e.previous.as_ref().map(|p| p.gen)
+                            == r.previous
+                                .as_ref()
+                                .filter(|p| p.expires_at > now)
+                                .map(|p| p.gen)
+                });
+                if !same {
+                    self.upsert(r, now);
+                }
+                false
+            }
+            None => {
+                self.remove(username);
+                false
+            }
+        }
+    }
+
     /// Adds or replaces a record (after the store has it); revoked or expired records are
-    /// removed instead.
+    /// removed instead, and a username once revoked is never added again.
     pub fn upsert(&self, record: &DeviceRecord, now: u64) {
-        if !record.is_active(now) {
+        let _writes = self.inner.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if !record.is_active(now) || self.inner.revoked.contains_key(record.username.as_str()) {
             self.remove(&record.username);
             return;
         }
@@ -230,6 +280,31 @@ impl DeviceIndex {
         self.remove(username)
     }
 
+    /// [`DeviceIndex::revoke`] that also remembers the username as revoked until its last
+    /// generation expires, so that no record of it read earlier (another node's lookup racing
+    /// the revoke) can bring it back. Returns whether it was in the index.
+    pub fn revoke_record(&self, record: &DeviceRecord) -> bool {
+        let _writes = self.inner.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let until = record
+            .previous
+            .as_ref()
+            .map_or(0, |p| p.expires_at)
+            .max(record.current.expires_at);
+        self.inner
+            .revoked
+            .insert(record.username.as_str().into(), until);
+        self.remove(&record.username)
+    }
+
+    /// Usernames in the index (a resync after a lost subscription walks them).
+    pub fn usernames(&self) -> Vec<String> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| e.key().to_string())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.entries.len()
     }
@@ -252,6 +327,16 @@ impl DeviceIndex {
         dummy: &DummyHa1s,
     ) -> Candidates {
         let fallback = *dummy.get(algorithm);
+        if let Some(store) = self.inner.authority.get() {
+            match store.device(username) {
+                Ok(record) => {
+                    self.refresh(username, record.as_ref(), now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "device store: reading a device record failed; the last known one is used");
+                }
+            }
+        }
         let entry = self
             .inner
             .entries
@@ -325,6 +410,7 @@ impl DeviceIndex {
 
     /// Drops entries whose every generation has expired; returns how many.
     pub fn purge(&self, now: u64) -> usize {
+        self.inner.revoked.retain(|_, until| *until > now);
         let before = self.inner.entries.len();
         let inner = &self.inner;
         inner.entries.retain(|_, e| {

@@ -65,6 +65,11 @@ pub fn dispatch_parts(config: &Config, shared: Shared) -> Result<DispatchParts, 
             location: shared.location,
             remove_bindings_on_close: config.registrar.remove_bindings_on_close,
             path: config.registrar.path,
+            peer_nodes: config
+                .redis
+                .iter()
+                .flat_map(|r| r.peers.iter().map(|(_, a)| a.ip()))
+                .collect(),
         },
         responder: Responder::new(shared.metrics, config.server.server_header.clone()),
         transactions: shared.transactions,

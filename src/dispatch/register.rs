@@ -34,6 +34,10 @@ pub struct RegistrarSide {
     pub remove_bindings_on_close: bool,
     /// Config `registrar.path`: a Path header without `Supported: path`.
     pub path: PathPolicy,
+    /// The IPs of `redis.peers`: the other nodes sharing the location store, whose requests
+    /// for one of this node's connection-bound bindings are taken as authenticated
+    /// (`Dispatcher::routed_by_peer_node`).
+    pub peer_nodes: Vec<std::net::IpAddr>,
 }
 
 type Answer = (RegisterOutcome, Option<Response>);

@@ -68,7 +68,73 @@ impl Dispatcher {
         if more {
             return Some(self.respond(msg, src, 403, "Relaying Not Allowed", &[]));
         }
+        if let Some(answer) = self.routed_by_peer_node(msg, src, ours, now) {
+            return answer;
+        }
         self.request_for_user(msg, ruri, src, ours, now)
+    }
+
+    /// A request another node routed here for one of this node's connection-bound bindings
+    /// (our Route on top carries `registrar::PEER_BINDING_PARAM`, the binding's id here): from
+    /// a `redis.peers` address it is already authenticated (the other node did), so it goes
+    /// straight down the binding's connection; the binding gone → 480. `None`: not such a
+    /// request (from anyone else the parameter means nothing, and the request is handled as
+    /// any other, authentication included).
+    fn routed_by_peer_node(
+        &self,
+        msg: &Message,
+        src: &Source,
+        our_routes: usize,
+        now: Instant,
+    ) -> Option<Option<Response>> {
+        let i = &self.inner;
+        if our_routes == 0 || !i.registrar.peer_nodes.contains(&src.peer.ip()) {
+            return None;
+        }
+        let top = msg.values(HeaderName::Route).next()?;
+        let hop = crate::sip::NameAddr::parse(top).ok()?;
+        let id: u64 = hop
+            .uri
+            .param(crate::registrar::PEER_BINDING_PARAM)??
+            .parse()
+            .ok()?;
+        if msg.max_forwards().ok().flatten() == Some(0) {
+            return Some(Some(self.respond(msg, src, 483, "Too Many Hops", &[])));
+        }
+        if i.proxy.is_loop(msg) {
+            return Some(Some(self.respond(msg, src, 482, "Loop Detected", &[])));
+        }
+        let to = msg.to().ok().and_then(|t| t.uri.aor());
+        let binding = to.and_then(|aor| {
+            i.registrar
+                .location
+                .lookup(&aor, now)
+                .into_iter()
+                .find(|b| b.id == id && b.flow.is_some())
+        });
+        let target = binding
+            .as_ref()
+            .and_then(|b| i.proxy.binding_target(None, b.transport, b.flow, b.source));
+        let (Some(b), Some(target)) = (&binding, target) else {
+            return Some(Some(self.respond(
+                msg,
+                src,
+                480,
+                "Temporarily Unavailable",
+                &[],
+            )));
+        };
+        let branch = Branch {
+            target,
+            request_uri: Some(b.uri()),
+            route: Vec::new(),
+        };
+        let routing = Routing {
+            pop_routes: our_routes,
+            record_route: true,
+            pop_last_route: false,
+        };
+        Some(self.forward_and_answer(msg, src, &[branch], routing, now))
     }
 
     /// Requests for our users: authenticate first (E5: nothing about the callee is looked

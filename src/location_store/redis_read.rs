@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::redis::{backend, decode, Conn, RedisLocationStore, RedisMetrics, StoreHealth};
 use super::{LocationStoreError, WallClock};
 use crate::config::RedisConfig;
-use crate::registrar::{Aor, BindingRecord};
+use crate::registrar::{Aor, BindingRecord, PEER_BINDING_PARAM};
 
 /// Reads the live bindings of one AoR with their records: pairs of (index member, hash
 /// fields). KEYS[1]: the AoR's index; ARGV[1]: now (Unix ms); ARGV[2]: the binding key
@@ -34,6 +34,8 @@ pub struct RedisShared {
     store: std::sync::Mutex<Vec<RedisLocationStore>>,
     ready: std::sync::Condvar,
     node_prefix: String,
+    /// `redis.peers`: where each node takes the requests for its connection-bound bindings.
+    peers: HashMap<String, std::net::SocketAddr>,
 }
 
 impl RedisShared {
@@ -54,6 +56,7 @@ impl RedisShared {
             store: std::sync::Mutex::new(stores),
             ready: std::sync::Condvar::new(),
             node_prefix: format!("{}:", config.node),
+            peers: config.peers.iter().cloned().collect(),
         }
     }
 
@@ -96,9 +99,21 @@ impl RedisShared {
             let Ok(fields) = redis::from_redis_value_ref::<HashMap<String, String>>(fields) else {
                 continue;
             };
-            if let Some(r) = decode(0, &fields, &clock) {
-                out.push(r);
+            let Some(mut r) = decode(0, &fields, &clock) else {
+                continue;
+            };
+            // Another node's connection is not usable here: a TCP/TLS/WS binding is reached
+            // through its node, a Path-like hop naming the binding (docs/architecture.md
+            // "Several nodes"). Without the node's address it is left out.
+            if r.transport != crate::registrar::Transport::Udp && r.path.is_empty() {
+                let owner = member
+                    .split_once(':')
+                    .and_then(|(node, id)| Some((self.peers.get(node)?, id)));
+                if let Some((addr, id)) = owner {
+                    r.path = vec![format!("<sip:{addr};lr;{PEER_BINDING_PARAM}={id}>")];
+                }
             }
+            out.push(r);
         }
         Ok(out)
     }

@@ -26,6 +26,11 @@ mod page;
 mod rules;
 
 pub use binding::{Aor, BindingSnapshot, FlowId, Transport};
+/// The Route parameter with which a node routes a request to the node that owns a
+/// connection-bound binding: the binding's id there (`location_store::RedisShared` writes it,
+/// dispatch reads it on the owning node).
+pub const PEER_BINDING_PARAM: &str = "sipward-binding";
+
 pub use journal::{Ack, BindingChange, BindingRecord, Journal, SharedBindings};
 pub use location::{Location, LocationGauges, Rebound, RegisterOutcome};
 pub use rules::{

@@ -1,15 +1,18 @@
-//! The durable store for device records (the token API's credentials) behind one trait, so a
-//! Redis implementation can follow. Today: SQLite (`sqlite.rs`), one file, WAL.
+//! The durable store for device records (the token API's credentials) behind one trait:
+//! SQLite (`sqlite.rs`, one file, WAL) for one node, Redis (`redis.rs`) shared by several
+//! nodes with `registrar.persistence = "redis"`.
 //!
 //! The store holds nothing that works as a password: a record names the key id, generation and
 //! expiry that derive the password (`credentials::device`), never the password or an HA1.
 //! Implementations are blocking; async callers go through [`Store`], which runs each call on
 //! tokio's blocking pool with bounded concurrency. It must not know HTTP, SIP or tokens.
 
+mod redis;
 mod sqlite;
 
 use std::sync::Arc;
 
+pub use redis::{subscribe, RedisSettings, RedisStore, CHANNEL};
 pub use sqlite::SqliteStore;
 
 /// Store calls running at once; further callers wait for a permit (their HTTP request waits,
@@ -131,6 +134,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// The REGISTER side: a successful REGISTER with `gen` at `at`; forgets the previous
     /// generation when `gen` is the current one.
     fn record_register(&self, username: &str, gen: u32, at: u64) -> Result<(), StoreError>;
+    /// One record by username, revoked or not (`None`: no such username). A store shared by
+    /// several nodes is asked on every lookup of a device credential, so that a revoke at one
+    /// node is seen at once at the others (`credentials::DeviceIndex::set_authority`).
+    fn device(&self, username: &str) -> Result<Option<DeviceRecord>, StoreError>;
     /// A cheap query proving the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;
 }

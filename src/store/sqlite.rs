@@ -339,6 +339,14 @@ impl DeviceStore for SqliteStore {
         })
     }
 
+    fn device(&self, username: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.with(|c| {
+            Ok(select(c, "username = ?1", params![username])?
+                .into_iter()
+                .next())
+        })
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
