@@ -142,6 +142,18 @@ fn paged(mut r: Response, route: &str, query: &[(&str, String)], next: Option<St
     r
 }
 
+/// The filters a page's `next` link repeats: `user` and `limit`, when given.
+fn page_query(user: Option<&str>, limit: Option<usize>) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(u) = user {
+        query.push(("user", u.to_owned()));
+    }
+    if let Some(n) = limit {
+        query.push(("limit", n.to_string()));
+    }
+    query
+}
+
 /// `?a=b&c=d` with each value percent-encoded (unreserved characters kept).
 fn url_query(pairs: &[(&str, String)]) -> String {
     let mut out = String::new();
@@ -284,17 +296,10 @@ pub(super) async fn bindings(
             bindings: bs.iter().map(|b| binding_view(aor, b)).collect(),
         })
         .collect();
-    let mut query = Vec::new();
-    if let Some(u) = &q.user {
-        query.push(("user", u.clone()));
-    }
-    if let Some(n) = q.limit {
-        query.push(("limit", n.to_string()));
-    }
     paged(
         no_store(StatusCode::OK, axum::Json(list)),
         "/admin/v1/bindings",
-        &query,
+        &page_query(q.user.as_deref(), q.limit),
         next,
     )
 }
@@ -428,17 +433,10 @@ pub(super) async fn devices(
     let next = more
         .then(|| list.last().map(|d| encode_cursor(&d.username)))
         .flatten();
-    let mut query = Vec::new();
-    if let Some(u) = &q.user {
-        query.push(("user", u.clone()));
-    }
-    if let Some(n) = q.limit {
-        query.push(("limit", n.to_string()));
-    }
     paged(
         no_store(StatusCode::OK, axum::Json(list)),
         "/admin/v1/devices",
-        &query,
+        &page_query(q.user.as_deref(), q.limit),
         next,
     )
 }
