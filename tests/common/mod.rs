@@ -5,6 +5,8 @@
 //! independently of the code under test (md-5/sha2 directly), and read its HTTP endpoints.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis_server;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -1320,7 +1322,30 @@ impl Client {
 impl Client {
     /// A UDP client bound to `local` (a port another program will use afterwards).
     pub fn udp_on(local: SocketAddr, server: SocketAddr) -> Client {
-        let s = UdpSocket::bind(local).expect("bind the given UDP address");
+        // The port was free when the test took it; another test's brief probe of a port
+        // (free_port binds and releases) can hold it for a moment, so retry for a second
+        // before naming who holds it.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let s = loop {
+            match UdpSocket::bind(local) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    let holders = std::process::Command::new("ss")
+                        .args(["-uapn"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let port = format!(":{}", local.port());
+                    let held: Vec<&str> = holders.lines().filter(|l| l.contains(&port)).collect();
+                    panic!("bind {local}: {e}; sockets on that port: {held:?}")
+                }
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         Client {
             proto: Proto::Udp,
