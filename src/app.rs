@@ -212,6 +212,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Runni
         proxy: proxy.clone(),
     };
     let parts = dispatch_parts(config, shared).map_err(|e| AppError::Setting(e.to_string()))?;
+    if let (Some(redis), Some(health)) = (&config.redis, &store_health) {
+        share_auth(&parts.auth, redis, &metrics, health.clone(), &halt);
+    }
     let dispatcher = Dispatcher::new(parts, names);
     let audit = audit_log(config, &tracker, &shutdown)?;
     let token_api = token_parts.map(|parts| {
@@ -328,6 +331,33 @@ async fn open_redis_store(
     .await
     .map_err(|e| AppError::Setting(format!("redis.urls: {e}")))?;
     opened.map_err(|source| store_error(config, source))
+}
+
+/// Several nodes: nonce uses are claimed in Redis and failures counted there (`cluster`), until
+/// `halt`.
+fn share_auth(
+    auth: &crate::auth::Authenticator,
+    redis: &crate::config::RedisConfig,
+    metrics: &Metrics,
+    health: Arc<crate::location_store::StoreHealth>,
+    halt: &CancellationToken,
+) {
+    let (source, user) = auth.limiters();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = crate::cluster::RedisAuth::start(
+        devices::device_store_settings(redis),
+        redis.pool_size,
+        crate::cluster::Limiters { source, user },
+        metrics.registry(),
+        health,
+        stop.clone(),
+    );
+    auth.attach_shared(shared);
+    let halt = halt.clone();
+    tokio::spawn(async move {
+        halt.cancelled().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 fn store_error(config: &Config, source: crate::location_store::LocationStoreError) -> AppError {

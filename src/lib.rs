@@ -6,7 +6,7 @@
 //! `transport` → `sip`, `config`, `metrics`; `proxy` → `transport`, `transaction`; `credentials`
 //! → `auth`, `store`; the two tops are `dispatch` (→ `proxy`, `auth`, `registrar`,
 //! `credentials`) and `api` (→ `oidc`, `store`, `credentials`, `registrar`, `scim`); `oidc` is used by
-//! `api` only; `ctl` (the admin API's client) names only `api`; `scim` names no other module and `audit` names only `fsutil` (both used by `api`). Lower layers never name upper ones; only `app` wires them together. Details:
+//! `api` only; `ctl` (the admin API's client) names only `api`; `scim` names no other module and `audit` names only `fsutil` (both used by `api`); `cluster` names `auth`, `store` and `location_store`. Lower layers never name upper ones; only `app` wires them together. Details:
 //! docs/architecture.md; no import cycle: tests/architecture.rs.
 //!
 //! | module | owns |
@@ -15,6 +15,7 @@
 //! | `transport` | binding and serving every SIP socket (all bound before any is served), RFC 5626 keep-alives (CRLF, STUN Binding), UDP receive threads (blocking, several per socket), TCP and TLS accept and connections with deadlines, SIP over WebSocket (WS and WSS, RFC 7118), TLS material and reload, mTLS identity, the flow table, the `Handler` seam (an answer now, or later through a `Responder`); on a wildcard socket the address each datagram arrived on (packet information), and each listener's advertised name |
 //! | `transaction` | RFC 3261 §17 server and client transactions as state machines with no I/O |
 //! | `auth` | the `Authenticator` (one request's Digest step → a decision), Digest verification, stateless nonces, nonce-count replay table, failure limiters |
+//! | `cluster` | what the nodes of a Redis deployment share with the authenticator: nonce uses (a nonce minted at one node verified, its `nc` checked, at another) and failure counts with the blocks they publish |
 //! | `credentials` | accounts the registrar verifies against: static accounts, and token API devices (derived passwords, the active-device index) |
 //! | `store` | the durable device store behind a trait: SQLite (WAL) for one node, Redis shared by several (`persistence = "redis"`), and the subscription to other nodes' device changes |
 //! | `oidc` | issuer registry, OIDC discovery, JWKS cache (refreshed with backoff and jitter), access-token validation and claim mapping, opaque tokens (introspection, userinfo) |
@@ -41,6 +42,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod ctl;

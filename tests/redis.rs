@@ -154,7 +154,10 @@ fn redis_down_gives_503_with_retry_after_and_not_ready() {
     let (status, body) = server.http_get("/readyz", None).unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("location store"), "{body}");
-    assert!(server.metric("sipward_redis_errors_total") >= 1.0);
+    // The first round trip to fail is the nonce claim's (before any write is tried).
+    let errors = server.metric("sipward_redis_errors_total")
+        + server.metric("sipward_redis_auth_errors_total");
+    assert!(errors >= 1.0, "{errors}");
 
     let redis = Redis::start_on(port);
     let r = register_from(&mut c, user, password, 60);
@@ -483,8 +486,10 @@ fn cluster_failover_keeps_every_acknowledged_binding() {
 
 /// Acceptance: with one nonce secret on both nodes (so B verifies A's nonces), a REGISTER
 /// whose credentials answered A's nonce, replayed at B with the same `nc`, is refused (401
-/// with `stale=true`: B holds no count for a nonce another process minted, so it never
-/// accepts one — no replay state needs sharing); the phone's fresh challenge at B works.
+/// with `stale=true`: the nodes share every use of a nonce in Redis); the phone's next use of
+/// the same nonce at B, with `nc` 2, is accepted there (A's nonce verified, its count checked
+/// at B), and that message replayed at A is refused in turn, although A's own table only knew
+/// `nc` 1.
 #[test]
 fn a_nonce_from_one_node_replayed_at_the_other_is_refused() {
     let redis = Redis::start();
@@ -506,7 +511,8 @@ fn a_nonce_from_one_node_replayed_at_the_other_is_refused() {
     reg.expires = Some("300".into());
     let challenge = phone.request(&reg.build(&phone)).expect("401");
     assert_eq!(challenge.status(), 401, "{}", challenge.text);
-    let answered = with_credentials(&reg, "MD5", user, password, &challenge.nonce());
+    let nonce = challenge.nonce();
+    let answered = with_credentials(&reg, "MD5", user, password, &nonce);
     let message = answered.build(&phone);
     let r = phone.request(&message).expect("200");
     assert_eq!(r.status(), 200, "{}", r.text);
@@ -520,9 +526,86 @@ fn a_nonce_from_one_node_replayed_at_the_other_is_refused() {
         "{}",
         replayed.text
     );
-    // A fresh challenge at B: 200.
-    let r = register_from(&mut at_b, user, password, 300);
-    assert_eq!(r.status(), 200, "{}", r.text);
+
+    // The phone's next REGISTER on A's nonce, nc 2, goes to B: verified there.
+    let next_use = |from: &Register, nc: u32| {
+        let mut next = from.clone();
+        next.cseq += 1;
+        next.authorization = vec![authorization(
+            "MD5",
+            user,
+            password,
+            "REGISTER",
+            &reg.ruri,
+            &nonce,
+            nc,
+            &rand_token(),
+        )];
+        next
+    };
+    let second = next_use(&answered, 2);
+    let second_message = second.build(&at_b);
+    let r = at_b.request(&second_message).expect("an answer from B");
+    assert_eq!(r.status(), 200, "A's nonce with nc 2 at B: {}", r.text);
+
+    // That message at A: A's own table saw nc 1 only, the shared record saw 2.
+    let mut at_a = Client::new(Proto::Udp, a.udp);
+    let replayed = at_a.request(&second_message).expect("an answer from A");
+    assert_eq!(replayed.status(), 401, "{}", replayed.text);
+    assert!(
+        replayed.text.to_ascii_lowercase().contains("stale=true"),
+        "{}",
+        replayed.text
+    );
+    // A higher count at A: accepted.
+    let third = next_use(&second, 3);
+    let r = at_a.request(&third.build(&at_a)).expect("an answer from A");
+    assert_eq!(r.status(), 200, "nc 3 at A: {}", r.text);
+    let claims = b.metric("sipward_redis_auth_round_trips_total");
+    assert!(claims >= 1.0, "B claimed in Redis: {claims}");
+}
+
+/// Acceptance: the per-username failure limit counts the failures of every node. With a limit
+/// of 4, two wrong passwords at A and two at B block the username at both (neither node saw
+/// 4 itself): the right password from a fresh address then gets no answer at either node.
+#[test]
+fn failures_at_both_nodes_count_against_one_limit() {
+    let redis = Redis::start();
+    let auth = "max_failures_per_user = 4\nmax_failures_per_source = 1000";
+    let accounts = accounts(1);
+    let a = node_with("127.0.0.2", &redis.url(), "a", &accounts, auth);
+    let b = node_with("127.0.0.3", &redis.url(), "b", &accounts, auth);
+    let (user, password) = &accounts[0];
+
+    for node in [&a, &b, &a, &b] {
+        let mut guesser = node.client(Proto::Udp);
+        let r = register_from(&mut guesser, user, "a-wrong-password", 300);
+        assert_eq!(r.status(), 401, "{}", r.text);
+    }
+    for node in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.stderr().contains("username blocked") {
+            assert!(
+                Instant::now() < deadline,
+                "no block announced\n{}",
+                node.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        let local: std::net::SocketAddr = format!("127.0.0.{}:{}", 20 + i, free_port())
+            .parse()
+            .unwrap();
+        let mut phone = Client::udp_on(local, node.udp);
+        let mut reg = Register::new(user);
+        reg.contact = Some(format!("<sip:{user}@{}>", phone.local));
+        let challenge = phone.request(&reg.build(&phone)).expect("a challenge");
+        assert_eq!(challenge.status(), 401, "{}", challenge.text);
+        let answered = with_credentials(&reg, "MD5", user, password, &challenge.nonce());
+        let r = phone.request(&answered.build(&phone));
+        assert!(r.is_none(), "the blocked username was answered: {r:?}");
+    }
 }
 
 /// Acceptance: a TCP phone registered at node A is reached by a call placed at node B. B

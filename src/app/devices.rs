@@ -122,7 +122,9 @@ pub(super) async fn token_api_parts(
 }
 
 /// `[redis]` as the device store needs it.
-fn device_store_settings(redis: &crate::config::RedisConfig) -> crate::store::RedisSettings {
+pub(super) fn device_store_settings(
+    redis: &crate::config::RedisConfig,
+) -> crate::store::RedisSettings {
     crate::store::RedisSettings {
         urls: redis.urls.clone(),
         cluster: redis.cluster,

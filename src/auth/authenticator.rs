@@ -28,7 +28,10 @@
 //!    whoever the user is: an account's own `algorithms` never shows in a challenge, since a
 //!    list that differs from the realm's would tell a guesser that the user exists.
 //! 9. Only after success: [`ReplayTable::check_and_record`]; a refusal → challenge with
-//!    `stale=true` (the password was right; see [`ReplayError::is_stale`]).
+//!    `stale=true` (the password was right; see [`ReplayError::is_stale`]). With several nodes
+//!    ([`Authenticator::attach_shared`]) the use is then claimed in the shared record too (a
+//!    nonce of another node, or one whose local slot was reused, is decided there alone); a
+//!    replay it finds → challenge with `stale=true`; no answer from it → [`Decision::Unavailable`].
 //! 10. The pair becomes trusted; a static `human` account in a realm with `sso = "enforce"` →
 //!     [`Decision::SsoRequired`] (said only after the password verified).
 //!
@@ -39,12 +42,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::{
-    source_key, verify, Algorithm, Challenge, DigestCredentials, DummyHa1s, FailureLimiter, Ha1,
-    NonceIssuer, NonceStatus, ReplayError, ReplayTable, TrustedPairs, Verdict,
+    source_key, verify, Algorithm, Challenge, Claim, DigestCredentials, DummyHa1s, FailureLimiter,
+    Ha1, NonceIssuer, NonceStatus, NonceUse, ReplayError, ReplayTable, SharedAuth, TrustedPairs,
+    Verdict,
 };
 use crate::sip::{Credentials, DigestParams, Uri};
 
@@ -82,6 +86,8 @@ pub struct Authenticator {
     /// Verified against for users that do not exist, so they cost what real ones cost.
     dummy: DummyHa1s,
     realms: HashMap<String, RealmPolicy>,
+    /// The other nodes' nonce uses and failures (Redis), once attached.
+    shared: OnceLock<Arc<dyn SharedAuth>>,
 }
 
 /// The credentials a request offers for our realm, as the caller found them in its
@@ -199,6 +205,9 @@ pub enum Decision<C> {
     Throttled,
     /// The password verified, but this static human account must sign in through SSO (403).
     SsoRequired,
+    /// The credentials verified, but the nodes' shared nonce record could not be read: answer
+    /// 503 with `Retry-After`.
+    Unavailable,
 }
 
 /// A fresh challenge: one header value per algorithm, in order, all with the same nonce.
@@ -277,7 +286,20 @@ impl Authenticator {
             trusted: parts.trusted,
             dummy: DummyHa1s::new(),
             realms: parts.realms.into_iter().collect(),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// From now on nonce uses are also claimed in `shared`, and failures reported to it
+    /// (several nodes, `registrar.persistence = "redis"`). Once only (false after the first).
+    pub fn attach_shared(&self, shared: Arc<dyn SharedAuth>) -> bool {
+        self.shared.set(shared).is_ok()
+    }
+
+    /// Handles on both failure limiters (per source, per username), for what imposes the
+    /// blocks the other nodes decided.
+    pub fn limiters(&self) -> (FailureLimiter<IpAddr>, FailureLimiter<String>) {
+        (self.source_limiter.clone(), self.user_limiter.clone())
     }
 
     /// Authenticates one request, in the order of the module docs.
@@ -370,14 +392,42 @@ impl Authenticator {
                 now_unix,
             ));
         };
-        if let Err(e) = self.replay.check_and_record(
-            creds.nonce,
-            creds.nc.unwrap_or(0),
-            req.call_id,
-            Some(req.source.ip()),
-        ) {
-            tracing::debug!(peer = %req.source, username, error = %e, "digest replay refused");
-            return refuse(true, replay_failure(e));
+        let nc = creds.nc.unwrap_or(0);
+        let local =
+            self.replay
+                .check_and_record(creds.nonce, nc, req.call_id, Some(req.source.ip()));
+        let shared = match (local, self.shared.get()) {
+            (Ok(()), None) => None,
+            // A replay this node saw itself needs no round trip; a nonce this node holds no
+            // state for (another node's, or one whose slot was reused) is the shared record's.
+            (Err(e), None) => Some(Err(e)),
+            (Err(e), Some(_)) if !e.is_stale() => Some(Err(e)),
+            (_, Some(shared)) => Some(Ok(shared)),
+        };
+        match shared {
+            None => {}
+            Some(Err(e)) => {
+                tracing::debug!(peer = %req.source, username, error = %e, "digest replay refused");
+                return refuse(true, replay_failure(e));
+            }
+            Some(Ok(shared)) => {
+                let config = self.nonces.config();
+                let use_ = NonceUse {
+                    nonce: creds.nonce,
+                    nc,
+                    call_id: req.call_id,
+                    source: req.source.ip(),
+                    ttl_secs: (config.lifetime + config.max_drift).as_secs() + 1,
+                };
+                match shared.claim(&use_) {
+                    Claim::Accepted => {}
+                    Claim::Replayed => {
+                        tracing::debug!(peer = %req.source, username, "digest replay refused by the shared nonce record");
+                        return refuse(true, Failure::Replay);
+                    }
+                    Claim::Unavailable => return Decision::Unavailable,
+                }
+            }
         }
         self.trusted.record_success(username, ip, now);
         if identity.sso_user && policy.is_some_and(|p| p.sso_enforced) {
@@ -445,6 +495,9 @@ impl Authenticator {
         self.source_limiter.record_failure(ip, now);
         self.user_limiter.record_failure(username.to_owned(), now);
         self.trusted.record_failure(username, ip);
+        if let Some(shared) = self.shared.get() {
+            shared.failure(username, ip);
+        }
     }
 }
 

@@ -193,6 +193,45 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
         }
     }
 
+    /// Blocks `key` until `until`, as if it had reached the limit in a window ending then:
+    /// what another node decided (`cluster`'s shared counts). A block already lasting longer
+    /// is kept. Bounded like [`Self::record_failure`]: a full table leaves the key untracked.
+    pub fn block_until(&self, key: K, until: Instant, now: Instant) -> FailureOutcome {
+        let inner = &self.inner;
+        let window_start = until.checked_sub(inner.config.window).unwrap_or(now);
+        let blocked = Failures {
+            window_start,
+            count: inner.config.max_failures,
+        };
+        match inner.map.entry(key) {
+            Entry::Occupied(mut entry) => {
+                let current = entry.get_mut();
+                if !(self.blocks(current, now) && current.window_start >= window_start) {
+                    *current = blocked;
+                }
+            }
+            Entry::Vacant(entry) => {
+                let max_keys = inner.config.max_keys;
+                let reserved = inner
+                    .len
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max_keys).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !reserved {
+                    return FailureOutcome::Untracked;
+                }
+                entry.insert(blocked);
+            }
+        }
+        FailureOutcome::Blocked
+    }
+
+    /// The limits this limiter counts against.
+    pub fn config(&self) -> LimiterConfig {
+        self.inner.config
+    }
+
     /// Drops keys whose window has ended (blocked ones included: their block is over). Run it
     /// periodically from the one purge task; a full table also triggers it.
     pub fn purge(&self, now: Instant) -> usize {
@@ -286,6 +325,27 @@ mod tests {
     fn documented_entry_size_holds() {
         assert_eq!(std::mem::size_of::<(IpAddr, Failures)>(), 48);
         assert_eq!(std::mem::size_of::<(String, Failures)>(), 48);
+    }
+
+    #[test]
+    fn a_block_from_another_node_lasts_until_its_end_and_never_shortens_a_longer_one() {
+        let limiter: FailureLimiter<u32> = FailureLimiter::new(LimiterConfig {
+            window: Duration::from_secs(60),
+            max_failures: 5,
+            max_keys: 1,
+        });
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(30);
+        assert_eq!(limiter.block_until(1, until, t0), FailureOutcome::Blocked);
+        assert!(limiter.is_blocked(&1, t0));
+        assert!(limiter.is_blocked(&1, until - Duration::from_millis(1)));
+        assert!(!limiter.is_blocked(&1, until));
+        // A shorter block does not cut a longer one short.
+        limiter.block_until(1, t0 + Duration::from_secs(10), t0);
+        assert!(limiter.is_blocked(&1, t0 + Duration::from_secs(20)));
+        // Bounded: a second key finds the table full.
+        assert_eq!(limiter.block_until(2, until, t0), FailureOutcome::Untracked);
+        assert!(!limiter.is_blocked(&2, t0));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `replay.rs` | per-nonce `nc`, Call-ID and source of first use (a fixed array of slots indexed by the nonce's sequence number) |
 //! | `limiter.rs` | failed-attempt counters per source and per username (bounded) |
 //! | `trusted.rs` | (username, source) pairs that authenticated recently, spared by the limiters |
+//! | `shared.rs` | [`SharedAuth`]: nonce uses and failures shared by the nodes of a deployment (implemented on Redis by `cluster`) |
 //!
 //! This module must not parse SIP (the `sip` layer hands it typed views), read the clock, do
 //! I/O, build responses or count metrics. The order of the steps, which keeps known and
@@ -20,6 +21,7 @@ mod digest;
 mod limiter;
 mod nonce;
 mod replay;
+mod shared;
 mod trusted;
 
 pub use authenticator::{
@@ -37,6 +39,7 @@ pub use nonce::{
     DEFAULT_NONCE_LIFETIME, DEFAULT_NONCE_MAX_DRIFT, MAX_NONCE_KEYS, NONCE_LEN,
 };
 pub use replay::{ReplayConfig, ReplayError, ReplayTable, DEFAULT_REPLAY_CAPACITY, SLOT_BYTES};
+pub use shared::{Claim, NonceUse, SharedAuth};
 pub use trusted::{TrustedPairs, DEFAULT_MAX_TRUSTED_PAIRS};
 
 /// Errors of the auth layer: configuration problems found at load, and replay refusals.

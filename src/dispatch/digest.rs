@@ -181,6 +181,10 @@ impl Dispatcher {
                 None
             }
             Decision::SsoRequired => Some(self.respond(msg, src, 403, "SSO Required", &[])),
+            Decision::Unavailable => {
+                let retry = [("Retry-After", super::STORE_RETRY_AFTER_SECS)];
+                Some(self.respond(msg, src, 503, "Service Unavailable", &retry))
+            }
         }
     }
 }

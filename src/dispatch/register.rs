@@ -219,6 +219,7 @@ impl Dispatcher {
             Decision::BadRequest(_) => RegisterOutcome::BadRequest,
             Decision::Throttled => RegisterOutcome::Throttled,
             Decision::SsoRequired => RegisterOutcome::Forbidden,
+            Decision::Unavailable => RegisterOutcome::StoreBusy,
         };
         let response = self.answer_refusal(msg, src, realm, Role::Registrar, refusal);
         (outcome, response)

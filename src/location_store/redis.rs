@@ -132,7 +132,9 @@ impl StoreHealth {
         self.ok.load(Ordering::Relaxed)
     }
 
-    fn set(&self, ok: bool) {
+    /// Records the outcome of a round trip (this store's, or another user of the same Redis:
+    /// `cluster`'s nonce claims).
+    pub fn set(&self, ok: bool) {
         self.ok.store(ok, Ordering::Relaxed);
     }
 }

@@ -1,5 +1,6 @@
-//! [`RedisShared`]: the bindings other nodes wrote to Redis, read on a routing lookup
-//! (`registrar::SharedBindings`). See `redis.rs` for the keys.
+//! [`RedisShared`]: the bindings other nodes wrote to Redis, read on a routing lookup, and
+//! deleted when the device credential that made them is revoked (`registrar::SharedBindings`).
+//! See `redis.rs` for the keys.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -25,6 +26,28 @@ for _, m in ipairs(members) do
   end
 end
 return out
+";
+
+/// Deletes the bindings of one AoR made with one credential by other nodes. KEYS[1]: the
+/// AoR's index; ARGV[1]: the binding key prefix (`sipward:{AOR}:b:`); ARGV[2]: the credential;
+/// ARGV[3]: this node's member prefix (`NODE:`), skipped: this node's journal deletes its own.
+/// Returns how many.
+pub(super) const REMOVE_CREDENTIAL: &str = r"
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(m, 1, #ARGV[3]) ~= ARGV[3] then
+    local r = redis.call('HGET', ARGV[1] .. m, 'r')
+    if r then
+      local ok, v = pcall(cjson.decode, r)
+      if ok and v['credential'] == ARGV[2] then
+        redis.call('DEL', ARGV[1] .. m)
+        redis.call('ZREM', KEYS[1], m)
+        n = n + 1
+      end
+    end
+  end
+end
+return n
 ";
 
 /// The bindings other nodes wrote, read from Redis on a routing lookup
@@ -119,8 +142,9 @@ impl RedisShared {
     }
 }
 
-impl crate::registrar::SharedBindings for RedisShared {
-    fn others(&self, aor: &Aor) -> Vec<BindingRecord> {
+impl RedisShared {
+    /// Runs `f` on a pooled connection (waiting for one when all are busy).
+    fn pooled<T>(&self, f: impl FnOnce(&mut RedisLocationStore) -> T) -> T {
         let mut store = {
             let mut pool = self.store.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -130,15 +154,60 @@ impl crate::registrar::SharedBindings for RedisShared {
                 pool = self.ready.wait(pool).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let result = self.read(&mut store, aor);
+        let result = f(&mut store);
         self.store
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(store);
         self.ready.notify_one();
-        result.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "location store: reading other nodes' bindings failed");
-            Vec::new()
+        result
+    }
+
+    fn remove(
+        &self,
+        store: &mut RedisLocationStore,
+        aor: &Aor,
+        name: &str,
+    ) -> Result<usize, LocationStoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REMOVE_CREDENTIAL)
+            .arg(1)
+            .arg(format!("sipward:{{{}}}:i", aor.as_str()))
+            .arg(format!("sipward:{{{}}}:b:", aor.as_str()))
+            .arg(name)
+            .arg(&self.node_prefix);
+        let result: redis::RedisResult<usize> = match store.connection()? {
+            Conn::Single(c) => cmd.query(c),
+            Conn::Cluster(c) => cmd.query(&mut **c),
+        };
+        store.metrics.round_trips.inc();
+        result.map_err(|e| {
+            store.metrics.errors.inc();
+            store.conn = None;
+            backend(e)
         })
+    }
+}
+
+impl crate::registrar::SharedBindings for RedisShared {
+    fn others(&self, aor: &Aor) -> Vec<BindingRecord> {
+        self.pooled(|store| self.read(store, aor))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "location store: reading other nodes' bindings failed");
+                Vec::new()
+            })
+    }
+
+    fn remove_credential(&self, aor: &Aor, name: &str) -> usize {
+        // Retried once on a fresh connection: a revoke should not leave bindings behind for
+        // one dropped connection (the owning node still removes its own on the publish).
+        let attempt = || self.pooled(|store| self.remove(store, aor, name));
+        match attempt().or_else(|_| attempt()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "location store: removing a revoked device's bindings at the other nodes failed; each node removes its own");
+                0
+            }
+        }
     }
 }

@@ -139,6 +139,10 @@ pub trait Journal: Send + Sync + 'static {
 /// the store's response timeout. Errors read as "none" (the local bindings still route).
 pub trait SharedBindings: Send + Sync + 'static {
     fn others(&self, aor: &Aor) -> Vec<BindingRecord>;
+    /// Deletes the bindings other nodes made for `aor` with the device credential `name`
+    /// (revoked): gone everywhere at once, even where the node that made them is down.
+    /// Returns how many.
+    fn remove_credential(&self, aor: &Aor, name: &str) -> usize;
 }
 
 impl std::fmt::Debug for dyn SharedBindings {

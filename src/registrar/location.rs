@@ -309,8 +309,15 @@ impl Location {
     /// revoked device). Call it after the credential stopped being live (`Credential`): then
     /// no binding made with it remains or can appear. Returns how many were removed.
     pub fn remove_credential(&self, aor: &Aor, name: &str) -> usize {
-        self.inner
-            .remove_where(aor, |b| b.text.credential() == Some(name))
+        let here = self
+            .inner
+            .remove_where(aor, |b| b.text.credential() == Some(name));
+        let elsewhere = self
+            .inner
+            .shared
+            .get()
+            .map_or(0, |shared| shared.remove_credential(aor, name));
+        here + elsewhere
     }
 
     /// Admin listing: up to `limit` AoRs with live bindings (only `filter` when given), in no

@@ -12,7 +12,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
-pub use redis::{subscribe, RedisSettings, RedisStore, CHANNEL};
+pub use redis::{subscribe, subscribe_to, Conn, RedisSettings, RedisStore, CHANNEL};
 pub use sqlite::SqliteStore;
 
 /// Store calls running at once; further callers wait for a permit (their HTTP request waits,

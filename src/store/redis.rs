@@ -163,9 +163,42 @@ if ended then redis.call('PUBLISH', ARGV[4], ARGV[1]) end
 return 1
 ";
 
-enum Conn {
+/// One connection: to a standalone server or to a cluster (which follows MOVED/ASK itself).
+pub enum Conn {
     Single(redis::Connection),
     Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Conn {
+    /// Opens a connection as `settings` say: the cluster client over every URL, or the first
+    /// URL that answers.
+    pub fn open(s: &RedisSettings) -> Result<Conn, StoreError> {
+        if s.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(infos(s)?)
+                .connection_timeout(s.connect_timeout)
+                .response_timeout(s.response_timeout)
+                .retries(3);
+            if let Some(user) = &s.username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &s.password {
+                builder = builder.password(password.clone());
+            }
+            let client = builder.build().map_err(backend)?;
+            return Ok(Conn::Cluster(Box::new(
+                client.get_connection().map_err(backend)?,
+            )));
+        }
+        Ok(Conn::Single(single(s)?))
+    }
+
+    /// Runs one command.
+    pub fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query(c),
+            Conn::Cluster(c) => cmd.query(&mut **c),
+        }
+    }
 }
 
 /// The device store on Redis: one connection behind a mutex (the token API's calls are few;
@@ -229,27 +262,6 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn open(&self) -> Result<Conn, StoreError> {
-        let s = &self.settings;
-        if s.cluster {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(infos(s)?)
-                .connection_timeout(s.connect_timeout)
-                .response_timeout(s.response_timeout)
-                .retries(3);
-            if let Some(user) = &s.username {
-                builder = builder.username(user);
-            }
-            if let Some(password) = &s.password {
-                builder = builder.password(password.clone());
-            }
-            let client = builder.build().map_err(backend)?;
-            return Ok(Conn::Cluster(Box::new(
-                client.get_connection().map_err(backend)?,
-            )));
-        }
-        Ok(Conn::Single(single(s)?))
-    }
-
     /// Runs `cmd` once, and once more on a fresh connection if the first attempt failed.
     fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut guard = self
@@ -259,7 +271,7 @@ impl RedisStore {
         let mut last = None;
         for _ in 0..2 {
             if guard.is_none() {
-                match self.open() {
+                match Conn::open(&self.settings) {
                     Ok(c) => *guard = Some(c),
                     Err(e) => {
                         last = Some(e);
@@ -267,10 +279,7 @@ impl RedisStore {
                     }
                 }
             }
-            let result = match guard.as_mut().expect("opened above") {
-                Conn::Single(c) => cmd.query(c),
-                Conn::Cluster(c) => cmd.query(&mut **c),
-            };
+            let result = guard.as_mut().expect("opened above").query(cmd);
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) => {
@@ -457,6 +466,18 @@ pub fn subscribe(
     changed: impl Fn(String) + Send + 'static,
     resync: impl Fn() + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
+    subscribe_to(settings, CHANNEL, stop, changed, resync)
+}
+
+/// [`subscribe`] to any `channel`: `message(payload)` for every message published on it,
+/// `resync()` after every (re)subscription.
+pub fn subscribe_to(
+    settings: RedisSettings,
+    channel: &'static str,
+    stop: Arc<AtomicBool>,
+    changed: impl Fn(String) + Send + 'static,
+    resync: impl Fn() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut failures = 0u32;
         while !stop.load(Ordering::Relaxed) {
@@ -465,15 +486,15 @@ pub fn subscribe(
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!(error = %e, "device store: cannot subscribe to changes");
+                        tracing::warn!(error = %e, channel, "redis: cannot subscribe");
                     }
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
             };
             let mut pubsub = conn.as_pubsub();
-            if let Err(e) = pubsub.subscribe(CHANNEL) {
-                tracing::warn!(error = %e, "device store: SUBSCRIBE failed");
+            if let Err(e) = pubsub.subscribe(channel) {
+                tracing::warn!(error = %e, channel, "redis: SUBSCRIBE failed");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
@@ -488,7 +509,7 @@ pub fn subscribe(
                     }
                     Err(e) if e.is_timeout() => continue,
                     Err(e) => {
-                        tracing::warn!(error = %e, "device store: subscription lost, resubscribing");
+                        tracing::warn!(error = %e, channel, "redis: subscription lost, resubscribing");
                         break;
                     }
                 }
