@@ -564,8 +564,17 @@ fn phase_max(
     let mut retried = false;
     while rate <= args.search_max {
         server.settle();
+        let redis0 = server.redis_usage();
         let (mut r, cpu, load) =
             measured_udp(args, &server, Algorithm::Md5, rate, args.step_seconds);
+        if let (Some((c0, t0)), Some((c1, t1))) = (redis0, server.redis_usage()) {
+            let n = (r.completed as f64).max(1.0);
+            println!(
+                "  redis: {:.3} round trips per registration (sipward's), {:.1} us Redis CPU per registration",
+                (t1 - t0) / n,
+                (c1 - c0) * 1e6 / n
+            );
+        }
         let clean = r.is_clean();
         r.print(&format!(
             "max {} step {rate:.0}/s ({})",
@@ -1256,8 +1265,8 @@ struct Server {
     tls: Option<SocketAddr>,
     http: Option<SocketAddr>,
     ctl: Option<PathBuf>,
-    /// The `redis-server` of a [`Kind::SipwardRedis`] server, stopped with it.
-    redis: Option<Child>,
+    /// The `redis-server` of a Redis kind and its port, stopped with the server.
+    redis: Option<(Child, u16)>,
 }
 
 /// Memory of a server at one moment.
@@ -1380,7 +1389,7 @@ impl Server {
                     anyhow::ensure!(status.success(), "redis-cli HSET version failed");
                     cmd.args(["-A", "WITH_REDIS", "-A"])
                         .arg(format!("DB_URL=\"redis://127.0.0.1:{port}/0\""));
-                    redis = Some(child);
+                    redis = Some((child, port));
                 }
                 if let Some(t) = tls {
                     cmd.args(["-A", "WITH_TLS", "-A"])
@@ -1449,7 +1458,7 @@ impl Server {
                     tls,
                     http: Some(http),
                     ctl: None,
-                    redis: redis.map(|(child, _)| child),
+                    redis,
                 }
             }
         };
@@ -1528,6 +1537,26 @@ impl Server {
 
     /// Waits until the server holds no state from an earlier run that would cap the next one:
     /// for sipward, until its UDP server transactions (kept 64*T1 = 32 s) have ended.
+    /// For a Redis kind: Redis's CPU seconds (user + sys, `INFO cpu`) and sipward's round
+    /// trips to it (location store + nonce claims and failure counts) so far.
+    fn redis_usage(&self) -> Option<(f64, f64)> {
+        let (_, port) = self.redis.as_ref()?;
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "INFO", "cpu"])
+            .output()
+            .ok()?;
+        let cpu: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+            .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+            .sum();
+        let trips = self.http.map_or(0.0, |http| {
+            metric(http, "sipward_redis_round_trips_total").unwrap_or(0.0)
+                + metric(http, "sipward_redis_auth_round_trips_total").unwrap_or(0.0)
+        });
+        Some((cpu, trips))
+    }
+
     fn settle(&self) {
         std::thread::sleep(Duration::from_secs(1));
         let Some(http) = self.http else { return };
@@ -1558,7 +1587,7 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(redis) = &mut self.redis {
+        if let Some((redis, _)) = &mut self.redis {
             let _ = redis.kill();
             let _ = redis.wait();
         }
