@@ -44,6 +44,34 @@ fn node(idp: &Idp, redis: &Redis, ip: &str, name: &str, keys_dir: &std::path::Pa
     TokenServer { server, config }
 }
 
+/// Two token API nodes (A on 127.0.0.2, B on 127.0.0.3) on one Redis with the test IdP and one
+/// credential key directory; `None` where the IdP cannot run (skipped only outside CI).
+struct Nodes {
+    redis: Redis,
+    idp: Idp,
+    _keys: tempfile::TempDir,
+    a: TokenServer,
+    b: TokenServer,
+}
+
+fn two_nodes() -> Option<Nodes> {
+    if !idp_available() {
+        return None;
+    }
+    let redis = Redis::start();
+    let idp = Idp::start();
+    let keys = tempfile::tempdir().unwrap();
+    let a = node(&idp, &redis, "127.0.0.2", "a", keys.path());
+    let b = node(&idp, &redis, "127.0.0.3", "b", keys.path());
+    Some(Nodes {
+        redis,
+        idp,
+        _keys: keys,
+        a,
+        b,
+    })
+}
+
 /// The binding keys of alice's AoR in Redis.
 fn alice_keys(redis: &Redis) -> Vec<String> {
     redis
@@ -59,14 +87,16 @@ fn alice_keys(redis: &Redis) -> Vec<String> {
 /// Redis.
 #[test]
 fn a_device_revoked_at_one_node_is_refused_and_unbound_at_the_other() {
-    if !idp_available() {
+    let Some(Nodes {
+        redis,
+        idp,
+        _keys,
+        a,
+        b,
+    }) = two_nodes()
+    else {
         return;
-    }
-    let redis = Redis::start();
-    let idp = Idp::start();
-    let keys = tempfile::tempdir().unwrap();
-    let a = node(&idp, &redis, "127.0.0.2", "a", keys.path());
-    let b = node(&idp, &redis, "127.0.0.3", "b", keys.path());
+    };
     let token = idp.token_for("alice");
 
     // Created at A; B has never seen it.
@@ -235,14 +265,16 @@ fn the_redis_device_store_keeps_the_store_contract() {
 /// B, loading its own bindings from Redis at its restart, finds none of the device's).
 #[test]
 fn a_revoke_removes_the_bindings_a_stopped_node_made() {
-    if !idp_available() {
+    let Some(Nodes {
+        redis,
+        idp,
+        _keys,
+        a,
+        mut b,
+    }) = two_nodes()
+    else {
         return;
-    }
-    let redis = Redis::start();
-    let idp = Idp::start();
-    let keys = tempfile::tempdir().unwrap();
-    let a = node(&idp, &redis, "127.0.0.2", "a", keys.path());
-    let mut b = node(&idp, &redis, "127.0.0.3", "b", keys.path());
+    };
     let token = idp.token_for("alice");
     let laptop = a.credential(&token, "laptop");
     let mut at_b = Client::new(Proto::Udp, b.server.udp);

@@ -173,14 +173,7 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
                 self.outcome(failures, now)
             }
             Entry::Vacant(entry) => {
-                let max_keys = inner.config.max_keys;
-                let reserved = inner
-                    .len
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < max_keys).then_some(n + 1)
-                    })
-                    .is_ok();
-                if !reserved {
+                if !self.reserve() {
                     return FailureOutcome::Untracked;
                 }
                 let failures = Failures {
@@ -211,20 +204,24 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
                 }
             }
             Entry::Vacant(entry) => {
-                let max_keys = inner.config.max_keys;
-                let reserved = inner
-                    .len
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < max_keys).then_some(n + 1)
-                    })
-                    .is_ok();
-                if !reserved {
+                if !self.reserve() {
                     return FailureOutcome::Untracked;
                 }
                 entry.insert(blocked);
             }
         }
         FailureOutcome::Blocked
+    }
+
+    /// Takes room for one more key; false when the table is full.
+    fn reserve(&self) -> bool {
+        let max_keys = self.inner.config.max_keys;
+        self.inner
+            .len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_keys).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// The limits this limiter counts against.
