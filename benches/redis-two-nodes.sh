@@ -37,11 +37,14 @@ node 127.0.0.3 "$hb" b; pb=${pids[-1]}
 ticks() { awk '{s += $14 + $15} END {print s}' "/proc/$1/stat"; }
 rcpu() { redis-cli -p "$rport" INFO cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.3f", s}'; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+# Round trips of a node: the location store's writes and reads, and the nonce claims and
+# failure counts (src/cluster.rs).
+trips() { echo $(( $(metric "$1" sipward_redis_round_trips_total) + $(metric "$1" sipward_redis_auth_round_trips_total) )); }
 ok() { curl -s "http://127.0.0.1:$1/metrics" | awk '$1 ~ /^sipward_register_outcomes_total/ && $1 ~ /outcome="(ok|refreshed|registered)"/ {s += $2} END {print s+0}'; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') ($(nproc) cores); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "sipward: $bin ($(git rev-parse --short HEAD)); two nodes, $rate/s each for $secs s"
 t0=$(( $(ticks "$pa") + $(ticks "$pb") )); c0=$(rcpu)
-r0=$(( $(metric "$ha" sipward_redis_round_trips_total) + $(metric "$hb" sipward_redis_round_trips_total) ))
+r0=$(( $(trips "$ha") + $(trips "$hb") ))
 o0=$(( $(ok "$ha") + $(ok "$hb") ))
 start=$(date +%s.%N)
 "$loadgen" udp --target "127.0.0.2:$sport" --rate "$rate" --seconds "$secs" --users 5000 --first-user 100000 >"$dir/gen-a.txt" &
@@ -53,7 +56,7 @@ end=$(date +%s.%N)
 echo "--- generator at A"; tail -4 "$dir/gen-a.txt"
 echo "--- generator at B"; tail -4 "$dir/gen-b.txt"
 t1=$(( $(ticks "$pa") + $(ticks "$pb") )); c1=$(rcpu)
-r1=$(( $(metric "$ha" sipward_redis_round_trips_total) + $(metric "$hb" sipward_redis_round_trips_total) ))
+r1=$(( $(trips "$ha") + $(trips "$hb") ))
 o1=$(( $(ok "$ha") + $(ok "$hb") ))
 hz=$(getconf CLK_TCK)
 awk -v t0="$t0" -v t1="$t1" -v hz="$hz" -v c0="$c0" -v c1="$c1" -v r0="$r0" -v r1="$r1" \
