@@ -9,16 +9,19 @@
 //!   nonce (lifetime plus drift). Nonces stay stateless HMACs: the nodes share `auth.nonce_keys`,
 //!   so any node verifies any node's nonce, and this record is the one replay state they share.
 //!   The claim is one blocking round trip on the receive thread, over one of `redis.pool_size`
-//!   connections, as a routing lookup of another node's binding is.
+//!   connections, as a routing lookup of another node's binding is; the script goes by its
+//!   SHA1 (`EVALSHA`, loaded on the first `NOSCRIPT`), not as text with every call.
 //! - **Failures.** A failed Digest response is reported (a bounded queue, a thread of its own,
-//!   one `EVAL` of [`FAILURE`] each) to two counters per fixed window of the limiter's length:
-//!   `sipward:f:s:SOURCE:W` and `sipward:f:u:USERNAME:W`, `W` the window's number since the
-//!   Unix epoch. The report that brings a counter to the limit publishes the block on
-//!   [`BLOCKS`]; every node (this one too) subscribes and blocks the key in its own limiter until
-//!   the window ends. Approximate, as documented in docs/architecture.md: fixed windows where a
-//!   node's own limiter slides from the first failure; reports lost when the queue is full or
-//!   Redis is down (each node's own limiter still counts them); a block reaches the other nodes
-//!   one publish later.
+//!   one script of [`FAILURE`] each) to counters per fixed window of the limiter's length:
+//!   `sipward:f:{s:SOURCE}:W` and `sipward:f:{u:USERNAME}:W`, `W` the window's number since the
+//!   Unix epoch, each kept for two windows. A report that finds the limit reached by the current
+//!   and the previous window together (so failures on both sides of a window's edge add up)
+//!   publishes the block on [`BLOCKS`]; every node (this one too) subscribes and blocks the key
+//!   in its own limiter until the current window ends. Approximate, as documented in
+//!   docs/architecture.md: fixed windows where a node's own limiter slides from the first
+//!   failure (the shared count errs towards blocking: it may count up to two windows); reports
+//!   lost when the queue is full or Redis is down (each node's own limiter still counts them); a
+//!   block reaches the other nodes one publish later.
 //!
 //! It must not know SIP, the limiters' policy or the authenticator's order: it answers claims
 //! and turns published blocks into `FailureLimiter::block_until` calls.
@@ -55,17 +58,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// Counts one failure. KEYS[1]: the counter; ARGV: the window's end (Unix ms), the limit, the
-/// channel, the message published when the count reaches the limit. Returns the count.
+/// Counts one failure. KEYS[1]: the key's counter of the current window; KEYS[2]: its counter
+/// of the previous window (same slot: both hash-tagged by kind and key); ARGV: the current
+/// window's end (Unix ms), the limit, the channel, the message published while the two
+/// windows together hold the limit or more, the counter's expiry (the next window's end).
+/// Returns that sum. (A node whose limiter blocks the
+/// key stops reporting it, so the publishes after the limit are the few failures in flight.)
 pub const FAILURE: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 end
-if n == tonumber(ARGV[2]) then
+local total = n + tonumber(redis.call('GET', KEYS[2]) or '0')
+if total >= tonumber(ARGV[2]) then
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
-return n
+return total
 ";
 
 /// The channel blocks are announced on: `s UNTIL_MS SOURCE` or `u UNTIL_MS USERNAME`.
@@ -94,6 +102,8 @@ struct Counters {
 /// `auth::SharedAuth` on Redis; see the module docs.
 pub struct RedisAuth {
     settings: RedisSettings,
+    /// [`CLAIM`], run by its SHA1 (`EVALSHA`).
+    claim: redis::Script,
     pool: Mutex<Vec<Option<Conn>>>,
     ready: Condvar,
     reports: SyncSender<(String, IpAddr)>,
@@ -136,6 +146,7 @@ impl RedisAuth {
         let (reports, queue) = sync_channel(FAILURE_QUEUE);
         let reporter = Reporter {
             settings: settings.clone(),
+            script: redis::Script::new(FAILURE),
             limiters: limiters.clone(),
             counters: counters.clone(),
         };
@@ -153,6 +164,7 @@ impl RedisAuth {
         );
         Arc::new(RedisAuth {
             settings,
+            claim: redis::Script::new(CLAIM),
             pool: Mutex::new((0..pool.max(1)).map(|_| None).collect()),
             ready: Condvar::new(),
             reports,
@@ -161,9 +173,9 @@ impl RedisAuth {
         })
     }
 
-    /// Runs `cmd` on a pooled connection, once more on a fresh one if the first attempt
+    /// Runs `call` on a pooled connection, once more on a fresh one if the first attempt
     /// failed.
-    fn query(&self, cmd: &redis::Cmd) -> Option<i64> {
+    fn query(&self, call: impl Fn(&mut Conn) -> redis::RedisResult<i64>) -> Option<i64> {
         let mut slot = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -182,7 +194,7 @@ impl RedisAuth {
                 continue;
             };
             self.counters.round_trips.inc();
-            match conn.query::<i64>(cmd) {
+            match call(conn) {
                 Ok(n) => {
                     answer = Some(n);
                     break;
@@ -206,14 +218,14 @@ impl RedisAuth {
 
 impl SharedAuth for RedisAuth {
     fn claim(&self, use_: &NonceUse<'_>) -> Claim {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM)
-            .arg(1)
-            .arg(format!("sipward:n:{{{}}}", use_.nonce))
+        let (key, fingerprint) = (format!("sipward:n:{{{}}}", use_.nonce), use_.fingerprint());
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(&key)
             .arg(use_.nc)
-            .arg(use_.fingerprint())
+            .arg(&fingerprint)
             .arg(use_.ttl_secs);
-        match self.query(&cmd) {
+        match self.query(|conn| invocation.invoke(conn.like())) {
             Some(1) => Claim::Accepted,
             Some(_) => Claim::Replayed,
             None => {
@@ -236,6 +248,8 @@ impl SharedAuth for RedisAuth {
 /// Sends the failure reports, one `EVAL` each, on a connection of its own.
 struct Reporter {
     settings: RedisSettings,
+    /// [`FAILURE`], run by its SHA1.
+    script: redis::Script,
     limiters: Limiters,
     counters: Arc<Counters>,
 }
@@ -261,14 +275,17 @@ impl Reporter {
                     .max(1);
                 let window = now_ms / window_ms;
                 let until = window.saturating_add(1).saturating_mul(window_ms);
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(FAILURE)
-                    .arg(1)
-                    .arg(format!("sipward:f:{kind}:{key}:{window}"))
+                let mut call = self.script.prepare_invoke();
+                call.key(format!("sipward:f:{{{kind}:{key}}}:{window}"))
+                    .key(format!(
+                        "sipward:f:{{{kind}:{key}}}:{}",
+                        window.saturating_sub(1)
+                    ))
                     .arg(until)
                     .arg(config.max_failures.max(1))
                     .arg(BLOCKS)
-                    .arg(format!("{kind} {until} {key}"));
+                    .arg(format!("{kind} {until} {key}"))
+                    .arg(until.saturating_add(window_ms));
                 if conn.is_none() {
                     conn = Conn::open(&self.settings).ok();
                 }
@@ -277,7 +294,7 @@ impl Reporter {
                     continue;
                 };
                 self.counters.round_trips.inc();
-                if let Err(e) = c.query::<i64>(&cmd) {
+                if let Err(e) = call.invoke::<i64>(c.like()) {
                     self.counters.errors.inc();
                     self.counters.dropped.inc();
                     tracing::debug!(error = %e, "redis: a failure report was lost");

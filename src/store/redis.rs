@@ -199,6 +199,15 @@ impl Conn {
             Conn::Cluster(c) => cmd.query(&mut **c),
         }
     }
+
+    /// The connection as the `redis` crate's interface, for `Script::invoke` (`EVALSHA`, the
+    /// script loaded once per server instead of sent with every call).
+    pub fn like(&mut self) -> &mut dyn redis::ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => &mut **c,
+        }
+    }
 }
 
 /// The device store on Redis: one connection behind a mutex (the token API's calls are few;
