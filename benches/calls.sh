@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Calls through the proxy, sipward side by side with Kamailio (issue 22, the `calls` phase).
+#
+#   bash benches/calls.sh                       rates 100 200 400 800 1200 1600 2400 3200 calls/s
+#   RATES="200 400" STEP_SECONDS=10 bash benches/calls.sh
+#
+# Both servers run at once on 127.0.0.1 (different ports), each with its own SIPp callee (a UAS)
+# and SIPp caller, and the rate steps alternate between them (Kamailio, then sipward, at each
+# rate), so a change in the machine's load from other work hits both alike:
+#   - Kamailio 5.6 as a stateful proxy: benches/kamailio/proxy.cfg (tm, registrar + usrloc in
+#     memory, auth: 401 for REGISTER, 407 for INVITE, record_route, lookup, t_relay,
+#     loose_route), CHILDREN=2 UDP workers.
+#   - sipward (release build) with its default config plus what the benchmark needs: the UDP
+#     listener, no TCP, the HTTP listener on a free port, log level warn, the domain bench.test
+#     offering MD5 (SIPp answers MD5 only) and the same 20000 accounts as Kamailio's
+#     (u100000..u119999, password "pw" + the number, given as HA1).
+# Before the steps, each server's callee user (u119999) registers from its callee's port with
+# benches/sipp/reg-digest.xml, and the 1000 callers (u100000..u100999) from the caller's port.
+# Each step: SIPp benches/sipp/call-caller.xml places RATE x STEP_SECONDS calls (INVITE, 407,
+# ACK, INVITE with Proxy-Authorization, 100/180/200, ACK, BYE, 200; SIPp's -d pause between ACK
+# and BYE, HOLD_MS, 0 by default) to the callee, answered by benches/sipp/call-callee.xml. The
+# step is bounded by SIPp's -timeout (STEP_SECONDS + 5 s). Recorded per step: the server's CPU
+# (utime + stime of the process and its children from /proc/PID/stat, over the caller's run)
+# divided by the completed calls, the calls not completed (failed = placed - successful, as
+# SIPp counts them), SIPp's retransmissions, and the caller's response times. A server whose
+# step has a failed call is not stepped further; its highest clean call rate is the highest
+# step with 0 failed calls.
+#
+# Loopback only, bounded: at most (number of rates) x 2 steps of STEP_SECONDS + 5 s, plus
+# start and registration (about 10 s per server). Output: stdout and a copy in
+# benches/results/DATE-COMMIT-calls.txt (OUT= to change). Needs Debian's kamailio, sip-tester
+# and python3 (installed with apt-get when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RATES=${RATES:-"100 200 400 800 1200 1600 2400 3200"}
+STEP_SECONDS=${STEP_SECONDS:-15}
+HOLD_MS=${HOLD_MS:-0}
+SERVERS=${SERVERS:-"kamailio sipward"}
+SIPWARD=${SIPWARD:-target/release/sipward}
+CALLERS=1000
+CALLEE=u119999
+DOMAIN=bench.test
+
+missing=()
+command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if ((${#missing[@]})); then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "calls: installing ${missing[*]}" >&2
+  "${sudo[@]}" apt-get install -y "${missing[@]}"
+fi
+if [ "${SIPWARD}" = target/release/sipward ] && [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release --bin sipward
+fi
+
+WORK=$(mktemp -d /tmp/sipward-calls.XXXXXX)
+commit=$(git rev-parse --short HEAD)$(git diff --quiet || echo '+local')
+OUT=${OUT:-benches/results/$(date -u +%Y-%m-%d-%H%M)-${commit%+local}-calls.txt}
+exec > >(tee "$OUT") 2>&1
+
+declare -A PID PORT CALLER_PORT CALLEE_PORT CALLEE_PID CLEAN FAILED_AT
+cleanup() {
+  for s in $SERVERS; do
+    for p in "${CALLEE_PID[$s]:-}" "${PID[$s]:-}"; do
+      [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+  done
+  sleep 1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A free UDP port on 127.0.0.1 (the kernel's choice, released at once).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# CPU ticks (utime + stime) of a process and all its descendants.
+ticks() {
+  local root=$1 pids total=0 p f
+  pids=$(ps -e -o pid=,ppid= | awk -v r="$root" '
+    { parent[$1] = $2 }
+    END { keep[r] = 1; changed = 1
+          while (changed) { changed = 0
+            for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 } }
+          for (p in keep) print p }')
+  for p in $pids; do
+    if f=$(cat "/proc/$p/stat" 2>/dev/null); then
+      f=${f##*) }
+      # Fields after the command: state(1) ppid(2) ... utime(12) stime(13).
+      total=$((total + $(awk '{ print $12 + $13 }' <<<"$f")))
+    fi
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+python3 - "$WORK" "$CALLERS" "$CALLEE" "$DOMAIN" <<'EOF'
+import hashlib, sys
+work, callers, callee, domain = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def line(u):
+    return f"{u};[authentication username={u} password=pw{u[1:]}]\n"
+with open(f"{work}/callers.csv", "w") as f:
+    f.write("SEQUENTIAL\n")
+    for n in range(100000, 100000 + callers):
+        f.write(line(f"u{n}"))
+with open(f"{work}/callee.csv", "w") as f:
+    f.write("SEQUENTIAL\n" + line(callee))
+with open(f"{work}/accounts.toml", "w") as f:
+    for n in range(100000, 120000):
+        ha1 = hashlib.md5(f"u{n}:{domain}:pw{n}".encode()).hexdigest()
+        f.write(f'[[accounts]]\nusername = "u{n}"\ndomain = "{domain}"\nkind = "device"\nha1_md5 = "{ha1}"\n')
+EOF
+
+start_server() {
+  local s=$1 port
+  port=$(free_port)
+  PORT[$s]=$port
+  case $s in
+    kamailio)
+      kamailio -f benches/kamailio/proxy.cfg -DD -E -m 256 -M 8 \
+        -A "SIP_PORT=$port" -A "CTL_SOCK=\"unix:$WORK/kamailio.ctl\"" -A CHILDREN=2 \
+        >"$WORK/kamailio.log" 2>&1 &
+      PID[$s]=$!
+      ;;
+    sipward)
+      {
+        printf '# Written by benches/calls.sh: sipward defaults plus the benchmark users.\n'
+        printf '[log]\nlevel = "warn"\n[sip]\nudp = ["127.0.0.1:%s"]\ntcp = []\n' "$port"
+        printf '[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)"
+        printf '[[domains]]\nname = "%s"\nalgorithms = ["MD5"]\n' "$DOMAIN"
+        cat "$WORK/accounts.toml"
+      } >"$WORK/sipward.toml"
+      "$SIPWARD" serve --config "$WORK/sipward.toml" >"$WORK/sipward.log" 2>&1 &
+      PID[$s]=$!
+      ;;
+  esac
+  # Ready when it answers an OPTIONS (any response).
+  local i
+  for i in $(seq 1 60); do
+    if python3 - "$port" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5); s.bind(("127.0.0.1", 0))
+a = s.getsockname()
+s.sendto((f"OPTIONS sip:bench.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{a[1]};branch=z9hG4bKready{a[1]}\r\n"
+          f"From: <sip:probe@bench.test>;tag=p\r\nTo: <sip:bench.test>\r\nCall-ID: ready-{a[1]}\r\n"
+          "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", int(sys.argv[1])))
+try:
+    s.recv(4096)
+except OSError:
+    sys.exit(1)
+EOF
+    then return 0; fi
+    kill -0 "${PID[$s]}" 2>/dev/null || { echo "$s exited:"; tail -20 "$WORK/$s.log"; exit 1; }
+    sleep 0.5
+  done
+  echo "$s did not answer within 30 s"
+  exit 1
+}
+
+# REGISTER every user of a CSV from a local port, all must succeed.
+register() {
+  local s=$1 csv=$2 lport=$3 count=$4
+  local dir="$WORK/$s-reg-$lport"
+  mkdir -p "$dir"
+  (cd "$dir" && sipp -sf "$ROOT/benches/sipp/reg-digest.xml" -inf "$WORK/$csv" -m "$count" -r 500 \
+    -i 127.0.0.1 -p "$lport" -auth_uri "$DOMAIN" -nostdin -timeout 30s -recv_timeout 5s \
+    "127.0.0.1:${PORT[$s]}" >/dev/null 2>"$dir/stderr") || {
+    echo "$s: registering $csv failed:"; tail -5 "$dir/stderr"; exit 1; }
+}
+
+# A field of the last line of a SIPp -trace_stat file, by its column name.
+stat_field() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.strip()]
+head, last = lines[0].split(";"), lines[-1].split(";")
+print(last[head.index(sys.argv[2])] if sys.argv[2] in head and len(lines) > 1 else "")
+EOF
+}
+
+echo "calls through the proxy (benches/calls.sh), commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "kamailio: $(kamailio -v | sed -n 's/^version: //p'); sipp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -1); sipward: $SIPWARD"
+echo "steps: $STEP_SECONDS s each, rates $RATES calls/s, call hold ${HOLD_MS} ms, $CALLERS callers calling $CALLEE"
+
+for s in $SERVERS; do
+  start_server "$s"
+  CALLEE_PORT[$s]=$(free_port)
+  CALLER_PORT[$s]=$(free_port)
+  register "$s" callee.csv "${CALLEE_PORT[$s]}" 1
+  register "$s" callers.csv "${CALLER_PORT[$s]}" "$CALLERS"
+  mkdir -p "$WORK/$s-callee"
+  total_budget=$(( $(wc -w <<<"$RATES") * 2 * (STEP_SECONDS + 10) + 120 ))
+  (cd "$WORK/$s-callee" && exec sipp -sf "$ROOT/benches/sipp/call-callee.xml" -i 127.0.0.1 \
+    -p "${CALLEE_PORT[$s]}" -nostdin -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
+    >/dev/null 2>stderr) &
+  CALLEE_PID[$s]=$!
+  CLEAN[$s]=0
+  echo "$s: pid ${PID[$s]}, udp 127.0.0.1:${PORT[$s]}, callee registered from :${CALLEE_PORT[$s]}, callers from :${CALLER_PORT[$s]}"
+done
+sleep 1
+
+printf '\n%-9s %6s %7s %7s %6s %7s %8s %9s %9s %8s %8s\n' server rate placed done failed retrans cpu_s us/call rtd2_avg_ms wall_s load1
+declare -A US
+for rate in $RATES; do
+  for s in $SERVERS; do
+    [ -n "${FAILED_AT[$s]:-}" ] && continue
+    calls=$((rate * STEP_SECONDS))
+    dir="$WORK/$s-$rate"
+    mkdir -p "$dir"
+    t0=$(ticks "${PID[$s]}")
+    w0=$(date +%s.%N)
+    (cd "$dir" && sipp -sf "$ROOT/benches/sipp/call-caller.xml" -inf "$WORK/callers.csv" \
+      -s "$CALLEE" -auth_uri "$CALLEE@$DOMAIN" -d "$HOLD_MS" \
+      -m "$calls" -r "$rate" -rp 1000 -l $((rate * 10)) \
+      -i 127.0.0.1 -p "${CALLER_PORT[$s]}" -nostdin -timeout "$((STEP_SECONDS + 5))s" \
+      -recv_timeout 5s -trace_stat -fd 1 -stf stats.csv -trace_err \
+      "127.0.0.1:${PORT[$s]}" >/dev/null 2>stderr) || true
+    w1=$(date +%s.%N)
+    t1=$(ticks "${PID[$s]}")
+    ok=$(stat_field "$dir/stats.csv" "SuccessfulCall(C)")
+    ok=${ok:-0}
+    retrans=$(stat_field "$dir/stats.csv" "Retransmissions(C)")
+    rtd2=$(stat_field "$dir/stats.csv" "ResponseTime2(C)")
+    failed=$((calls - ok))
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", d / hz }')
+    us=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ok" 'BEGIN { if (n > 0) printf "%.0f", d / hz / n * 1e6; else print "-" }')
+    rtd2_ms=$(python3 -c 'import sys
+t = sys.argv[1].split(":") if sys.argv[1] else []
+print(f"{(int(t[0])*3600+int(t[1])*60+int(t[2]))*1000+int(t[3])/1000:.2f}" if len(t) == 4 else "-")' "${rtd2:-}")
+    wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", b - a }')
+    printf '%-9s %6s %7s %7s %6s %7s %8s %9s %9s %8s %8s\n' "$s" "$rate" "$calls" "$ok" "$failed" \
+      "${retrans:-?}" "$cpu" "$us" "$rtd2_ms" "$wall" "$(cut -d' ' -f1 /proc/loadavg)"
+    US[$s,$rate]=$us
+    if [ "$failed" -eq 0 ]; then
+      CLEAN[$s]=$rate
+    else
+      FAILED_AT[$s]=$rate
+      if [ -s "$dir/stderr" ]; then
+        echo "  $s at $rate/s, SIPp's last words: $(tail -c 300 "$dir/stderr" | tr '\n' ' ')"
+      fi
+      kill -0 "${PID[$s]}" 2>/dev/null || echo "  $s exited: $(tail -3 "$WORK/$s.log" | tr '\n' ' ')"
+    fi
+  done
+  all_failed=1
+  for s in $SERVERS; do [ -z "${FAILED_AT[$s]:-}" ] && all_failed=0; done
+  [ "$all_failed" -eq 1 ] && break
+done
+
+echo
+echo "highest clean call rate (0 failed calls): $(for s in $SERVERS; do printf '%s %s/s  ' "$s" "${CLEAN[$s]}"; done)"
+if [[ " $SERVERS " == *" kamailio "* && " $SERVERS " == *" sipward "* ]]; then
+  echo "ratio sipward / kamailio, CPU per call at each rate both completed:"
+  for rate in $RATES; do
+    k=${US[kamailio,$rate]:-}; w=${US[sipward,$rate]:-}
+    [[ "$k" =~ ^[0-9]+$ && "$w" =~ ^[0-9]+$ ]] || continue
+    awk -v r="$rate" -v k="$k" -v w="$w" 'BEGIN { printf "  %5d/s: kamailio %5d us, sipward %5d us, ratio %.2f\n", r, k, w, w / k }'
+  done
+  k=${CLEAN[kamailio]}; w=${CLEAN[sipward]}
+  if [ "$k" -gt 0 ]; then
+    awk -v k="$k" -v w="$w" 'BEGIN { printf "highest clean rate ratio sipward / kamailio: %.2f\n", w / k }'
+  fi
+  last=$(echo "$RATES" | awk '{ print $NF }')
+  for s in $SERVERS; do
+    [ "${CLEAN[$s]}" = "$last" ] && echo "note: $s was clean at the highest rate tried ($last/s): its highest clean rate is at least that"
+  done
+fi
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
