@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Calls through the proxy, sipward side by side with Kamailio (issue 22, the `calls` phase).
 #
-#   bash benches/calls.sh                       rates 100 200 400 800 1200 1600 2400 3200 calls/s
+#   bash benches/calls.sh           rates 100 200 400 800 1200 1600 2000 2400 3200 4000 calls/s
 #   RATES="200 400" STEP_SECONDS=10 bash benches/calls.sh
 #
 # Both servers run at once on 127.0.0.1 (different ports), each with its own SIPp callee (a UAS)
@@ -33,7 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-RATES=${RATES:-"100 200 400 800 1200 1600 2400 3200"}
+RATES=${RATES:-"100 200 400 800 1200 1600 2000 2400 3200 4000"}
 STEP_SECONDS=${STEP_SECONDS:-15}
 HOLD_MS=${HOLD_MS:-0}
 SERVERS=${SERVERS:-"kamailio sipward"}
@@ -69,7 +69,7 @@ cleanup() {
     done
   done
   sleep 1
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -97,6 +97,9 @@ ticks() {
   echo "$total"
 }
 HZ=$(getconf CLK_TCK)
+# The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets of the
+# machine: other work's drops count too).
+rcvbuf_errors() { awk '/^Udp:/ && ++n == 2 { print $6 }' /proc/net/snmp; }
 
 python3 - "$WORK" "$CALLERS" "$CALLEE" "$DOMAIN" <<'EOF'
 import hashlib, sys
@@ -184,7 +187,7 @@ EOF
 
 echo "calls through the proxy (benches/calls.sh), commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "kamailio: $(kamailio -v | sed -n 's/^version: //p'); sipp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -1); sipward: $SIPWARD"
+echo "kamailio: $(kamailio -v | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p'); sipp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*' | head -1); sipward: $SIPWARD"
 echo "steps: $STEP_SECONDS s each, rates $RATES calls/s, call hold ${HOLD_MS} ms, $CALLERS callers calling $CALLEE"
 
 for s in $SERVERS; do
@@ -196,7 +199,7 @@ for s in $SERVERS; do
   mkdir -p "$WORK/$s-callee"
   total_budget=$(( $(wc -w <<<"$RATES") * 2 * (STEP_SECONDS + 10) + 120 ))
   (cd "$WORK/$s-callee" && exec sipp -sf "$ROOT/benches/sipp/call-callee.xml" -i 127.0.0.1 \
-    -p "${CALLEE_PORT[$s]}" -nostdin -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
+    -p "${CALLEE_PORT[$s]}" -nostdin -trace_err -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
     >/dev/null 2>stderr) &
   CALLEE_PID[$s]=$!
   CLEAN[$s]=0
@@ -204,7 +207,12 @@ for s in $SERVERS; do
 done
 sleep 1
 
-printf '\n%-9s %6s %7s %7s %6s %7s %8s %9s %9s %8s %8s\n' server rate placed done failed retrans cpu_s us/call rtd2_avg_ms wall_s load1
+# failed = placed - done; of those, sipp_failed ended in an error SIPp saw (an unexpected
+# message, a timeout), the rest were not finished when the step's -timeout struck.
+# drops: UDP datagrams the kernel dropped on full receive buffers during the step (RcvbufErrors
+# in /proc/net/snmp, every socket on the machine); a dropped datagram costs a retransmission.
+# rtd2_ms: SIPp's mean time from the authenticated INVITE to its 200 (SIPp counts whole ms).
+printf '\n%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %5s\n' server rate placed done failed sipp_f retrans cpu_s us/call rtd2_ms wall_s drops load1
 declare -A US
 for rate in $RATES; do
   for s in $SERVERS; do
@@ -212,6 +220,7 @@ for rate in $RATES; do
     calls=$((rate * STEP_SECONDS))
     dir="$WORK/$s-$rate"
     mkdir -p "$dir"
+    d0=$(rcvbuf_errors)
     t0=$(ticks "${PID[$s]}")
     w0=$(date +%s.%N)
     (cd "$dir" && sipp -sf "$ROOT/benches/sipp/call-caller.xml" -inf "$WORK/callers.csv" \
@@ -222,9 +231,11 @@ for rate in $RATES; do
       "127.0.0.1:${PORT[$s]}" >/dev/null 2>stderr) || true
     w1=$(date +%s.%N)
     t1=$(ticks "${PID[$s]}")
+    d1=$(rcvbuf_errors)
     ok=$(stat_field "$dir/stats.csv" "SuccessfulCall(C)")
     ok=${ok:-0}
     retrans=$(stat_field "$dir/stats.csv" "Retransmissions(C)")
+    sipp_failed=$(stat_field "$dir/stats.csv" "FailedCall(C)")
     rtd2=$(stat_field "$dir/stats.csv" "ResponseTime2(C)")
     failed=$((calls - ok))
     cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", d / hz }')
@@ -233,16 +244,21 @@ for rate in $RATES; do
 t = sys.argv[1].split(":") if sys.argv[1] else []
 print(f"{(int(t[0])*3600+int(t[1])*60+int(t[2]))*1000+int(t[3])/1000:.2f}" if len(t) == 4 else "-")' "${rtd2:-}")
     wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", b - a }')
-    printf '%-9s %6s %7s %7s %6s %7s %8s %9s %9s %8s %8s\n' "$s" "$rate" "$calls" "$ok" "$failed" \
-      "${retrans:-?}" "$cpu" "$us" "$rtd2_ms" "$wall" "$(cut -d' ' -f1 /proc/loadavg)"
+    printf '%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %5s\n' "$s" "$rate" "$calls" "$ok" "$failed" \
+      "${sipp_failed:-?}" "${retrans:-?}" "$cpu" "$us" "$rtd2_ms" "$wall" "$((d1 - d0))" "$(cut -d' ' -f1 /proc/loadavg)"
     US[$s,$rate]=$us
     if [ "$failed" -eq 0 ]; then
       CLEAN[$s]=$rate
     else
       FAILED_AT[$s]=$rate
-      if [ -s "$dir/stderr" ]; then
-        echo "  $s at $rate/s, SIPp's last words: $(tail -c 300 "$dir/stderr" | tr '\n' ' ')"
-      fi
+      # What the failed calls got, counted: SIPp's error log names what each aborted call
+      # expected and received (first line), or its timeout.
+      echo "  $s at $rate/s, failed calls by cause (caller's error log):"
+      cat "$dir"/*_errors.log 2>/dev/null | tr -d '\r' |
+        grep -o -E "while expecting '[^']*' \(index [0-9]+\), received '[^']*$|[Cc]all.*timed? ?out[^.;]*|[Rr]ecv timeout[^.;]*" |
+        sed -E 's/[0-9]+-[0-9]+@127\.0\.0\.1//' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' || true
+      echo "  callee's error log: $(cat "$WORK/$s-callee"/*_errors.log 2>/dev/null | tr -d '\r' |
+        grep -o -E "while expecting '[^']*' \(index [0-9]+\), received '[^']*$" | sort | uniq -c | sort -rn | head -3 | tr -s ' \n' ' ')"
       kill -0 "${PID[$s]}" 2>/dev/null || echo "  $s exited: $(tail -3 "$WORK/$s.log" | tr '\n' ' ')"
     fi
   done
