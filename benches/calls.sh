@@ -38,6 +38,9 @@ STEP_SECONDS=${STEP_SECONDS:-15}
 HOLD_MS=${HOLD_MS:-0}
 SERVERS=${SERVERS:-"kamailio sipward"}
 SIPWARD=${SIPWARD:-target/release/sipward}
+# Extra SIPp options for the callers and the callees, e.g. SIPP_EXTRA="-trace_msg" with KEEP=1
+# (the work directory is then kept and its path printed) to see every message of a failed call.
+SIPP_EXTRA=${SIPP_EXTRA:-}
 CALLERS=1000
 CALLEE=u119999
 DOMAIN=bench.test
@@ -175,6 +178,35 @@ register() {
     echo "$s: registering $csv failed:"; tail -5 "$dir/stderr"; exit 1; }
 }
 
+# The causes of failed calls in SIPp's error logs of the caller's and the callee's directories,
+# counted: an unexpected message (what the call expected, at which scenario index, and the
+# first line it got) or a receive timeout (at which index).
+failure_causes() {
+  python3 - "$@" <<'EOF'
+import collections, glob, re, sys
+for d, who in zip(sys.argv[1:], ["caller", "callee"]):
+    text = "".join(open(f, errors="replace").read() for f in glob.glob(f"{d}/*_errors.log"))
+    causes = collections.Counter()
+    for e in re.split(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ", text):
+        if e.startswith("Dead call"):
+            continue
+        if e.startswith("Continuing call"):
+            # -default_behaviors -abortunexp: a late 180 (after the 200), not a failure.
+            m = re.search(r"received '([^\r\n]*)", e)
+            causes[f"(not a failure: ignored late {m.group(1) if m else 'message'})"] += 1
+            continue
+        m = re.search(r"while (expecting '[^']*' \(index \d+\)|pausing \(index \d+\)), received '([^\r\n]*)", e)
+        if m:
+            causes[f"while {m.group(1)}, received {m.group(2)}"] += 1
+        elif (m := re.search(r"receive timeout on message [^:]*:(\d+)", e)):
+            causes[f"receive timeout at index {m.group(1)}"] += 1
+        elif e.strip() and not e.startswith("The following events"):
+            causes[e.strip().splitlines()[0][:100]] += 1
+    for c, n in causes.most_common(5):
+        print(f"    {who}: {n} x {c}")
+EOF
+}
+
 # A field of the last line of a SIPp -trace_stat file, by its column name.
 stat_field() {
   python3 - "$1" "$2" <<'EOF'
@@ -199,7 +231,7 @@ for s in $SERVERS; do
   mkdir -p "$WORK/$s-callee"
   total_budget=$(( $(wc -w <<<"$RATES") * 2 * (STEP_SECONDS + 10) + 120 ))
   (cd "$WORK/$s-callee" && exec sipp -sf "$ROOT/benches/sipp/call-callee.xml" -i 127.0.0.1 \
-    -p "${CALLEE_PORT[$s]}" -nostdin -trace_err -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
+    -p "${CALLEE_PORT[$s]}" -nostdin -default_behaviors all,-abortunexp -trace_err $SIPP_EXTRA -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
     >/dev/null 2>stderr) &
   CALLEE_PID[$s]=$!
   CLEAN[$s]=0
@@ -227,7 +259,7 @@ for rate in $RATES; do
       -s "$CALLEE" -auth_uri "$CALLEE@$DOMAIN" -d "$HOLD_MS" \
       -m "$calls" -r "$rate" -rp 1000 -l $((rate * 10)) \
       -i 127.0.0.1 -p "${CALLER_PORT[$s]}" -nostdin -timeout "$((STEP_SECONDS + 5))s" \
-      -recv_timeout 5s -trace_stat -fd 1 -stf stats.csv -trace_err \
+      -default_behaviors all,-abortunexp -recv_timeout 5s -trace_stat -fd 1 -stf stats.csv -trace_err $SIPP_EXTRA \
       "127.0.0.1:${PORT[$s]}" >/dev/null 2>stderr) || true
     w1=$(date +%s.%N)
     t1=$(ticks "${PID[$s]}")
@@ -251,14 +283,8 @@ print(f"{(int(t[0])*3600+int(t[1])*60+int(t[2]))*1000+int(t[3])/1000:.2f}" if le
       CLEAN[$s]=$rate
     else
       FAILED_AT[$s]=$rate
-      # What the failed calls got, counted: SIPp's error log names what each aborted call
-      # expected and received (first line), or its timeout.
-      echo "  $s at $rate/s, failed calls by cause (caller's error log):"
-      cat "$dir"/*_errors.log 2>/dev/null | tr -d '\r' |
-        grep -o -E "while expecting '[^']*' \(index [0-9]+\), received '[^']*$|[Cc]all.*timed? ?out[^.;]*|[Rr]ecv timeout[^.;]*" |
-        sed -E 's/[0-9]+-[0-9]+@127\.0\.0\.1//' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' || true
-      echo "  callee's error log: $(cat "$WORK/$s-callee"/*_errors.log 2>/dev/null | tr -d '\r' |
-        grep -o -E "while expecting '[^']*' \(index [0-9]+\), received '[^']*$" | sort | uniq -c | sort -rn | head -3 | tr -s ' \n' ' ')"
+      echo "  $s at $rate/s, failed calls by cause (SIPp's error logs):"
+      failure_causes "$dir" "$WORK/$s-callee"
       kill -0 "${PID[$s]}" 2>/dev/null || echo "  $s exited: $(tail -3 "$WORK/$s.log" | tr '\n' ' ')"
     fi
   done
