@@ -41,6 +41,10 @@ SIPWARD=${SIPWARD:-target/release/sipward}
 # Extra SIPp options for the callers and the callees, e.g. SIPP_EXTRA="-trace_msg" with KEEP=1
 # (the work directory is then kept and its path printed) to see every message of a failed call.
 SIPP_EXTRA=${SIPP_EXTRA:-}
+# PERF=1: sample each step's server with `perf record -e cpu-clock -g` (software sampling, 999 Hz;
+# its cost lands in the CPU figures, so profile in a run of its own) and write
+# `perf report --no-children` to OUT with .perf-SERVER-RATE.txt in place of .txt.
+PERF=${PERF:-}
 CALLERS=1000
 CALLEE=u119999
 DOMAIN=bench.test
@@ -252,6 +256,11 @@ for rate in $RATES; do
     calls=$((rate * STEP_SECONDS))
     dir="$WORK/$s-$rate"
     mkdir -p "$dir"
+    if [ -n "$PERF" ]; then
+      perf record -e cpu-clock -F 999 -g -p "${PID[$s]}" -o "$dir/perf.data" >/dev/null 2>&1 &
+      perf_pid=$!
+      sleep 1
+    fi
     d0=$(rcvbuf_errors)
     t0=$(ticks "${PID[$s]}")
     w0=$(date +%s.%N)
@@ -264,6 +273,13 @@ for rate in $RATES; do
     w1=$(date +%s.%N)
     t1=$(ticks "${PID[$s]}")
     d1=$(rcvbuf_errors)
+    if [ -n "$PERF" ]; then
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+      perf report -i "$dir/perf.data" --no-children --percent-limit 0.7 --stdio -g none \
+        >"${OUT%.txt}.perf-$s-$rate.txt" 2>/dev/null || true
+      perf report -i "$dir/perf.data" --children --percent-limit 3 --stdio -g caller,0.5,callee,function,percent \
+        >"${OUT%.txt}.perf-$s-$rate-callers.txt" 2>/dev/null || true
+    fi
     ok=$(stat_field "$dir/stats.csv" "SuccessfulCall(C)")
     ok=${ok:-0}
     retrans=$(stat_field "$dir/stats.csv" "Retransmissions(C)")
