@@ -312,11 +312,14 @@ done
 echo
 echo "highest clean call rate (0 failed calls): $(for s in $SERVERS; do printf '%s %s/s  ' "$s" "${CLEAN[$s]}"; done)"
 if [[ " $SERVERS " == *" kamailio "* && " $SERVERS " == *" sipward "* ]]; then
-  echo "ratio sipward / kamailio, CPU per call at each rate both completed:"
+  echo "ratio sipward / kamailio, CPU per completed call at each rate both ran (* = failed calls in that step):"
   for rate in $RATES; do
     k=${US[kamailio,$rate]:-}; w=${US[sipward,$rate]:-}
     [[ "$k" =~ ^[0-9]+$ && "$w" =~ ^[0-9]+$ ]] || continue
-    awk -v r="$rate" -v k="$k" -v w="$w" 'BEGIN { printf "  %5d/s: kamailio %5d us, sipward %5d us, ratio %.2f\n", r, k, w, w / k }'
+    kf=" "; wf=" "
+    [ "${FAILED_AT[kamailio]:-}" = "$rate" ] && kf="*"
+    [ "${FAILED_AT[sipward]:-}" = "$rate" ] && wf="*"
+    awk -v r="$rate" -v k="$k" -v w="$w" -v kf="$kf" -v wf="$wf" 'BEGIN { printf "  %5d/s: kamailio %5d us%s sipward %5d us%s ratio %.2f\n", r, k, kf, w, wf, w / k }'
   done
   k=${CLEAN[kamailio]}; w=${CLEAN[sipward]}
   if [ "$k" -gt 0 ]; then
