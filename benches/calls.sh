@@ -117,6 +117,10 @@ HZ=$(getconf CLK_TCK)
 # The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets of the
 # machine: other work's drops count too).
 rcvbuf_errors() { awk '/^Udp:/ && ++n == 2 { print $6 }' /proc/net/snmp; }
+# Datagrams dropped on the UDP sockets bound to a local port (the last column of /proc/net/udp).
+port_drops() {
+  awk -v p="$(printf ':%04X' "$1")" 'NR > 1 && substr($2, length($2) - 4) == p { d += $NF } END { print d + 0 }' /proc/net/udp
+}
 
 python3 - "$WORK" "$CALLERS" "$CALLEE" "$DOMAIN" <<'EOF'
 import hashlib, sys
@@ -257,8 +261,9 @@ sleep 1
 # message, a timeout), the rest were not finished when the step's -timeout struck.
 # drops: UDP datagrams the kernel dropped on full receive buffers during the step (RcvbufErrors
 # in /proc/net/snmp, every socket on the machine); a dropped datagram costs a retransmission.
+# srv_dr: of those, the ones dropped on the server's own socket (its receivers fell behind).
 # rtd2_ms: SIPp's mean time from the authenticated INVITE to its 200 (SIPp counts whole ms).
-printf '\n%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %5s\n' server rate placed done failed sipp_f retrans cpu_s us/call rtd2_ms wall_s drops load1
+printf '\n%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %6s %5s\n' server rate placed done failed sipp_f retrans cpu_s us/call rtd2_ms wall_s drops srv_dr load1
 declare -A US
 for rate in $RATES; do
   for s in $SERVERS; do
@@ -272,6 +277,7 @@ for rate in $RATES; do
       sleep 1
     fi
     d0=$(rcvbuf_errors)
+    s0=$(port_drops "${PORT[$s]}")
     t0=$(ticks "${PID[$s]}")
     w0=$(date +%s.%N)
     (cd "$dir" && sipp -sf "$ROOT/benches/sipp/call-caller.xml" -inf "$WORK/callers.csv" \
@@ -283,6 +289,7 @@ for rate in $RATES; do
     w1=$(date +%s.%N)
     t1=$(ticks "${PID[$s]}")
     d1=$(rcvbuf_errors)
+    s1=$(port_drops "${PORT[$s]}")
     if [ -n "$PERF" ]; then
       kill -INT "$perf_pid"; wait "$perf_pid" || true
       perf report -i "$dir/perf.data" --no-children --percent-limit 0.7 --stdio -g none \
@@ -302,8 +309,8 @@ for rate in $RATES; do
 t = sys.argv[1].split(":") if sys.argv[1] else []
 print(f"{(int(t[0])*3600+int(t[1])*60+int(t[2]))*1000+int(t[3])/1000:.2f}" if len(t) == 4 else "-")' "${rtd2:-}")
     wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", b - a }')
-    printf '%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %5s\n' "$s" "$rate" "$calls" "$ok" "$failed" \
-      "${sipp_failed:-?}" "${retrans:-?}" "$cpu" "$us" "$rtd2_ms" "$wall" "$((d1 - d0))" "$(cut -d' ' -f1 /proc/loadavg)"
+    printf '%-9s %6s %7s %7s %6s %6s %7s %7s %8s %7s %6s %6s %6s %5s\n' "$s" "$rate" "$calls" "$ok" "$failed" \
+      "${sipp_failed:-?}" "${retrans:-?}" "$cpu" "$us" "$rtd2_ms" "$wall" "$((d1 - d0))" "$((s1 - s0))" "$(cut -d' ' -f1 /proc/loadavg)"
     US[$s,$rate]=$us
     if [ "$failed" -eq 0 ]; then
       CLEAN[$s]=$rate
