@@ -54,6 +54,9 @@ PERF=${PERF:-}
 # plus the cloned request) and keeps each 5 s after its final answer (wait timer), so 256 MB
 # ran out at 1 600 calls/s ("out of mem" in new_t, 500 answers): 1024 MB leaves room to 4 000.
 KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-1024}
+# SIPP_NICE=-10 (root): run the SIPp callers and callees at that nice value, so other work on a
+# shared machine stalls the generators less (the servers keep the default priority, alike).
+SIPP_NICE=${SIPP_NICE:-0}
 CALLERS=1000
 CALLEE=u119999
 DOMAIN=bench.test
@@ -238,7 +241,7 @@ EOF
 echo "calls through the proxy (benches/calls.sh), commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "kamailio: $(kamailio -v | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p'); sipp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*' | head -1); sipward: $SIPWARD"
-echo "steps: $STEP_SECONDS s each, rates $RATES calls/s, call hold ${HOLD_MS} ms, $CALLERS callers calling $CALLEE"
+echo "steps: $STEP_SECONDS s each, rates $RATES calls/s, call hold ${HOLD_MS} ms, $CALLERS callers calling $CALLEE, Kamailio shm ${KAMAILIO_SHM_MB} MB, SIPp nice $SIPP_NICE"
 
 for s in $SERVERS; do
   start_server "$s"
@@ -248,7 +251,7 @@ for s in $SERVERS; do
   register "$s" callers.csv "${CALLER_PORT[$s]}" "$CALLERS"
   mkdir -p "$WORK/$s-callee"
   total_budget=$(( $(wc -w <<<"$RATES") * 2 * (STEP_SECONDS + 10) + 120 ))
-  (cd "$WORK/$s-callee" && exec sipp -sf "$ROOT/benches/sipp/call-callee.xml" -i 127.0.0.1 \
+  (cd "$WORK/$s-callee" && exec nice -n "$SIPP_NICE" sipp -sf "$ROOT/benches/sipp/call-callee.xml" -i 127.0.0.1 \
     -p "${CALLEE_PORT[$s]}" -nostdin -default_behaviors all,-abortunexp -trace_err $SIPP_EXTRA -timeout "${total_budget}s" "127.0.0.1:${PORT[$s]}" \
     >/dev/null 2>stderr) &
   CALLEE_PID[$s]=$!
@@ -280,7 +283,7 @@ for rate in $RATES; do
     s0=$(port_drops "${PORT[$s]}")
     t0=$(ticks "${PID[$s]}")
     w0=$(date +%s.%N)
-    (cd "$dir" && sipp -sf "$ROOT/benches/sipp/call-caller.xml" -inf "$WORK/callers.csv" \
+    (cd "$dir" && nice -n "$SIPP_NICE" sipp -sf "$ROOT/benches/sipp/call-caller.xml" -inf "$WORK/callers.csv" \
       -s "$CALLEE" -auth_uri "$CALLEE@$DOMAIN" -d "$HOLD_MS" \
       -m "$calls" -r "$rate" -rp 1000 -l $((rate * 10)) \
       -i 127.0.0.1 -p "${CALLER_PORT[$s]}" -nostdin -timeout "$((STEP_SECONDS + 5))s" \
