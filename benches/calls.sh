@@ -93,9 +93,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free UDP port on 127.0.0.1 (the kernel's choice, released at once).
+# A free UDP port on 127.0.0.1, or TCP with "tcp" (the kernel's choice, released at once).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1:] == ["tcp"] else socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$@"
 }
 
 # CPU ticks (utime + stime) of a process and all its descendants.
@@ -157,7 +159,7 @@ start_server() {
       {
         printf '# Written by benches/calls.sh: sipward defaults plus the benchmark users.\n'
         printf '[log]\nlevel = "warn"\n[sip]\nudp = ["127.0.0.1:%s"]\ntcp = []\n' "$port"
-        printf '[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)"
+        printf '[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port tcp)"
         printf '[[domains]]\nname = "%s"\nalgorithms = ["MD5"]\n' "$DOMAIN"
         cat "$WORK/accounts.toml"
       } >"$WORK/sipward.toml"
