@@ -21,7 +21,7 @@ const DICTIONARY: &[u8] = b"SIP/2.0 200 OK\r\nSIP/2.0 100 Trying\r\nSIP/2.0 486 
 SIP/2.0 480 Temporarily Unavailable\r\nSIP/2.0 404 Not Found\r\nSIP/2.0 403 Forbidden\r\n\
 SIP/2.0 500 Server Internal Error\r\nSIP/2.0 503 Service Unavailable\r\nRetry-After: \
 ;received=;rport=;expires=3600\r\nContact: <sip:>;expires=Date: \
- GMT\r\nSupported: path, outbound\r\nRequire: outbound\r\nServer: sipward/\
+ GMT\r\nSupported: path, outbound\r\nRequire: outbound\r\nServer: sipward\r\n\
 Content-Length: 0\r\n\r\n";
 
 /// Shortest run worth a copy: a copy costs 3 bytes and may split a literal run (1 more).
