@@ -13,7 +13,9 @@
 //! stored without its request (a relayed one) is kept verbatim.
 //!
 //! It must not know about transactions, keys or time, and holds no state beyond the one
-//! exact-size allocation per stored response.
+//! exact-size allocation per stored response (and the dictionary's index, built once).
+
+use std::sync::OnceLock;
 
 /// Fragments of the responses sipward builds that the request does not contain. Copies from
 /// here are addressed before the request: offsets below its length point into it.
@@ -30,8 +32,9 @@ const MIN_COPY: usize = 6;
 const MAX_COPY: usize = MIN_COPY + 0x7f;
 /// Longest literal run one op encodes.
 const MAX_LITERAL: usize = 0x80;
-/// Candidates tried per position: enough for the repeated `sip:user@host` of a REGISTER.
-const MAX_CANDIDATES: usize = 16;
+/// Candidates tried per position and source: enough for the repeated `sip:user@host` of a
+/// REGISTER.
+const MAX_CANDIDATES: usize = 8;
 /// Hash-chain heads (4-byte prefixes).
 const HEAD_BITS: u32 = 10;
 const NONE: u16 = u16::MAX;
@@ -101,29 +104,33 @@ impl StoredResponse {
 }
 
 /// Greedy LZ77 over the dictionary and the request (both at most 64 KiB in all): for each
-/// position of the response, the longest earlier-seen run found through 4-byte hash chains.
+/// position of the response, the longest run found through 4-byte hash chains, the
+/// dictionary's built once.
 fn encode(response: &[u8], request: &[u8], out: &mut Vec<u8>) {
+    static DICTIONARY_INDEX: OnceLock<Index> = OnceLock::new();
+    let dictionary = DICTIONARY_INDEX.get_or_init(|| Index::new(DICTIONARY));
     let request = &request[..request.len().min(usize::from(u16::MAX) - DICTIONARY.len())];
-    let mut source = Vec::with_capacity(DICTIONARY.len() + request.len());
-    source.extend_from_slice(DICTIONARY);
-    source.extend_from_slice(request);
-    let mut head = [NONE; 1 << HEAD_BITS];
-    let mut prev = vec![NONE; source.len()];
-    for pos in 0..source.len().saturating_sub(3) {
-        let h = prefix_hash(&source[pos..]);
-        prev[pos] = head[h];
-        head[h] = pos as u16;
-    }
+    let sources = [
+        (DICTIONARY, dictionary, 0),
+        (request, &Index::new(request), DICTIONARY.len()),
+    ];
     let (mut at, mut literal_from) = (0, 0);
     while at + MIN_COPY <= response.len() {
-        let (len, from) = longest_run(&response[at..], &source, &head, &prev);
+        let rest = &response[at..];
+        let (len, from) = sources
+            .iter()
+            .map(|(bytes, index, base)| {
+                let (len, pos) = index.longest_run(rest, bytes);
+                (len, pos + base)
+            })
+            .max_by_key(|run| run.0)
+            .unwrap_or((0, 0));
         if len < MIN_COPY {
             at += 1;
             continue;
         }
         push_literals(&response[literal_from..at], out);
-        let mut left = len;
-        let mut from = from;
+        let (mut left, mut from) = (len, from);
         while left >= MIN_COPY {
             let take = left.min(MAX_COPY);
             out.push(0x80 | (take - MIN_COPY) as u8);
@@ -136,35 +143,47 @@ fn encode(response: &[u8], request: &[u8], out: &mut Vec<u8>) {
     push_literals(&response[literal_from..], out);
 }
 
-fn longest_run(rest: &[u8], source: &[u8], head: &[u16], prev: &[u16]) -> (usize, usize) {
-    let mut best = (0, 0);
-    if rest.len() < 4 {
-        return best;
-    }
-    let mut candidate = head[prefix_hash(rest)];
-    for _ in 0..MAX_CANDIDATES {
-        if candidate == NONE {
-            break;
-        }
-        let pos = usize::from(candidate);
-        // A run never spans the dictionary's end into the request: they are separate buffers
-        // when rebuilding.
-        let end = if pos < DICTIONARY.len() {
-            DICTIONARY.len()
-        } else {
-            source.len()
+/// Hash chains over one source: the last position of each 4-byte prefix hash, and for each
+/// position the previous one with the same hash.
+#[derive(Debug)]
+struct Index {
+    head: [u16; 1 << HEAD_BITS],
+    prev: Vec<u16>,
+}
+
+impl Index {
+    fn new(bytes: &[u8]) -> Self {
+        let mut index = Self {
+            head: [NONE; 1 << HEAD_BITS],
+            prev: vec![NONE; bytes.len()],
         };
-        let len = rest
-            .iter()
-            .zip(&source[pos..end])
-            .take_while(|(a, b)| a == b)
-            .count();
-        if len > best.0 {
-            best = (len, pos);
+        for pos in 0..bytes.len().saturating_sub(3) {
+            let h = prefix_hash(&bytes[pos..]);
+            index.prev[pos] = index.head[h];
+            index.head[h] = pos as u16;
         }
-        candidate = prev[pos];
+        index
     }
-    best
+
+    /// The longest prefix of `rest` found in `bytes`: (length, position).
+    fn longest_run(&self, rest: &[u8], bytes: &[u8]) -> (usize, usize) {
+        let mut best = (0, 0);
+        if rest.len() < 4 {
+            return best;
+        }
+        let mut candidate = self.head[prefix_hash(rest)];
+        for _ in 0..MAX_CANDIDATES {
+            let Some(source) = bytes.get(usize::from(candidate)..) else {
+                break;
+            };
+            let len = rest.iter().zip(source).take_while(|(a, b)| a == b).count();
+            if len > best.0 {
+                best = (len, usize::from(candidate));
+            }
+            candidate = self.prev[usize::from(candidate)];
+        }
+        best
+    }
 }
 
 fn prefix_hash(bytes: &[u8]) -> usize {
