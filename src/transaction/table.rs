@@ -181,6 +181,11 @@ impl Expiry {
                 _ => break,
             }
         }
+        // After a burst, give back what the queue no longer needs (it never shrinks itself).
+        let (len, capacity) = (self.completed.len(), self.completed.capacity());
+        if capacity > 4096 && len < capacity / 4 {
+            self.completed.shrink_to(len * 2);
+        }
     }
 }
 
