@@ -189,7 +189,7 @@ fn a_full_table_gives_way_oldest_completed_first() {
     );
     for (k, at) in [(&k1, t0), (&k2, t0 + SECOND)] {
         assert_eq!(
-            table.on_request(&k, REQ, UDP, AUTH, at),
+            table.on_request(k, REQ, UDP, AUTH, at),
             RequestDisposition::New
         );
         table.on_response(k, ok(), 200, at).expect("answered");
