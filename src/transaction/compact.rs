@@ -103,9 +103,9 @@ impl StoredResponse {
     }
 }
 
-/// Greedy LZ77 over the dictionary and the request (both at most 64 KiB in all): for each
-/// position of the response, the longest run found through 4-byte hash chains, the
-/// dictionary's built once.
+/// Greedy LZ77 over the dictionary and the request (both at most 64 KiB in all): at each
+/// position of the response where a token starts, the longest run found through 4-byte hash
+/// chains of the positions where a token starts; the dictionary's chains are built once.
 fn encode(response: &[u8], request: &[u8], out: &mut Vec<u8>) {
     static DICTIONARY_INDEX: OnceLock<Index> = OnceLock::new();
     let dictionary = DICTIONARY_INDEX.get_or_init(|| Index::new(DICTIONARY));
@@ -116,6 +116,10 @@ fn encode(response: &[u8], request: &[u8], out: &mut Vec<u8>) {
     ];
     let (mut at, mut literal_from) = (0, 0);
     while at + MIN_COPY <= response.len() {
+        if at != literal_from && !starts_token(response, at) {
+            at += 1;
+            continue;
+        }
         let rest = &response[at..];
         let (len, from) = sources
             .iter()
@@ -157,7 +161,7 @@ impl Index {
             head: [NONE; 1 << HEAD_BITS],
             prev: vec![NONE; bytes.len()],
         };
-        for pos in 0..bytes.len().saturating_sub(3) {
+        for pos in (0..bytes.len().saturating_sub(3)).filter(|&pos| starts_token(bytes, pos)) {
             let h = prefix_hash(&bytes[pos..]);
             index.prev[pos] = index.head[h];
             index.head[h] = pos as u16;
@@ -184,6 +188,12 @@ impl Index {
         }
         best
     }
+}
+
+/// Runs are looked for only where a token starts (after a byte that is not a letter or a
+/// digit): copies of header values start there, and it skips most positions.
+fn starts_token(bytes: &[u8], pos: usize) -> bool {
+    pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric()
 }
 
 fn prefix_hash(bytes: &[u8]) -> usize {
