@@ -103,48 +103,177 @@ impl StoredResponse {
     }
 }
 
-/// Greedy LZ77 over the dictionary and the request (both at most 64 KiB in all): at each
-/// position of the response where a token starts, the longest run found through 4-byte hash
-/// chains of the positions where a token starts; the dictionary's chains are built once.
+/// Line by line: a response copies the header lines it shares with its request (Via, From,
+/// To, Call-ID, CSeq, Contact, Content-Length) whole or with a parameter added. So each
+/// response line is matched against the request line with the longest common prefix, the
+/// common prefix and suffix become copies, and what lies between, and every line no request
+/// line starts alike, is searched in the dictionary (4-byte hash chains built once) and
+/// otherwise kept literal. No index of the request is built: linear in both messages.
 fn encode(response: &[u8], request: &[u8], out: &mut Vec<u8>) {
     static DICTIONARY_INDEX: OnceLock<Index> = OnceLock::new();
     let dictionary = DICTIONARY_INDEX.get_or_init(|| Index::new(DICTIONARY));
     let request = &request[..request.len().min(usize::from(u16::MAX) - DICTIONARY.len())];
-    let sources = [
-        (DICTIONARY, dictionary, 0),
-        (request, &Index::new(request), DICTIONARY.len()),
-    ];
-    let (mut at, mut literal_from) = (0, 0);
-    while at + MIN_COPY <= response.len() {
-        if at != literal_from && !starts_token(response, at) {
-            at += 1;
-            continue;
+    let lines = Lines::of(request);
+    let mut encoder = Encoder {
+        response,
+        out,
+        dictionary,
+        literal_from: 0,
+        last_copy: None,
+    };
+    let mut start = 0;
+    while start < response.len() {
+        let end =
+            memchr::memchr(b'\n', &response[start..]).map_or(response.len(), |i| start + i + 1);
+        let line = &response[start..end];
+        let (prefix, from) = lines.longest_prefix(line, request);
+        if prefix < MIN_COPY {
+            encoder.search(start, end, None);
+        } else {
+            let theirs = &request[from..lines.end_of(from, request)];
+            let room = line.len().min(theirs.len()) - prefix;
+            let suffix = line
+                .iter()
+                .rev()
+                .zip(theirs.iter().rev())
+                .take(room)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let suffix = if suffix >= MIN_COPY { suffix } else { 0 };
+            encoder.copy(start, prefix, DICTIONARY.len() + from);
+            encoder.search(start + prefix, end - suffix, Some((theirs, from)));
+            if suffix > 0 {
+                let from = DICTIONARY.len() + from + theirs.len() - suffix;
+                encoder.copy(end - suffix, suffix, from);
+            }
         }
-        let rest = &response[at..];
-        let (len, from) = sources
-            .iter()
-            .map(|(bytes, index, base)| {
-                let (len, pos) = index.longest_run(rest, bytes);
-                (len, pos + base)
-            })
-            .max_by_key(|run| run.0)
-            .unwrap_or((0, 0));
-        if len < MIN_COPY {
-            at += 1;
-            continue;
+        start = end;
+    }
+    encoder.finish();
+}
+
+/// Up to `MAX_LINES` line starts of the request (each line runs to its `\n` inclusive).
+struct Lines {
+    starts: [u16; MAX_LINES],
+    len: usize,
+}
+
+/// Lines of a request looked at; later ones (a long header section) are not copied from.
+const MAX_LINES: usize = 48;
+
+impl Lines {
+    fn of(request: &[u8]) -> Self {
+        let mut lines = Self {
+            starts: [0; MAX_LINES],
+            len: 1,
+        };
+        for end in memchr::memchr_iter(b'\n', request) {
+            if lines.len == MAX_LINES || end + 1 >= request.len() {
+                break;
+            }
+            lines.starts[lines.len] = (end + 1) as u16;
+            lines.len += 1;
         }
-        push_literals(&response[literal_from..at], out);
-        let (mut left, mut from) = (len, from);
+        lines
+    }
+
+    /// The request line sharing the longest prefix with `line`: (length, its start).
+    fn longest_prefix(&self, line: &[u8], request: &[u8]) -> (usize, usize) {
+        let mut best = (0, 0);
+        for &start in &self.starts[..self.len] {
+            let Some(theirs) = request.get(usize::from(start)..) else {
+                continue;
+            };
+            if theirs.first() != line.first() || theirs.get(1) != line.get(1) {
+                continue;
+            }
+            let len = line.iter().zip(theirs).take_while(|(a, b)| a == b).count();
+            if len > best.0 {
+                best = (len, usize::from(start));
+            }
+        }
+        best
+    }
+
+    /// Where the request line starting at `start` ends (after its `\n`).
+    fn end_of(&self, start: usize, request: &[u8]) -> usize {
+        memchr::memchr(b'\n', &request[start..]).map_or(request.len(), |i| start + i + 1)
+    }
+}
+
+/// Writes ops for the response from left to right; `literal_from` is where the bytes not yet
+/// written (to become literals) begin.
+struct Encoder<'a> {
+    response: &'a [u8],
+    out: &'a mut Vec<u8>,
+    dictionary: &'a Index,
+    literal_from: usize,
+    /// The last copy op written: its index in `out` and where its source ends.
+    last_copy: Option<(usize, usize)>,
+}
+
+impl Encoder<'_> {
+    /// Response bytes `at..at + len` are a copy from offset `from` (dictionary, then request).
+    /// A tail shorter than `MIN_COPY` is left to the literals.
+    fn copy(&mut self, mut at: usize, len: usize, mut from: usize) {
+        let mut left = len;
+        // Continues the last copy when the source runs on (one header line after another).
+        if let Some((op, end)) = self
+            .last_copy
+            .filter(|&(_, end)| at == self.literal_from && end == from)
+        {
+            let grow = left.min(MAX_COPY - (usize::from(self.out[op] & 0x7f) + MIN_COPY));
+            self.out[op] += grow as u8;
+            (left, from, at) = (left - grow, from + grow, at + grow);
+            self.last_copy = Some((op, from));
+            if left < MIN_COPY {
+                self.literal_from = at;
+                return;
+            }
+        }
+        push_literals(&self.response[self.literal_from..at], self.out);
         while left >= MIN_COPY {
             let take = left.min(MAX_COPY);
-            out.push(0x80 | (take - MIN_COPY) as u8);
-            out.extend_from_slice(&(from as u16).to_le_bytes());
+            self.last_copy = Some((self.out.len(), from + take));
+            self.out.push(0x80 | (take - MIN_COPY) as u8);
+            self.out.extend_from_slice(&(from as u16).to_le_bytes());
             (left, from, at) = (left - take, from + take, at + take);
         }
-        literal_from = at;
-        at += left;
+        self.literal_from = at;
     }
-    push_literals(&response[literal_from..], out);
+
+    /// Copies what the request line `theirs` (at `from` in the request) or the dictionary
+    /// holds of `start..end`, at each token start (an address the response repeats, a
+    /// parameter name).
+    fn search(&mut self, start: usize, end: usize, theirs: Option<(&[u8], usize)>) {
+        let mut at = start.max(self.literal_from);
+        while at + MIN_COPY <= end {
+            if at != self.literal_from && !starts_token(self.response, at) {
+                at += 1;
+                continue;
+            }
+            let rest = &self.response[at..end];
+            let mut best = self.dictionary.longest_run(rest, DICTIONARY);
+            if let Some((theirs, from)) = theirs {
+                for (i, _) in theirs.iter().enumerate().filter(|(_, &b)| b == rest[0]) {
+                    let len = common_prefix(rest, &theirs[i..]);
+                    if len > best.0 {
+                        best = (len, DICTIONARY.len() + from + i);
+                    }
+                }
+            }
+            if best.0 < MIN_COPY {
+                at += 1;
+                continue;
+            }
+            self.copy(at, best.0, best.1);
+            at += best.0;
+        }
+    }
+
+    fn finish(self) {
+        push_literals(&self.response[self.literal_from..], self.out);
+    }
 }
 
 /// Hash chains over one source: the last position of each 4-byte prefix hash, and for each
@@ -188,6 +317,10 @@ impl Index {
         }
         best
     }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Runs are looked for only where a token starts (after a byte that is not a letter or a
