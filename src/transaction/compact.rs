@@ -32,8 +32,7 @@ const MIN_COPY: usize = 6;
 const MAX_COPY: usize = MIN_COPY + 0x7f;
 /// Longest literal run one op encodes.
 const MAX_LITERAL: usize = 0x80;
-/// Candidates tried per position and source: enough for the repeated `sip:user@host` of a
-/// REGISTER.
+/// Dictionary candidates tried per position.
 const MAX_CANDIDATES: usize = 8;
 /// Hash-chain heads (4-byte prefixes).
 const HEAD_BITS: u32 = 10;
@@ -218,7 +217,7 @@ impl Encoder<'_> {
     fn copy(&mut self, mut at: usize, len: usize, mut from: usize) {
         let mut left = len;
         // Continues the last copy when the source runs on (one header line after another).
-        if let Some((op, end)) = self
+        if let Some((op, _)) = self
             .last_copy
             .filter(|&(_, end)| at == self.literal_from && end == from)
         {
