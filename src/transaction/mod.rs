@@ -101,8 +101,8 @@ impl TransactionConfig {
     ///
     /// Worst-case memory is `max_transactions × (≈ 70 B of table and expiry queue + the stored
     /// response)`. A response sipward builds is stored as a template over its request (see
-    /// `compact.rs`): about 110 B for a REGISTER's 200 (≈ 190 B per entry in all, ≈ 19 MB
-    /// for 100 000). A relayed response is stored verbatim, bounded only by the transport's
+    /// `compact.rs`): about 110 B for a REGISTER's 200 (170–205 B per entry in all, ≈ 17 MB
+    /// for 100 000; benches/RESULTS.md "Transaction memory"). A relayed response is stored verbatim, bounded only by the transport's
     /// message size limit: ≈ 6.6 GB in the pathological case of 100 000 64 KiB responses.
     pub fn max_transactions(&self) -> usize {
         self.max_transactions
