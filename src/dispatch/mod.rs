@@ -191,7 +191,7 @@ impl Dispatcher {
         }
         match i
             .transactions
-            .on_request(key.clone(), reliable, admission, now)
+            .on_request(&key, &data, reliable, admission, now)
         {
             RequestDisposition::New => {}
             RequestDisposition::Absorb => return Reply::none(),
@@ -207,9 +207,9 @@ impl Dispatcher {
         if response.stateless {
             i.transactions.forget(&key);
         } else {
-            let _ = i
-                .transactions
-                .on_response(&key, response.bytes.clone(), response.status, now);
+            let _ =
+                i.transactions
+                    .on_response_to(&key, &data, &response.bytes, response.status, now);
         }
         self.reply_to(&msg, src, response.bytes)
     }
@@ -246,10 +246,13 @@ impl Dispatcher {
                 let reply = dispatcher.reply_to(&msg, &src, failed.bytes.clone());
                 (failed.bytes, 503, reply)
             };
-            let _ = dispatcher
-                .inner
-                .transactions
-                .on_response(&key, bytes, status, Instant::now());
+            let _ = dispatcher.inner.transactions.on_response_to(
+                &key,
+                msg.bytes(),
+                &bytes,
+                status,
+                Instant::now(),
+            );
             reply
         };
         match later {

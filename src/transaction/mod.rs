@@ -24,11 +24,13 @@
 use std::time::{Duration, Instant};
 
 pub mod client;
+mod compact;
 pub mod invite_server;
 mod key;
 mod server;
 mod table;
 
+pub use compact::StoredResponse;
 pub use key::{is_rfc3261_branch, TransactionKey, MAGIC_COOKIE};
 pub use server::{Retransmission, ServerTransaction, State};
 pub use table::{Admission, RequestDisposition, TransactionTable};
@@ -37,7 +39,7 @@ pub use table::{Admission, RequestDisposition, TransactionTable};
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 
 /// Default cap on live server transactions, see [`TransactionConfig::max_transactions`]:
-/// about 140 MB at about 1.4 KB each (RSS in the storm runs, benches/RESULTS.md).
+/// about 20 MB at about 200 B for each completed REGISTER (benches/RESULTS.md, issue 22).
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
 
 /// Largest T1 accepted by [`TransactionConfig::new`]; 64*T1 is then at most 64 minutes.
@@ -97,11 +99,11 @@ impl TransactionConfig {
     /// new request get [`RequestDisposition::Overloaded`] (see `table.rs`), so the cap bounds
     /// memory, not the request rate.
     ///
-    /// Worst-case memory is `max_transactions × (≈ 200 B of table/queue overhead + key length +
-    /// stored response length)`. Keys are about 60–300 B; responses are bounded only by the
-    /// transport's message size limit, so with 100 000 entries this is ≈ 50 MB with 250-byte
-    /// responses, ≈ 130 MB with 1 KiB responses, and ≈ 6.6 GB in the pathological case of
-    /// 64 KiB responses (a REGISTER 200 OK listing many bindings is the largest realistic one).
+    /// Worst-case memory is `max_transactions × (≈ 70 B of table and expiry queue + the stored
+    /// response)`. A response sipward builds is stored as a template over its request (see
+    /// `compact.rs`): about 110 B for a REGISTER's 200 (170–205 B per entry in all, ≈ 17 MB
+    /// for 100 000; benches/RESULTS.md "Transaction memory"). A relayed response is stored verbatim, bounded only by the transport's
+    /// message size limit: ≈ 6.6 GB in the pathological case of 100 000 64 KiB responses.
     pub fn max_transactions(&self) -> usize {
         self.max_transactions
     }
@@ -131,10 +133,55 @@ impl Default for TransactionConfig {
     }
 }
 
-/// `now + after`, saturating at `now` instead of panicking on overflow (unreachable with a
-/// validated [`TransactionConfig`], but this module never panics).
-fn deadline_after(now: Instant, after: Duration) -> Instant {
-    now.checked_add(after).unwrap_or(now)
+/// A point on a transaction table's clock: nanoseconds since its epoch, shortly before the
+/// table was made. Eight bytes where an `Instant` takes sixteen; the table converts the
+/// `Instant`s its callers pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tick(u64);
+
+impl Tick {
+    /// The tick `nanos` nanoseconds after the epoch.
+    pub fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self + after`, saturating instead of overflowing (unreachable with a validated
+    /// [`TransactionConfig`], but this module never panics).
+    pub fn after(self, after: Duration) -> Self {
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(after))
+    }
+}
+
+/// The epoch [`Tick`]s count from, and the conversions.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    /// Epoch an hour before `now` where the platform allows it, so that an `Instant` taken by
+    /// another task just before the table was made is still after it.
+    fn new(now: Instant) -> Self {
+        let epoch = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
+        Self { epoch }
+    }
+
+    /// `now` on this clock; an instant before the epoch counts as the epoch.
+    fn tick(&self, now: Instant) -> Tick {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        Tick(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, tick: Tick) -> Instant {
+        let after = Duration::from_nanos(tick.0);
+        self.epoch.checked_add(after).unwrap_or(self.epoch)
+    }
 }
 
 #[cfg(test)]

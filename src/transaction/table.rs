@@ -1,8 +1,8 @@
 //! The table of live non-INVITE server transactions that every receive task shares.
 //!
 //! This file owns the map from [`TransactionKey`] to [`ServerTransaction`], the cap on its size
-//! and what gives way at the cap, and the ordered expiry queues that the one driver task drains
-//! with [`TransactionTable::poll`].
+//! and what gives way at the cap, and the expiry queues that the one driver task drains with
+//! [`TransactionTable::poll`].
 //!
 //! At the cap (issue 13), room is made before anything is refused: a completed transaction
 //! only waits to answer a retransmission with its final response, so the oldest one is
@@ -11,12 +11,26 @@
 //! still in progress are new requests refused, and those without credentials first: they
 //! cost a full round trip and at best earn a challenge, so they may not take the last eighth
 //! of the table ([`Admission`]).
+//!
+//! Memory (issue 22): every UDP transaction stays Completed for 64*T1 = 32 s, so the table
+//! holds rate × 32 s entries, and each is kept small. The map key is a keyed 64-bit hash of
+//! the [`TransactionKey`] (its fingerprint), not the key; the value is the 24-byte
+//! [`ServerTransaction`]; a response is one exact-size [`StoredResponse`], a template over the
+//! request when the caller passes it ([`TransactionTable::on_response_to`]); and a completed
+//! transaction's place in the expiry order is a 16-byte entry in a FIFO. Two keys with the
+//! same fingerprint (about one lookup in 2^64 / live entries) cost no wrong answer: a
+//! completed transaction's response is sent only if it rebuilds, from the request at hand,
+//! the bytes whose digest was taken when it was stored; otherwise the request is processed
+//! afresh. While a transaction is in progress a colliding request is absorbed, and its
+//! client retransmits.
+//!
 //! It must not do I/O, sleep, spawn or read the clock: callers pass `now` and send whatever bytes
 //! it hands back. No lock is held beyond one map shard plus, briefly and always in that order,
 //! the expiry queue's mutex; `poll` takes them one after the other, never nested, so there is no
 //! lock-order inversion, and nothing here awaits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -26,7 +40,8 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{
-    Retransmission, ServerTransaction, State, TransactionConfig, TransactionError, TransactionKey,
+    Clock, Retransmission, ServerTransaction, State, StoredResponse, Tick, TransactionConfig,
+    TransactionError, TransactionKey,
 };
 
 /// How many due entries `poll` pops per hold of the expiry mutex, so a burst of expiries never
@@ -47,7 +62,7 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDisposition {
     /// A new transaction was opened: process the request and answer through
-    /// [`TransactionTable::on_response`].
+    /// [`TransactionTable::on_response_to`] or [`TransactionTable::on_response`].
     New,
     /// A retransmission while the TU is still working (Trying): drop it.
     Absorb,
@@ -64,91 +79,112 @@ pub struct TransactionTable {
     inner: Arc<Inner>,
 }
 
+/// A key's keyed 64-bit hash: the map key.
+type Fingerprint = u64;
+
 #[derive(Debug)]
 struct Inner {
     config: TransactionConfig,
-    transactions: DashMap<TransactionKey, Slot>,
+    clock: Clock,
+    /// Keys the fingerprints, so that no client can aim two requests at one fingerprint.
+    fingerprints: RandomState,
+    /// Keys the digests that check a rebuilt response.
+    digests: RandomState,
+    transactions: DashMap<Fingerprint, ServerTransaction, BuildHasherDefault<Prehashed>>,
     /// Live entries; kept apart from `DashMap::len` (which locks every shard) so the cap is
     /// checked and reserved atomically.
     live: AtomicUsize,
-    /// Entries in the `completed` queue (maintained under the expiry mutex), so that
-    /// `live - completed` is the number in progress without taking the mutex.
+    /// Entries in Completed, so that `live - completed` is the number in progress without
+    /// taking the mutex.
     completed: AtomicUsize,
     /// Completed transactions dropped early to make room.
     evicted: AtomicU64,
     expiry: Mutex<Expiry>,
 }
 
-#[derive(Debug)]
-struct Slot {
-    transaction: ServerTransaction,
-    /// The expiry queue entry that currently stands for this transaction's deadline.
-    scheduled: Option<Scheduled>,
+/// The map's hasher: fingerprints are already uniform keyed hashes, so it passes them on.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
-/// One expiry queue entry's identity. The generation makes entries with equal deadlines
-/// distinct and lets `poll` tell a stale popped entry from the one the slot holds now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Scheduled {
-    deadline: Instant,
-    generation: u64,
-    /// Which queue holds it.
-    completed: bool,
+/// Where a transaction stands in the expiry queues: what its state and deadline imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheduled {
+    /// In `pending` under (deadline, fingerprint).
+    Pending(Tick),
+    /// In `completed` (possibly behind stale entries) with this deadline.
+    Completed(Tick),
+    /// Terminated, or not in the table.
+    Nowhere,
 }
 
-/// Deadlines in order, in two queues: transactions in progress, and completed ones (whose
-/// deadline is Timer J after the final response, so the first is also the oldest answer and
-/// the first to give way at the cap). `BTreeMap`s rather than FIFOs: `now` comes from many
-/// tasks and is not monotonic across them, and eager removal on reschedule keeps the queues
-/// exactly as large as the table. O(log n) per operation.
+impl Scheduled {
+    fn of(tx: &ServerTransaction) -> Self {
+        match (tx.state(), tx.deadline()) {
+            (State::Trying | State::Proceeding, Some(deadline)) => Self::Pending(deadline),
+            (State::Completed, Some(deadline)) => Self::Completed(deadline),
+            _ => Self::Nowhere,
+        }
+    }
+}
+
+/// Deadlines in order, in two queues.
+///
+/// `pending` holds the transactions in progress, ordered, and loses an entry as soon as its
+/// transaction completes or goes: `now` comes from many tasks and is not monotonic across
+/// them, and the entries are few unless the TU is slow. `completed` holds completed
+/// transactions in the order of their final responses, which is also the order of their
+/// deadlines (Timer J is one duration for all; tasks' `now`s disagree by microseconds): the
+/// front is the oldest answer, the first to expire and the first to give way at the cap. It
+/// is a FIFO of 16-byte entries, cleaned lazily: an entry whose transaction was forgotten,
+/// replaced or evicted stays until it reaches the front, where `poll`, the eviction and
+/// [`TransactionTable::next_deadline`] skip it. Such entries arise only from those rare events.
 #[derive(Debug, Default)]
 struct Expiry {
-    pending: BTreeMap<Scheduled, TransactionKey>,
-    completed: BTreeMap<Scheduled, TransactionKey>,
-    next_generation: u64,
+    pending: BTreeSet<(Tick, Fingerprint)>,
+    completed: VecDeque<(Tick, Fingerprint)>,
 }
 
 impl Expiry {
-    fn schedule(&mut self, deadline: Instant, completed: bool, key: TransactionKey) -> Scheduled {
-        let scheduled = Scheduled {
-            deadline,
-            generation: self.next_generation,
-            completed,
-        };
-        self.next_generation = self.next_generation.wrapping_add(1);
-        self.queue(completed).insert(scheduled, key);
-        scheduled
-    }
-
-    fn queue(&mut self, completed: bool) -> &mut BTreeMap<Scheduled, TransactionKey> {
-        if completed {
-            &mut self.completed
-        } else {
-            &mut self.pending
+    /// Pops up to `room` entries due at `now`, pending ones first.
+    fn pop_due(&mut self, now: Tick, room: usize, due: &mut Vec<(Fingerprint, Scheduled)>) {
+        while due.len() < room {
+            match self.pending.first() {
+                Some(&(deadline, fp)) if deadline <= now => {
+                    self.pending.pop_first();
+                    due.push((fp, Scheduled::Pending(deadline)));
+                }
+                _ => break,
+            }
         }
-    }
-
-    fn first_deadline(&self) -> Option<Instant> {
-        let first =
-            |q: &BTreeMap<Scheduled, TransactionKey>| q.first_key_value().map(|e| e.0.deadline);
-        match (first(&self.pending), first(&self.completed)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        while due.len() < room {
+            match self.completed.front() {
+                Some(&(deadline, fp)) if deadline <= now => {
+                    self.completed.pop_front();
+                    due.push((fp, Scheduled::Completed(deadline)));
+                }
+                _ => break,
+            }
         }
-    }
-
-    /// Pops the earliest entry due at `now` from either queue.
-    fn pop_due(&mut self, now: Instant) -> Option<(Scheduled, TransactionKey)> {
-        let due = |q: &BTreeMap<Scheduled, TransactionKey>| {
-            q.first_key_value()
-                .map(|e| e.0.deadline)
-                .filter(|d| *d <= now)
-        };
-        match (due(&self.pending), due(&self.completed)) {
-            (Some(a), Some(b)) if b < a => self.completed.pop_first(),
-            (Some(_), _) => self.pending.pop_first(),
-            (None, Some(_)) => self.completed.pop_first(),
-            (None, None) => None,
+        // After a burst, give back what the queue no longer needs (it never shrinks itself).
+        let (len, capacity) = (self.completed.len(), self.completed.capacity());
+        if capacity > 4096 && len < capacity / 4 {
+            self.completed.shrink_to(len * 2);
         }
     }
 }
@@ -159,7 +195,10 @@ impl TransactionTable {
         Self {
             inner: Arc::new(Inner {
                 config,
-                transactions: DashMap::new(),
+                clock: Clock::new(Instant::now()),
+                fingerprints: RandomState::new(),
+                digests: RandomState::new(),
+                transactions: DashMap::default(),
                 live: AtomicUsize::new(0),
                 completed: AtomicUsize::new(0),
                 evicted: AtomicU64::new(0),
@@ -173,21 +212,28 @@ impl TransactionTable {
         &self.inner.config
     }
 
-    /// A request with `key` arrived at `now` over a `reliable` (TCP/TLS) or unreliable (UDP)
+    /// A `request` with `key` arrived at `now` over a `reliable` (TCP/TLS) or unreliable (UDP)
     /// transport. A request whose transaction has ended (deadline reached but not yet polled)
     /// opens a new one, as RFC 3261 prescribes after termination. A new one that finds the
     /// table full takes the room of the oldest completed transaction (see the file header).
+    ///
+    /// `request` is the whole message as received: a response stored with
+    /// [`Self::on_response_to`] is rebuilt from it. If it does not rebuild (the retransmission
+    /// differs from the original where the response copied it), a completed transaction is
+    /// replaced by a new one and the request is processed afresh.
     pub fn on_request(
         &self,
-        key: TransactionKey,
+        key: &TransactionKey,
+        request: &[u8],
         reliable: bool,
         admission: Admission,
         now: Instant,
     ) -> RequestDisposition {
+        let (fp, now) = (self.fingerprint(key), self.inner.clock.tick(now));
         // Each round either opens the transaction or frees one completed slot; another task
         // may take that slot first, so a few rounds are allowed before giving up.
         for _ in 0..4 {
-            match self.try_open(&key, reliable, admission, now) {
+            match self.try_open(fp, request, reliable, admission, now) {
                 Some(disposition) => return disposition,
                 None if self.evict_oldest_completed() => {}
                 None => break,
@@ -210,25 +256,32 @@ impl TransactionTable {
     /// `None`: the key is new and the table is full.
     fn try_open(
         &self,
-        key: &TransactionKey,
+        fp: Fingerprint,
+        request: &[u8],
         reliable: bool,
         admission: Admission,
-        now: Instant,
+        now: Tick,
     ) -> Option<RequestDisposition> {
         let config = &self.inner.config;
-        Some(match self.inner.transactions.entry(key.clone()) {
+        Some(match self.inner.transactions.entry(fp) {
             Entry::Occupied(mut occupied) => {
-                let key = occupied.key().clone();
-                let slot = occupied.get_mut();
-                match slot.transaction.on_retransmission(now) {
-                    Retransmission::Absorb => RequestDisposition::Absorb,
-                    Retransmission::Send(response) => RequestDisposition::Retransmit(response),
-                    Retransmission::Terminated => {
-                        slot.transaction = ServerTransaction::new(reliable, now, config);
-                        self.sync_expiry(&key, slot);
-                        RequestDisposition::New
-                    }
+                let tx = occupied.get_mut();
+                let before = Scheduled::of(tx);
+                let replay = match tx.on_retransmission(now) {
+                    Retransmission::Absorb => return Some(RequestDisposition::Absorb),
+                    Retransmission::Send(stored) => stored.rebuild(request, |b| self.digest(b)),
+                    Retransmission::Terminated => None,
+                };
+                if let Some(bytes) = replay {
+                    return Some(RequestDisposition::Retransmit(Bytes::from(bytes)));
                 }
+                if tx.state() == State::Proceeding {
+                    // Not the request the TU is still answering: leave that one alone.
+                    return Some(RequestDisposition::Absorb);
+                }
+                *tx = ServerTransaction::new(reliable, now, config);
+                self.track(fp, before, Scheduled::of(tx));
+                RequestDisposition::New
             }
             Entry::Vacant(vacant) => {
                 if !self.admits(admission) {
@@ -237,12 +290,9 @@ impl TransactionTable {
                 if !self.reserve() {
                     return None;
                 }
-                let mut slot = Slot {
-                    transaction: ServerTransaction::new(reliable, now, config),
-                    scheduled: None,
-                };
-                self.sync_expiry(vacant.key(), &mut slot);
-                vacant.insert(slot);
+                let tx = ServerTransaction::new(reliable, now, config);
+                self.track(fp, Scheduled::Nowhere, Scheduled::of(&tx));
+                vacant.insert(tx);
                 RequestDisposition::New
             }
         })
@@ -252,29 +302,20 @@ impl TransactionTable {
     /// mutex and then a map shard, one after the other, like `poll`.
     fn evict_oldest_completed(&self) -> bool {
         loop {
-            let Some((scheduled, key)) = self.expiry().completed.pop_first() else {
+            let Some((deadline, fp)) = self.expiry().completed.pop_front() else {
                 return false;
             };
-            self.inner.completed.fetch_sub(1, Ordering::Relaxed);
-            let gone = self
-                .inner
-                .transactions
-                .remove_if(&key, |_, slot| slot.scheduled == Some(scheduled));
-            if gone.is_some() {
-                self.release();
+            if self.remove_if_still(fp, Scheduled::Completed(deadline)) {
                 self.inner.evicted.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
-            // Rescheduled or removed meanwhile: try the next.
+            // Replaced or removed meanwhile: try the next.
         }
     }
 
-    /// The TU answers the transaction `key` with `response` (`status` 100..=699) at `now`.
-    ///
-    /// A provisional response moves it to Proceeding; a final one to Completed with Timer J
-    /// scheduled, or, on a reliable transport, terminates it and frees the entry at once. `Ok`
-    /// means the caller sends `response`; an error means it must not (see
-    /// [`TransactionError`]).
+    /// The TU answers the transaction `key` with `response` (`status` 100..=699) at `now`,
+    /// and the table keeps the response as it is: for a response relayed from elsewhere,
+    /// whose bytes are not made from the request. See [`Self::on_response_to`].
     pub fn on_response(
         &self,
         key: &TransactionKey,
@@ -282,13 +323,48 @@ impl TransactionTable {
         status: u16,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        let Entry::Occupied(mut occupied) = self.inner.transactions.entry(key.clone()) else {
+        self.respond(key, status, now, || StoredResponse::verbatim(&response))
+    }
+
+    /// The TU answers the transaction `key`, opened by `request`, with `response` (`status`
+    /// 100..=699) at `now`. The response is kept as a template over `request` (see
+    /// `compact.rs`): a fraction of its size when it copies the request, as every response
+    /// sipward builds does.
+    ///
+    /// A provisional response moves it to Proceeding; a final one to Completed with Timer J
+    /// scheduled, or, on a reliable transport, terminates it and frees the entry at once
+    /// (nothing is kept then). `Ok` means the caller sends `response`; an error means it must
+    /// not (see [`TransactionError`]).
+    pub fn on_response_to(
+        &self,
+        key: &TransactionKey,
+        request: &[u8],
+        response: &[u8],
+        status: u16,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        self.respond(key, status, now, || {
+            StoredResponse::template(response, request, self.digest(response))
+        })
+    }
+
+    fn respond(
+        &self,
+        key: &TransactionKey,
+        status: u16,
+        now: Instant,
+        store: impl FnOnce() -> StoredResponse,
+    ) -> Result<(), TransactionError> {
+        let (fp, now) = (self.fingerprint(key), self.inner.clock.tick(now));
+        let Entry::Occupied(mut occupied) = self.inner.transactions.entry(fp) else {
             return Err(TransactionError::UnknownTransaction);
         };
-        let slot = occupied.get_mut();
-        let result = slot.transaction.on_response(response, status, now);
-        self.sync_expiry(key, slot);
-        if slot.transaction.state() == State::Terminated {
+        let tx = occupied.get_mut();
+        let before = Scheduled::of(tx);
+        let result = tx.on_response(status, now, &self.inner.config, store);
+        let after = Scheduled::of(tx);
+        self.track(fp, before, after);
+        if after == Scheduled::Nowhere {
             occupied.remove();
             self.release();
         }
@@ -299,42 +375,26 @@ impl TransactionTable {
     /// statelessly (RFC 3261 §8.2.7): a retransmission of the request is then processed afresh.
     /// Frees its slot at once. Returns whether the table held it.
     pub fn forget(&self, key: &TransactionKey) -> bool {
-        let Some((_, slot)) = self.inner.transactions.remove(key) else {
+        let fp = self.fingerprint(key);
+        let Some((_, tx)) = self.inner.transactions.remove(&fp) else {
             return false;
         };
-        if let Some(scheduled) = slot.scheduled {
-            self.unschedule(&mut self.expiry(), &scheduled);
-        }
+        self.track(fp, Scheduled::of(&tx), Scheduled::Nowhere);
         self.release();
         true
     }
 
     /// Removes every transaction whose deadline is at or before `now`; returns how many.
     pub fn poll(&self, now: Instant) -> usize {
+        let now = self.inner.clock.tick(now);
         let mut removed = 0;
         let mut due = Vec::with_capacity(POLL_BATCH);
         loop {
-            {
-                let mut expiry = self.expiry();
-                while due.len() < POLL_BATCH {
-                    let Some(entry) = expiry.pop_due(now) else {
-                        break;
-                    };
-                    if entry.0.completed {
-                        self.inner.completed.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    due.push(entry);
-                }
-            }
+            self.expiry().pop_due(now, POLL_BATCH, &mut due);
             let batch_was_full = due.len() == POLL_BATCH;
-            for (scheduled, key) in due.drain(..) {
-                // A slot rescheduled since the pop holds a newer entry and stays.
-                let gone = self
-                    .inner
-                    .transactions
-                    .remove_if(&key, |_, slot| slot.scheduled == Some(scheduled));
-                if gone.is_some() {
-                    self.release();
+            for (fp, scheduled) in due.drain(..) {
+                // A transaction that moved on since the pop has a newer entry and stays.
+                if self.remove_if_still(fp, scheduled) {
                     removed += 1;
                 }
             }
@@ -352,15 +412,36 @@ impl TransactionTable {
     /// [`TransactionConfig::timeout`] (64*T1): every deadline is set at least that far after the
     /// event that sets it, so no transaction created meanwhile can fall due earlier.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.expiry().first_deadline()
+        loop {
+            let (pending, completed) = {
+                let expiry = self.expiry();
+                let pending = expiry.pending.first().map(|p| p.0);
+                (pending, expiry.completed.front().copied())
+            };
+            // A stale front entry is dropped here, so that the answer is exact.
+            if let Some((deadline, fp)) = completed {
+                if !self.holds(fp, Scheduled::Completed(deadline)) {
+                    let mut expiry = self.expiry();
+                    if expiry.completed.front() == Some(&(deadline, fp)) {
+                        expiry.completed.pop_front();
+                    }
+                    continue;
+                }
+            }
+            let first = match (pending, completed.map(|c| c.0)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            return first.map(|tick| self.inner.clock.instant(tick));
+        }
     }
 
     /// The state of the transaction `key`, if the table holds it (as of its last event).
     pub fn state(&self, key: &TransactionKey) -> Option<State> {
         self.inner
             .transactions
-            .get(key)
-            .map(|slot| slot.transaction.state())
+            .get(&self.fingerprint(key))
+            .map(|tx| tx.state())
     }
 
     /// Live transactions, for a metrics gauge.
@@ -384,34 +465,59 @@ impl TransactionTable {
         self.len() == 0
     }
 
-    /// Makes the expiry queue hold exactly the slot's current deadline. Called with the slot's
-    /// shard locked; takes the expiry mutex inside it (the only nesting order in this file).
-    fn sync_expiry(&self, key: &TransactionKey, slot: &mut Slot) {
-        let wanted = slot.transaction.deadline();
-        let completed = slot.transaction.state() == State::Completed;
-        if slot.scheduled.map(|s| (s.deadline, s.completed)) == wanted.map(|d| (d, completed)) {
-            return;
-        }
-        let mut expiry = self.expiry();
-        if let Some(old) = slot.scheduled.take() {
-            self.unschedule(&mut expiry, &old);
-        }
-        slot.scheduled = wanted.map(|deadline| {
-            if completed {
-                self.inner.completed.fetch_add(1, Ordering::Relaxed);
-            }
-            expiry.schedule(deadline, completed, key.clone())
-        });
+    fn fingerprint(&self, key: &TransactionKey) -> Fingerprint {
+        self.inner.fingerprints.hash_one(key)
     }
 
-    fn unschedule(&self, expiry: &mut Expiry, scheduled: &Scheduled) {
-        if expiry
-            .queue(scheduled.completed)
-            .remove(scheduled)
-            .is_some()
-            && scheduled.completed
-        {
+    fn digest(&self, response: &[u8]) -> u64 {
+        self.inner.digests.hash_one(response)
+    }
+
+    /// Whether the table holds `fp` where `scheduled` says.
+    fn holds(&self, fp: Fingerprint, scheduled: Scheduled) -> bool {
+        self.inner
+            .transactions
+            .get(&fp)
+            .is_some_and(|tx| Scheduled::of(&tx) == scheduled)
+    }
+
+    /// Removes `fp` if it is still where a popped queue entry said; the entry is already gone.
+    fn remove_if_still(&self, fp: Fingerprint, scheduled: Scheduled) -> bool {
+        let gone = self
+            .inner
+            .transactions
+            .remove_if(&fp, |_, tx| Scheduled::of(tx) == scheduled);
+        if gone.is_some() {
+            if let Scheduled::Completed(_) = scheduled {
+                self.inner.completed.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.release();
+        }
+        gone.is_some()
+    }
+
+    /// Moves a transaction's queue entries from `before` to `after`. Called with its shard
+    /// locked (or after removing it); takes the expiry mutex inside (the only nesting order).
+    fn track(&self, fp: Fingerprint, before: Scheduled, after: Scheduled) {
+        if before == after {
+            return;
+        }
+        if let Scheduled::Completed(_) = before {
             self.inner.completed.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Scheduled::Completed(_) = after {
+            self.inner.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut expiry = self.expiry();
+        if let Scheduled::Pending(deadline) = before {
+            expiry.pending.remove(&(deadline, fp));
+        }
+        match after {
+            Scheduled::Pending(deadline) => {
+                expiry.pending.insert((deadline, fp));
+            }
+            Scheduled::Completed(deadline) => expiry.completed.push_back((deadline, fp)),
+            Scheduled::Nowhere => {}
         }
     }
 
