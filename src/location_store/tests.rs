@@ -590,3 +590,113 @@ fn a_record_survives_the_redis_encoding_and_a_refresh_overrides_cseq_and_granted
     fields.remove("x");
     assert_eq!(decode(5, &fields, &clock), None);
 }
+
+/// A journal that keeps what it is given, acknowledging at once.
+#[derive(Default)]
+struct Recording(Mutex<Vec<BindingChange>>);
+
+impl Journal for Recording {
+    fn reserve(&self) -> bool {
+        true
+    }
+
+    fn append_reserved(&self, changes: Vec<BindingChange>, ack: Ack) {
+        self.0.lock().unwrap().extend(changes);
+        ack.complete(true);
+    }
+
+    fn append(&self, changes: Vec<BindingChange>) {
+        self.0.lock().unwrap().extend(changes);
+    }
+}
+
+#[test]
+fn a_re_register_with_a_new_call_id_or_source_is_a_renew_and_a_new_contact_a_put() {
+    let journal = Arc::new(Recording::default());
+    let location = Location::new(RegistrarPolicy::default());
+    assert!(location.attach_journal(journal.clone()));
+    let alice = aor("alice");
+    let one = [contact("sip:alice@192.0.2.7")];
+    let moved = SocketAddr::from(([192, 0, 2, 7], 5070));
+    let now = Instant::now();
+    let steps = [
+        input(&alice, &one, 1, Some(600)),
+        // Same Call-ID and source: a refresh.
+        input(&alice, &one, 2, Some(600)),
+        // A new Call-ID (the load generator's, a rebooted phone's).
+        RegisterInput {
+            call_id: "call-2",
+            ..input(&alice, &one, 1, Some(600))
+        },
+        // The NAT moved the phone to another port.
+        RegisterInput {
+            call_id: "call-2",
+            source: moved,
+            ..input(&alice, &one, 2, Some(600))
+        },
+        // Another User-Agent: the whole binding.
+        RegisterInput {
+            call_id: "call-2",
+            source: moved,
+            user_agent: Some("phone/3"),
+            ..input(&alice, &one, 3, Some(600))
+        },
+    ];
+    for step in &steps {
+        location.register(step, now).unwrap();
+    }
+    let kinds: Vec<&str> = journal
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| match c {
+            BindingChange::Put(_) => "put",
+            BindingChange::Renew(_) => "renew",
+            BindingChange::Refresh { .. } => "refresh",
+            BindingChange::Remove { .. } => "remove",
+        })
+        .collect();
+    assert_eq!(kinds, ["put", "refresh", "renew", "renew", "put"]);
+    let Some(BindingChange::Renew(r)) = journal.0.lock().unwrap().get(3).cloned() else {
+        panic!("the fourth change is a renew");
+    };
+    assert_eq!((r.call_id.as_str(), r.source, r.cseq), ("call-2", moved, 2));
+}
+
+#[test]
+fn sqlite_renews_call_id_cseq_source_and_expiry_and_writes_a_missing_row_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("location.db");
+    let c = clock();
+    let a = record(1, "alice", &c, 600);
+    let mut renewed = a.clone();
+    renewed.call_id = "call-renewed".into();
+    renewed.cseq = 9;
+    renewed.source = "192.0.2.1:5999".parse().unwrap();
+    renewed.granted = 1200;
+    renewed.deadline = c.instant() + Duration::from_secs(1200);
+    // Its put never reached the store (a failed transaction): the renew writes it all.
+    let orphan = record(2, "bob", &c, 300);
+    {
+        let mut store = SqliteLocationStore::open(&path).unwrap();
+        store
+            .commit(&[BindingChange::Put(Box::new(a.clone()))], &c)
+            .unwrap();
+        // What a renew does not write stays as it was: make the record it carries differ
+        // there, so the test sees that only the renewed columns were written.
+        let mut carried = renewed.clone();
+        carried.user_agent = Some("not written".into());
+        store
+            .commit(
+                &[
+                    BindingChange::Renew(Box::new(carried)),
+                    BindingChange::Renew(Box::new(orphan.clone())),
+                ],
+                &c,
+            )
+            .unwrap();
+    }
+    let loaded = SqliteLocationStore::open(&path).unwrap().load(&c).unwrap();
+    assert_eq!(sorted(&c, loaded), sorted(&c, vec![renewed, orphan]));
+}
