@@ -148,7 +148,7 @@ impl SqliteLocationStore {
     /// deletes the expired ones among them, at most `max`, in one transaction. Returns how
     /// many it deleted, and whether it reached the end of the table (the next slice starts
     /// from the beginning again).
-    fn purge_slice(
+    pub(super) fn purge_slice(
         &mut self,
         before_ms: u64,
         max: usize,

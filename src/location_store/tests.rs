@@ -700,3 +700,66 @@ fn sqlite_renews_call_id_cseq_source_and_expiry_and_writes_a_missing_row_whole()
     let loaded = SqliteLocationStore::open(&path).unwrap().load(&c).unwrap();
     assert_eq!(sorted(&c, loaded), sorted(&c, vec![renewed, orphan]));
 }
+
+#[test]
+fn the_purge_walks_the_table_in_slices_and_wraps_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let mut store = SqliteLocationStore::open(&path).unwrap();
+    let c = clock();
+    // Ids 1, 3, 5 expire after 10 s, 2 and 4 live for an hour.
+    let changes: Vec<BindingChange> = (1..=5)
+        .map(|id| {
+            let secs = if id % 2 == 1 { 10 } else { 3600 };
+            BindingChange::Put(Box::new(record(id, "alice", &c, secs)))
+        })
+        .collect();
+    store.commit(&changes, &c).unwrap();
+    let later = c.now_ms() + 60_000;
+    let ids = |store: &mut SqliteLocationStore| -> Vec<u64> {
+        let mut v: Vec<u64> = store.load(&c).unwrap().iter().map(|r| r.id).collect();
+        v.sort_unstable();
+        v
+    };
+    // Two rows per slice: ids 1-2 (1 goes), 3-4 (3 goes), then 5 and the end of the table.
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, false));
+    assert_eq!(ids(&mut store), [2, 3, 4, 5]);
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, false));
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, true));
+    assert_eq!(ids(&mut store), [2, 4]);
+    // Wrapped: the next slice starts at the beginning again and finds nothing more.
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (0, false));
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (0, true));
+    // `max` stops a slice early, and the next one goes on from there.
+    let more: Vec<BindingChange> = (6..=8)
+        .map(|id| BindingChange::Put(Box::new(record(id, "bob", &c, 10))))
+        .collect();
+    store.commit(&more, &c).unwrap();
+    assert_eq!(store.purge_all_expired(later, 1).unwrap(), 3);
+    assert_eq!(ids(&mut store), [2, 4]);
+}
+
+#[test]
+fn the_expiry_index_of_an_older_store_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    drop(SqliteLocationStore::open(&path).unwrap());
+    let indexes = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(indexes(), 0);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE INDEX bindings_expires_at ON bindings (expires_at)")
+        .unwrap();
+    assert_eq!(indexes(), 1);
+    drop(SqliteLocationStore::open(&path).unwrap());
+    assert_eq!(indexes(), 0);
+}
