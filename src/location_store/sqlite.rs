@@ -52,13 +52,6 @@ CREATE TABLE bindings (
 /// purge walks the table in slices instead ([`PURGE_SCAN`]).
 const DROP_OLD_INDEX: &str = "DROP INDEX IF EXISTS bindings_expires_at";
 
-/// WAL frames (pages) between two automatic checkpoints (SQLite's default: 1 000). A
-/// checkpoint copies every page changed since the last one into the database file and
-/// fsyncs it; with more frames between checkpoints, a page that many transactions changed
-/// (the same few thousand bindings refreshing) is copied once for all of them. Worst case:
-/// the WAL grows to about 10 000 pages (40 MiB) before it is reused, and opening the store
-/// after a crash reads it whole.
-const WAL_AUTOCHECKPOINT: u32 = 10_000;
 /// SQLite's page cache for this connection, KiB (its default: 2 000): the pages a REGISTER's
 /// row update reads stay in memory instead of being read back from the WAL or the file.
 const CACHE_KIB: u32 = 16 * 1024;
@@ -114,8 +107,7 @@ impl SqliteLocationStore {
             )));
         }
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}; \
-             PRAGMA cache_size = -{CACHE_KIB};"
+            "PRAGMA synchronous = FULL; PRAGMA cache_size = -{CACHE_KIB};"
         ))?;
         ensure_schema(&conn)?;
         conn.execute_batch(DROP_OLD_INDEX)?;
