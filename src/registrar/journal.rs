@@ -156,7 +156,12 @@ impl std::fmt::Debug for dyn SharedBindings {
 type Callback = Box<dyn FnOnce(bool) + Send>;
 
 enum AckState {
-    Pending(Option<Callback>),
+    Pending {
+        callback: Option<Callback>,
+        /// A thread sleeps in [`Ack::wait`]: only then does completing wake the condvar (a
+        /// futex call per REGISTER on the writer's thread otherwise).
+        waiting: bool,
+    },
     Done(bool),
 }
 
@@ -178,7 +183,13 @@ impl std::fmt::Debug for Ack {
 impl Default for Ack {
     fn default() -> Self {
         Ack {
-            inner: Arc::new((Mutex::new(AckState::Pending(None)), Condvar::new())),
+            inner: Arc::new((
+                Mutex::new(AckState::Pending {
+                    callback: None,
+                    waiting: false,
+                }),
+                Condvar::new(),
+            )),
         }
     }
 }
@@ -191,17 +202,19 @@ impl Ack {
 
     /// Records the outcome and runs the attached callback, if any (outside the lock).
     pub fn complete(&self, durable: bool) {
-        let callback = {
+        let (callback, waiting) = {
             let mut state = self.state();
             match std::mem::replace(&mut *state, AckState::Done(durable)) {
-                AckState::Pending(callback) => callback,
+                AckState::Pending { callback, waiting } => (callback, waiting),
                 AckState::Done(first) => {
                     *state = AckState::Done(first);
-                    None
+                    (None, false)
                 }
             }
         };
-        self.inner.1.notify_all();
+        if waiting {
+            self.inner.1.notify_all();
+        }
         if let Some(callback) = callback {
             callback(durable);
         }
@@ -213,8 +226,8 @@ impl Ack {
             let mut state = self.state();
             match &mut *state {
                 AckState::Done(durable) => Some(*durable),
-                AckState::Pending(slot) => {
-                    *slot = Some(Box::new(f));
+                AckState::Pending { callback, .. } => {
+                    *callback = Some(Box::new(f));
                     return;
                 }
             }
@@ -228,8 +241,9 @@ impl Ack {
     pub fn wait(&self) -> bool {
         let mut state = self.state();
         loop {
-            if let AckState::Done(durable) = &*state {
-                return *durable;
+            match &mut *state {
+                AckState::Done(durable) => return *durable,
+                AckState::Pending { waiting, .. } => *waiting = true,
             }
             state = self
                 .inner
