@@ -35,7 +35,7 @@ impl LocationStore for MemoryLocationStore {
     ) -> Result<(), LocationStoreError> {
         for change in changes {
             match change {
-                BindingChange::Put(r) => {
+                BindingChange::Put(r) | BindingChange::Renew(r) => {
                     self.rows
                         .insert(r.id, ((**r).clone(), clock.unix_ms(r.deadline)));
                 }

@@ -38,7 +38,7 @@ pub use redis::{
     ROUND_TRIPS as REDIS_ROUND_TRIPS, SCRIPTS as REDIS_SCRIPTS, SECONDS as REDIS_SECONDS,
 };
 pub use redis_read::{RedisShared, READ};
-pub use sqlite::{SqliteLocationStore, StoreCheck, SCHEMA_VERSION};
+pub use sqlite::{SqliteLocationStore, StoreCheck, PURGE_SCAN, SCHEMA_VERSION};
 pub use start::{open, open_redis, Loaded, Restored};
 pub use writer::{StoreMetrics, Writer, WriterConfig, PURGE_BATCH, PURGE_EVERY, PURGE_GRACE};
 
@@ -87,7 +87,9 @@ pub trait LocationStore: Send + 'static {
         clock: &WallClock,
     ) -> Result<(), LocationStoreError>;
     /// Deletes up to `max` bindings whose expiry is at or before `before_ms` (Unix ms);
-    /// returns how many.
+    /// returns how many. A backend may look at a bounded part of the store per call (SQLite
+    /// does): fewer than `max` then does not mean that none is left, only that this round
+    /// is done.
     fn purge_expired(&mut self, before_ms: u64, max: usize) -> Result<usize, LocationStoreError>;
     /// Bytes on disk (0 for a store without a file).
     fn size_bytes(&self) -> u64;

@@ -537,7 +537,7 @@ impl LocationStore for RedisLocationStore {
         let mut slot: HashMap<String, usize> = HashMap::new();
         for change in changes {
             let (id, op, exp, payload, record, aor) = match change {
-                BindingChange::Put(r) => {
+                BindingChange::Put(r) | BindingChange::Renew(r) => {
                     let record = encode(r);
                     self.owners.insert(r.id, (r.aor.clone(), record.clone()));
                     let exp = clock.unix_ms(r.deadline);

@@ -44,8 +44,22 @@ CREATE TABLE bindings (
     granted     INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL
 );
-CREATE INDEX bindings_expires_at ON bindings (expires_at);
 ";
+
+/// The index on `expires_at` of stores made before it was dropped: a REGISTER moves its
+/// binding's expiry, so the index cost every REGISTER about two more pages written (and
+/// checkpointed) per transaction, for the benefit of a purge that runs every 10 s. The
+/// purge walks the table in slices instead ([`PURGE_SCAN`]).
+const DROP_OLD_INDEX: &str = "DROP INDEX IF EXISTS bindings_expires_at";
+
+/// SQLite's page cache for this connection, KiB (its default: 2 000): the pages a REGISTER's
+/// row update reads stay in memory instead of being read back from the WAL or the file.
+const CACHE_KIB: u32 = 16 * 1024;
+/// Rows the writer's periodic purge examines per call, in rowid order from where the last
+/// call stopped (wrapping at the end): a bounded stall of the writer (a few ms per 10 000
+/// rows) instead of an index every REGISTER pays for. A million bindings are swept in
+/// 20 purges (every `PURGE_EVERY`, 10 s).
+pub const PURGE_SCAN: usize = 50_000;
 
 const COLUMNS: &str = "id, aor, uri, uri_key, params, instance, reg_id, q, call_id, cseq, \
      user_agent, credential, path, source, transport, granted, expires_at";
@@ -53,6 +67,10 @@ const COLUMNS: &str = "id, aor, uri, uri_key, params, instance, reg_id, q, call_
 const PUT: &str = "INSERT OR REPLACE INTO bindings (id, aor, uri, uri_key, params, instance, \
      reg_id, q, call_id, cseq, user_agent, credential, path, source, transport, granted, \
      expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+/// A [`BindingChange::Renew`]: the columns a re-REGISTER with a new Call-ID or source port
+/// changes, nothing else (no row deleted and inserted again, as `REPLACE` does).
+const RENEW: &str = "UPDATE bindings SET call_id = ?2, cseq = ?3, source = ?4, granted = ?5, \
+     expires_at = ?6 WHERE id = ?1";
 const REFRESH: &str = "UPDATE bindings SET cseq = ?2, granted = ?3, expires_at = ?4 WHERE id = ?1";
 const REMOVE: &str = "DELETE FROM bindings WHERE id = ?1";
 
@@ -71,6 +89,8 @@ pub struct StoreCheck {
 pub struct SqliteLocationStore {
     conn: Connection,
     path: std::path::PathBuf,
+    /// Where the next purge slice starts: rows with a larger id ([`PURGE_SCAN`]).
+    purge_after: i64,
 }
 
 impl SqliteLocationStore {
@@ -86,12 +106,75 @@ impl SqliteLocationStore {
                 "journal_mode is {mode}, WAL was asked for"
             )));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA cache_size = -{CACHE_KIB};"
+        ))?;
         ensure_schema(&conn)?;
+        conn.execute_batch(DROP_OLD_INDEX)?;
         Ok(SqliteLocationStore {
             conn,
             path: path.to_owned(),
+            purge_after: -1,
         })
+    }
+
+    /// Deletes every binding whose expiry is at or before `before_ms` (Unix ms), in
+    /// transactions of at most `batch` rows: the start-up purge. Returns how many.
+    pub fn purge_all_expired(
+        &mut self,
+        before_ms: u64,
+        batch: usize,
+    ) -> Result<usize, LocationStoreError> {
+        self.purge_after = -1;
+        let mut total = 0;
+        loop {
+            let (deleted, wrapped) = self.purge_slice(before_ms, batch, usize::MAX)?;
+            total += deleted;
+            if wrapped {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One purge slice: examines at most `scan` rows after `purge_after` in rowid order and
+    /// deletes the expired ones among them, at most `max`, in one transaction. Returns how
+    /// many it deleted, and whether it reached the end of the table (the next slice starts
+    /// from the beginning again).
+    pub(super) fn purge_slice(
+        &mut self,
+        before_ms: u64,
+        max: usize,
+        scan: usize,
+    ) -> Result<(usize, bool), LocationStoreError> {
+        let tx = self.conn.transaction()?;
+        let (doomed, next) = {
+            let mut rows_after = tx.prepare_cached(
+                "SELECT id, expires_at FROM bindings WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let mut rows = rows_after.query(params![self.purge_after, to_i64(scan as u64)])?;
+            let (mut doomed, mut seen, mut last) = (Vec::new(), 0usize, None);
+            while doomed.len() < max {
+                let Some(row) = rows.next()? else { break };
+                let (id, expires_at): (i64, i64) = (row.get(0)?, row.get(1)?);
+                seen += 1;
+                last = Some(id);
+                if expires_at <= to_i64(before_ms) {
+                    doomed.push(id);
+                }
+            }
+            // Stopped short of `scan` rows without reaching `max`: the end of the table.
+            let wrapped = doomed.len() < max && seen < scan;
+            (doomed, if wrapped { None } else { last })
+        };
+        {
+            let mut remove = tx.prepare_cached(REMOVE)?;
+            for id in &doomed {
+                remove.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        self.purge_after = next.unwrap_or(-1);
+        Ok((doomed.len(), next.is_none()))
     }
 
     /// Checks an existing store without changing it (`sipward store check`).
@@ -249,6 +332,39 @@ fn record(row: &Row<'_>, clock: &WallClock) -> rusqlite::Result<Option<BindingRe
     }))
 }
 
+/// Writes the whole row of `r` (inserted, or replacing the row of the same id).
+fn write_whole(
+    put: &mut rusqlite::CachedStatement<'_>,
+    r: &BindingRecord,
+    clock: &WallClock,
+) -> rusqlite::Result<()> {
+    let path = if r.path.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&r.path).ok()
+    };
+    put.execute(params![
+        to_i64(r.id),
+        r.aor.as_str(),
+        r.uri,
+        r.uri_key,
+        r.params,
+        r.instance,
+        r.reg_id,
+        r.q,
+        r.call_id,
+        r.cseq,
+        r.user_agent,
+        r.credential,
+        path,
+        r.source.to_string(),
+        r.transport.as_str(),
+        r.granted,
+        to_i64(clock.unix_ms(r.deadline)),
+    ])?;
+    Ok(())
+}
+
 impl LocationStore for SqliteLocationStore {
     fn load(&mut self, clock: &WallClock) -> Result<Vec<BindingRecord>, LocationStoreError> {
         let mut stmt = self.conn.prepare(&format!(
@@ -280,35 +396,25 @@ impl LocationStore for SqliteLocationStore {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(PUT)?;
+            let mut renew = tx.prepare_cached(RENEW)?;
             let mut refresh = tx.prepare_cached(REFRESH)?;
             let mut remove = tx.prepare_cached(REMOVE)?;
             for change in changes {
                 match change {
-                    BindingChange::Put(r) => {
-                        let path = if r.path.is_empty() {
-                            None
-                        } else {
-                            serde_json::to_string(&r.path).ok()
-                        };
-                        put.execute(params![
+                    BindingChange::Put(r) => write_whole(&mut put, r, clock)?,
+                    BindingChange::Renew(r) => {
+                        let updated = renew.execute(params![
                             to_i64(r.id),
-                            r.aor.as_str(),
-                            r.uri,
-                            r.uri_key,
-                            r.params,
-                            r.instance,
-                            r.reg_id,
-                            r.q,
                             r.call_id,
                             r.cseq,
-                            r.user_agent,
-                            r.credential,
-                            path,
                             r.source.to_string(),
-                            r.transport.as_str(),
                             r.granted,
                             to_i64(clock.unix_ms(r.deadline)),
                         ])?;
+                        // Not on disk (a put whose transaction failed): the whole row.
+                        if updated == 0 {
+                            write_whole(&mut put, r, clock)?;
+                        }
                     }
                     BindingChange::Refresh {
                         id,
@@ -333,13 +439,10 @@ impl LocationStore for SqliteLocationStore {
         Ok(())
     }
 
+    /// One slice of [`PURGE_SCAN`] rows (see there): a round that deletes fewer than `max`
+    /// may leave expired rows further on, for the next rounds.
     fn purge_expired(&mut self, before_ms: u64, max: usize) -> Result<usize, LocationStoreError> {
-        let n = self.conn.execute(
-            "DELETE FROM bindings WHERE id IN \
-             (SELECT id FROM bindings WHERE expires_at <= ?1 LIMIT ?2)",
-            params![to_i64(before_ms), to_i64(max as u64)],
-        )?;
-        Ok(n)
+        Ok(self.purge_slice(before_ms, max, PURGE_SCAN)?.0)
     }
 
     fn size_bytes(&self) -> u64 {

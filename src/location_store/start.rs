@@ -38,7 +38,7 @@ pub fn open(path: &Path) -> Result<Loaded, LocationStoreError> {
     let started = Instant::now();
     let mut store = SqliteLocationStore::open(path)?;
     let clock = WallClock::now();
-    while store.purge_expired(clock.now_ms(), START_PURGE_BATCH)? == START_PURGE_BATCH {}
+    store.purge_all_expired(clock.now_ms(), START_PURGE_BATCH)?;
     let records = store.load(&clock)?;
     Ok(Loaded {
         store: Box::new(store),

@@ -590,3 +590,176 @@ fn a_record_survives_the_redis_encoding_and_a_refresh_overrides_cseq_and_granted
     fields.remove("x");
     assert_eq!(decode(5, &fields, &clock), None);
 }
+
+/// A journal that keeps what it is given, acknowledging at once.
+#[derive(Default)]
+struct Recording(Mutex<Vec<BindingChange>>);
+
+impl Journal for Recording {
+    fn reserve(&self) -> bool {
+        true
+    }
+
+    fn append_reserved(&self, changes: Vec<BindingChange>, ack: Ack) {
+        self.0.lock().unwrap().extend(changes);
+        ack.complete(true);
+    }
+
+    fn append(&self, changes: Vec<BindingChange>) {
+        self.0.lock().unwrap().extend(changes);
+    }
+}
+
+#[test]
+fn a_re_register_with_a_new_call_id_or_source_is_a_renew_and_a_new_contact_a_put() {
+    let journal = Arc::new(Recording::default());
+    let location = Location::new(RegistrarPolicy::default());
+    assert!(location.attach_journal(journal.clone()));
+    let alice = aor("alice");
+    let one = [contact("sip:alice@192.0.2.7")];
+    let moved = SocketAddr::from(([192, 0, 2, 7], 5070));
+    let now = Instant::now();
+    let steps = [
+        input(&alice, &one, 1, Some(600)),
+        // Same Call-ID and source: a refresh.
+        input(&alice, &one, 2, Some(600)),
+        // A new Call-ID (the load generator's, a rebooted phone's).
+        RegisterInput {
+            call_id: "call-2",
+            ..input(&alice, &one, 1, Some(600))
+        },
+        // The NAT moved the phone to another port.
+        RegisterInput {
+            call_id: "call-2",
+            source: moved,
+            ..input(&alice, &one, 2, Some(600))
+        },
+        // Another User-Agent: the whole binding.
+        RegisterInput {
+            call_id: "call-2",
+            source: moved,
+            user_agent: Some("phone/3"),
+            ..input(&alice, &one, 3, Some(600))
+        },
+    ];
+    for step in &steps {
+        location.register(step, now).unwrap();
+    }
+    let kinds: Vec<&str> = journal
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| match c {
+            BindingChange::Put(_) => "put",
+            BindingChange::Renew(_) => "renew",
+            BindingChange::Refresh { .. } => "refresh",
+            BindingChange::Remove { .. } => "remove",
+        })
+        .collect();
+    assert_eq!(kinds, ["put", "refresh", "renew", "renew", "put"]);
+    let Some(BindingChange::Renew(r)) = journal.0.lock().unwrap().get(3).cloned() else {
+        panic!("the fourth change is a renew");
+    };
+    assert_eq!((r.call_id.as_str(), r.source, r.cseq), ("call-2", moved, 2));
+}
+
+#[test]
+fn sqlite_renews_call_id_cseq_source_and_expiry_and_writes_a_missing_row_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("location.db");
+    let c = clock();
+    let a = record(1, "alice", &c, 600);
+    let mut renewed = a.clone();
+    renewed.call_id = "call-renewed".into();
+    renewed.cseq = 9;
+    renewed.source = "192.0.2.1:5999".parse().unwrap();
+    renewed.granted = 1200;
+    renewed.deadline = c.instant() + Duration::from_secs(1200);
+    // Its put never reached the store (a failed transaction): the renew writes it all.
+    let orphan = record(2, "bob", &c, 300);
+    {
+        let mut store = SqliteLocationStore::open(&path).unwrap();
+        store
+            .commit(&[BindingChange::Put(Box::new(a.clone()))], &c)
+            .unwrap();
+        // What a renew does not write stays as it was: make the record it carries differ
+        // there, so the test sees that only the renewed columns were written.
+        let mut carried = renewed.clone();
+        carried.user_agent = Some("not written".into());
+        store
+            .commit(
+                &[
+                    BindingChange::Renew(Box::new(carried)),
+                    BindingChange::Renew(Box::new(orphan.clone())),
+                ],
+                &c,
+            )
+            .unwrap();
+    }
+    let loaded = SqliteLocationStore::open(&path).unwrap().load(&c).unwrap();
+    assert_eq!(sorted(&c, loaded), sorted(&c, vec![renewed, orphan]));
+}
+
+#[test]
+fn the_purge_walks_the_table_in_slices_and_wraps_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let mut store = SqliteLocationStore::open(&path).unwrap();
+    let c = clock();
+    // Ids 1, 3, 5 expire after 10 s, 2 and 4 live for an hour.
+    let changes: Vec<BindingChange> = (1..=5)
+        .map(|id| {
+            let secs = if id % 2 == 1 { 10 } else { 3600 };
+            BindingChange::Put(Box::new(record(id, "alice", &c, secs)))
+        })
+        .collect();
+    store.commit(&changes, &c).unwrap();
+    let later = c.now_ms() + 60_000;
+    let ids = |store: &mut SqliteLocationStore| -> Vec<u64> {
+        let mut v: Vec<u64> = store.load(&c).unwrap().iter().map(|r| r.id).collect();
+        v.sort_unstable();
+        v
+    };
+    // Two rows per slice: ids 1-2 (1 goes), 3-4 (3 goes), then 5 and the end of the table.
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, false));
+    assert_eq!(ids(&mut store), [2, 3, 4, 5]);
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, false));
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (1, true));
+    assert_eq!(ids(&mut store), [2, 4]);
+    // Wrapped: the next slice starts at the beginning again and finds nothing more.
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (0, false));
+    assert_eq!(store.purge_slice(later, 10, 2).unwrap(), (0, true));
+    // `max` stops a slice early, and the next one goes on from there.
+    let more: Vec<BindingChange> = (6..=8)
+        .map(|id| BindingChange::Put(Box::new(record(id, "bob", &c, 10))))
+        .collect();
+    store.commit(&more, &c).unwrap();
+    assert_eq!(store.purge_all_expired(later, 1).unwrap(), 3);
+    assert_eq!(ids(&mut store), [2, 4]);
+}
+
+#[test]
+fn the_expiry_index_of_an_older_store_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    drop(SqliteLocationStore::open(&path).unwrap());
+    let indexes = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(indexes(), 0);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE INDEX bindings_expires_at ON bindings (expires_at)")
+        .unwrap();
+    assert_eq!(indexes(), 1);
+    drop(SqliteLocationStore::open(&path).unwrap());
+    assert_eq!(indexes(), 0);
+}

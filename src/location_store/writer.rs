@@ -27,7 +27,9 @@
 //! Between batches, every [`PURGE_EVERY`], it deletes bindings that expired on disk more than
 //! [`PURGE_GRACE`] ago, [`PURGE_BATCH`] rows per transaction (the grace keeps a wall clock
 //! jump from deleting a row the location service still holds; such a row is removed by the
-//! location service's own purge instead).
+//! location service's own purge instead). SQLite looks at [`super::PURGE_SCAN`] rows per
+//! round (it keeps no index on the expiry), so a round that deletes fewer than
+//! [`PURGE_BATCH`] may leave expired rows for the next rounds.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;

@@ -80,8 +80,14 @@ impl BindingRecord {
 /// One change of the location service, as applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindingChange {
-    /// A new binding, or one whose contact, source, Path or credential changed.
+    /// A new binding, or one whose contact, Path, credential or transport changed.
     Put(Box<BindingRecord>),
+    /// A re-REGISTER that changed only the Call-ID, the CSeq, the source address and the
+    /// expiry of an existing binding (a phone that restarted its Call-ID, or one behind a NAT
+    /// that moved it to another port). The whole binding comes along, so a store may write
+    /// it as a [`BindingChange::Put`]; SQLite writes only those columns (and the whole row
+    /// if it does not have it).
+    Renew(Box<BindingRecord>),
     /// A refresh that changed only the CSeq and the expiry (the common REGISTER): written as
     /// a compact update.
     Refresh {
@@ -101,20 +107,20 @@ impl BindingChange {
             && old.text.uri_key() == new.text.uri_key()
             && old.text.params() == new.text.params()
             && old.text.instance() == new.text.instance()
-            && old.text.call_id() == new.text.call_id()
             && old.text.user_agent() == new.text.user_agent()
             && old.text.credential() == new.text.credential();
-        if same_text
+        let same_contact = same_text
             && old.path == new.path
-            && (old.source, old.transport, old.q, old.reg_id)
-                == (new.source, new.transport, new.q, new.reg_id)
-        {
+            && (old.transport, old.q, old.reg_id) == (new.transport, new.q, new.reg_id);
+        if same_contact && old.source == new.source && old.text.call_id() == new.text.call_id() {
             BindingChange::Refresh {
                 id: new.id.0,
                 cseq: new.cseq,
                 granted: new.granted,
                 deadline: new.deadline,
             }
+        } else if same_contact {
+            BindingChange::Renew(Box::new(BindingRecord::of(aor, new)))
         } else {
             BindingChange::Put(Box::new(BindingRecord::of(aor, new)))
         }
@@ -154,7 +160,12 @@ impl std::fmt::Debug for dyn SharedBindings {
 type Callback = Box<dyn FnOnce(bool) + Send>;
 
 enum AckState {
-    Pending(Option<Callback>),
+    Pending {
+        callback: Option<Callback>,
+        /// A thread sleeps in [`Ack::wait`]: only then does completing wake the condvar (a
+        /// futex call per REGISTER on the writer's thread otherwise).
+        waiting: bool,
+    },
     Done(bool),
 }
 
@@ -176,7 +187,13 @@ impl std::fmt::Debug for Ack {
 impl Default for Ack {
     fn default() -> Self {
         Ack {
-            inner: Arc::new((Mutex::new(AckState::Pending(None)), Condvar::new())),
+            inner: Arc::new((
+                Mutex::new(AckState::Pending {
+                    callback: None,
+                    waiting: false,
+                }),
+                Condvar::new(),
+            )),
         }
     }
 }
@@ -189,17 +206,19 @@ impl Ack {
 
     /// Records the outcome and runs the attached callback, if any (outside the lock).
     pub fn complete(&self, durable: bool) {
-        let callback = {
+        let (callback, waiting) = {
             let mut state = self.state();
             match std::mem::replace(&mut *state, AckState::Done(durable)) {
-                AckState::Pending(callback) => callback,
+                AckState::Pending { callback, waiting } => (callback, waiting),
                 AckState::Done(first) => {
                     *state = AckState::Done(first);
-                    None
+                    (None, false)
                 }
             }
         };
-        self.inner.1.notify_all();
+        if waiting {
+            self.inner.1.notify_all();
+        }
         if let Some(callback) = callback {
             callback(durable);
         }
@@ -211,8 +230,8 @@ impl Ack {
             let mut state = self.state();
             match &mut *state {
                 AckState::Done(durable) => Some(*durable),
-                AckState::Pending(slot) => {
-                    *slot = Some(Box::new(f));
+                AckState::Pending { callback, .. } => {
+                    *callback = Some(Box::new(f));
                     return;
                 }
             }
@@ -226,8 +245,9 @@ impl Ack {
     pub fn wait(&self) -> bool {
         let mut state = self.state();
         loop {
-            if let AckState::Done(durable) = &*state {
-                return *durable;
+            match &mut *state {
+                AckState::Done(durable) => return *durable,
+                AckState::Pending { waiting, .. } => *waiting = true,
             }
             state = self
                 .inner
