@@ -72,6 +72,23 @@ fn two_nodes() -> Option<Nodes> {
     })
 }
 
+/// A UDP phone that registers alice at `node` with the device credential `laptop` (200
+/// asserted); the phone and its REGISTER, for refreshes.
+fn register_alice(node: &TokenServer, laptop: &Credential) -> (Client, Register) {
+    let mut phone = Client::new(Proto::Udp, node.server.udp);
+    let mut reg = Register::new("alice");
+    reg.contact = Some(format!("<sip:alice@{}>", phone.local));
+    let r = register_with(&mut phone, &reg, laptop, "MD5", None);
+    assert_eq!(
+        r.status(),
+        200,
+        "a device of alice at {}: {}",
+        node.server.udp,
+        r.text
+    );
+    (phone, reg)
+}
+
 /// The binding keys of alice's AoR in Redis.
 fn alice_keys(redis: &Redis) -> Vec<String> {
     redis
@@ -101,11 +118,7 @@ fn a_device_revoked_at_one_node_is_refused_and_unbound_at_the_other() {
 
     // Created at A; B has never seen it.
     let laptop = a.credential(&token, "laptop");
-    let mut at_b = Client::new(Proto::Udp, b.server.udp);
-    let mut reg_b = Register::new("alice");
-    reg_b.contact = Some(format!("<sip:alice@{}>", at_b.local));
-    let r = register_with(&mut at_b, &reg_b, &laptop, "MD5", None);
-    assert_eq!(r.status(), 200, "a device created at A, at B: {}", r.text);
+    let (mut at_b, mut reg_b) = register_alice(&b, &laptop);
     let mut at_a = Client::new(Proto::Udp, a.server.udp);
     let mut reg_a = Register::new("alice");
     reg_a.contact = Some(format!("<sip:alice@{}>", at_a.local));
@@ -277,11 +290,7 @@ fn a_revoke_removes_the_bindings_a_stopped_node_made() {
     };
     let token = idp.token_for("alice");
     let laptop = a.credential(&token, "laptop");
-    let mut at_b = Client::new(Proto::Udp, b.server.udp);
-    let mut reg_b = Register::new("alice");
-    reg_b.contact = Some(format!("<sip:alice@{}>", at_b.local));
-    let r = register_with(&mut at_b, &reg_b, &laptop, "MD5", None);
-    assert_eq!(r.status(), 200, "{}", r.text);
+    let _phone = register_alice(&b, &laptop);
     assert_eq!(alice_keys(&redis).len(), 1, "B's binding is in Redis");
     assert_eq!(a.bindings_of("alice").len(), 1, "A sees B's binding");
 
