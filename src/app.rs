@@ -436,22 +436,12 @@ async fn every(period: Duration, stop: CancellationToken, job: impl Fn(Instant))
     }
 }
 
-/// Receive threads per UDP socket that wait on Redis: with `persistence = "redis"` a receive
-/// thread blocks for a round trip on every authenticated request (the nonce claim), so the
-/// default keeps this many per core, and the cores stay busy while some threads wait.
-const REDIS_UDP_WORKERS_PER_CORE: usize = 4;
-
-/// `sip.udp_workers`, or by default one per core (four per core with Redis).
+/// `sip.udp_workers` on this machine (`Config::udp_workers`).
 fn udp_workers(config: &Config) -> usize {
-    config.sip.udp_workers.map(|n| n.get()).unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        match config.registrar.persistence {
-            Persistence::Redis => cores * REDIS_UDP_WORKERS_PER_CORE,
-            _ => cores,
-        }
-    })
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    config.udp_workers(cores)
 }
 
 fn stream_context(

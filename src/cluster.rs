@@ -17,7 +17,7 @@
 //!   Unix epoch, each kept for two windows. A report that finds the limit reached by the current
 //!   and the previous window together (so failures on both sides of a window's edge add up)
 //!   publishes the block on [`BLOCKS`]; every node (this one too) subscribes and blocks the key
-//!   in its own limiter until the current window ends. Approximate, as documented in
+//!   in its own limiter for one window length. Approximate, as documented in
 //!   docs/architecture.md: fixed windows where a node's own limiter slides from the first
 //!   failure (the shared count errs towards blocking: it may count up to two windows); reports
 //!   lost when the queue is full or Redis is down (each node's own limiter still counts them); a
@@ -59,15 +59,15 @@ return 1
 ";
 
 /// Counts one failure. KEYS[1]: the key's counter of the current window; KEYS[2]: its counter
-/// of the previous window (same slot: both hash-tagged by kind and key); ARGV: the current
-/// window's end (Unix ms), the limit, the channel, the message published while the two
-/// windows together hold the limit or more, the counter's expiry (the next window's end).
-/// Returns that sum. (A node whose limiter blocks the
-/// key stops reporting it, so the publishes after the limit are the few failures in flight.)
+/// of the previous window (same slot: both hash-tagged by kind and key); ARGV: the counter's
+/// expiry (Unix ms: the end of the window after this one), the limit, the channel, the
+/// message published while the two windows together hold the limit or more. Returns that
+/// sum. (A node whose limiter blocks the key stops reporting it, so the publishes after the
+/// limit are the few failures in flight.)
 pub const FAILURE: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 end
 local total = n + tonumber(redis.call('GET', KEYS[2]) or '0')
 if total >= tonumber(ARGV[2]) then
@@ -264,7 +264,8 @@ impl Reporter {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let now_ms = crate::location_store::WallClock::now().now_ms();
-            let source_key = crate::auth::source_key(source).to_string();
+            // `source` is already the limiter's key (`auth::source_key`: an IPv6 /64).
+            let source_key = source.to_string();
             let counts = [
                 ('s', source_key.as_str(), self.limiters.source.config()),
                 ('u', username.as_str(), self.limiters.user.config()),
@@ -274,18 +275,19 @@ impl Reporter {
                     .unwrap_or(u64::MAX)
                     .max(1);
                 let window = now_ms / window_ms;
-                let until = window.saturating_add(1).saturating_mul(window_ms);
+                let expiry = window.saturating_add(2).saturating_mul(window_ms);
                 let mut call = self.script.prepare_invoke();
                 call.key(format!("sipward:f:{{{kind}:{key}}}:{window}"))
                     .key(format!(
                         "sipward:f:{{{kind}:{key}}}:{}",
                         window.saturating_sub(1)
                     ))
-                    .arg(until)
+                    .arg(expiry)
                     .arg(config.max_failures.max(1))
                     .arg(BLOCKS)
-                    .arg(format!("{kind} {until} {key}"))
-                    .arg(until.saturating_add(window_ms));
+                    // Blocked for a whole window from now, as a node's own limiter blocks
+                    // (the current window may end a moment later).
+                    .arg(format!("{kind} {} {key}", now_ms.saturating_add(window_ms)));
                 if conn.is_none() {
                     conn = Conn::open(&self.settings).ok();
                 }

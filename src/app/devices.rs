@@ -160,7 +160,7 @@ pub(super) fn follow_device_changes(
             Ok(Some(record)) if record.revoked.is_some() => {
                 devices.revoke_record(&record);
                 if let Some(aor) = crate::sip::Aor::parse(&record.aor) {
-                    let removed = location.remove_credential(&aor, &record.username);
+                    let removed = location.remove_own_credential(&aor, &record.username);
                     tracing::info!(
                         device = %record.username,
                         bindings_removed = removed,

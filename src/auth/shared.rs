@@ -28,9 +28,13 @@ impl NonceUse<'_> {
     /// (32 hex digits). A collision can only refuse a use, never accept one.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
+        // Length first, so that no Call-ID and address can pass for another pair.
+        h.update((self.call_id.len() as u64).to_be_bytes());
         h.update(self.call_id.as_bytes());
-        h.update([0]);
-        h.update(self.source.to_canonical().to_string().as_bytes());
+        match self.source.to_canonical() {
+            IpAddr::V4(v4) => h.update(v4.octets()),
+            IpAddr::V6(v6) => h.update(v6.octets()),
+        }
         let digest = h.finalize();
         hex::encode(&digest[..16])
     }

@@ -2,7 +2,8 @@
 //! for itself in Via and Record-Route), `sip.aliases` (more names that mean us),
 //! `registrar.path` (what to do with a Path header from an edge proxy), and the warnings
 //! `check-config` and start-up print for a setup that works but will likely surprise (a
-//! wildcard listener with nothing advertised).
+//! wildcard listener with nothing advertised); and how many receive threads read each UDP
+//! socket (`Config::udp_workers`).
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::problems::{Named, Problems};
+use super::{Config, Persistence};
 use crate::sip::{HostPort, Transport};
 
 /// A `sip.udp` / `sip.tcp` entry: `"addr"`, or `{ addr = "...", advertise = "..." }`.
@@ -227,6 +229,25 @@ impl super::Config {
             }
         }
         warnings
+    }
+}
+
+/// Receive threads per UDP socket that wait on Redis: with `persistence = "redis"` a receive
+/// thread blocks for a round trip on every authenticated request (the nonce claim), so the
+/// default keeps this many per core, and the cores stay busy while some threads wait.
+pub(super) const REDIS_UDP_WORKERS_PER_CORE: usize = 4;
+
+impl Config {
+    /// `sip.udp_workers`, or by default one receive thread per core of `cores` (four per core
+    /// with `registrar.persistence = "redis"`).
+    pub fn udp_workers(&self, cores: usize) -> usize {
+        self.sip.udp_workers.map_or_else(
+            || match self.registrar.persistence {
+                Persistence::Redis => cores * REDIS_UDP_WORKERS_PER_CORE,
+                _ => cores,
+            },
+            |n| n.get(),
+        )
     }
 }
 

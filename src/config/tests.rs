@@ -971,3 +971,22 @@ fn lifecycle_sections_name_their_keys() {
     assert_problem(&errors, "roles[0].claim", "must name a claim");
     assert_problem(&errors, "audit.file", "folder does not exist");
 }
+
+#[test]
+fn udp_workers_default_to_one_per_core_and_four_per_core_with_redis() {
+    let memory = parse(ONE_DOMAIN).unwrap();
+    assert_eq!(memory.udp_workers(2), 2);
+    let redis = parse(&format!(
+        "[registrar]\npersistence = \"redis\"\n[redis]\nurls = [\"redis://127.0.0.1:6379\"]\n{ONE_DOMAIN}"
+    ))
+    .unwrap();
+    assert_eq!(
+        redis.udp_workers(2),
+        2 * network::REDIS_UDP_WORKERS_PER_CORE
+    );
+    let set = parse(&format!(
+        "[sip]\nudp_workers = 3\n[registrar]\npersistence = \"redis\"\n[redis]\nurls = [\"redis://127.0.0.1:6379\"]\n{ONE_DOMAIN}"
+    ))
+    .unwrap();
+    assert_eq!(set.udp_workers(2), 3, "a configured count is kept");
+}

@@ -309,15 +309,21 @@ impl Location {
     /// revoked device). Call it after the credential stopped being live (`Credential`): then
     /// no binding made with it remains or can appear. Returns how many were removed.
     pub fn remove_credential(&self, aor: &Aor, name: &str) -> usize {
-        let here = self
-            .inner
-            .remove_where(aor, |b| b.text.credential() == Some(name));
+        let here = self.remove_own_credential(aor, name);
         let elsewhere = self
             .inner
             .shared
             .get()
             .map_or(0, |shared| shared.remove_credential(aor, name));
         here + elsewhere
+    }
+
+    /// [`Self::remove_credential`] for this node's bindings only: what a node does when it
+    /// hears of a revoke another node made (that node already removed the rest from the shared
+    /// store).
+    pub fn remove_own_credential(&self, aor: &Aor, name: &str) -> usize {
+        self.inner
+            .remove_where(aor, |b| b.text.credential() == Some(name))
     }
 
     /// Admin listing: up to `limit` AoRs with live bindings (only `filter` when given), in no
